@@ -1,0 +1,8 @@
+/* The subcommands of the natgrad program; each takes argv starting at its own name. */
+#ifndef NG_COMMANDS_H
+#define NG_COMMANDS_H
+
+int ng_cmd_info(int argc, char **argv);
+int ng_cmd_smoke(int argc, char **argv);
+
+#endif

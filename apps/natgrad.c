@@ -1,0 +1,33 @@
+/* The natgrad command: one program, subcommands for each job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "apps/commands.h"
+
+static const struct {
+    const char *name, *help;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"info", "what this build contains and which devices it sees", ng_cmd_info},
+    {"smoke", "a quick check of the core: GEMM and eigh on CPU (and GPU) against float64",
+     ng_cmd_smoke},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: natgrad <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'natgrad <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "natgrad: error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

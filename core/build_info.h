@@ -1,0 +1,10 @@
+/* What this build of natgrad contains (CUDA and library versions, MPI, BLAS) and which
+ * devices it sees: the one place that reports the build-time choices. */
+#ifndef NG_BUILD_INFO_H
+#define NG_BUILD_INFO_H
+
+#include <stdio.h>
+
+void ng_print_build_info(FILE *f);
+
+#endif

@@ -1,0 +1,61 @@
+/* The CUDA context, library handles, scratch workspace and status strings. */
+#include "cuda_context.h"
+
+#include <stdlib.h>
+
+static ng_cuda_context ctx;
+static int ready;
+
+int ng_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no device: clear the sticky error, report none */
+        return 0;
+    }
+    return n;
+}
+
+ng_cuda_context *ng_cuda_ctx(void) {
+    if (ready) return &ctx;
+    NG_CHECK(ng_cuda_device_count() > 0, "a CUDA tensor was used but no CUDA device is visible");
+    const char *dev = getenv("NG_CUDA_DEVICE");
+    ctx.device = dev ? atoi(dev) : 0;
+    NG_CUDA_CHECK(cudaSetDevice(ctx.device));
+    NG_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+    NG_CUBLAS_CHECK(cublasCreate(&ctx.cublas));
+    NG_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));
+    NG_CUSOLVER_CHECK(cusolverDnCreate(&ctx.cusolver));
+    NG_CUSOLVER_CHECK(cusolverDnSetStream(ctx.cusolver, ctx.stream));
+    NG_CUDNN_CHECK(cudnnCreate(&ctx.cudnn));
+    NG_CUDNN_CHECK(cudnnSetStream(ctx.cudnn, ctx.stream));
+    ready = 1;
+    return &ctx;
+}
+
+void *ng_cuda_workspace(size_t bytes) {
+    ng_cuda_context *c = ng_cuda_ctx();
+    if (bytes > c->workspace_bytes) {
+        /* Work queued on the stream may still read the old buffer. */
+        NG_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        if (c->workspace) NG_CUDA_CHECK(cudaFree(c->workspace));
+        NG_CUDA_CHECK(cudaMalloc(&c->workspace, bytes));
+        c->workspace_bytes = bytes;
+    }
+    return c->workspace;
+}
+
+const char *ng_cublas_status_string(cublasStatus_t s) { return cublasGetStatusString(s); }
+
+const char *ng_cusolver_status_string(cusolverStatus_t s) {
+    switch (s) {
+        case CUSOLVER_STATUS_SUCCESS: return "success";
+        case CUSOLVER_STATUS_NOT_INITIALIZED: return "not initialized";
+        case CUSOLVER_STATUS_ALLOC_FAILED: return "allocation failed";
+        case CUSOLVER_STATUS_INVALID_VALUE: return "invalid value";
+        case CUSOLVER_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+        case CUSOLVER_STATUS_EXECUTION_FAILED: return "execution failed";
+        case CUSOLVER_STATUS_INTERNAL_ERROR: return "internal error";
+        case CUSOLVER_STATUS_NOT_SUPPORTED: return "not supported";
+        default: return "unknown cuSOLVER status";
+    }
+}

@@ -1,0 +1,53 @@
+/* Device memory: a counting allocator with a high-water mark per device, and arenas with
+ * mark/release for activations (the arena's peak is the activation-memory figure). */
+#ifndef NG_MEMORY_H
+#define NG_MEMORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every buffer is aligned to this many bytes (enough for vector loads and cuBLAS). */
+#define NG_ALIGN 256
+
+void *ng_alloc(ng_device dev, size_t bytes);
+/* `bytes` must be what was asked of ng_alloc: the counters stay exact without a lookup. */
+void ng_free(ng_device dev, void *p, size_t bytes);
+
+typedef struct {
+    size_t current, peak, total_allocs;
+} ng_mem_stats;
+
+ng_mem_stats ng_mem_stats_get(ng_device dev);
+/* Sets the peak to the current figure, so a benchmark can measure one phase. */
+void ng_mem_reset_peak(ng_device dev);
+
+/* An arena: one buffer, bump allocation, release back to a mark. */
+typedef struct {
+    ng_device device;
+    char *base;
+    size_t capacity, used, peak;
+    const char *name;
+} ng_arena;
+
+typedef size_t ng_arena_mark;
+
+ng_arena ng_arena_new(ng_device dev, size_t capacity, const char *name);
+void ng_arena_free(ng_arena *a);
+/* Fails with a message naming the arena and the sizes when the arena is full. */
+void *ng_arena_alloc(ng_arena *a, size_t bytes);
+ng_tensor ng_arena_tensor(ng_arena *a, ng_dtype dtype, int ndim, const int64_t *shape,
+                          const char *name);
+static inline ng_arena_mark ng_arena_get_mark(const ng_arena *a) { return a->used; }
+void ng_arena_release(ng_arena *a, ng_arena_mark m);
+void ng_arena_reset_peak(ng_arena *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
