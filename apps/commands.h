@@ -4,5 +4,6 @@
 
 int ng_cmd_info(int argc, char **argv);
 int ng_cmd_smoke(int argc, char **argv);
+int ng_cmd_bench_core(int argc, char **argv);
 
 #endif

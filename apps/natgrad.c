@@ -11,12 +11,13 @@ static const struct {
     {"info", "what this build contains and which devices it sees", ng_cmd_info},
     {"smoke", "a quick check of the core: GEMM and eigh on CPU (and GPU) against float64",
      ng_cmd_smoke},
+    {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device", ng_cmd_bench_core},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: natgrad <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n'natgrad <command> --help' describes a command's options.\n");
 }
 
