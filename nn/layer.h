@@ -1,0 +1,113 @@
+/* The layer interface: a layer is a struct with a small table of functions (forward, backward,
+ * output shape), named parameters that live in the model's flat buffers, and children when it
+ * is a container. Forward and backward are written by hand for every layer. */
+#ifndef NG_LAYER_H
+#define NG_LAYER_H
+
+#include "core/memory.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ng_layer ng_layer;
+
+/* How a parameter starts; `a` is the std (normal, trunc_normal: cut at +-2 std as timm does),
+ * the bound (uniform: [-a, a]) or the value (constant). Kaiming variants use the fan-in the
+ * layer records in `fan_in`. */
+typedef enum {
+    NG_INIT_CONSTANT,
+    NG_INIT_NORMAL,
+    NG_INIT_TRUNC_NORMAL,
+    NG_INIT_UNIFORM,
+    NG_INIT_KAIMING_NORMAL,  /* std = sqrt(2 / fan_in), for convolutions followed by ReLU */
+    NG_INIT_KAIMING_UNIFORM, /* bound = 1/sqrt(fan_in): PyTorch's Linear/Conv default */
+} ng_init_kind;
+
+typedef struct {
+    ng_init_kind kind;
+    double a;
+    int64_t fan_in;
+} ng_init;
+
+/* A named parameter. `value` and `grad` are views into the model's flat parameter and gradient
+ * buffers once the model is built (ng_model_build); before that they only carry the shape. */
+typedef struct {
+    char name[96];  /* full dotted name, timm style: "blocks.0.attn.qkv.weight" */
+    ng_tensor value; /* master weights: f32, or f64 for gradient checks */
+    ng_tensor grad;  /* same shape; backward accumulates (+=) into it */
+    ng_init init;
+    int decay; /* 1 when weight decay applies (weights); 0 for biases, norms, embeddings */
+} ng_param;
+
+/* K-FAC and other observers see Linear and Conv layers through this: the layer's input
+ * activations during forward and the gradient w.r.t. its output during backward, at the moment
+ * the layer has them. Not called during the replay of a checkpoint segment, so nothing is
+ * counted twice, and not called at all when no observer is set. */
+typedef struct {
+    void *self;
+    void (*input)(void *self, ng_layer *l, const ng_tensor *x);
+    void (*output_grad)(void *self, ng_layer *l, const ng_tensor *dy);
+} ng_observer;
+
+/* What a forward or backward pass runs with. */
+typedef struct {
+    ng_device device;
+    ng_arena *acts;  /* forward outputs and everything backward needs */
+    ng_arena *grads; /* activation gradients and backward scratch, used as a stack */
+    int training;    /* dropout active, batch norm uses batch statistics */
+    int recomputing; /* replaying a checkpoint segment: no capture, no running-stat updates */
+    ng_rng_key rng;  /* seed and step; layers add their own stream id */
+    ng_observer *observer;
+} ng_ctx;
+
+typedef struct {
+    const char *kind;
+    /* Output shape for an input shape; dim 0 is the batch. Fails naming the layer when the
+     * input shape does not fit. */
+    void (*out_shape)(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                      int64_t *out);
+    /* Computes y = f(x) into a tensor it allocates from ctx->acts (or a view of x), saving
+     * what backward needs. */
+    ng_tensor (*forward)(ng_layer *l, ng_ctx *ctx, const ng_tensor *x);
+    /* Given dy for the last forward's output, adds parameter gradients into the params' grad
+     * views and writes the input gradient into dx (caller-allocated, x's shape) unless dx is
+     * NULL. Scratch comes from ctx->grads and is released before returning. */
+    void (*backward)(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx);
+    /* Frees what the layer allocated itself (not its children: ng_layer_free walks them). */
+    void (*destroy)(ng_layer *l);
+} ng_layer_ops;
+
+#define NG_LAYER_MAX_PARAMS 4
+
+struct ng_layer {
+    const ng_layer_ops *ops;
+    char name[80]; /* dotted path, e.g. "blocks.3.mlp.fc1" */
+    ng_param params[NG_LAYER_MAX_PARAMS];
+    int nparams;
+    ng_layer **children;
+    int nchildren;
+    int capture; /* 1 for layers that offer the observer interface (Linear, Conv) */
+    int index;   /* position in the model's depth-first order, for RNG streams */
+    void *impl;  /* the layer kind's own state */
+};
+
+/* Allocates a layer with a name and zeroed impl of `impl_bytes`. */
+ng_layer *ng_layer_new(const ng_layer_ops *ops, const char *name, size_t impl_bytes);
+/* Declares a parameter: its name is the layer's name + "." + short_name. */
+ng_param *ng_layer_add_param(ng_layer *l, const char *short_name, int ndim, const int64_t *shape,
+                             ng_init init, int decay);
+void ng_layer_add_child(ng_layer *l, ng_layer *child);
+/* Frees the layer and all its children. */
+void ng_layer_free(ng_layer *l);
+
+/* Output shape through the ops, with the input checked against NG_MAX_DIMS. */
+void ng_layer_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                        int64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

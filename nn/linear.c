@@ -1,0 +1,97 @@
+/* The Linear layer: three GEMMs. Bias add and bias gradient are rank-1 GEMMs against a ones
+ * vector, so the layer needs no kernels of its own and runs on any device ng_gemm does. */
+#include "nn/linear.h"
+
+#include "core/error.h"
+#include "core/ops.h"
+
+typedef struct {
+    int64_t in, out;
+    int bias;
+    ng_tensor x; /* saved input, viewed as [rows, in] */
+} linear_state;
+
+static void linear_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                             int64_t *out) {
+    const linear_state *s = l->impl;
+    NG_CHECK(in[ndim - 1] == s->in, "linear %s: input's last dim is %lld, expected %lld",
+             l->name, (long long)in[ndim - 1], (long long)s->in);
+    *out_ndim = ndim;
+    for (int i = 0; i < ndim - 1; i++) out[i] = in[i];
+    out[ndim - 1] = s->out;
+}
+
+static ng_tensor ones(ng_arena *a, ng_dtype dt, int64_t n) {
+    ng_tensor t = ng_arena_tensor(a, dt, 2, (int64_t[]){n, 1}, "ones");
+    ng_fill(&t, 1.0);
+    return t;
+}
+
+static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
+    linear_state *s = l->impl;
+    int ndim;
+    int64_t shape[NG_MAX_DIMS];
+    linear_out_shape(l, x->ndim, x->shape, &ndim, shape);
+    int64_t rows = x->numel / s->in;
+    s->x = ng_tensor_reshape(x, 2, (int64_t[]){rows, s->in});
+    ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
+    ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
+    if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
+    ng_gemm(0, 1, 1.0, &s->x, &l->params[0].value, 0.0, &y2);
+    if (s->bias) {
+        ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+        ng_tensor one = ones(ctx->grads, x->dtype, rows);
+        ng_tensor b = ng_tensor_reshape(&l->params[1].value, 2, (int64_t[]){1, s->out});
+        ng_gemm(0, 0, 1.0, &one, &b, 1.0, &y2);
+        ng_arena_release(ctx->grads, m);
+    }
+    return y;
+}
+
+static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    linear_state *s = l->impl;
+    int64_t rows = s->x.shape[0];
+    NG_CHECK(dy->numel == rows * s->out, "linear %s: output gradient %s does not fit the forward",
+             l->name, ng_tensor_desc(dy));
+    ng_tensor g = ng_tensor_reshape(dy, 2, (int64_t[]){rows, s->out});
+    if (ctx->observer) ctx->observer->output_grad(ctx->observer->self, l, &g);
+    ng_gemm(1, 0, 1.0, &g, &s->x, 1.0, &l->params[0].grad); /* dW += dy^T x */
+    if (s->bias) {
+        ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+        ng_tensor one = ones(ctx->grads, dy->dtype, rows);
+        ng_tensor db = ng_tensor_reshape(&l->params[1].grad, 2, (int64_t[]){1, s->out});
+        ng_gemm(1, 0, 1.0, &one, &g, 1.0, &db); /* db += 1^T dy */
+        ng_arena_release(ctx->grads, m);
+    }
+    if (dx) {
+        ng_tensor d2 = ng_tensor_reshape(dx, 2, (int64_t[]){rows, s->in});
+        ng_gemm(0, 0, 1.0, &g, &l->params[0].value, 0.0, &d2); /* dx = dy W */
+    }
+}
+
+static const ng_layer_ops linear_ops = {
+    .kind = "linear",
+    .out_shape = linear_out_shape,
+    .forward = linear_forward,
+    .backward = linear_backward,
+};
+
+ng_layer *ng_linear(const char *name, int64_t in, int64_t out, int bias) {
+    NG_CHECK(in > 0 && out > 0, "linear %s: features in=%lld out=%lld must be > 0", name,
+             (long long)in, (long long)out);
+    ng_layer *l = ng_layer_new(&linear_ops, name, sizeof(linear_state));
+    linear_state *s = l->impl;
+    s->in = in, s->out = out, s->bias = bias;
+    l->capture = 1;
+    /* PyTorch's default: uniform in +-1/sqrt(fan_in) for both (models may override, e.g. ViT's
+     * trunc_normal(0.02) weights and zero biases). */
+    ng_init ku = {.kind = NG_INIT_KAIMING_UNIFORM, .fan_in = in};
+    ng_layer_add_param(l, "weight", 2, (int64_t[]){out, in}, ku, 1);
+    if (bias) ng_layer_add_param(l, "bias", 1, (int64_t[]){out}, ku, 0);
+    return l;
+}
+
+void ng_linear_dims(const ng_layer *l, int64_t *in, int64_t *out, int *bias) {
+    const linear_state *s = l->impl;
+    *in = s->in, *out = s->out, *bias = s->bias;
+}

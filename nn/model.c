@@ -1,0 +1,145 @@
+/* Flat parameter buffers, parameter initialisation, and whole-model passes. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/ops.h"
+
+static void gather(ng_model *m, ng_layer *l, int *index) {
+    l->index = (*index)++;
+    for (int i = 0; i < l->nparams; i++) {
+        m->params = realloc(m->params, sizeof *m->params * (size_t)(m->nparams + 1));
+        NG_CHECK(m->params, "out of host memory gathering parameters");
+        m->params[m->nparams++] = (ng_param_entry){.param = &l->params[i], .layer = l};
+    }
+    for (int i = 0; i < l->nchildren; i++) gather(m, l->children[i], index);
+}
+
+ng_model *ng_model_new(ng_layer *root) {
+    ng_model *m = calloc(1, sizeof *m);
+    NG_CHECK(m, "out of host memory creating a model");
+    m->root = root;
+    int index = 0;
+    gather(m, root, &index);
+    for (int i = 0; i < m->nparams; i++) {
+        ng_param *p = m->params[i].param;
+        for (int j = 0; j < i; j++)
+            NG_CHECK(strcmp(p->name, m->params[j].param->name),
+                     "model: two parameters are named %s", p->name);
+        m->params[i].offset = m->numel;
+        m->numel += (p->value.numel + NG_PARAM_ALIGN - 1) / NG_PARAM_ALIGN * NG_PARAM_ALIGN;
+        m->count += p->value.numel;
+    }
+    return m;
+}
+
+/* The standard normal from Philox words, in double on the host. */
+static double normal_from(uint32_t a, uint32_t b) {
+    double u1 = ((double)a + 1.0) / 4294967296.0, u2 = (double)b / 4294967296.0;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) {
+    ng_tensor h = ng_tensor_new(NG_F64, NG_CPU, t->ndim, t->shape, "init");
+    double *v = h.data;
+    ng_rng_key k = {.seed = seed, .stream = stream};
+    uint64_t block = 0;
+    uint32_t w[4];
+    double fan = init.fan_in > 0 ? (double)init.fan_in : 1.0;
+    for (int64_t i = 0; i < h.numel; i++) {
+        switch (init.kind) {
+            case NG_INIT_CONSTANT: v[i] = init.a; break;
+            case NG_INIT_UNIFORM:
+            case NG_INIT_KAIMING_UNIFORM: {
+                double bound = init.kind == NG_INIT_UNIFORM ? init.a : 1.0 / sqrt(fan);
+                ng_rng_block(k, block++, w);
+                v[i] = bound * (2.0 * ((double)w[0] / 4294967296.0) - 1.0);
+                break;
+            }
+            case NG_INIT_NORMAL:
+            case NG_INIT_KAIMING_NORMAL: {
+                double std = init.kind == NG_INIT_NORMAL ? init.a : sqrt(2.0 / fan);
+                ng_rng_block(k, block++, w);
+                v[i] = std * normal_from(w[0], w[1]);
+                break;
+            }
+            case NG_INIT_TRUNC_NORMAL: { /* redraw outside +-2 std, as timm's trunc_normal_ */
+                double z;
+                do {
+                    ng_rng_block(k, block++, w);
+                    z = normal_from(w[0], w[1]);
+                } while (fabs(z) > 2.0);
+                v[i] = init.a * z;
+                break;
+            }
+        }
+    }
+    ng_tensor c = ng_tensor_new(t->dtype, NG_CPU, t->ndim, t->shape, "init");
+    ng_cast(&c, &h);
+    ng_tensor_copy(t, &c);
+    ng_tensor_free(&c);
+    ng_tensor_free(&h);
+}
+
+void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, size_t act_bytes,
+                    size_t grad_bytes) {
+    NG_CHECK(dtype == NG_F32 || dtype == NG_F64, "model parameters must be f32 or f64, not %s",
+             ng_dtype_name(dtype));
+    m->device = dev;
+    m->dtype = dtype;
+    m->flat_params = ng_tensor_1d(dtype, dev, m->numel, "parameters");
+    m->flat_grads = ng_tensor_1d(dtype, dev, m->numel, "gradients");
+    ng_fill(&m->flat_params, 0);
+    ng_fill(&m->flat_grads, 0);
+    for (int i = 0; i < m->nparams; i++) {
+        ng_param *p = m->params[i].param;
+        p->value = ng_tensor_view(&m->flat_params, m->params[i].offset, p->value.ndim,
+                                  p->value.shape, p->name);
+        p->grad = ng_tensor_view(&m->flat_grads, m->params[i].offset, p->value.ndim,
+                                 p->value.shape, p->name);
+        ng_init_tensor(&p->value, p->init, seed, (uint64_t)i);
+    }
+    m->acts = ng_arena_new(dev, act_bytes, "activations");
+    m->grads = ng_arena_new(dev, grad_bytes, "activation gradients");
+}
+
+void ng_model_free(ng_model *m) {
+    if (!m) return;
+    ng_tensor_free(&m->flat_params);
+    ng_tensor_free(&m->flat_grads);
+    if (m->acts.base) ng_arena_free(&m->acts);
+    if (m->grads.base) ng_arena_free(&m->grads);
+    ng_layer_free(m->root);
+    free(m->params);
+    free(m);
+}
+
+ng_ctx ng_model_ctx(ng_model *m, int training, uint64_t seed, uint64_t step) {
+    /* Step goes into the offset's high bits: each step draws from a fresh counter range. */
+    return (ng_ctx){.device = m->device, .acts = &m->acts, .grads = &m->grads,
+                    .training = training, .rng = {.seed = seed, .offset = step << 40}};
+}
+
+void ng_model_reset_arenas(ng_model *m) {
+    ng_arena_release(&m->acts, 0);
+    ng_arena_release(&m->grads, 0);
+}
+
+ng_tensor ng_model_forward(ng_model *m, ng_ctx *ctx, const ng_tensor *x) {
+    return m->root->ops->forward(m->root, ctx, x);
+}
+
+void ng_model_backward(ng_model *m, ng_ctx *ctx, const ng_tensor *dy) {
+    m->root->ops->backward(m->root, ctx, dy, NULL);
+}
+
+void ng_model_zero_grad(ng_model *m) { ng_fill(&m->flat_grads, 0); }
+
+ng_param_entry *ng_model_find(ng_model *m, const char *name) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!strcmp(m->params[i].param->name, name)) return &m->params[i];
+    return NULL;
+}

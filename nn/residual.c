@@ -1,0 +1,44 @@
+/* The residual block y = x + f(x). */
+#include "core/error.h"
+#include "core/ops.h"
+#include "nn/containers.h"
+
+static void res_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                          int64_t *out) {
+    ng_layer_out_shape(l->children[0], ndim, in, out_ndim, out);
+    int same = *out_ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = out[i] == in[i];
+    NG_CHECK(same, "residual %s: the branch changes the shape of its input", l->name);
+}
+
+static ng_tensor res_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
+    ng_layer *f = l->children[0];
+    ng_tensor fx = f->ops->forward(f, ctx, x);
+    ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, x->ndim, x->shape, l->name);
+    ng_add(x, &fx, &y);
+    return y;
+}
+
+static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    ng_layer *f = l->children[0];
+    if (!dx) {
+        f->ops->backward(f, ctx, dy, NULL);
+        return;
+    }
+    /* dx = dy + f'(x)^T dy: the branch writes into dx, then the skip path adds dy. */
+    f->ops->backward(f, ctx, dy, dx);
+    ng_axpy(1.0, dy, dx);
+}
+
+static const ng_layer_ops res_ops = {
+    .kind = "residual",
+    .out_shape = res_out_shape,
+    .forward = res_forward,
+    .backward = res_backward,
+};
+
+ng_layer *ng_residual(const char *name, ng_layer *f) {
+    ng_layer *l = ng_layer_new(&res_ops, name, 0);
+    ng_layer_add_child(l, f);
+    return l;
+}

@@ -1,0 +1,32 @@
+/* Layer checks shared by the nn tests:
+ * - ng_gradcheck: a layer's backward (input and every parameter gradient) against central
+ *   finite differences of L = <dy, f(x)> in float64 on the CPU, for random x, dy, parameters.
+ * - ng_twincheck: the same layer built on CPU and on CUDA (f32, same seed, same inputs):
+ *   forward outputs and all gradients compared. */
+#ifndef NG_GRADCHECK_H
+#define NG_GRADCHECK_H
+
+#include "nn/layer.h"
+
+/* Builds a fresh layer each call (the checks build it more than once). */
+typedef ng_layer *(*ng_layer_maker)(void);
+
+typedef struct {
+    int training;        /* run the layer in training mode */
+    int max_checks;      /* finite-difference probes per tensor (random indices); 0 = 40 */
+    double h;            /* step; 0 = 1e-6 */
+    double tol;          /* |num - ana| <= tol * max(1, |num|, |ana|); 0 = 1e-6 */
+    int no_input_grad;   /* the input is not differentiable (e.g. class labels) */
+    double input_lo, input_hi; /* input range; both 0 = [-1, 1] */
+} ng_gradcheck_opts;
+
+/* Returns 1 when every probed gradient matches; failures are reported through testing.h. */
+int ng_gradcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                 ng_gradcheck_opts opts);
+
+/* CPU vs CUDA: relative-norm tolerance `tol` on outputs and gradients. Skips (returns 1) when no
+ * GPU is present. */
+int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                 int training, double tol);
+
+#endif
