@@ -1,0 +1,14 @@
+/* Model weights as safetensors under timm's parameter names and PyTorch's layouts, so a
+ * natgrad model loads into PyTorch/timm (load_state_dict) and back. */
+#ifndef NG_WEIGHTS_H
+#define NG_WEIGHTS_H
+
+#include "nn/model.h"
+
+/* Writes every parameter (in the model's dtype) plus optional metadata pairs. */
+void ng_weights_save(ng_model *m, const char *path, const char **meta);
+/* Loads every parameter by name; stored f16/bf16/f32/f64 values are converted to the model's
+ * dtype. A missing tensor, an unexpected one, or a shape mismatch is an error naming it. */
+void ng_weights_load(ng_model *m, const char *path);
+
+#endif

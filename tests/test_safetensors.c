@@ -1,0 +1,139 @@
+/* safetensors: round trip of every dtype, model weights by name, and malformed files
+ * (truncated, unknown dtype, lying offsets, overlaps, shape mismatch) rejected naming the tensor. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/ops.h"
+#include "core/safetensors.h"
+#include "nn/containers.h"
+#include "nn/linear.h"
+#include "nn/weights.h"
+#include "testing.h"
+
+static char dir[256];
+
+static const char *tmp_path(const char *name) {
+    static char p[4][512];
+    static int k;
+    char *s = p[k++ & 3];
+    snprintf(s, 512, "%s/%s", dir, name);
+    return s;
+}
+
+static void write_raw(const char *path, const char *header, size_t data_bytes) {
+    FILE *f = fopen(path, "wb");
+    uint64_t n = strlen(header);
+    for (int b = 0; b < 8; b++) fputc((int)(n >> (8 * b)) & 0xff, f);
+    fwrite(header, 1, n, f);
+    for (size_t i = 0; i < data_bytes; i++) fputc((int)(i * 37 & 0xff), f);
+    fclose(f);
+}
+
+static void test_round_trip(void) {
+    ng_dtype dts[6] = {NG_F32, NG_F64, NG_F16, NG_BF16, NG_I32, NG_U8};
+    ng_tensor ts[6];
+    ng_st_entry e[6];
+    const char *names[6] = {"a.f32", "b.f64", "c.f16", "d.bf16", "e.i32", "f.u8"};
+    for (int i = 0; i < 6; i++) {
+        ts[i] = ng_tensor_new(dts[i], NG_CPU, 3, (int64_t[]){2, 3, 1 + i}, names[i]);
+        if (ng_dtype_is_float(dts[i]))
+            ng_test_fill_uniform(&ts[i], -5, 5);
+        else
+            for (size_t b = 0; b < ng_tensor_bytes(&ts[i]); b++)
+                ((unsigned char *)ts[i].data)[b] = (unsigned char)(ng_test_uniform() * 127 + 128);
+        e[i] = (ng_st_entry){names[i], &ts[i]};
+    }
+    const char *meta[] = {"format", "pt", "step", "12", NULL};
+    const char *path = tmp_path("rt.safetensors");
+    ng_safetensors_save(path, e, 6, meta);
+    NG_TEST(access(tmp_path("rt.safetensors.tmp"), F_OK) != 0, "no temporary file left behind");
+    ng_safetensors *f = ng_safetensors_open(path);
+    NG_TEST(ng_safetensors_count(f) == 6, "6 tensors read back");
+    for (int i = 0; i < 6; i++) {
+        ng_tensor t;
+        int found = ng_safetensors_find(f, names[i], &t);
+        NG_TEST(found && t.dtype == dts[i] && ng_tensor_same_shape(&t, &ts[i]) &&
+                    !memcmp(t.data, ts[i].data, ng_tensor_bytes(&t)),
+                "%s round trip: dtype, shape and bytes", names[i]);
+    }
+    NG_TEST(ng_safetensors_meta(f, "step") && !strcmp(ng_safetensors_meta(f, "step"), "12"),
+            "metadata round trip");
+    ng_safetensors_close(f);
+    for (int i = 0; i < 6; i++) ng_tensor_free(&ts[i]);
+}
+
+static ng_layer *make_net(void) {
+    ng_layer *s = ng_sequence("");
+    ng_layer_add_child(s, ng_linear("blocks.0.fc1", 5, 7, 1));
+    ng_layer_add_child(s, ng_linear("head", 7, 3, 1));
+    return s;
+}
+
+static void test_weights(void) {
+    ng_model *a = ng_model_new(make_net()), *b = ng_model_new(make_net());
+    ng_model_build(a, NG_CPU, NG_F32, 1, 1 << 16, 1 << 16);
+    ng_model_build(b, NG_CPU, NG_F32, 2, 1 << 16, 1 << 16);
+    const char *path = tmp_path("w.safetensors");
+    ng_weights_save(a, path, NULL);
+    ng_weights_load(b, path);
+    NG_TEST(!memcmp(a->flat_params.data, b->flat_params.data, ng_tensor_bytes(&a->flat_params)),
+            "weights load into a fresh model bit for bit");
+    ng_safetensors *f = ng_safetensors_open(path);
+    ng_tensor t;
+    NG_TEST(ng_safetensors_find(f, "blocks.0.fc1.weight", &t) && t.shape[0] == 7 && t.shape[1] == 5,
+            "PyTorch layout [out, in] under the timm-style name");
+    ng_safetensors_close(f);
+    /* A model of another shape: the mismatch names the tensor. */
+    ng_layer *s = ng_sequence("");
+    ng_layer_add_child(s, ng_linear("blocks.0.fc1", 5, 8, 1));
+    ng_layer_add_child(s, ng_linear("head", 8, 3, 1));
+    ng_model *c = ng_model_new(s);
+    ng_model_build(c, NG_CPU, NG_F32, 1, 1 << 16, 1 << 16);
+    NG_TEST_ERROR(ng_weights_load(c, path), "blocks.0.fc1.weight");
+    ng_model *d = ng_model_new(ng_linear("other", 5, 7, 1));
+    ng_model_build(d, NG_CPU, NG_F32, 1, 1 << 16, 1 << 16);
+    NG_TEST_ERROR(ng_weights_load(d, path), "not a parameter");
+    ng_model_free(a), ng_model_free(b), ng_model_free(c), ng_model_free(d);
+}
+
+static void test_malformed(void) {
+    const char *p = tmp_path("bad.safetensors");
+    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8);
+    NG_TEST_ERROR(ng_safetensors_open(p), "w");      /* truncated data */
+    write_raw(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
+    NG_TEST_ERROR(ng_safetensors_open(p), "Q4");     /* unknown dtype */
+    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
+    NG_TEST_ERROR(ng_safetensors_open(p), "w");      /* offsets disagree with the shape */
+    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
+    NG_TEST_ERROR(ng_safetensors_open(p), "overlap");
+    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12);
+    NG_TEST_ERROR(ng_safetensors_open(p), "w");
+    write_raw(p, "{not json", 0);
+    NG_TEST_ERROR(ng_safetensors_open(p), "JSON");
+    FILE *f = fopen(p, "wb");
+    fputs("abc", f);
+    fclose(f);
+    NG_TEST_ERROR(ng_safetensors_open(p), "truncated");
+    /* header length that points past the end */
+    f = fopen(p, "wb");
+    for (int b = 0; b < 8; b++) fputc(b == 0 ? 200 : 0, f);
+    fputs("{}", f);
+    fclose(f);
+    NG_TEST_ERROR(ng_safetensors_open(p), "truncated");
+    NG_TEST_ERROR(ng_safetensors_open(tmp_path("missing.safetensors")), "missing.safetensors");
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/ng_test_st_XXXXXX");
+    NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
+    test_round_trip();
+    test_weights();
+    test_malformed();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+    return ng_test_finish("test_safetensors");
+}
