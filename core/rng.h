@@ -61,8 +61,9 @@ static inline NG_HOSTDEV float ng_rng_u01(uint32_t w) {
 
 static inline uint64_t ng_rng_blocks(int64_t n) { return (uint64_t)((n + 3) / 4); }
 
-/* Fills of a floating tensor (f32, f64, f16, bf16) on either device. uniform: lo + (hi-lo)*u;
- * normal: mean + std*z; bernoulli: 1 with probability p, else 0. */
+/* Fills of a floating tensor (f32, f64, f16, bf16) on either device, bit-identical on CPU and
+ * GPU; the exact per-element rule is in rng_dist.h. uniform: lo + (hi-lo)*u with u in (0,1];
+ * normal: mean + std*z; bernoulli: 1 when u <= p, else 0. */
 void ng_rng_uniform(ng_tensor *t, ng_rng_key k, double lo, double hi);
 void ng_rng_normal(ng_tensor *t, ng_rng_key k, double mean, double std);
 void ng_rng_bernoulli(ng_tensor *t, ng_rng_key k, double p);
