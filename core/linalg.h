@@ -29,7 +29,8 @@ ng_status ng_cholesky_inverse(const ng_tensor *A, ng_tensor *inv);
  * Tries Cholesky; when A + lambda I is not positive definite (A indefinite from round-off or
  * bad statistics) it falls back to the eigendecomposition with eigenvalues clamped at 0,
  * i.e. Q diag(1 / (max(w,0) + lambda)) Q^T, which is always finite. Returns NG_OK on either
- * path, NG_ERR_NONFINITE for non-finite input (inv filled with NaN). `used_fallback`, if not
+ * path, NG_ERR_NONFINITE for non-finite input anywhere in A, both triangles (inv filled with
+ * NaN). `used_fallback`, if not
  * NULL, is set to 1 when the eigen path was taken. */
 ng_status ng_damped_inverse(const ng_tensor *A, double lambda, ng_tensor *inv, int *used_fallback);
 

@@ -1,5 +1,342 @@
-/* PLACEHOLDER: CUDA linear algebra (being written). */
+/* CUDA twin of the symmetric linear algebra on [b,n,n] f32/f64 tensors: cuSOLVER Xsyevd (batched
+ * syevj for many small matrices), Xpotrf and potri, with layout fixes done by small kernels. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <limits>
+
 #include "backend.h"
-ng_status ng_cuda_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) { ng_fail("todo"); return NG_OK; }
-ng_status ng_cuda_cholesky(const ng_tensor *A, ng_tensor *L) { ng_fail("todo"); return NG_OK; }
-ng_status ng_cuda_cholesky_inverse(const ng_tensor *A, ng_tensor *inv) { ng_fail("todo"); return NG_OK; }
+#include "cuda_context.h"
+
+/* Row-major versus cuSOLVER's column-major. A row-major n x n buffer read column-major with
+ * lda = n is the transpose of the matrix. A symmetric matrix is its own transpose, so cuSOLVER
+ * sees the same matrix; but the row-major lower triangle (element (i,j), i >= j, at offset i*n+j)
+ * is column-major element (j,i) with j <= i, i.e. the UPPER triangle. Every call below therefore
+ * passes CUBLAS_FILL_MODE_UPPER, which reads exactly the row-major lower triangle that linalg.h
+ * promises to read, and writes its results there:
+ * - syevd / syevj leave eigenvector j in column j, contiguous at offset j*n: row j in row-major,
+ *   so the buffer holds Q^T and one transpose gives Q (eigenvectors in Q's columns).
+ * - potrf(UPPER) gives A = U^T U with U in the column-major upper triangle, so row-major element
+ *   (i,j), i >= j, is U(j,i) = U^T(i,j): the row-major lower triangle already holds L = U^T with
+ *   A = L L^T. The other triangle is not part of L and is zeroed.
+ * - potri(UPPER) leaves A^-1 in the same triangle (row-major lower); it is mirrored to the upper
+ *   one for the full symmetric inverse. */
+static const cublasFillMode_t kRowMajorLower = CUBLAS_FILL_MODE_UPPER;
+
+static const int kThreads = 256;
+
+static size_t align_up(size_t bytes) {
+    return (bytes + 255) / 256 * 256;
+}
+
+static cudaDataType data_type(ng_dtype t) {
+    return t == NG_F64 ? CUDA_R_64F : CUDA_R_32F;
+}
+
+/* bad[p] = 1 when the lower triangle of matrix p holds NaN or Inf (only that triangle is input). */
+template <typename T>
+__global__ void lower_nonfinite_kernel(const T *__restrict__ a, int64_t b, int64_t n, int *bad) {
+    int64_t nn = n * n, total = b * nn;
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
+         k += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = k % nn, i = r / n, j = r % n;
+        if (j <= i && !isfinite(a[k])) bad[k / nn] = 1;
+    }
+}
+
+/* dst_p = src_p^T for every n x n matrix p. 32x32 tiles staged through shared memory (one column
+ * of padding against bank conflicts) keep both reads and writes coalesced. No overlap allowed. */
+template <typename T>
+__global__ void transpose_kernel(const T *__restrict__ src, T *__restrict__ dst, int64_t b,
+                                 int64_t n) {
+    __shared__ T tile[32][33];
+    int64_t c0 = (int64_t)blockIdx.x * 32, r0 = (int64_t)blockIdx.y * 32;
+    for (int64_t p = blockIdx.z; p < b; p += gridDim.z) {
+        const T *s = src + p * n * n;
+        T *d = dst + p * n * n;
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+            int64_t r = r0 + k, c = c0 + threadIdx.x;
+            if (r < n && c < n) tile[k][threadIdx.x] = s[r * n + c];
+        }
+        __syncthreads();
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+            int64_t r = c0 + k, c = r0 + threadIdx.x;
+            if (r < n && c < n) d[r * n + c] = tile[threadIdx.x][k];
+        }
+        __syncthreads(); /* the tile is refilled for the next matrix */
+    }
+}
+
+/* The row-major strict upper triangle of every matrix: zeroed, or (mirror) copied from the lower
+ * one. Only lower elements are read, and only upper ones written, so there is no race. */
+template <typename T>
+__global__ void upper_kernel(T *x, int64_t b, int64_t n, int mirror) {
+    int64_t nn = n * n, total = b * nn;
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
+         k += (int64_t)gridDim.x * blockDim.x) {
+        int64_t p = k / nn, r = k % nn, i = r / n, j = r % n;
+        if (j > i) x[k] = mirror ? x[p * nn + j * n + i] : T(0);
+    }
+}
+
+template <typename T>
+__global__ void nan_kernel(T *x, int64_t count) {
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < count;
+         k += (int64_t)gridDim.x * blockDim.x)
+        x[k] = std::numeric_limits<T>::quiet_NaN();
+}
+
+template <typename T>
+static void set_upper(T *x, int64_t b, int64_t n, int mirror, cudaStream_t s) {
+    upper_kernel<T><<<ng_cuda_blocks(b * n * n, kThreads), kThreads, 0, s>>>(x, b, n, mirror);
+    NG_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+static void fill_nan(T *x, int64_t count, cudaStream_t s) {
+    nan_kernel<T><<<ng_cuda_blocks(count, kThreads), kThreads, 0, s>>>(x, count);
+    NG_CUDA_CHECK_LAUNCH();
+}
+
+/* Copies `count` ints from the device and waits for them (and so for all queued work). */
+static int *to_host(const int *dev, int64_t count, cudaStream_t s) {
+    int *h = (int *)malloc(sizeof(int) * (size_t)count);
+    NG_CHECK(h, "out of host memory for %lld solver flags", (long long)count);
+    NG_CUDA_CHECK(cudaMemcpyAsync(h, dev, sizeof(int) * (size_t)count, cudaMemcpyDeviceToHost, s));
+    NG_CUDA_CHECK(cudaStreamSynchronize(s));
+    return h;
+}
+
+/* Which matrices have non-finite input (host array of b flags; free() it). Solvers never see
+ * those: LAPACK-style codes are not specified on NaN and could spin or return garbage. */
+template <typename T>
+static int *find_nonfinite(const T *a, int64_t b, int64_t n, int *bad_dev, cudaStream_t s) {
+    NG_CUDA_CHECK(cudaMemsetAsync(bad_dev, 0, sizeof(int) * (size_t)b, s));
+    lower_nonfinite_kernel<T>
+        <<<ng_cuda_blocks(b * n * n, kThreads), kThreads, 0, s>>>(a, b, n, bad_dev);
+    NG_CUDA_CHECK_LAUNCH();
+    return to_host(bad_dev, b, s);
+}
+
+static void check_info(const char *call, int info) {
+    if (info >= 0) return;
+    char msg[64];
+    snprintf(msg, sizeof msg, "info = %d (illegal argument)", info);
+    ng_lib_fail("cuSOLVER", __FILE__, __LINE__, call, msg);
+}
+
+static void *host_buffer(size_t bytes) {
+    if (!bytes) return NULL;
+    void *p = malloc(bytes);
+    NG_CHECK(p, "out of host memory for %zu bytes of cuSOLVER workspace", bytes);
+    return p;
+}
+
+/* The typed legacy entry points (batched syevj, potri) behind one name each. */
+static cusolverStatus_t syevj_batched_size(cusolverDnHandle_t h, int n, const float *A,
+                                           const float *W, int *lwork, syevjInfo_t info,
+                                           int batch) {
+    return cusolverDnSsyevjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, kRowMajorLower, n, A, n,
+                                              W, lwork, info, batch);
+}
+static cusolverStatus_t syevj_batched_size(cusolverDnHandle_t h, int n, const double *A,
+                                           const double *W, int *lwork, syevjInfo_t info,
+                                           int batch) {
+    return cusolverDnDsyevjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, kRowMajorLower, n, A, n,
+                                              W, lwork, info, batch);
+}
+static cusolverStatus_t syevj_batched(cusolverDnHandle_t h, int n, float *A, float *W, float *work,
+                                      int lwork, int *info, syevjInfo_t params, int batch) {
+    return cusolverDnSsyevjBatched(h, CUSOLVER_EIG_MODE_VECTOR, kRowMajorLower, n, A, n, W, work,
+                                   lwork, info, params, batch);
+}
+static cusolverStatus_t syevj_batched(cusolverDnHandle_t h, int n, double *A, double *W,
+                                      double *work, int lwork, int *info, syevjInfo_t params,
+                                      int batch) {
+    return cusolverDnDsyevjBatched(h, CUSOLVER_EIG_MODE_VECTOR, kRowMajorLower, n, A, n, W, work,
+                                   lwork, info, params, batch);
+}
+static cusolverStatus_t potri_size(cusolverDnHandle_t h, int n, float *A, int *lwork) {
+    return cusolverDnSpotri_bufferSize(h, kRowMajorLower, n, A, n, lwork);
+}
+static cusolverStatus_t potri_size(cusolverDnHandle_t h, int n, double *A, int *lwork) {
+    return cusolverDnDpotri_bufferSize(h, kRowMajorLower, n, A, n, lwork);
+}
+static cusolverStatus_t potri(cusolverDnHandle_t h, int n, float *A, float *work, int lwork,
+                              int *info) {
+    return cusolverDnSpotri(h, kRowMajorLower, n, A, n, work, lwork, info);
+}
+static cusolverStatus_t potri(cusolverDnHandle_t h, int n, double *A, double *work, int lwork,
+                              int *info) {
+    return cusolverDnDpotri(h, kRowMajorLower, n, A, n, work, lwork, info);
+}
+
+template <typename T>
+static ng_status eigh_impl(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
+    ng_cuda_context *c = ng_cuda_ctx();
+    cudaStream_t s = c->stream;
+    const int64_t b = A->shape[0], n = A->shape[1], nn = n * n;
+    const cudaDataType dt = data_type(A->dtype);
+    const T *a = (const T *)A->data;
+    T *wv = (T *)w->data, *q = (T *)Q->data;
+    /* Jacobi handles a batch of small matrices in one launch; cuSOLVER documents n <= 32. */
+    const bool batched = b > 1 && n <= 32;
+
+    cusolverDnParams_t params = NULL;
+    syevjInfo_t jinfo = NULL;
+    size_t solver_bytes = 0, host_bytes = 0;
+    int lwork = 0;
+    /* Buffer sizes depend only on n and the types; A and w stand in for the real buffers. */
+    if (batched) {
+        NG_CUSOLVER_CHECK(cusolverDnCreateSyevjInfo(&jinfo));
+        NG_CUSOLVER_CHECK(cusolverDnXsyevjSetSortEig(jinfo, 1));
+        NG_CUSOLVER_CHECK(syevj_batched_size(c->cusolver, (int)n, a, wv, &lwork, jinfo, (int)b));
+        solver_bytes = (size_t)lwork * sizeof(T);
+    } else {
+        NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
+        NG_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(c->cusolver, params, CUSOLVER_EIG_MODE_VECTOR,
+                                                      kRowMajorLower, n, dt, a, n, dt, wv, dt,
+                                                      &solver_bytes, &host_bytes));
+    }
+    /* Scratch: [b copies of A, solved in place][solver work][b infos][b non-finite flags]. */
+    size_t mat_bytes = align_up(sizeof(T) * (size_t)(b * nn));
+    size_t info_off = mat_bytes + align_up(solver_bytes);
+    size_t bad_off = info_off + align_up(sizeof(int) * (size_t)b);
+    char *ws = (char *)ng_cuda_workspace(bad_off + align_up(sizeof(int) * (size_t)b));
+    T *m = (T *)ws;
+    void *solver = ws + mat_bytes;
+    int *info = (int *)(ws + info_off), *bad = (int *)(ws + bad_off);
+    void *host_ws = host_buffer(host_bytes);
+
+    /* Solving a copy leaves A intact and lets Q alias A. The copy is made symmetric from its
+     * lower triangle, so that the answer cannot depend on whether a solver also peeks at the
+     * other triangle (the input's may hold anything). */
+    NG_CUDA_CHECK(cudaMemcpyAsync(m, a, sizeof(T) * (size_t)(b * nn), cudaMemcpyDeviceToDevice, s));
+    set_upper<T>(m, b, n, 1, s);
+    int *bad_h = find_nonfinite<T>(m, b, n, bad, s);
+    NG_CUDA_CHECK(cudaMemsetAsync(info, 0, sizeof(int) * (size_t)b, s));
+    if (batched) {
+        /* One call solves every entry: give non-finite ones a harmless zero matrix. */
+        for (int64_t p = 0; p < b; p++)
+            if (bad_h[p]) NG_CUDA_CHECK(cudaMemsetAsync(m + p * nn, 0, sizeof(T) * (size_t)nn, s));
+        NG_CUSOLVER_CHECK(
+            syevj_batched(c->cusolver, (int)n, m, wv, (T *)solver, lwork, info, jinfo, (int)b));
+    } else {
+        for (int64_t p = 0; p < b; p++)
+            if (!bad_h[p])
+                NG_CUSOLVER_CHECK(cusolverDnXsyevd(c->cusolver, params, CUSOLVER_EIG_MODE_VECTOR,
+                                                   kRowMajorLower, n, dt, m + p * nn, n, dt,
+                                                   wv + p * n, dt, solver, solver_bytes, host_ws,
+                                                   host_bytes, info + p));
+    }
+    dim3 block(32, 8), grid((unsigned)((n + 31) / 32), (unsigned)((n + 31) / 32),
+                            (unsigned)(b < 65535 ? b : 65535));
+    transpose_kernel<T><<<grid, block, 0, s>>>(m, q, b, n);
+    NG_CUDA_CHECK_LAUNCH();
+    int *info_h = to_host(info, b, s);
+
+    ng_status result = NG_OK;
+    for (int64_t p = 0; p < b; p++) {
+        check_info(batched ? "cusolverDn?syevjBatched" : "cusolverDnXsyevd", info_h[p]);
+        ng_status st = bad_h[p] ? NG_ERR_NONFINITE : info_h[p] > 0 ? NG_ERR_NO_CONVERGE : NG_OK;
+        if (st == NG_OK) continue;
+        fill_nan<T>(wv + p * n, n, s);
+        fill_nan<T>(q + p * nn, nn, s);
+        if (result == NG_OK) result = st;
+    }
+    free(bad_h);
+    free(info_h);
+    free(host_ws);
+    if (params) NG_CUSOLVER_CHECK(cusolverDnDestroyParams(params));
+    if (jinfo) NG_CUSOLVER_CHECK(cusolverDnDestroySyevjInfo(jinfo));
+    return result;
+}
+
+/* Cholesky factor (invert = 0) or inverse (invert = 1) of every matrix of A, into out. */
+template <typename T>
+static ng_status cholesky_impl(const ng_tensor *A, ng_tensor *out, int invert) {
+    ng_cuda_context *c = ng_cuda_ctx();
+    cudaStream_t s = c->stream;
+    const int64_t b = A->shape[0], n = A->shape[1], nn = n * n;
+    const cudaDataType dt = data_type(A->dtype);
+    T *x = (T *)out->data;
+
+    cusolverDnParams_t params = NULL;
+    NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
+    size_t potrf_bytes = 0, host_bytes = 0;
+    NG_CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(c->cusolver, params, kRowMajorLower, n, dt,
+                                                  A->data, n, dt, &potrf_bytes, &host_bytes));
+    int potri_lwork = 0;
+    if (invert) NG_CUSOLVER_CHECK(potri_size(c->cusolver, (int)n, x, &potri_lwork));
+    /* potrf and potri run one after the other on the stream, so they share one scratch. */
+    size_t solver_bytes = potrf_bytes > sizeof(T) * (size_t)potri_lwork
+                              ? potrf_bytes
+                              : sizeof(T) * (size_t)potri_lwork;
+    size_t info_off = align_up(solver_bytes);
+    size_t bad_off = info_off + align_up(sizeof(int) * (size_t)b);
+    char *ws = (char *)ng_cuda_workspace(bad_off + align_up(sizeof(int) * (size_t)b));
+    void *solver = ws;
+    int *info = (int *)(ws + info_off), *bad = (int *)(ws + bad_off);
+    void *host_ws = host_buffer(host_bytes);
+
+    /* Factor in the output buffer: A stays untouched unless it is the output itself. */
+    if (out->data != A->data)
+        NG_CUDA_CHECK(
+            cudaMemcpyAsync(x, A->data, sizeof(T) * (size_t)(b * nn), cudaMemcpyDeviceToDevice, s));
+    set_upper<T>(x, b, n, 1, s); /* symmetric from the lower triangle, as in eigh_impl */
+    int *bad_h = find_nonfinite<T>(x, b, n, bad, s);
+    NG_CUDA_CHECK(cudaMemsetAsync(info, 0, sizeof(int) * (size_t)b, s));
+    for (int64_t p = 0; p < b; p++)
+        if (!bad_h[p])
+            NG_CUSOLVER_CHECK(cusolverDnXpotrf(c->cusolver, params, kRowMajorLower, n, dt,
+                                               x + p * nn, n, dt, solver, solver_bytes, host_ws,
+                                               host_bytes, info + p));
+    int *info_h = to_host(info, b, s);
+    ng_status *st = (ng_status *)malloc(sizeof(ng_status) * (size_t)b);
+    NG_CHECK(st, "out of host memory for %lld statuses", (long long)b);
+    for (int64_t p = 0; p < b; p++) {
+        check_info("cusolverDnXpotrf", info_h[p]);
+        st[p] = bad_h[p] ? NG_ERR_NONFINITE : info_h[p] > 0 ? NG_ERR_NOT_PD : NG_OK;
+    }
+    if (invert) {
+        /* Only entries whose factor exists go on to potri. */
+        NG_CUDA_CHECK(cudaMemsetAsync(info, 0, sizeof(int) * (size_t)b, s));
+        for (int64_t p = 0; p < b; p++)
+            if (st[p] == NG_OK)
+                NG_CUSOLVER_CHECK(
+                    potri(c->cusolver, (int)n, x + p * nn, (T *)solver, potri_lwork, info + p));
+        free(info_h);
+        info_h = to_host(info, b, s);
+        for (int64_t p = 0; p < b; p++) {
+            check_info("cusolverDn?potri", info_h[p]);
+            /* A zero pivot of L cannot follow a successful potrf; report it alike anyway. */
+            if (st[p] == NG_OK && info_h[p] > 0) st[p] = NG_ERR_NOT_PD;
+        }
+    }
+    set_upper<T>(x, b, n, invert, s);
+
+    ng_status result = NG_OK;
+    for (int64_t p = 0; p < b; p++) {
+        if (st[p] == NG_OK) continue;
+        fill_nan<T>(x + p * nn, nn, s);
+        if (result == NG_OK) result = st[p];
+    }
+    free(st);
+    free(bad_h);
+    free(info_h);
+    free(host_ws);
+    NG_CUSOLVER_CHECK(cusolverDnDestroyParams(params));
+    return result;
+}
+
+ng_status ng_cuda_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
+    return A->dtype == NG_F64 ? eigh_impl<double>(A, w, Q) : eigh_impl<float>(A, w, Q);
+}
+
+ng_status ng_cuda_cholesky(const ng_tensor *A, ng_tensor *L) {
+    return A->dtype == NG_F64 ? cholesky_impl<double>(A, L, 0) : cholesky_impl<float>(A, L, 0);
+}
+
+ng_status ng_cuda_cholesky_inverse(const ng_tensor *A, ng_tensor *inv) {
+    return A->dtype == NG_F64 ? cholesky_impl<double>(A, inv, 1) : cholesky_impl<float>(A, inv, 1);
+}
