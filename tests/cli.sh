@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The natgrad command line: exit statuses and messages for good and bad invocations.
+# usage: cli.sh PATH/TO/natgrad
+set -u
+ng=$1
+pass=0 fail=0
+expect() { # expect STATUS NEEDLE -- ARGS...: runs natgrad ARGS, checks status and stderr/stdout
+  local want=$1 needle=$2
+  shift 3
+  local out status
+  out=$("$ng" "$@" 2>&1)
+  status=$?
+  if [ "$status" -eq "$want" ] && { [ -z "$needle" ] || grep -q -- "$needle" <<<"$out"; }; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: natgrad $* -> status $status (want $want), output should contain '$needle':"
+    echo "$out" | head -5
+  fi
+}
+expect 2 "usage" -- 
+expect 0 "commands" -- --help
+expect 2 "unknown command 'frobnicate'" -- frobnicate
+expect 0 "BLAS" -- info
+expect 0 "all checks passed" -- smoke
+expect 2 "--reps" -- bench-core --reps 0
+expect 2 "--device" -- bench-core --device tpu
+expect 2 "--gemm" -- bench-core --gemm 12,x
+expect 0 "gemm" -- bench-core --device cpu --gemm 64 --eigh 32 --reps 1
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
