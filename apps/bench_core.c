@@ -94,7 +94,8 @@ int ng_cmd_bench_core(int argc, char **argv) {
     for (int s = 0; s < ng; s++)
         for (int d = 0; d < 3; d++) {
             int64_t n = gemm_n[s];
-            ng_tensor A = ng_tensor_2d(dts[d], dev, n, n, "A"), B = ng_tensor_2d(dts[d], dev, n, n, "B");
+            ng_tensor A = ng_tensor_2d(dts[d], dev, n, n, "A"),
+                      B = ng_tensor_2d(dts[d], dev, n, n, "B");
             ng_tensor C = ng_tensor_2d(dts[d], dev, n, n, "C");
             ng_rng_uniform(&A, (ng_rng_key){.seed = 3, .stream = 1}, -1, 1);
             ng_rng_uniform(&B, (ng_rng_key){.seed = 3, .stream = 2}, -1, 1);
@@ -107,7 +108,8 @@ int ng_cmd_bench_core(int argc, char **argv) {
         }
     for (int s = 0; s < ne; s++) {
         int64_t n = eigh_n[s];
-        ng_tensor X = ng_tensor_2d(NG_F32, dev, n, n, "X"), A = ng_tensor_2d(NG_F32, dev, n, n, "A");
+        ng_tensor X = ng_tensor_2d(NG_F32, dev, n, n, "X"),
+                  A = ng_tensor_2d(NG_F32, dev, n, n, "A");
         ng_tensor Q = ng_tensor_2d(NG_F32, dev, n, n, "Q"), w = ng_tensor_1d(NG_F32, dev, n, "w");
         ng_rng_normal(&X, (ng_rng_key){.seed = 4, .stream = 1}, 0, 1);
         ng_gemm(0, 1, 1.0 / n, &X, &X, 0.0, &A); /* a well-conditioned SPD factor */
@@ -139,9 +141,12 @@ int ng_cmd_bench_core(int argc, char **argv) {
             fprintf(stderr, "natgrad: error: bench-core: cannot write --json file %s\n", json);
             return 2;
         }
-        fprintf(f, "{\"device\": \"%s\", \"reps\": %d, \"results\": [\n", ng_device_name(dev), reps);
+        fprintf(f, "{\"device\": \"%s\", \"reps\": %d, \"results\": [\n", ng_device_name(dev),
+                reps);
         for (int i = 0; i < nr; i++)
-            fprintf(f, "  {\"op\": \"%s\", \"dtype\": \"%s\", \"n\": %lld, \"ms\": %.6f, \"tflops\": %.4f}%s\n",
+            fprintf(f,
+                    "  {\"op\": \"%s\", \"dtype\": \"%s\", \"n\": %lld, \"ms\": %.6f, \"tflops\": "
+                    "%.4f}%s\n",
                     rows[i].what, ng_dtype_name(rows[i].dt), (long long)rows[i].n, rows[i].ms,
                     rows[i].tflops, i + 1 < nr ? "," : "");
         fprintf(f, "]}\n");

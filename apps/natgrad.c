@@ -11,7 +11,8 @@ static const struct {
     {"info", "what this build contains and which devices it sees", ng_cmd_info},
     {"smoke", "a quick check of the core: GEMM and eigh on CPU (and GPU) against float64",
      ng_cmd_smoke},
-    {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device", ng_cmd_bench_core},
+    {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device",
+     ng_cmd_bench_core},
 };
 
 static void usage(FILE *f) {

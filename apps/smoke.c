@@ -23,13 +23,15 @@ static double rel_err(const ng_tensor *got, const ng_tensor *ref) {
     ng_tensor g = host_f64(got);
     const double *a = g.data, *r = ref->data;
     double num = 0, den = 0;
-    for (int64_t i = 0; i < ref->numel; i++) num += (a[i] - r[i]) * (a[i] - r[i]), den += r[i] * r[i];
+    for (int64_t i = 0; i < ref->numel; i++)
+        num += (a[i] - r[i]) * (a[i] - r[i]), den += r[i] * r[i];
     ng_tensor_free(&g);
     return sqrt(num / den);
 }
 
 static int check_gemm(ng_device dev, ng_dtype dt, int64_t n) {
-    ng_tensor A64 = ng_tensor_2d(NG_F64, NG_CPU, n, n, "A"), B64 = ng_tensor_2d(NG_F64, NG_CPU, n, n, "B");
+    ng_tensor A64 = ng_tensor_2d(NG_F64, NG_CPU, n, n, "A"),
+              B64 = ng_tensor_2d(NG_F64, NG_CPU, n, n, "B");
     ng_rng_uniform(&A64, (ng_rng_key){.seed = 1, .stream = 1}, -1, 1);
     ng_rng_uniform(&B64, (ng_rng_key){.seed = 1, .stream = 2}, -1, 1);
     ng_tensor Ah = ng_tensor_2d(dt, NG_CPU, n, n, "A"), Bh = ng_tensor_2d(dt, NG_CPU, n, n, "B");
@@ -55,7 +57,8 @@ static int check_gemm(ng_device dev, ng_dtype dt, int64_t n) {
 
 static int check_eigh(ng_device dev, int64_t n) {
     /* A covariance like a K-FAC factor, rounded to f32; the reference is its f64 value. */
-    ng_tensor X = ng_tensor_2d(NG_F64, NG_CPU, n, 2 * n, "X"), S = ng_tensor_2d(NG_F64, NG_CPU, n, n, "S");
+    ng_tensor X = ng_tensor_2d(NG_F64, NG_CPU, n, 2 * n, "X"),
+              S = ng_tensor_2d(NG_F64, NG_CPU, n, n, "S");
     ng_rng_normal(&X, (ng_rng_key){.seed = 2, .stream = 1}, 0, 1);
     ng_gemm(0, 1, 0.5 / n, &X, &X, 0.0, &S);
     ng_tensor S32 = ng_tensor_2d(NG_F32, NG_CPU, n, n, "factor");

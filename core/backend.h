@@ -39,8 +39,7 @@ typedef struct ng_backend {
     void *(*alloc)(size_t bytes);
     void (*free)(void *p);
     /* Copy between any two devices where one of them is this backend's device. */
-    void (*memcpy)(void *dst, ng_device dst_dev, const void *src, ng_device src_dev,
-                   size_t bytes);
+    void (*memcpy)(void *dst, ng_device dst_dev, const void *src, ng_device src_dev, size_t bytes);
     void (*sync)(void);
 
     void (*gemm)(const ng_gemm_desc *d);

@@ -13,7 +13,9 @@ static void *cpu_alloc(size_t bytes) {
     return p;
 }
 
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p) {
+    free(p);
+}
 
 static void cpu_memcpy(void *dst, ng_device dd, const void *src, ng_device sd, size_t bytes) {
     (void)dd;

@@ -9,8 +9,7 @@ extern "C" void ng_cuda_print_info(FILE *f) {
     cudaRuntimeGetVersion(&rt);
     if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
     cudaGetLastError();
-    fprintf(f, "CUDA:      runtime %d.%d, driver %s", rt / 1000, rt % 1000 / 10,
-            drv ? "" : "none");
+    fprintf(f, "CUDA:      runtime %d.%d, driver %s", rt / 1000, rt % 1000 / 10, drv ? "" : "none");
     if (drv) fprintf(f, "%d.%d", drv / 1000, drv % 1000 / 10);
     fprintf(f, " (compiled for archs %s)\n", NG_CUDA_ARCHS);
     size_t dnn = cudnnGetVersion();

@@ -44,18 +44,29 @@ void *ng_cuda_workspace(size_t bytes) {
     return c->workspace;
 }
 
-const char *ng_cublas_status_string(cublasStatus_t s) { return cublasGetStatusString(s); }
+const char *ng_cublas_status_string(cublasStatus_t s) {
+    return cublasGetStatusString(s);
+}
 
 const char *ng_cusolver_status_string(cusolverStatus_t s) {
     switch (s) {
-        case CUSOLVER_STATUS_SUCCESS: return "success";
-        case CUSOLVER_STATUS_NOT_INITIALIZED: return "not initialized";
-        case CUSOLVER_STATUS_ALLOC_FAILED: return "allocation failed";
-        case CUSOLVER_STATUS_INVALID_VALUE: return "invalid value";
-        case CUSOLVER_STATUS_ARCH_MISMATCH: return "architecture mismatch";
-        case CUSOLVER_STATUS_EXECUTION_FAILED: return "execution failed";
-        case CUSOLVER_STATUS_INTERNAL_ERROR: return "internal error";
-        case CUSOLVER_STATUS_NOT_SUPPORTED: return "not supported";
-        default: return "unknown cuSOLVER status";
+        case CUSOLVER_STATUS_SUCCESS:
+            return "success";
+        case CUSOLVER_STATUS_NOT_INITIALIZED:
+            return "not initialized";
+        case CUSOLVER_STATUS_ALLOC_FAILED:
+            return "allocation failed";
+        case CUSOLVER_STATUS_INVALID_VALUE:
+            return "invalid value";
+        case CUSOLVER_STATUS_ARCH_MISMATCH:
+            return "architecture mismatch";
+        case CUSOLVER_STATUS_EXECUTION_FAILED:
+            return "execution failed";
+        case CUSOLVER_STATUS_INTERNAL_ERROR:
+            return "internal error";
+        case CUSOLVER_STATUS_NOT_SUPPORTED:
+            return "not supported";
+        default:
+            return "unknown cuSOLVER status";
     }
 }

@@ -9,7 +9,8 @@
 #ifdef NG_HAVE_CUDA
 #define NG_CUDA_ONLY(call) (call)
 #else
-#define NG_CUDA_ONLY(call) ng_fail("a CUDA tensor reached %s, but natgrad was built without CUDA", __func__)
+#define NG_CUDA_ONLY(call)                                                                         \
+    ng_fail("a CUDA tensor reached %s, but natgrad was built without CUDA", __func__)
 #endif
 
 /* Runs cpu_call or cuda_call by the device of `t`. */

@@ -20,7 +20,9 @@ ng_error_handler ng_set_error_handler(ng_error_handler h) {
     return old;
 }
 
-const char *ng_last_error(void) { return last_msg; }
+const char *ng_last_error(void) {
+    return last_msg;
+}
 
 void ng_fail(const char *fmt, ...) {
     va_list ap;
@@ -39,10 +41,14 @@ void ng_lib_fail(const char *lib, const char *file, int line, const char *call, 
 
 const char *ng_status_name(ng_status s) {
     switch (s) {
-        case NG_OK: return "ok";
-        case NG_ERR_NOT_PD: return "matrix is not positive definite";
-        case NG_ERR_NO_CONVERGE: return "eigensolver did not converge";
-        case NG_ERR_NONFINITE: return "input holds NaN or Inf";
+        case NG_OK:
+            return "ok";
+        case NG_ERR_NOT_PD:
+            return "matrix is not positive definite";
+        case NG_ERR_NO_CONVERGE:
+            return "eigensolver did not converge";
+        case NG_ERR_NONFINITE:
+            return "input holds NaN or Inf";
     }
     return "unknown status";
 }

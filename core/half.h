@@ -67,6 +67,8 @@ static inline NG_HOSTDEV ng_bf16 ng_f32_to_bf16(float f) {
     return (ng_bf16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-static inline NG_HOSTDEV float ng_bf16_to_f32(ng_bf16 b) { return ng_bits_f32((uint32_t)b << 16); }
+static inline NG_HOSTDEV float ng_bf16_to_f32(ng_bf16 b) {
+    return ng_bits_f32((uint32_t)b << 16);
+}
 
 #endif

@@ -30,8 +30,8 @@ static const ng_backend *check_like(const char *op, const ng_tensor *A, const ng
 ng_status ng_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
     ng_tensor a = as_batch("ng_eigh", A);
     const ng_backend *be = check_like("ng_eigh", A, Q);
-    NG_CHECK(w->device == A->device && w->dtype == A->dtype && w->numel == a.shape[0] * a.shape[1] &&
-                 w->ndim == A->ndim - 1,
+    NG_CHECK(w->device == A->device && w->dtype == A->dtype &&
+                 w->numel == a.shape[0] * a.shape[1] && w->ndim == A->ndim - 1,
              "ng_eigh: eigenvalues '%s' are %s; for '%s' %s they must be %s [%s%lld]",
              ng_tensor_name(w), ng_tensor_desc(w), ng_tensor_name(A), ng_tensor_desc(A),
              ng_dtype_name(A->dtype), A->ndim == 3 ? "b," : "", (long long)a.shape[1]);
@@ -57,8 +57,7 @@ ng_status ng_cholesky_inverse(const ng_tensor *A, ng_tensor *inv) {
     return be->cholesky_inverse(&a, &v);
 }
 
-ng_status ng_damped_inverse(const ng_tensor *A, double lambda, ng_tensor *inv,
-                            int *used_fallback) {
+ng_status ng_damped_inverse(const ng_tensor *A, double lambda, ng_tensor *inv, int *used_fallback) {
     ng_tensor a = as_batch("ng_damped_inverse", A);
     check_like("ng_damped_inverse", A, inv);
     NG_CHECK(lambda > 0 && isfinite(lambda), "ng_damped_inverse: damping %g must be > 0", lambda);

@@ -21,7 +21,9 @@ static int current_level(void) {
     return level;
 }
 
-void ng_log_set_level(ng_log_level l) { level = (int)l; }
+void ng_log_set_level(ng_log_level l) {
+    level = (int)l;
+}
 
 void ng_log_set_rank(int r, int w) {
     rank = r;

@@ -23,9 +23,13 @@ void ng_free(ng_device dev, void *p, size_t bytes) {
     stats[dev].current -= bytes;
 }
 
-ng_mem_stats ng_mem_stats_get(ng_device dev) { return stats[dev]; }
+ng_mem_stats ng_mem_stats_get(ng_device dev) {
+    return stats[dev];
+}
 
-void ng_mem_reset_peak(ng_device dev) { stats[dev].peak = stats[dev].current; }
+void ng_mem_reset_peak(ng_device dev) {
+    stats[dev].peak = stats[dev].current;
+}
 
 ng_arena ng_arena_new(ng_device dev, size_t capacity, const char *name) {
     ng_arena a = {.device = dev, .capacity = capacity, .name = name};
@@ -62,4 +66,6 @@ void ng_arena_release(ng_arena *a, ng_arena_mark m) {
     a->used = m;
 }
 
-void ng_arena_reset_peak(ng_arena *a) { a->peak = a->used; }
+void ng_arena_reset_peak(ng_arena *a) {
+    a->peak = a->used;
+}

@@ -43,7 +43,9 @@ void ng_arena_free(ng_arena *a);
 void *ng_arena_alloc(ng_arena *a, size_t bytes);
 ng_tensor ng_arena_tensor(ng_arena *a, ng_dtype dtype, int ndim, const int64_t *shape,
                           const char *name);
-static inline ng_arena_mark ng_arena_get_mark(const ng_arena *a) { return a->used; }
+static inline ng_arena_mark ng_arena_get_mark(const ng_arena *a) {
+    return a->used;
+}
 void ng_arena_release(ng_arena *a, ng_arena_mark m);
 void ng_arena_reset_peak(ng_arena *a);
 

@@ -36,8 +36,10 @@ void ng_gemm(int trans_a, int trans_b, double alpha, const ng_tensor *A, const n
              "ng_gemm: A %s, B %s, C %s: all 2-D, or all 3-D [batch,rows,cols]", ng_tensor_desc(A),
              ng_tensor_desc(B), ng_tensor_desc(C));
     int o = A->ndim - 2; /* index of the row dim */
-    int64_t m = trans_a ? A->shape[o + 1] : A->shape[o], k = trans_a ? A->shape[o] : A->shape[o + 1];
-    int64_t kb = trans_b ? B->shape[o + 1] : B->shape[o], n = trans_b ? B->shape[o] : B->shape[o + 1];
+    int64_t m = trans_a ? A->shape[o + 1] : A->shape[o],
+            k = trans_a ? A->shape[o] : A->shape[o + 1];
+    int64_t kb = trans_b ? B->shape[o + 1] : B->shape[o],
+            n = trans_b ? B->shape[o] : B->shape[o + 1];
     NG_CHECK(k == kb && C->shape[o] == m && C->shape[o + 1] == n,
              "ng_gemm: op(A) of '%s' %s is [%lld,%lld] and op(B) of '%s' %s is [%lld,%lld], so C "
              "must be [%lld,%lld] with equal inner dims, but '%s' is %s",
@@ -59,12 +61,25 @@ void ng_gemm(int trans_a, int trans_b, double alpha, const ng_tensor *A, const n
              "ng_gemm: C '%s' is %s; for %s inputs C must be %s", ng_tensor_name(C),
              ng_tensor_desc(C), ng_dtype_name(it), it == NG_F64 ? "f64" : "f32 or the input type");
     ng_gemm_desc d = {
-        .trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k, .batch = batch,
-        .lda = A->shape[o + 1], .ldb = B->shape[o + 1], .ldc = n,
+        .trans_a = trans_a,
+        .trans_b = trans_b,
+        .m = m,
+        .n = n,
+        .k = k,
+        .batch = batch,
+        .lda = A->shape[o + 1],
+        .ldb = B->shape[o + 1],
+        .ldc = n,
         .stride_a = o && A->shape[0] > 1 ? A->shape[1] * A->shape[2] : 0,
         .stride_b = o && B->shape[0] > 1 ? B->shape[1] * B->shape[2] : 0,
-        .stride_c = m * n, .alpha = alpha, .beta = beta, .in_type = it, .out_type = ot,
-        .A = A->data, .B = B->data, .C = C->data,
+        .stride_c = m * n,
+        .alpha = alpha,
+        .beta = beta,
+        .in_type = it,
+        .out_type = ot,
+        .A = A->data,
+        .B = B->data,
+        .C = C->data,
     };
     if (m && n && batch) be->gemm(&d);
 }
@@ -133,9 +148,19 @@ static double reduce(const char *op, ng_reduce_op kind, const ng_tensor *x) {
     return be->reduce(kind, x);
 }
 
-double ng_sum(const ng_tensor *x) { return reduce("ng_sum", NG_RED_SUM, x); }
-double ng_sumsq(const ng_tensor *x) { return reduce("ng_sumsq", NG_RED_SUMSQ, x); }
-double ng_maxabs(const ng_tensor *x) { return reduce("ng_maxabs", NG_RED_MAXABS, x); }
-int ng_all_finite(const ng_tensor *x) { return reduce("ng_all_finite", NG_RED_ALL_FINITE, x) != 0; }
+double ng_sum(const ng_tensor *x) {
+    return reduce("ng_sum", NG_RED_SUM, x);
+}
+double ng_sumsq(const ng_tensor *x) {
+    return reduce("ng_sumsq", NG_RED_SUMSQ, x);
+}
+double ng_maxabs(const ng_tensor *x) {
+    return reduce("ng_maxabs", NG_RED_MAXABS, x);
+}
+int ng_all_finite(const ng_tensor *x) {
+    return reduce("ng_all_finite", NG_RED_ALL_FINITE, x) != 0;
+}
 
-void ng_sync(ng_device dev) { ng_backend_for(dev, "ng_sync")->sync(); }
+void ng_sync(ng_device dev) {
+    ng_backend_for(dev, "ng_sync")->sync();
+}

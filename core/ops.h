@@ -24,11 +24,13 @@ void ng_gemm(int trans_a, int trans_b, double alpha, const ng_tensor *A, const n
 void ng_axpy(double alpha, const ng_tensor *x, ng_tensor *y);
 /* x *= alpha */
 void ng_scale(double alpha, ng_tensor *x);
-/* every element = value (converted to x's dtype; integers truncate) */
+/* every element = value, converted as ng_cast converts */
 void ng_fill(ng_tensor *x, double value);
 /* dst = src, same dtype and element count, same device (ng_tensor_copy crosses devices). */
 void ng_copy(ng_tensor *dst, const ng_tensor *src);
-/* dst = src converted to dst's dtype; halves round to nearest even. */
+/* dst = src converted to dst's dtype. Floats round to nearest even (f64 -> f16/bf16 rounds
+ * once, correctly). To integers: truncate toward zero, saturate at the type's range, NaN -> 0;
+ * i32 -> u8 saturates too. */
 void ng_cast(ng_tensor *dst, const ng_tensor *src);
 /* c = a + b and c = a * b, element-wise; all three the same shape and dtype (c may alias). */
 void ng_add(const ng_tensor *a, const ng_tensor *b, ng_tensor *c);

@@ -1,10 +1,301 @@
-/* PLACEHOLDER: CPU twins of the dense ops (being written). */
+/* CPU twins of the dense ops: GEMM through OpenBLAS, element-wise loops, casts and reductions.
+ * This is the reference the CUDA twin is checked against, so it rounds exactly as that does. */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend.h"
-void ng_cpu_gemm(const ng_gemm_desc *d) { (void)d; ng_fail("ng_cpu_gemm: not implemented"); }
-void ng_cpu_axpy(double alpha, const ng_tensor *x, ng_tensor *y) { (void)alpha; (void)x; (void)y; ng_fail("todo"); }
-void ng_cpu_scale(double alpha, ng_tensor *x) { (void)alpha; (void)x; ng_fail("todo"); }
-void ng_cpu_fill(ng_tensor *x, double value) { (void)x; (void)value; ng_fail("todo"); }
-void ng_cpu_cast(ng_tensor *dst, const ng_tensor *src) { (void)dst; (void)src; ng_fail("todo"); }
-void ng_cpu_binary(ng_binary_op op, const ng_tensor *a, const ng_tensor *b, ng_tensor *c) { (void)op; (void)a; (void)b; (void)c; ng_fail("todo"); }
-void ng_cpu_add_diagonal(ng_tensor *A, double value) { (void)A; (void)value; ng_fail("todo"); }
-double ng_cpu_reduce(ng_reduce_op op, const ng_tensor *x) { (void)op; (void)x; ng_fail("todo"); return 0; }
+#include "convert.h"
+#include "half.h"
+
+/* y + a*x must be two roundings, as in the CUDA twin (__fmul_rn, __fadd_rn), never one fused
+ * multiply-add: GNU C contracts by default wherever the target has FMA. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+/* ---- Half-precision helpers: halves are computed in f32 a chunk at a time ------------------ */
+
+#define CHUNK 1024
+
+static void chunk_to_f32(const void *p, ng_dtype t, int64_t i0, int64_t n, float *out) {
+    if (t == NG_F16) {
+        const ng_f16 *h = (const ng_f16 *)p + i0;
+        for (int64_t i = 0; i < n; i++) out[i] = ng_f16_to_f32(h[i]);
+    } else if (t == NG_BF16) {
+        const ng_bf16 *h = (const ng_bf16 *)p + i0;
+        for (int64_t i = 0; i < n; i++) out[i] = ng_bf16_to_f32(h[i]);
+    } else {
+        memcpy(out, (const float *)p + i0, (size_t)n * sizeof(float));
+    }
+}
+
+static void chunk_from_f32(void *p, ng_dtype t, int64_t i0, int64_t n, const float *in) {
+    if (t == NG_F16) {
+        ng_f16 *h = (ng_f16 *)p + i0;
+        for (int64_t i = 0; i < n; i++) h[i] = ng_f32_to_f16(in[i]);
+    } else if (t == NG_BF16) {
+        ng_bf16 *h = (ng_bf16 *)p + i0;
+        for (int64_t i = 0; i < n; i++) h[i] = ng_f32_to_bf16(in[i]);
+    } else {
+        memcpy((float *)p + i0, in, (size_t)n * sizeof(float));
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+/* ---- GEMM ---------------------------------------------------------------------------------- */
+
+/* A buffer of count elements of a half type widened to f32 (exact). */
+static float *widen(const void *p, ng_dtype t, int64_t count) {
+    float *f = malloc((size_t)(count ? count : 1) * sizeof(float));
+    NG_CHECK(f, "ng_gemm: out of host memory for a %lld-element f32 copy", (long long)count);
+    for (int64_t i0 = 0; i0 < count; i0 += CHUNK)
+        chunk_to_f32(p, t, i0, min64(CHUNK, count - i0), f + i0);
+    return f;
+}
+
+/* Elements spanned by a strided operand of `rows` x `ld` per batch entry. */
+static int64_t span(int64_t batch, int64_t stride, int64_t rows, int64_t ld) {
+    return (stride ? (batch - 1) * stride : 0) + rows * ld;
+}
+
+static int ld_of(int64_t ld) {
+    return ld > 1 ? (int)ld : 1;
+} /* BLAS wants ld >= 1 even if k = 0 */
+
+void ng_cpu_gemm(const ng_gemm_desc *d) {
+    NG_CHECK(d->m <= INT_MAX && d->n <= INT_MAX && d->k <= INT_MAX && d->lda <= INT_MAX &&
+                 d->ldb <= INT_MAX && d->ldc <= INT_MAX,
+             "ng_gemm: [%lld,%lld,%lld] exceeds the 32-bit sizes of BLAS", (long long)d->m,
+             (long long)d->n, (long long)d->k);
+    enum CBLAS_TRANSPOSE ta = d->trans_a ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = d->trans_b ? CblasTrans : CblasNoTrans;
+    int m = (int)d->m, n = (int)d->n, k = (int)d->k;
+    int lda = ld_of(d->lda), ldb = ld_of(d->ldb), ldc = ld_of(d->ldc);
+
+    if (d->in_type == NG_F64) {
+        for (int64_t p = 0; p < d->batch; p++)
+            cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, d->alpha,
+                        (const double *)d->A + p * d->stride_a, lda,
+                        (const double *)d->B + p * d->stride_b, ldb, d->beta,
+                        (double *)d->C + p * d->stride_c, ldc);
+        return;
+    }
+
+    /* f16/bf16 operands are widened once (broadcast operands once in all), then sgemm. */
+    const float *A = d->A, *B = d->B;
+    float *Aw = NULL, *Bw = NULL, *Cw = NULL, *C = d->C;
+    if (d->in_type != NG_F32) {
+        Aw = widen(d->A, d->in_type, span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda));
+        Bw = widen(d->B, d->in_type, span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb));
+        A = Aw;
+        B = Bw;
+    }
+    int64_t c_count = span(d->batch, d->stride_c, d->m, d->ldc);
+    if (d->out_type != NG_F32) {
+        /* An f32 accumulator rounded back at the end. With beta == 0, C is not read (its NaN
+         * must not leak), so the accumulator starts from zeros instead. */
+        Cw = d->beta != 0 ? widen(d->C, d->out_type, c_count)
+                          : calloc((size_t)(c_count ? c_count : 1), sizeof(float));
+        NG_CHECK(Cw, "ng_gemm: out of host memory for a %lld-element f32 accumulator",
+                 (long long)c_count);
+        C = Cw;
+    }
+    for (int64_t p = 0; p < d->batch; p++)
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, (float)d->alpha, A + p * d->stride_a, lda,
+                    B + p * d->stride_b, ldb, (float)d->beta, C + p * d->stride_c, ldc);
+    if (Cw) {
+        for (int64_t i0 = 0; i0 < c_count; i0 += CHUNK)
+            chunk_from_f32(d->C, d->out_type, i0, min64(CHUNK, c_count - i0), Cw + i0);
+    }
+    free(Aw);
+    free(Bw);
+    free(Cw);
+}
+
+/* ---- Element-wise -------------------------------------------------------------------------- */
+
+void ng_cpu_axpy(double alpha, const ng_tensor *x, ng_tensor *y) {
+    int64_t n = y->numel;
+    if (y->dtype == NG_F64) {
+        const double *X = x->data;
+        double *Y = y->data;
+        for (int64_t i = 0; i < n; i++) Y[i] = Y[i] + alpha * X[i];
+        return;
+    }
+    float a = (float)alpha;
+    if (y->dtype == NG_F32) {
+        const float *X = x->data;
+        float *Y = y->data;
+        for (int64_t i = 0; i < n; i++) Y[i] = Y[i] + a * X[i];
+        return;
+    }
+    float xs[CHUNK], ys[CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        int64_t c = min64(CHUNK, n - i0);
+        chunk_to_f32(x->data, x->dtype, i0, c, xs);
+        chunk_to_f32(y->data, y->dtype, i0, c, ys);
+        for (int64_t i = 0; i < c; i++) ys[i] = ys[i] + a * xs[i];
+        chunk_from_f32(y->data, y->dtype, i0, c, ys);
+    }
+}
+
+void ng_cpu_scale(double alpha, ng_tensor *x) {
+    int64_t n = x->numel;
+    if (x->dtype == NG_F64) {
+        double *X = x->data;
+        for (int64_t i = 0; i < n; i++) X[i] = alpha * X[i];
+        return;
+    }
+    float a = (float)alpha, xs[CHUNK];
+    if (x->dtype == NG_F32) {
+        float *X = x->data;
+        for (int64_t i = 0; i < n; i++) X[i] = a * X[i];
+        return;
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        int64_t c = min64(CHUNK, n - i0);
+        chunk_to_f32(x->data, x->dtype, i0, c, xs);
+        for (int64_t i = 0; i < c; i++) xs[i] = a * xs[i];
+        chunk_from_f32(x->data, x->dtype, i0, c, xs);
+    }
+}
+
+void ng_cpu_fill(ng_tensor *x, double value) {
+    /* One element converted once, then repeated: the CUDA twin fills with the same bits. */
+    uint64_t bits = cv_bits(x->dtype, value);
+    int64_t n = x->numel;
+    switch (x->dtype) {
+        case NG_F32: {
+            float v, *X = x->data;
+            memcpy(&v, &bits, sizeof v);
+            for (int64_t i = 0; i < n; i++) X[i] = v;
+        } break;
+        case NG_F64: {
+            double v, *X = x->data;
+            memcpy(&v, &bits, sizeof v);
+            for (int64_t i = 0; i < n; i++) X[i] = v;
+        } break;
+        case NG_F16:
+        case NG_BF16: {
+            uint16_t v, *X = x->data;
+            memcpy(&v, &bits, sizeof v);
+            for (int64_t i = 0; i < n; i++) X[i] = v;
+        } break;
+        case NG_I32: {
+            int32_t v, *X = x->data;
+            memcpy(&v, &bits, sizeof v);
+            for (int64_t i = 0; i < n; i++) X[i] = v;
+        } break;
+        default:
+            memset(x->data, (int)(bits & 0xffu), (size_t)n);
+            break;
+    }
+}
+
+void ng_cpu_cast(ng_tensor *dst, const ng_tensor *src) {
+    int64_t n = dst->numel;
+    ng_dtype st = src->dtype, dt = dst->dtype;
+    if (st == dt) { /* bits kept as they are, NaN payloads included */
+        memmove(dst->data, src->data, ng_tensor_bytes(dst));
+        return;
+    }
+    if (cv_is_f32_family(st) && cv_is_f32_family(dt)) {
+        float buf[CHUNK];
+        for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+            int64_t c = min64(CHUNK, n - i0);
+            chunk_to_f32(src->data, st, i0, c, buf);
+            chunk_from_f32(dst->data, dt, i0, c, buf);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) cv_store(dst->data, dt, i, cv_load(src->data, st, i));
+}
+
+void ng_cpu_binary(ng_binary_op op, const ng_tensor *a, const ng_tensor *b, ng_tensor *c) {
+    int64_t n = c->numel;
+    int add = op == NG_BIN_ADD;
+    if (c->dtype == NG_F64) {
+        const double *A = a->data, *B = b->data;
+        double *C = c->data;
+        if (add)
+            for (int64_t i = 0; i < n; i++) C[i] = A[i] + B[i];
+        else
+            for (int64_t i = 0; i < n; i++) C[i] = A[i] * B[i];
+        return;
+    }
+    if (c->dtype == NG_F32) {
+        const float *A = a->data, *B = b->data;
+        float *C = c->data;
+        if (add)
+            for (int64_t i = 0; i < n; i++) C[i] = A[i] + B[i];
+        else
+            for (int64_t i = 0; i < n; i++) C[i] = A[i] * B[i];
+        return;
+    }
+    float as[CHUNK], bs[CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        int64_t cn = min64(CHUNK, n - i0);
+        chunk_to_f32(a->data, a->dtype, i0, cn, as);
+        chunk_to_f32(b->data, b->dtype, i0, cn, bs);
+        if (add)
+            for (int64_t i = 0; i < cn; i++) as[i] = as[i] + bs[i];
+        else
+            for (int64_t i = 0; i < cn; i++) as[i] = as[i] * bs[i];
+        chunk_from_f32(c->data, c->dtype, i0, cn, as);
+    }
+}
+
+void ng_cpu_add_diagonal(ng_tensor *A, double value) {
+    int64_t n = A->shape[A->ndim - 1], b = A->ndim == 3 ? A->shape[0] : 1;
+    float v = (float)value;
+    for (int64_t p = 0; p < b; p++)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t j = p * n * n + i * n + i;
+            if (A->dtype == NG_F64)
+                ((double *)A->data)[j] = ((double *)A->data)[j] + value;
+            else
+                cv_store_f32(A->data, A->dtype, j, cv_load_f32(A->data, A->dtype, j) + v);
+        }
+}
+
+/* ---- Reductions, accumulated in double ----------------------------------------------------- */
+
+double ng_cpu_reduce(ng_reduce_op op, const ng_tensor *x) {
+    int64_t n = x->numel;
+    double acc = 0.0, buf[CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        int64_t c = min64(CHUNK, n - i0);
+        if (x->dtype == NG_F64)
+            memcpy(buf, (const double *)x->data + i0, (size_t)c * sizeof(double));
+        else if (x->dtype == NG_F32)
+            for (int64_t i = 0; i < c; i++) buf[i] = ((const float *)x->data)[i0 + i];
+        else
+            for (int64_t i = 0; i < c; i++) buf[i] = cv_load_f32(x->data, x->dtype, i0 + i);
+        switch (op) {
+            case NG_RED_SUM:
+                for (int64_t i = 0; i < c; i++) acc += buf[i];
+                break;
+            case NG_RED_SUMSQ:
+                for (int64_t i = 0; i < c; i++) acc += buf[i] * buf[i];
+                break;
+            default: /* maxabs, and all_finite, which is "maxabs is finite" */
+                for (int64_t i = 0; i < c; i++) {
+                    double v = fabs(buf[i]);
+                    if (v != v) return op == NG_RED_MAXABS ? v : 0.0;
+                    if (v > acc) acc = v;
+                }
+                break;
+        }
+    }
+    if (op == NG_RED_ALL_FINITE) return isinf(acc) ? 0.0 : 1.0;
+    return acc;
+}

@@ -4,10 +4,10 @@
  * fills of one stream do not overlap.
  *
  * Element i of a fill uses the Philox block with counter
- *   {lo32(offset + i/4), hi32(offset + i/4), lo32(stream), hi32(stream)}, key {lo32(seed), hi32(seed)}
- * and takes word i%4 of it. Normals come by Box-Muller from the word pairs (0,1) and (2,3) of
- * the same block: words 0,1 give elements 4b and 4b+1 (cos and sin), words 2,3 give 4b+2, 4b+3.
- * A fill of n elements therefore consumes ceil(n/4) counter values: the next fill of the same
+ *   {lo32(offset + i/4), hi32(offset + i/4), lo32(stream), hi32(stream)}, key {lo32(seed),
+ * hi32(seed)} and takes word i%4 of it. Normals come by Box-Muller from the word pairs (0,1) and
+ * (2,3) of the same block: words 0,1 give elements 4b and 4b+1 (cos and sin), words 2,3 give 4b+2,
+ * 4b+3. A fill of n elements therefore consumes ceil(n/4) counter values: the next fill of the same
  * stream should start at offset + ng_rng_blocks(n). */
 #ifndef NG_RNG_H
 #define NG_RNG_H
@@ -59,7 +59,9 @@ static inline NG_HOSTDEV float ng_rng_u01(uint32_t w) {
     return ((float)(w >> 8) + 1.0f) * (1.0f / 16777216.0f);
 }
 
-static inline uint64_t ng_rng_blocks(int64_t n) { return (uint64_t)((n + 3) / 4); }
+static inline uint64_t ng_rng_blocks(int64_t n) {
+    return (uint64_t)((n + 3) / 4);
+}
 
 /* Fills of a floating tensor (f32, f64, f16, bf16) on either device, bit-identical on CPU and
  * GPU; the exact per-element rule is in rng_dist.h. uniform: lo + (hi-lo)*u with u in (0,1];

@@ -25,11 +25,13 @@ struct ng_safetensors {
 };
 
 static const char *st_names[NG_NUM_DTYPES] = {
-    [NG_F32] = "F32", [NG_F64] = "F64", [NG_F16] = "F16",
+    [NG_F32] = "F32",   [NG_F64] = "F64", [NG_F16] = "F16",
     [NG_BF16] = "BF16", [NG_I32] = "I32", [NG_U8] = "U8",
 };
 
-const char *ng_st_dtype_name(ng_dtype t) { return (unsigned)t < NG_NUM_DTYPES ? st_names[t] : "?"; }
+const char *ng_st_dtype_name(ng_dtype t) {
+    return (unsigned)t < NG_NUM_DTYPES ? st_names[t] : "?";
+}
 
 int ng_st_dtype_from_name(const char *s) {
     for (int i = 0; i < NG_NUM_DTYPES; i++)
@@ -71,7 +73,8 @@ void ng_safetensors_save(const char *path, const ng_st_entry *e, int n, const ch
     cJSON *h = cJSON_CreateObject();
     if (meta && meta[0]) {
         cJSON *m = cJSON_AddObjectToObject(h, "__metadata__");
-        for (int i = 0; meta[i] && meta[i + 1]; i += 2) cJSON_AddStringToObject(m, meta[i], meta[i + 1]);
+        for (int i = 0; meta[i] && meta[i + 1]; i += 2)
+            cJSON_AddStringToObject(m, meta[i], meta[i + 1]);
     }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -81,7 +84,8 @@ void ng_safetensors_save(const char *path, const ng_st_entry *e, int n, const ch
         cJSON *o = cJSON_AddObjectToObject(h, e[i].name);
         cJSON_AddStringToObject(o, "dtype", ng_st_dtype_name(t->dtype));
         cJSON *s = cJSON_AddArrayToObject(o, "shape");
-        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(s, cJSON_CreateNumber((double)t->shape[d]));
+        for (int d = 0; d < t->ndim; d++)
+            cJSON_AddItemToArray(s, cJSON_CreateNumber((double)t->shape[d]));
         cJSON *r = cJSON_AddArrayToObject(o, "data_offsets");
         cJSON_AddItemToArray(r, cJSON_CreateNumber((double)off));
         off += ng_tensor_bytes(t);
@@ -89,7 +93,8 @@ void ng_safetensors_save(const char *path, const ng_st_entry *e, int n, const ch
     }
     char *json = cJSON_PrintUnformatted(h);
     cJSON_Delete(h);
-    size_t hl = strlen(json), padded = (hl + 7) / 8 * 8; /* data 8-byte aligned, as the spec allows */
+    size_t hl = strlen(json),
+           padded = (hl + 7) / 8 * 8; /* data 8-byte aligned, as the spec allows */
     size_t total = 8 + padded + off;
     unsigned char *buf = malloc(total);
     NG_CHECK(buf, "saving %s: out of host memory for %zu bytes", path, total);
@@ -139,8 +144,9 @@ ng_safetensors *ng_safetensors_open(const char *path) {
              f->size);
     uint64_t hl = 0;
     for (int b = 7; b >= 0; b--) hl = hl << 8 | f->buf[b];
-    NG_CHECK(hl <= f->size - 8, "%s: truncated or not safetensors: header of %llu bytes in a %zu-byte file",
-             path, (unsigned long long)hl, f->size);
+    NG_CHECK(hl <= f->size - 8,
+             "%s: truncated or not safetensors: header of %llu bytes in a %zu-byte file", path,
+             (unsigned long long)hl, f->size);
     cJSON *h = cJSON_ParseWithLength((const char *)f->buf + 8, (size_t)hl);
     NG_CHECK(h && cJSON_IsObject(h), "%s: the header is not a JSON object", path);
     f->data = f->buf + 8 + hl;
@@ -169,7 +175,8 @@ ng_safetensors *ng_safetensors_open(const char *path) {
         NG_CHECK(nd <= NG_MAX_DIMS, "%s: tensor %s: %d dims, at most %d supported", path, name, nd,
                  NG_MAX_DIMS);
         int64_t shape[NG_MAX_DIMS];
-        for (int d = 0; d < nd; d++) shape[d] = get_int(cJSON_GetArrayItem(sh, d), path, name, "shape");
+        for (int d = 0; d < nd; d++)
+            shape[d] = get_int(cJSON_GetArrayItem(sh, d), path, name, "shape");
         int64_t b = get_int(cJSON_GetArrayItem(of, 0), path, name, "data_offsets");
         int64_t e = get_int(cJSON_GetArrayItem(of, 1), path, name, "data_offsets");
         ng_tensor v = ng_tensor_wrap(NULL, (ng_dtype)t, NG_CPU, nd, shape, NULL);
@@ -215,9 +222,13 @@ void ng_safetensors_close(ng_safetensors *f) {
     free(f);
 }
 
-int ng_safetensors_count(const ng_safetensors *f) { return f->n; }
+int ng_safetensors_count(const ng_safetensors *f) {
+    return f->n;
+}
 
-ng_tensor ng_safetensors_get(const ng_safetensors *f, int i) { return f->tensors[i]; }
+ng_tensor ng_safetensors_get(const ng_safetensors *f, int i) {
+    return f->tensors[i];
+}
 
 int ng_safetensors_find(const ng_safetensors *f, const char *name, ng_tensor *out) {
     for (int i = 0; i < f->n; i++)
@@ -233,4 +244,6 @@ const char *ng_safetensors_meta(const ng_safetensors *f, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-const char *ng_safetensors_path(const ng_safetensors *f) { return f->path; }
+const char *ng_safetensors_path(const ng_safetensors *f) {
+    return f->path;
+}

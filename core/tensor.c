@@ -8,22 +8,24 @@
 #include "error.h"
 #include "memory.h"
 
-const char *ng_tensor_name(const ng_tensor *t) { return t && t->name ? t->name : "tensor"; }
+const char *ng_tensor_name(const ng_tensor *t) {
+    return t && t->name ? t->name : "tensor";
+}
 
 static int64_t shape_numel(int ndim, const int64_t *shape, const char *name) {
     NG_CHECK(ndim >= 0 && ndim <= NG_MAX_DIMS, "tensor '%s': %d dims, at most %d allowed",
              name ? name : "tensor", ndim, NG_MAX_DIMS);
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        NG_CHECK(shape[i] >= 0, "tensor '%s': dim %d is %lld, must be >= 0",
-                 name ? name : "tensor", i, (long long)shape[i]);
+        NG_CHECK(shape[i] >= 0, "tensor '%s': dim %d is %lld, must be >= 0", name ? name : "tensor",
+                 i, (long long)shape[i]);
         n *= shape[i];
     }
     return n;
 }
 
-ng_tensor ng_tensor_wrap(void *data, ng_dtype dtype, ng_device dev, int ndim,
-                         const int64_t *shape, const char *name) {
+ng_tensor ng_tensor_wrap(void *data, ng_dtype dtype, ng_device dev, int ndim, const int64_t *shape,
+                         const char *name) {
     NG_CHECK((unsigned)dtype < NG_NUM_DTYPES, "tensor '%s': bad dtype %d", name ? name : "tensor",
              (int)dtype);
     ng_tensor t = {.data = data, .dtype = dtype, .device = dev, .ndim = ndim, .name = name};
@@ -77,7 +79,9 @@ ng_tensor ng_tensor_reshape(const ng_tensor *t, int ndim, const int64_t *shape) 
     return v;
 }
 
-size_t ng_tensor_bytes(const ng_tensor *t) { return (size_t)t->numel * ng_dtype_size(t->dtype); }
+size_t ng_tensor_bytes(const ng_tensor *t) {
+    return (size_t)t->numel * ng_dtype_size(t->dtype);
+}
 
 int ng_tensor_same_shape(const ng_tensor *a, const ng_tensor *b) {
     if (a->ndim != b->ndim) return 0;

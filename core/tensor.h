@@ -36,8 +36,8 @@ ng_tensor ng_tensor_3d(ng_dtype dtype, ng_device dev, int64_t n0, int64_t n1, in
 void ng_tensor_free(ng_tensor *t);
 
 /* A tensor over existing memory, not owned. */
-ng_tensor ng_tensor_wrap(void *data, ng_dtype dtype, ng_device dev, int ndim,
-                         const int64_t *shape, const char *name);
+ng_tensor ng_tensor_wrap(void *data, ng_dtype dtype, ng_device dev, int ndim, const int64_t *shape,
+                         const char *name);
 /* A contiguous view of `t` starting `offset` elements in, with a new shape; the view must lie
  * inside t. */
 ng_tensor ng_tensor_view(const ng_tensor *t, int64_t offset, int ndim, const int64_t *shape,

@@ -27,8 +27,7 @@ ng_param *ng_layer_add_param(ng_layer *l, const char *short_name, int ndim, cons
              NG_LAYER_MAX_PARAMS);
     ng_param *p = &l->params[l->nparams++];
     memset(p, 0, sizeof *p);
-    int n = snprintf(p->name, sizeof p->name, "%s%s%s", l->name, l->name[0] ? "." : "",
-                     short_name);
+    int n = snprintf(p->name, sizeof p->name, "%s%s%s", l->name, l->name[0] ? "." : "", short_name);
     NG_CHECK(n < (int)sizeof p->name, "parameter name %s.%s is too long", l->name, short_name);
     /* Shape only until the model binds the flat buffers. */
     p->value = ng_tensor_wrap(NULL, NG_F32, NG_CPU, ndim, shape, p->name);

@@ -35,7 +35,7 @@ typedef struct {
 /* A named parameter. `value` and `grad` are views into the model's flat parameter and gradient
  * buffers once the model is built (ng_model_build); before that they only carry the shape. */
 typedef struct {
-    char name[96];  /* full dotted name, timm style: "blocks.0.attn.qkv.weight" */
+    char name[96];   /* full dotted name, timm style: "blocks.0.attn.qkv.weight" */
     ng_tensor value; /* master weights: f32, or f64 for gradient checks */
     ng_tensor grad;  /* same shape; backward accumulates (+=) into it */
     ng_init init;
@@ -67,8 +67,7 @@ typedef struct {
     const char *kind;
     /* Output shape for an input shape; dim 0 is the batch. Fails naming the layer when the
      * input shape does not fit. */
-    void (*out_shape)(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
-                      int64_t *out);
+    void (*out_shape)(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim, int64_t *out);
     /* Computes y = f(x) into a tensor it allocates from ctx->acts (or a view of x), saving
      * what backward needs. */
     ng_tensor (*forward)(ng_layer *l, ng_ctx *ctx, const ng_tensor *x);

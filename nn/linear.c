@@ -14,8 +14,8 @@ typedef struct {
 static void linear_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                              int64_t *out) {
     const linear_state *s = l->impl;
-    NG_CHECK(in[ndim - 1] == s->in, "linear %s: input's last dim is %lld, expected %lld",
-             l->name, (long long)in[ndim - 1], (long long)s->in);
+    NG_CHECK(in[ndim - 1] == s->in, "linear %s: input's last dim is %lld, expected %lld", l->name,
+             (long long)in[ndim - 1], (long long)s->in);
     *out_ndim = ndim;
     for (int i = 0; i < ndim - 1; i++) out[i] = in[i];
     out[ndim - 1] = s->out;

@@ -51,7 +51,9 @@ void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) 
     double fan = init.fan_in > 0 ? (double)init.fan_in : 1.0;
     for (int64_t i = 0; i < h.numel; i++) {
         switch (init.kind) {
-            case NG_INIT_CONSTANT: v[i] = init.a; break;
+            case NG_INIT_CONSTANT:
+                v[i] = init.a;
+                break;
             case NG_INIT_UNIFORM:
             case NG_INIT_KAIMING_UNIFORM: {
                 double bound = init.kind == NG_INIT_UNIFORM ? init.a : 1.0 / sqrt(fan);
@@ -98,8 +100,8 @@ void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, s
         ng_param *p = m->params[i].param;
         p->value = ng_tensor_view(&m->flat_params, m->params[i].offset, p->value.ndim,
                                   p->value.shape, p->name);
-        p->grad = ng_tensor_view(&m->flat_grads, m->params[i].offset, p->value.ndim,
-                                 p->value.shape, p->name);
+        p->grad = ng_tensor_view(&m->flat_grads, m->params[i].offset, p->value.ndim, p->value.shape,
+                                 p->name);
         ng_init_tensor(&p->value, p->init, seed, (uint64_t)i);
     }
     m->acts = ng_arena_new(dev, act_bytes, "activations");
@@ -119,8 +121,11 @@ void ng_model_free(ng_model *m) {
 
 ng_ctx ng_model_ctx(ng_model *m, int training, uint64_t seed, uint64_t step) {
     /* Step goes into the offset's high bits: each step draws from a fresh counter range. */
-    return (ng_ctx){.device = m->device, .acts = &m->acts, .grads = &m->grads,
-                    .training = training, .rng = {.seed = seed, .offset = step << 40}};
+    return (ng_ctx){.device = m->device,
+                    .acts = &m->acts,
+                    .grads = &m->grads,
+                    .training = training,
+                    .rng = {.seed = seed, .offset = step << 40}};
 }
 
 void ng_model_reset_arenas(ng_model *m) {
@@ -136,7 +141,9 @@ void ng_model_backward(ng_model *m, ng_ctx *ctx, const ng_tensor *dy) {
     m->root->ops->backward(m->root, ctx, dy, NULL);
 }
 
-void ng_model_zero_grad(ng_model *m) { ng_fill(&m->flat_grads, 0); }
+void ng_model_zero_grad(ng_model *m) {
+    ng_fill(&m->flat_grads, 0);
+}
 
 ng_param_entry *ng_model_find(ng_model *m, const char *name) {
     for (int i = 0; i < m->nparams; i++)

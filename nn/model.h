@@ -23,10 +23,10 @@ typedef struct {
     ng_layer *root;
     ng_param_entry *params; /* depth-first order: the order of the flat buffers */
     int nparams;
-    int64_t numel;            /* flat buffer length including alignment gaps */
-    int64_t count;            /* parameters proper */
-    ng_tensor flat_params;    /* [numel] */
-    ng_tensor flat_grads;     /* [numel] */
+    int64_t numel;         /* flat buffer length including alignment gaps */
+    int64_t count;         /* parameters proper */
+    ng_tensor flat_params; /* [numel] */
+    ng_tensor flat_grads;  /* [numel] */
     ng_device device;
     ng_dtype dtype;
     ng_arena acts, grads;

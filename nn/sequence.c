@@ -81,4 +81,6 @@ static const ng_layer_ops seq_ops = {
     .backward = seq_backward,
 };
 
-ng_layer *ng_sequence(const char *name) { return ng_layer_new(&seq_ops, name, sizeof(seq_state)); }
+ng_layer *ng_sequence(const char *name) {
+    return ng_layer_new(&seq_ops, name, sizeof(seq_state));
+}

@@ -19,8 +19,8 @@ void ng_weights_load(ng_model *m, const char *path) {
     ng_safetensors *f = ng_safetensors_open(path);
     for (int i = 0; i < ng_safetensors_count(f); i++) {
         ng_tensor t = ng_safetensors_get(f, i);
-        NG_CHECK(ng_model_find(m, t.name), "%s: tensor %s is not a parameter of this model",
-                 path, t.name);
+        NG_CHECK(ng_model_find(m, t.name), "%s: tensor %s is not a parameter of this model", path,
+                 t.name);
     }
     for (int i = 0; i < m->nparams; i++) {
         ng_param *p = m->params[i].param;

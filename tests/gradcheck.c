@@ -41,9 +41,8 @@ static int compare(const char *what, const char *tensor, double num, double ana,
 }
 
 /* Probes `n` random elements (all when the tensor is small) of t, perturbing in place. */
-static int probe(const char *what, const char *name, ng_model *m, ng_tensor *t,
-                 const double *ana, const ng_tensor *x, const ng_tensor *dy,
-                 ng_gradcheck_opts o) {
+static int probe(const char *what, const char *name, ng_model *m, ng_tensor *t, const double *ana,
+                 const ng_tensor *x, const ng_tensor *dy, ng_gradcheck_opts o) {
     int ok = 1, n = o.max_checks ? o.max_checks : 40;
     double h = o.h ? o.h : 1e-6, tol = o.tol ? o.tol : 1e-6;
     double *v = t->data;

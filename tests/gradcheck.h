@@ -12,11 +12,11 @@
 typedef ng_layer *(*ng_layer_maker)(void);
 
 typedef struct {
-    int training;        /* run the layer in training mode */
-    int max_checks;      /* finite-difference probes per tensor (random indices); 0 = 40 */
-    double h;            /* step; 0 = 1e-6 */
-    double tol;          /* |num - ana| <= tol * max(1, |num|, |ana|); 0 = 1e-6 */
-    int no_input_grad;   /* the input is not differentiable (e.g. class labels) */
+    int training;              /* run the layer in training mode */
+    int max_checks;            /* finite-difference probes per tensor (random indices); 0 = 40 */
+    double h;                  /* step; 0 = 1e-6 */
+    double tol;                /* |num - ana| <= tol * max(1, |num|, |ana|); 0 = 1e-6 */
+    int no_input_grad;         /* the input is not differentiable (e.g. class labels) */
     double input_lo, input_hi; /* input range; both 0 = [-1, 1] */
 } ng_gradcheck_opts;
 

@@ -10,8 +10,12 @@
 #include "nn/model.h"
 #include "testing.h"
 
-static ng_layer *make_linear(void) { return ng_linear("fc", 7, 5, 1); }
-static ng_layer *make_linear_nobias(void) { return ng_linear("fc", 7, 5, 0); }
+static ng_layer *make_linear(void) {
+    return ng_linear("fc", 7, 5, 1);
+}
+static ng_layer *make_linear_nobias(void) {
+    return ng_linear("fc", 7, 5, 0);
+}
 
 static ng_layer *make_seq(void) {
     ng_layer *s = ng_sequence("");
@@ -48,7 +52,9 @@ static ng_layer *make_ckpt(int enabled) {
     ng_layer_add_child(s, ng_linear("head", 16, 3, 1));
     return s;
 }
-static ng_layer *make_ckpt_on(void) { return make_ckpt(1); }
+static ng_layer *make_ckpt_on(void) {
+    return make_ckpt(1);
+}
 
 /* Runs one forward/backward; returns the output and gradients in f64 and the arena peak. */
 static void run(int enabled, uint64_t seed, const ng_tensor *x, const ng_tensor *dy, double **y,
@@ -68,7 +74,8 @@ static void run(int enabled, uint64_t seed, const ng_tensor *x, const ng_tensor 
 
 static void test_checkpoint_memory(void) {
     int64_t n = 32;
-    ng_tensor x = ng_tensor_2d(NG_F64, NG_CPU, n, 5, "x"), dy = ng_tensor_2d(NG_F64, NG_CPU, n, 3, "dy");
+    ng_tensor x = ng_tensor_2d(NG_F64, NG_CPU, n, 5, "x"),
+              dy = ng_tensor_2d(NG_F64, NG_CPU, n, 3, "dy");
     ng_test_fill_uniform(&x, -1, 1);
     ng_test_fill_uniform(&dy, -1, 1);
     uint64_t seed = ng_test_seed();
@@ -81,8 +88,8 @@ static void test_checkpoint_memory(void) {
     ng_test_close("checkpointed gradients equal plain", g0, g1, ng, 0, 0);
     /* Each block's interior holds a [n,64] hidden activation and its [n,16] output; with
      * checkpointing only block outputs stay. */
-    NG_TEST(p1 + (size_t)n * 64 * 8 <= p0, "checkpointing saves activation memory: %zu vs %zu bytes",
-            p1, p0);
+    NG_TEST(p1 + (size_t)n * 64 * 8 <= p0,
+            "checkpointing saves activation memory: %zu vs %zu bytes", p1, p0);
     free(y0), free(g0), free(y1), free(g1);
     ng_tensor_free(&x);
     ng_tensor_free(&dy);
@@ -90,13 +97,18 @@ static void test_checkpoint_memory(void) {
 
 /* Counts observer calls: the checkpoint replay must not call input() again. */
 static int n_input, n_grad;
-static void on_input(void *s, ng_layer *l, const ng_tensor *x) { (void)s, (void)l, (void)x, n_input++; }
-static void on_grad(void *s, ng_layer *l, const ng_tensor *g) { (void)s, (void)l, (void)g, n_grad++; }
+static void on_input(void *s, ng_layer *l, const ng_tensor *x) {
+    (void)s, (void)l, (void)x, n_input++;
+}
+static void on_grad(void *s, ng_layer *l, const ng_tensor *g) {
+    (void)s, (void)l, (void)g, n_grad++;
+}
 
 static void test_observer_once(void) {
     ng_model *m = ng_model_new(make_ckpt(1));
     ng_model_build(m, NG_CPU, NG_F32, 1, 1 << 22, 1 << 22);
-    ng_tensor x = ng_tensor_2d(NG_F32, NG_CPU, 4, 5, "x"), dy = ng_tensor_2d(NG_F32, NG_CPU, 4, 3, "dy");
+    ng_tensor x = ng_tensor_2d(NG_F32, NG_CPU, 4, 5, "x"),
+              dy = ng_tensor_2d(NG_F32, NG_CPU, 4, 3, "dy");
     ng_test_fill_uniform(&x, -1, 1);
     ng_test_fill_uniform(&dy, -1, 1);
     ng_observer obs = {.input = on_input, .output_grad = on_grad};

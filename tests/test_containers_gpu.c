@@ -4,7 +4,9 @@
 #include "nn/linear.h"
 #include "testing.h"
 
-static ng_layer *make_linear(void) { return ng_linear("fc", 129, 65, 1); }
+static ng_layer *make_linear(void) {
+    return ng_linear("fc", 129, 65, 1);
+}
 
 static ng_layer *make_blocks(void) {
     ng_layer *s = ng_sequence("");

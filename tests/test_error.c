@@ -39,7 +39,9 @@ static void bad_gemm(void) {
     ng_gemm(0, 0, 1.0, &A, &B, 0.0, &C);
 }
 
-static void lib_failure(void) { ng_lib_fail("CUDA", "file.cu", 42, "cudaMalloc(&p, n)", "out of memory"); }
+static void lib_failure(void) {
+    ng_lib_fail("CUDA", "file.cu", 42, "cudaMalloc(&p, n)", "out of memory");
+}
 
 static void cuda_on_cpu_build(void) {
     ng_tensor t = ng_tensor_1d(NG_F32, NG_CUDA, 4, "gpu tensor");

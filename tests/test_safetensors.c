@@ -1,5 +1,6 @@
 /* safetensors: round trip of every dtype, model weights by name, and malformed files
- * (truncated, unknown dtype, lying offsets, overlaps, shape mismatch) rejected naming the tensor. */
+ * (truncated, unknown dtype, lying offsets, overlaps, shape mismatch) rejected naming the tensor.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,13 +102,15 @@ static void test_weights(void) {
 static void test_malformed(void) {
     const char *p = tmp_path("bad.safetensors");
     write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w");      /* truncated data */
+    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* truncated data */
     write_raw(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
-    NG_TEST_ERROR(ng_safetensors_open(p), "Q4");     /* unknown dtype */
+    NG_TEST_ERROR(ng_safetensors_open(p), "Q4"); /* unknown dtype */
     write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w");      /* offsets disagree with the shape */
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                 "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
+    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* offsets disagree with the shape */
+    write_raw(p,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+              12);
     NG_TEST_ERROR(ng_safetensors_open(p), "overlap");
     write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12);
     NG_TEST_ERROR(ng_safetensors_open(p), "w");

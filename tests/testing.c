@@ -21,7 +21,8 @@ uint64_t ng_test_seed(void) {
         const char *e = getenv("NG_TEST_SEED");
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        rng_state = e ? strtoull(e, NULL, 10) : (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec;
+        rng_state =
+            e ? strtoull(e, NULL, 10) : (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec;
         seeded = 1;
         fprintf(stderr, "test inputs: NG_TEST_SEED=%llu\n", (unsigned long long)rng_state);
     }
@@ -40,25 +41,45 @@ double ng_test_uniform(void) {
 
 static void store(void *data, ng_dtype t, int64_t i, double v) {
     switch (t) {
-        case NG_F32: ((float *)data)[i] = (float)v; break;
-        case NG_F64: ((double *)data)[i] = v; break;
-        case NG_F16: ((ng_f16 *)data)[i] = ng_f32_to_f16((float)v); break;
-        case NG_BF16: ((ng_bf16 *)data)[i] = ng_f32_to_bf16((float)v); break;
-        case NG_I32: ((int32_t *)data)[i] = (int32_t)v; break;
-        case NG_U8: ((uint8_t *)data)[i] = (uint8_t)v; break;
-        default: break;
+        case NG_F32:
+            ((float *)data)[i] = (float)v;
+            break;
+        case NG_F64:
+            ((double *)data)[i] = v;
+            break;
+        case NG_F16:
+            ((ng_f16 *)data)[i] = ng_f32_to_f16((float)v);
+            break;
+        case NG_BF16:
+            ((ng_bf16 *)data)[i] = ng_f32_to_bf16((float)v);
+            break;
+        case NG_I32:
+            ((int32_t *)data)[i] = (int32_t)v;
+            break;
+        case NG_U8:
+            ((uint8_t *)data)[i] = (uint8_t)v;
+            break;
+        default:
+            break;
     }
 }
 
 static double load(const void *data, ng_dtype t, int64_t i) {
     switch (t) {
-        case NG_F32: return ((const float *)data)[i];
-        case NG_F64: return ((const double *)data)[i];
-        case NG_F16: return ng_f16_to_f32(((const ng_f16 *)data)[i]);
-        case NG_BF16: return ng_bf16_to_f32(((const ng_bf16 *)data)[i]);
-        case NG_I32: return ((const int32_t *)data)[i];
-        case NG_U8: return ((const uint8_t *)data)[i];
-        default: return NAN;
+        case NG_F32:
+            return ((const float *)data)[i];
+        case NG_F64:
+            return ((const double *)data)[i];
+        case NG_F16:
+            return ng_f16_to_f32(((const ng_f16 *)data)[i]);
+        case NG_BF16:
+            return ng_bf16_to_f32(((const ng_bf16 *)data)[i]);
+        case NG_I32:
+            return ((const int32_t *)data)[i];
+        case NG_U8:
+            return ((const uint8_t *)data)[i];
+        default:
+            return NAN;
     }
 }
 
@@ -79,7 +100,9 @@ static void fill_uniform(ng_tensor *t, double lo, double hi) {
         store(t->data, t->dtype, i, lo + (hi - lo) * 0.5 * (ng_test_uniform() + 1.0));
 }
 
-void ng_test_fill_uniform(ng_tensor *t, double lo, double hi) { host_edit(t, fill_uniform, lo, hi); }
+void ng_test_fill_uniform(ng_tensor *t, double lo, double hi) {
+    host_edit(t, fill_uniform, lo, hi);
+}
 
 static void poison(ng_tensor *t, double a, double b) {
     (void)a;
@@ -90,7 +113,9 @@ static void poison(ng_tensor *t, double a, double b) {
         memset(t->data, 0xAB, ng_tensor_bytes(t));
 }
 
-void ng_test_poison(ng_tensor *t) { host_edit(t, poison, 0, 0); }
+void ng_test_poison(ng_tensor *t) {
+    host_edit(t, poison, 0, 0);
+}
 
 double *ng_test_to_f64(const ng_tensor *t) {
     ng_tensor h = t->device == NG_CPU ? *t : ng_tensor_to(t, NG_CPU, "host copy");
@@ -111,14 +136,16 @@ int ng_test_close(const char *what, const double *e, const double *g, int64_t n,
         if (!isnan(err) && err > worst) worst = err, worst_i = i;
         if (!ok) {
             if (bad < 8)
-                fprintf(stderr, "  %s: [%lld] expected %.10g got %.10g\n", what, (long long)i,
-                        e[i], g[i]);
+                fprintf(stderr, "  %s: [%lld] expected %.10g got %.10g\n", what, (long long)i, e[i],
+                        g[i]);
             bad++;
         }
     }
     if (bad) {
-        fprintf(stderr, "FAIL %s: %lld of %lld elements differ (rtol %g, atol %g); worst |err| %g at %lld\n",
-                what, (long long)bad, (long long)n, rtol, atol, worst, (long long)worst_i);
+        fprintf(
+            stderr,
+            "FAIL %s: %lld of %lld elements differ (rtol %g, atol %g); worst |err| %g at %lld\n",
+            what, (long long)bad, (long long)n, rtol, atol, worst, (long long)worst_i);
         failed++;
         return 0;
     }
@@ -152,7 +179,9 @@ void ng_test_fail(const char *fmt, ...) {
     failed++;
 }
 
-void ng_test_pass(void) { passed++; }
+void ng_test_pass(void) {
+    passed++;
+}
 
 int ng_test_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, passed, failed);
@@ -183,7 +212,9 @@ void ng_test_end_catch(const char *stmt, int raised, const char *needle) {
     }
 }
 
-int ng_test_have_gpu(void) { return ng_cuda_available(); }
+int ng_test_have_gpu(void) {
+    return ng_cuda_available();
+}
 
 void ng_test_require_gpu(const char *name) {
     if (!ng_test_have_gpu()) {

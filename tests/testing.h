@@ -50,7 +50,7 @@ int ng_test_begin_catch(void);
 void ng_test_end_catch(const char *stmt_text, int raised, const char *needle);
 #define NG_TEST_ERROR(stmt, needle)                                                                \
     do {                                                                                           \
-        volatile int ng_raised_ = 0;                                                                      \
+        volatile int ng_raised_ = 0;                                                               \
         if (ng_test_begin_catch() && setjmp(ng_test_jmp) == 0) {                                   \
             stmt;                                                                                  \
         } else {                                                                                   \
