@@ -14,7 +14,8 @@ extern "C" {
 
 typedef struct ng_layer ng_layer;
 
-/* How a parameter starts; `a` is the std (normal, trunc_normal: cut at +-2 std as timm does),
+/* How a parameter starts; `a` is the std (normal; trunc_normal redraws values outside the
+ * absolute bounds [-2, 2], as timm's trunc_normal_ does),
  * the bound (uniform: [-a, a]) or the value (constant). Kaiming variants use the fan-in the
  * layer records in `fan_in`. */
 typedef enum {

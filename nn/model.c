@@ -68,13 +68,14 @@ void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) 
                 v[i] = std * normal_from(w[0], w[1]);
                 break;
             }
-            case NG_INIT_TRUNC_NORMAL: { /* redraw outside +-2 std, as timm's trunc_normal_ */
+            case NG_INIT_TRUNC_NORMAL: { /* timm's trunc_normal_(std=a): redraw outside the
+                                          * absolute bounds [-2, 2], not +-2 std */
                 double z;
                 do {
                     ng_rng_block(k, block++, w);
-                    z = normal_from(w[0], w[1]);
+                    z = init.a * normal_from(w[0], w[1]);
                 } while (fabs(z) > 2.0);
-                v[i] = init.a * z;
+                v[i] = z;
                 break;
             }
         }
