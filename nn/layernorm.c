@@ -1,0 +1,198 @@
+/* The LayerNorm layer and the CPU twin of its kernels. The CPU twin accumulates in double for
+ * both f32 and f64, so it is the reference the CUDA twin is compared with. */
+#include "nn/layernorm.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "nn/vit_kernels.h"
+
+/* ---- CPU kernels ------------------------------------------------------------------------- */
+
+#define LN_CPU(T, sfx)                                                                             \
+    static void ln_fwd_##sfx(const T *x, const T *w, const T *b, double eps, T *y, T *mean,        \
+                             T *rstd, int64_t rows, int64_t d) {                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            const T *xr = x + r * d;                                                               \
+            T *yr = y + r * d;                                                                     \
+            double s = 0, v = 0;                                                                   \
+            for (int64_t i = 0; i < d; i++) s += xr[i];                                            \
+            double mu = s / (double)d;                                                             \
+            /* Two passes: the one-pass E[x^2] - mu^2 cancels badly for inputs far from 0. */      \
+            for (int64_t i = 0; i < d; i++) v += ((double)xr[i] - mu) * ((double)xr[i] - mu);      \
+            double rs = 1.0 / sqrt(v / (double)d + eps);                                           \
+            for (int64_t i = 0; i < d; i++)                                                        \
+                yr[i] = (T)(((double)xr[i] - mu) * rs * (double)w[i] + (double)b[i]);              \
+            mean[r] = (T)mu;                                                                       \
+            rstd[r] = (T)rs;                                                                       \
+        }                                                                                          \
+    }                                                                                              \
+    static void ln_bwd_##sfx(const T *x, const T *w, const T *mean, const T *rstd, const T *dy,    \
+                             T *dx, T *dw, T *db, int64_t rows, int64_t d) {                       \
+        double *acc = calloc((size_t)(2 * d), sizeof(double));                                     \
+        NG_CHECK(acc, "layernorm backward: out of host memory");                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            const T *xr = x + r * d, *gr = dy + r * d;                                             \
+            double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;                                    \
+            for (int64_t i = 0; i < d; i++) {                                                      \
+                double xh = ((double)xr[i] - mu) * rs, g = (double)gr[i] * (double)w[i];           \
+                sg += g;                                                                           \
+                sgx += g * xh;                                                                     \
+                acc[i] += (double)gr[i] * xh;                                                      \
+                acc[d + i] += (double)gr[i];                                                       \
+            }                                                                                      \
+            if (!dx) continue;                                                                     \
+            sg /= (double)d;                                                                       \
+            sgx /= (double)d;                                                                      \
+            T *dr = dx + r * d;                                                                    \
+            for (int64_t i = 0; i < d; i++) {                                                      \
+                double xh = ((double)xr[i] - mu) * rs;                                             \
+                dr[i] = (T)(rs * ((double)gr[i] * (double)w[i] - sg - xh * sgx));                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t i = 0; i < d; i++) {                                                          \
+            dw[i] = (T)((double)dw[i] + acc[i]);                                                   \
+            db[i] = (T)((double)db[i] + acc[d + i]);                                               \
+        }                                                                                          \
+        free(acc);                                                                                 \
+    }
+
+LN_CPU(float, f32)
+LN_CPU(double, f64)
+
+static void ln_fwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b, double eps,
+                       ng_tensor *y, ng_tensor *mean, ng_tensor *rstd) {
+    int64_t d = w->numel, rows = x->numel / d;
+    if (x->dtype == NG_F64)
+        ln_fwd_f64(x->data, w->data, b->data, eps, y->data, mean->data, rstd->data, rows, d);
+    else
+        ln_fwd_f32(x->data, w->data, b->data, eps, y->data, mean->data, rstd->data, rows, d);
+}
+
+static void ln_bwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *mean,
+                       const ng_tensor *rstd, const ng_tensor *dy, ng_tensor *dx, ng_tensor *dw,
+                       ng_tensor *db) {
+    int64_t d = w->numel, rows = x->numel / d;
+    if (x->dtype == NG_F64)
+        ln_bwd_f64(x->data, w->data, mean->data, rstd->data, dy->data, dx ? dx->data : NULL,
+                   dw->data, db->data, rows, d);
+    else
+        ln_bwd_f32(x->data, w->data, mean->data, rstd->data, dy->data, dx ? dx->data : NULL,
+                   dw->data, db->data, rows, d);
+}
+
+/* ---- checked entry points ---------------------------------------------------------------- */
+
+static void need(const char *op, const ng_tensor *t, const ng_tensor *x, int64_t numel) {
+    NG_CHECK(t->dtype == x->dtype && t->device == x->device && t->numel == numel,
+             "%s: '%s' is %s but %lld elements of %s %s like '%s' are needed", op,
+             ng_tensor_name(t), ng_tensor_desc(t), (long long)numel, ng_dtype_name(x->dtype),
+             ng_device_name(x->device), ng_tensor_name(x));
+}
+
+static int64_t ln_check(const char *op, const ng_tensor *x, const ng_tensor *w) {
+    NG_CHECK(x->dtype == NG_F32 || x->dtype == NG_F64, "%s: '%s' is %s; f32 or f64 is needed", op,
+             ng_tensor_name(x), ng_tensor_desc(x));
+    int64_t d = w->numel;
+    NG_CHECK(d > 0 && x->ndim >= 1 && x->shape[x->ndim - 1] == d,
+             "%s: '%s' is %s but the weight has %lld features", op, ng_tensor_name(x),
+             ng_tensor_desc(x), (long long)d);
+    need(op, w, x, d);
+    return x->numel / d;
+}
+
+void ng_vit_layernorm_forward(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b,
+                              double eps, ng_tensor *y, ng_tensor *mean, ng_tensor *rstd) {
+    const char *op = "ng_vit_layernorm_forward";
+    int64_t rows = ln_check(op, x, w);
+    need(op, b, x, w->numel);
+    need(op, y, x, x->numel);
+    need(op, mean, x, rows);
+    need(op, rstd, x, rows);
+    if (!rows) return;
+    NG_DISPATCH(x, ln_fwd_cpu(x, w, b, eps, y, mean, rstd),
+                ng_vit_layernorm_forward_cuda(x, w, b, eps, y, mean, rstd));
+}
+
+void ng_vit_layernorm_backward(const ng_tensor *x, const ng_tensor *w, const ng_tensor *mean,
+                               const ng_tensor *rstd, const ng_tensor *dy, ng_tensor *dx,
+                               ng_tensor *dw, ng_tensor *db) {
+    const char *op = "ng_vit_layernorm_backward";
+    int64_t rows = ln_check(op, x, w);
+    need(op, mean, x, rows);
+    need(op, rstd, x, rows);
+    need(op, dy, x, x->numel);
+    if (dx) need(op, dx, x, x->numel);
+    need(op, dw, x, w->numel);
+    need(op, db, x, w->numel);
+    if (!rows) return;
+    NG_DISPATCH(x, ln_bwd_cpu(x, w, mean, rstd, dy, dx, dw, db),
+                ng_vit_layernorm_backward_cuda(x, w, mean, rstd, dy, dx, dw, db));
+}
+
+/* ---- the layer --------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t dim;
+    double eps;
+    ng_tensor x, mean, rstd; /* saved by forward: the input as [rows, dim] and row statistics */
+} ln_state;
+
+static void ln_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                         int64_t *out) {
+    const ln_state *s = l->impl;
+    NG_CHECK(in[ndim - 1] == s->dim, "layernorm %s: input's last dim is %lld, expected %lld",
+             l->name, (long long)in[ndim - 1], (long long)s->dim);
+    *out_ndim = ndim;
+    for (int i = 0; i < ndim; i++) out[i] = in[i];
+}
+
+static ng_tensor ln_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
+    ln_state *s = l->impl;
+    int ndim;
+    int64_t shape[NG_MAX_DIMS];
+    ng_layer_out_shape(l, x->ndim, x->shape, &ndim, shape);
+    int64_t rows = x->numel / s->dim;
+    s->x = ng_tensor_reshape(x, 2, (int64_t[]){rows, s->dim});
+    ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
+    s->mean = ng_arena_tensor(ctx->acts, x->dtype, 1, (int64_t[]){rows}, "layernorm mean");
+    s->rstd = ng_arena_tensor(ctx->acts, x->dtype, 1, (int64_t[]){rows}, "layernorm rstd");
+    ng_vit_layernorm_forward(&s->x, &l->params[0].value, &l->params[1].value, s->eps, &y, &s->mean,
+                             &s->rstd);
+    return y;
+}
+
+static void ln_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    (void)ctx;
+    ln_state *s = l->impl;
+    NG_CHECK(s->x.data && dy->numel == s->x.numel,
+             "layernorm %s: output gradient %s does not fit the last forward", l->name,
+             ng_tensor_desc(dy));
+    ng_tensor g = ng_tensor_reshape(dy, 2, s->x.shape);
+    ng_tensor d2 = dx ? ng_tensor_reshape(dx, 2, s->x.shape) : (ng_tensor){0};
+    ng_vit_layernorm_backward(&s->x, &l->params[0].value, &s->mean, &s->rstd, &g, dx ? &d2 : NULL,
+                              &l->params[0].grad, &l->params[1].grad);
+}
+
+static const ng_layer_ops ln_ops = {
+    .kind = "layernorm",
+    .out_shape = ln_out_shape,
+    .forward = ln_forward,
+    .backward = ln_backward,
+};
+
+ng_layer *ng_layernorm(const char *name, int64_t dim, double eps) {
+    NG_CHECK(dim > 0, "layernorm %s: dim %lld must be > 0", name, (long long)dim);
+    NG_CHECK(eps > 0, "layernorm %s: eps %g must be > 0", name, eps);
+    ng_layer *l = ng_layer_new(&ln_ops, name, sizeof(ln_state));
+    ln_state *s = l->impl;
+    s->dim = dim;
+    s->eps = eps;
+    ng_layer_add_param(l, "weight", 1, (int64_t[]){dim},
+                       (ng_init){.kind = NG_INIT_CONSTANT, .a = 1}, 0);
+    ng_layer_add_param(l, "bias", 1, (int64_t[]){dim}, (ng_init){.kind = NG_INIT_CONSTANT, .a = 0},
+                       0);
+    return l;
+}
