@@ -11,6 +11,8 @@ static const struct {
     {"info", "what this build contains and which devices it sees", ng_cmd_info},
     {"smoke", "a quick check of the core: GEMM and eigh on CPU (and GPU) against float64",
      ng_cmd_smoke},
+    {"bench", "forward+backward time and activation memory of a model at a batch size",
+     ng_cmd_bench},
     {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device",
      ng_cmd_bench_core},
 };

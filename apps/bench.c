@@ -1,0 +1,124 @@
+/* `natgrad bench`: forward+backward time, images/s, activation and gradient-scratch memory of a
+ * model at a batch size, on the CPU or the GPU. Prints a table; --json writes the figures. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apps/clock.h"
+#include "apps/commands.h"
+#include "core/backend.h"
+#include "core/ops.h"
+#include "core/rng.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "nn/models.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: natgrad bench --model ARCH [--batch N] [--device cpu|cuda] [--steps N]\n"
+            "                     [--img N] [--checkpoint] [--arena-mib N] [--json FILE]\n"
+            "ARCH: %s\n",
+            ng_arch_names());
+}
+
+static int bad(const char *opt, const char *val, const char *want) {
+    fprintf(stderr, "natgrad: error: bench: %s %s: %s\n", opt, val ? val : "(missing)", want);
+    usage(stderr);
+    return 2;
+}
+
+int ng_cmd_bench(int argc, char **argv) {
+    const char *arch = NULL, *json = NULL;
+    int64_t batch = 32, img = 0;
+    int steps = 10, ckpt = -1;
+    long arena_mib = 0;
+    ng_device dev = ng_cuda_available() ? NG_CUDA : NG_CPU;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--checkpoint")) {
+            ckpt = 1;
+            continue;
+        } else if (!strcmp(a, "--model")) {
+            if (!v) return bad(a, v, "an architecture name");
+            arch = v;
+        } else if (!strcmp(a, "--batch")) {
+            if (!v || (batch = atoll(v)) <= 0) return bad(a, v, "a batch size > 0");
+        } else if (!strcmp(a, "--img")) {
+            if (!v || (img = atoll(v)) <= 0) return bad(a, v, "an image side > 0");
+        } else if (!strcmp(a, "--steps")) {
+            if (!v || (steps = atoi(v)) < 1 || steps > 1000) return bad(a, v, "1..1000 steps");
+        } else if (!strcmp(a, "--arena-mib")) {
+            if (!v || (arena_mib = atol(v)) <= 0) return bad(a, v, "a size in MiB > 0");
+        } else if (!strcmp(a, "--device")) {
+            if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) return bad(a, v, "cpu or cuda");
+            dev = strcmp(v, "cpu") ? NG_CUDA : NG_CPU;
+        } else if (!strcmp(a, "--json")) {
+            if (!v) return bad(a, v, "a file name");
+            json = v;
+        } else {
+            return bad(a, NULL, "unknown option");
+        }
+        i++;
+    }
+    ng_arch ar;
+    if (!arch) return bad("--model", NULL, "is required");
+    if (!ng_arch_defaults(arch, &ar)) return bad("--model", arch, "unknown architecture");
+    if (img) ar.img = img;
+    if (ckpt >= 0) ar.checkpoint = ckpt;
+    if (!arena_mib) arena_mib = dev == NG_CUDA ? 24576 : 4096;
+
+    ng_model *m = ng_model_new(ng_arch_build(&ar));
+    ng_model_build(m, dev, NG_F32, 1, (size_t)arena_mib << 20, (size_t)arena_mib << 19);
+    int64_t shape[5] = {batch};
+    int nd = ng_arch_input_shape(&ar, shape + 1) + 1;
+    ng_tensor x = ng_tensor_new(NG_F32, dev, nd, shape, "input");
+    ng_rng_normal(&x, (ng_rng_key){.seed = 5, .stream = 1}, 0, 1);
+    ng_tensor lh = ng_tensor_1d(NG_I32, NG_CPU, batch, "labels");
+    for (int64_t i = 0; i < batch; i++) ((int32_t *)lh.data)[i] = (int32_t)(i % ar.classes);
+    ng_tensor labels = ng_tensor_to(&lh, dev, "labels");
+    double *ms = malloc(sizeof(double) * (size_t)steps);
+    for (int s = -1; s < steps; s++) { /* step -1 warms up (cuDNN algorithm search, caches) */
+        ng_sync(dev);
+        double t0 = ng_now();
+        ng_model_reset_arenas(m);
+        ng_ctx ctx = ng_model_ctx(m, 1, 1, (uint64_t)(s + 1));
+        ng_tensor y = ng_model_forward(m, &ctx, &x);
+        ng_tensor dy = ng_arena_tensor(&m->grads, y.dtype, y.ndim, y.shape, "dlogits");
+        ng_softmax_xent(&y, &labels, 0.0, &dy, NULL);
+        ng_model_backward(m, &ctx, &dy);
+        ng_sync(dev);
+        if (s >= 0) ms[s] = (ng_now() - t0) * 1e3;
+    }
+    qsort(ms, (size_t)steps, sizeof(double), cmp_double);
+    double med = ms[steps / 2];
+    double act = m->acts.peak / 1048576.0, scratch = m->grads.peak / 1048576.0;
+    printf("natgrad bench: %s, batch %lld, %s, fp32, %s checkpointing, %d steps\n", arch,
+           (long long)batch, ng_device_name(dev), ar.checkpoint ? "with" : "no", steps);
+    printf("%-24s %6s %10s %10s %12s %12s %12s\n", "model", "batch", "ms/step", "img/s", "act MiB",
+           "scratch MiB", "params");
+    printf("%-24s %6lld %10.2f %10.1f %12.1f %12.1f %12lld\n", arch, (long long)batch, med,
+           batch / (med * 1e-3), act, scratch, (long long)m->count);
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) return bad("--json", json, "cannot be written");
+        fprintf(f,
+                "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"dtype\": \"f32\", "
+                "\"checkpoint\": %d, \"steps\": %d, \"ms_per_step\": %.4f, \"images_per_s\": %.2f, "
+                "\"activation_bytes\": %zu, \"scratch_bytes\": %zu, \"params\": %lld}\n",
+                arch, (long long)batch, ng_device_name(dev), ar.checkpoint, steps, med,
+                batch / (med * 1e-3), m->acts.peak, m->grads.peak, (long long)m->count);
+        fclose(f);
+    }
+    free(ms);
+    ng_tensor_free(&x), ng_tensor_free(&lh), ng_tensor_free(&labels);
+    ng_model_free(m);
+    return 0;
+}

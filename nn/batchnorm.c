@@ -1,0 +1,250 @@
+/* Batch normalisation: the layer, its running statistics, and the CPU twin (CUDA twin in
+ * batchnorm_cuda.cu). Statistics accumulate in double on both devices; the variance comes
+ * from sums shifted by the channel's first element, so a large mean does not cancel it away. */
+#include "nn/batchnorm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "nn/conv_kernels.h"
+
+typedef struct {
+    int nd;
+    int64_t C;
+    double momentum, eps;
+    ng_tensor rm, rv; /* running mean and variance, owned; data NULL until first needed */
+    char rm_name[96], rv_name[96];
+    ng_tensor x;            /* the input of the last forward */
+    ng_tensor mean, invstd; /* f64 [C]: what the last forward normalised with */
+    int training;           /* the mode of the last forward */
+} bn_state;
+
+static inline double ld(const void *p, ng_dtype t, int64_t i) {
+    return t == NG_F64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+
+static inline void st(void *p, ng_dtype t, int64_t i, double v) {
+    if (t == NG_F64)
+        ((double *)p)[i] = v;
+    else
+        ((float *)p)[i] = (float)v;
+}
+
+/* ---- CPU twin ------------------------------------------------------------------------------ */
+
+static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_tensor *beta,
+                           ng_tensor *rm, ng_tensor *rv, ng_tensor *mean, ng_tensor *invstd,
+                           ng_tensor *y, int64_t A, int64_t C, int64_t S, int training, int update,
+                           double momentum, double eps) {
+    double M = (double)(A * S);
+    for (int64_t c = 0; c < C; c++) {
+        double mu, is;
+        if (training) {
+            double k = ld(x->data, x->dtype, c * S), s1 = 0, s2 = 0;
+            for (int64_t a = 0; a < A; a++)
+                for (int64_t s = 0; s < S; s++) {
+                    double v = ld(x->data, x->dtype, (a * C + c) * S + s) - k;
+                    s1 += v, s2 += v * v;
+                }
+            double m1 = s1 / M, var = s2 / M - m1 * m1;
+            if (var < 0) var = 0;
+            mu = k + m1;
+            is = 1.0 / sqrt(var + eps);
+            if (update) {
+                st(rm->data, rm->dtype, c,
+                   (1 - momentum) * ld(rm->data, rm->dtype, c) + momentum * mu);
+                st(rv->data, rv->dtype, c,
+                   (1 - momentum) * ld(rv->data, rv->dtype, c) + momentum * var * M / (M - 1));
+            }
+        } else {
+            mu = ld(rm->data, rm->dtype, c);
+            is = 1.0 / sqrt(ld(rv->data, rv->dtype, c) + eps);
+        }
+        ((double *)mean->data)[c] = mu;
+        ((double *)invstd->data)[c] = is;
+        double scale = is * ld(gamma->data, gamma->dtype, c),
+               shift = ld(beta->data, beta->dtype, c);
+        for (int64_t a = 0; a < A; a++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t i = (a * C + c) * S + s;
+                st(y->data, y->dtype, i, (ld(x->data, x->dtype, i) - mu) * scale + shift);
+            }
+    }
+}
+
+static void bn_backward_cpu(const ng_tensor *x, const ng_tensor *dy, const ng_tensor *gamma,
+                            const ng_tensor *mean, const ng_tensor *invstd, ng_tensor *dgamma,
+                            ng_tensor *dbeta, ng_tensor *dx, int64_t A, int64_t C, int64_t S,
+                            int training) {
+    double M = (double)(A * S);
+    for (int64_t c = 0; c < C; c++) {
+        double mu = ((const double *)mean->data)[c], is = ((const double *)invstd->data)[c];
+        double sdy = 0, sdyx = 0;
+        for (int64_t a = 0; a < A; a++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t i = (a * C + c) * S + s;
+                double g = ld(dy->data, dy->dtype, i);
+                sdy += g, sdyx += g * (ld(x->data, x->dtype, i) - mu);
+            }
+        st(dgamma->data, dgamma->dtype, c, ld(dgamma->data, dgamma->dtype, c) + sdyx * is);
+        st(dbeta->data, dbeta->dtype, c, ld(dbeta->data, dbeta->dtype, c) + sdy);
+        if (!dx) continue;
+        double scale = ld(gamma->data, gamma->dtype, c) * is;
+        double k1 = training ? sdy / M : 0, k2 = training ? sdyx * is / M : 0;
+        for (int64_t a = 0; a < A; a++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t i = (a * C + c) * S + s;
+                double xhat = (ld(x->data, x->dtype, i) - mu) * is;
+                st(dx->data, dx->dtype, i, scale * (ld(dy->data, dy->dtype, i) - k1 - xhat * k2));
+            }
+    }
+}
+
+/* ---- running statistics -------------------------------------------------------------------- */
+
+static ng_tensor moved(ng_tensor *t, ng_device dev, ng_dtype dt) {
+    ng_tensor h = ng_tensor_to(t, NG_CPU, t->name);
+    ng_tensor c = ng_tensor_new(dt, NG_CPU, 1, t->shape, t->name);
+    ng_cast(&c, &h);
+    ng_tensor r = ng_tensor_to(&c, dev, t->name);
+    ng_tensor_free(&h);
+    ng_tensor_free(&c);
+    ng_tensor_free(t);
+    return r;
+}
+
+/* Creates the buffers (0 and 1) or moves them, values kept, to `dev` in `dt`. */
+static void ensure_running(bn_state *s, ng_device dev, ng_dtype dt) {
+    if (!s->rm.data) {
+        s->rm = ng_tensor_1d(dt, dev, s->C, s->rm_name);
+        s->rv = ng_tensor_1d(dt, dev, s->C, s->rv_name);
+        ng_fill(&s->rm, 0.0);
+        ng_fill(&s->rv, 1.0);
+        return;
+    }
+    if (s->rm.device == dev && s->rm.dtype == dt) return;
+    s->rm = moved(&s->rm, dev, dt);
+    s->rv = moved(&s->rv, dev, dt);
+}
+
+/* ---- the layer ----------------------------------------------------------------------------- */
+
+static void bn_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                         int64_t *out) {
+    const bn_state *s = l->impl;
+    int ok = s->nd == 1 ? ndim == 2 || ndim == 3 : ndim == s->nd + 2;
+    NG_CHECK(ok, "batchnorm %s: input has %d dims; a %dd batch norm takes [N, C%s]", l->name, ndim,
+             s->nd,
+             s->nd == 1   ? "] or [N, C, L"
+             : s->nd == 2 ? ", H, W"
+                          : ", D, H, W");
+    NG_CHECK(in[1] == s->C, "batchnorm %s: input has %lld channels, expected %lld", l->name,
+             (long long)in[1], (long long)s->C);
+    *out_ndim = ndim;
+    memcpy(out, in, sizeof(int64_t) * (size_t)ndim);
+}
+
+static ng_tensor bn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
+    bn_state *s = l->impl;
+    int ndim;
+    int64_t shape[NG_MAX_DIMS];
+    bn_out_shape(l, x->ndim, x->shape, &ndim, shape);
+    const ng_tensor *gamma = &l->params[0].value, *beta = &l->params[1].value;
+    NG_CHECK(x->dtype == gamma->dtype && x->device == gamma->device,
+             "batchnorm %s: input %s must have the parameters' dtype and device (%s %s)", l->name,
+             ng_tensor_desc(x), ng_dtype_name(gamma->dtype), ng_device_name(gamma->device));
+    NG_CHECK(x->data || !x->numel, "batchnorm %s: input has no data", l->name);
+    int64_t A = x->shape[0], C = s->C, S = A * C > 0 ? x->numel / (A * C) : 0;
+    NG_CHECK(!ctx->training || A * S > 1,
+             "batchnorm %s: training needs more than one value per channel, input is %s", l->name,
+             ng_tensor_desc(x));
+    ensure_running(s, x->device, gamma->dtype);
+    s->x = *x;
+    s->training = ctx->training;
+    ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
+    s->mean = ng_arena_tensor(ctx->acts, NG_F64, 1, (int64_t[]){C}, "batchnorm mean");
+    s->invstd = ng_arena_tensor(ctx->acts, NG_F64, 1, (int64_t[]){C}, "batchnorm invstd");
+    int update = ctx->training && !ctx->recomputing;
+    if (!x->numel) return y;
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor sums = ng_arena_tensor(ctx->grads, NG_F64, 1, (int64_t[]){2 * C}, "batchnorm sums");
+    (void)sums; /* CUDA scratch; unused by the CPU twin */
+    NG_DISPATCH(x,
+                bn_forward_cpu(x, gamma, beta, &s->rm, &s->rv, &s->mean, &s->invstd, &y, A, C, S,
+                               ctx->training, update, s->momentum, s->eps),
+                ng_bn_cuda_forward(x, gamma, beta, &s->rm, &s->rv, &s->mean, &s->invstd, &sums, &y,
+                                   A, C, S, ctx->training, update, s->momentum, s->eps));
+    ng_arena_release(ctx->grads, m);
+    return y;
+}
+
+static void bn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    bn_state *s = l->impl;
+    const ng_tensor *x = &s->x;
+    NG_CHECK(x->ndim >= 2, "batchnorm %s: backward without a forward", l->name);
+    NG_CHECK(ng_tensor_same_shape(dy, x) && dy->dtype == x->dtype && dy->device == x->device,
+             "batchnorm %s: output gradient %s does not fit the forward's output %s", l->name,
+             ng_tensor_desc(dy), ng_tensor_desc(x));
+    NG_CHECK(!dx ||
+                 (ng_tensor_same_shape(dx, x) && dx->dtype == x->dtype && dx->device == x->device),
+             "batchnorm %s: input gradient %s does not fit the input %s", l->name,
+             ng_tensor_desc(dx), ng_tensor_desc(x));
+    if (!x->numel) return;
+    int64_t A = x->shape[0], C = s->C, S = x->numel / (A * C);
+    const ng_tensor *gamma = &l->params[0].value;
+    ng_tensor *dgamma = &l->params[0].grad, *dbeta = &l->params[1].grad;
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor sums = ng_arena_tensor(ctx->grads, NG_F64, 1, (int64_t[]){2 * C}, "batchnorm sums");
+    (void)sums; /* CUDA scratch; unused by the CPU twin */
+    NG_DISPATCH(x,
+                bn_backward_cpu(x, dy, gamma, &s->mean, &s->invstd, dgamma, dbeta, dx, A, C, S,
+                                s->training),
+                ng_bn_cuda_backward(x, dy, gamma, &s->mean, &s->invstd, &sums, dgamma, dbeta, dx, A,
+                                    C, S, s->training));
+    ng_arena_release(ctx->grads, m);
+}
+
+static void bn_destroy(ng_layer *l) {
+    bn_state *s = l->impl;
+    ng_tensor_free(&s->rm);
+    ng_tensor_free(&s->rv);
+}
+
+static const ng_layer_ops bn_ops = {
+    .kind = "batchnorm",
+    .out_shape = bn_out_shape,
+    .forward = bn_forward,
+    .backward = bn_backward,
+    .destroy = bn_destroy,
+};
+
+ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps) {
+    NG_CHECK(nd >= 1 && nd <= 3, "batchnorm %s: nd is %d; 1, 2 or 3", name, nd);
+    NG_CHECK(channels > 0, "batchnorm %s: %lld channels; must be > 0", name, (long long)channels);
+    NG_CHECK(momentum >= 0 && momentum <= 1, "batchnorm %s: momentum %g is outside [0, 1]", name,
+             momentum);
+    NG_CHECK(eps > 0, "batchnorm %s: eps %g must be > 0", name, eps);
+    ng_layer *l = ng_layer_new(&bn_ops, name, sizeof(bn_state));
+    bn_state *s = l->impl;
+    s->nd = nd, s->C = channels, s->momentum = momentum, s->eps = eps;
+    snprintf(s->rm_name, sizeof s->rm_name, "%s%srunning_mean", name, name[0] ? "." : "");
+    snprintf(s->rv_name, sizeof s->rv_name, "%s%srunning_var", name, name[0] ? "." : "");
+    ng_layer_add_param(l, "weight", 1, (int64_t[]){channels},
+                       (ng_init){.kind = NG_INIT_CONSTANT, .a = 1.0}, 0);
+    ng_layer_add_param(l, "bias", 1, (int64_t[]){channels},
+                       (ng_init){.kind = NG_INIT_CONSTANT, .a = 0.0}, 0);
+    return l;
+}
+
+void ng_batchnorm_running(const ng_layer *l, ng_tensor *mean, ng_tensor *var) {
+    NG_CHECK(l && l->ops == &bn_ops, "ng_batchnorm_running: layer %s is a %s, not a batchnorm",
+             l ? l->name : "(null)", l ? l->ops->kind : "null");
+    bn_state *s = l->impl;
+    if (!s->rm.data) ensure_running(s, NG_CPU, NG_F32);
+    *mean = ng_tensor_view(&s->rm, 0, 1, (int64_t[]){s->C}, s->rm_name);
+    *var = ng_tensor_view(&s->rv, 0, 1, (int64_t[]){s->C}, s->rv_name);
+}

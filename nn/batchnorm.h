@@ -1,0 +1,27 @@
+/* Batch normalisation over the channel dim of [N, C, spatial...] inputs, PyTorch semantics. */
+#ifndef NG_BATCHNORM_H
+#define NG_BATCHNORM_H
+
+#include "nn/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* nd = 1 (input [N, C] or [N, C, L]), 2 ([N, C, H, W]) or 3 ([N, C, D, H, W]). Parameters
+ * "<name>.weight" (starts at 1) and "<name>.bias" (starts at 0), both without weight decay.
+ * Training: normalises by the batch mean and biased variance over N and the spatial dims, and
+ * (unless ctx->recomputing) updates running = (1 - momentum) running + momentum batch, with
+ * the unbiased variance. Eval: normalises by the running statistics. */
+ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps);
+
+/* Views [C] of the running mean and variance (buffers, not parameters), for checkpoints to
+ * read or write. Before any forward they live on the CPU in f32, starting at 0 and 1; the
+ * first forward moves them to the input's device and the parameters' dtype, keeping their
+ * values, so views taken earlier are stale after that. */
+void ng_batchnorm_running(const ng_layer *l, ng_tensor *mean, ng_tensor *var);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,277 @@
+/* Max, average and global average pooling: layers and CPU twins (CUDA twins in pool_cuda.cu).
+ * Backward on both devices visits each input's windows in increasing output order, so the CPU
+ * scatter and the CUDA gather add the same terms in the same order. */
+#include "nn/pool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "nn/conv_kernels.h"
+
+typedef struct {
+    int max, global, nd;
+    int64_t kernel[3], stride[3], padding[3];
+    ng_tensor x;      /* the input of the last forward (its shape, dtype and device) */
+    ng_tensor argmax; /* i32, the output's shape: max pooling only */
+} pool_state;
+
+static inline double ld(const void *p, ng_dtype t, int64_t i) {
+    return t == NG_F64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+
+static inline void st(void *p, ng_dtype t, int64_t i, double v) {
+    if (t == NG_F64)
+        ((double *)p)[i] = v;
+    else
+        ((float *)p)[i] = (float)v;
+}
+
+/* ---- CPU twins ----------------------------------------------------------------------------- */
+
+static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng_tensor *x,
+                             ng_tensor *y, ng_tensor *argmax) {
+    int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+    double kk = (double)ng_win3_k_size(w);
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t o = 0; o < out; o++) {
+            int64_t ow = o % w->out[2], t = o / w->out[2], oh = t % w->out[1], od = t / w->out[1];
+            double best = 0, sum = 0;
+            int64_t arg = -1;
+            for (int64_t kd = 0; kd < w->k[0]; kd++) {
+                int64_t id = od * w->s[0] - w->p[0] + kd;
+                if (id < 0 || id >= w->in[0]) continue;
+                for (int64_t kh = 0; kh < w->k[1]; kh++) {
+                    int64_t ih = oh * w->s[1] - w->p[1] + kh;
+                    if (ih < 0 || ih >= w->in[1]) continue;
+                    for (int64_t kw = 0; kw < w->k[2]; kw++) {
+                        int64_t iw = ow * w->s[2] - w->p[2] + kw;
+                        if (iw < 0 || iw >= w->in[2]) continue;
+                        int64_t i = (id * w->in[1] + ih) * w->in[2] + iw;
+                        double v = ld(x->data, x->dtype, pl * in + i);
+                        if (arg < 0 || v > best || isnan(v)) best = v, arg = i;
+                        sum += v;
+                    }
+                }
+            }
+            st(y->data, y->dtype, pl * out + o, max ? best : sum / kk);
+            if (max) ((int32_t *)argmax->data)[pl * out + o] = (int32_t)arg;
+        }
+}
+
+static void pool_backward_cpu(int max, const ng_win3 *w, int64_t planes, const ng_tensor *dy,
+                              const ng_tensor *argmax, ng_tensor *dx) {
+    int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+    double kk = (double)ng_win3_k_size(w);
+    memset(dx->data, 0, ng_tensor_bytes(dx));
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t o = 0; o < out; o++) {
+            double g = ld(dy->data, dy->dtype, pl * out + o);
+            if (max) {
+                int64_t i = pl * in + ((const int32_t *)argmax->data)[pl * out + o];
+                st(dx->data, dx->dtype, i, ld(dx->data, dx->dtype, i) + g);
+                continue;
+            }
+            /* Rounded to the element type once, as the CUDA gather does. */
+            double v = dy->dtype == NG_F64 ? g / kk : (double)(float)(g / kk);
+            int64_t ow = o % w->out[2], t = o / w->out[2], oh = t % w->out[1], od = t / w->out[1];
+            for (int64_t kd = 0; kd < w->k[0]; kd++) {
+                int64_t id = od * w->s[0] - w->p[0] + kd;
+                if (id < 0 || id >= w->in[0]) continue;
+                for (int64_t kh = 0; kh < w->k[1]; kh++) {
+                    int64_t ih = oh * w->s[1] - w->p[1] + kh;
+                    if (ih < 0 || ih >= w->in[1]) continue;
+                    for (int64_t kw = 0; kw < w->k[2]; kw++) {
+                        int64_t iw = ow * w->s[2] - w->p[2] + kw;
+                        if (iw < 0 || iw >= w->in[2]) continue;
+                        int64_t i = pl * in + (id * w->in[1] + ih) * w->in[2] + iw;
+                        st(dx->data, dx->dtype, i, ld(dx->data, dx->dtype, i) + v);
+                    }
+                }
+            }
+        }
+}
+
+static void global_forward_cpu(const ng_tensor *x, int64_t R, int64_t S, ng_tensor *y) {
+    for (int64_t r = 0; r < R; r++) {
+        double sum = 0;
+        for (int64_t s = 0; s < S; s++) sum += ld(x->data, x->dtype, r * S + s);
+        st(y->data, y->dtype, r, sum / (double)S);
+    }
+}
+
+static void global_backward_cpu(const ng_tensor *dy, int64_t R, int64_t S, ng_tensor *dx) {
+    for (int64_t r = 0; r < R; r++) {
+        double v = ld(dy->data, dy->dtype, r) / (double)S;
+        for (int64_t s = 0; s < S; s++) st(dx->data, dx->dtype, r * S + s, v);
+    }
+}
+
+/* ---- the layers ---------------------------------------------------------------------------- */
+
+static void pool_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
+                           int64_t *out) {
+    const pool_state *s = l->impl;
+    if (s->global) {
+        NG_CHECK(ndim >= 3, "global_avgpool %s: input has %d dims; it takes [N, C, spatial...]",
+                 l->name, ndim);
+        for (int i = 2; i < ndim; i++)
+            NG_CHECK(in[i] >= 1, "global_avgpool %s: spatial dim %d has size %lld", l->name, i - 2,
+                     (long long)in[i]);
+        *out_ndim = 2;
+        out[0] = in[0], out[1] = in[1];
+        return;
+    }
+    NG_CHECK(ndim == s->nd + 2, "%s %s: input has %d dims; a %dd pool takes [N, C, %s]",
+             l->ops->kind, l->name, ndim, s->nd, s->nd == 2 ? "H, W" : "D, H, W");
+    for (int i = 0; i < s->nd; i++) {
+        int64_t room = in[2 + i] + 2 * s->padding[i];
+        NG_CHECK(in[2 + i] >= 1 && room >= s->kernel[i],
+                 "%s %s: input is too small: spatial dim %d has size %lld, padded %lld, less "
+                 "than the kernel %lld",
+                 l->ops->kind, l->name, i, (long long)in[2 + i], (long long)room,
+                 (long long)s->kernel[i]);
+        out[2 + i] = (room - s->kernel[i]) / s->stride[i] + 1;
+    }
+    out[0] = in[0], out[1] = in[1];
+    *out_ndim = ndim;
+}
+
+static ng_win3 win_of(const pool_state *s, const int64_t *in_sp, const int64_t *out_sp) {
+    ng_conv_geom g = {.nd = s->nd};
+    for (int i = 0; i < 3; i++) {
+        g.kernel[i] = s->kernel[i], g.stride[i] = s->stride[i], g.padding[i] = s->padding[i];
+        g.dilation[i] = 1;
+    }
+    return ng_win3_from_conv(&g, in_sp, out_sp);
+}
+
+static void check_input(const ng_layer *l, const ng_tensor *x) {
+    NG_CHECK(x->dtype == NG_F32 || x->dtype == NG_F64, "%s %s: input %s must be f32 or f64",
+             l->ops->kind, l->name, ng_tensor_desc(x));
+    NG_CHECK(x->data || !x->numel, "%s %s: input has no data", l->ops->kind, l->name);
+}
+
+static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
+    pool_state *s = l->impl;
+    int ndim;
+    int64_t shape[NG_MAX_DIMS];
+    pool_out_shape(l, x->ndim, x->shape, &ndim, shape);
+    check_input(l, x);
+    s->x = *x;
+    ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
+    if (!y.numel) return y;
+    int64_t planes = x->shape[0] * x->shape[1];
+    if (s->global) {
+        int64_t S = x->numel / planes;
+        ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+        ng_tensor sums = ng_arena_tensor(ctx->grads, NG_F64, 1, (int64_t[]){2 * planes}, "sums");
+        (void)sums; /* CUDA scratch; unused by the CPU twin */
+        NG_DISPATCH(x, global_forward_cpu(x, planes, S, &y),
+                    ng_global_avgpool_cuda_forward(x, planes, S, &y, &sums));
+        ng_arena_release(ctx->grads, m);
+        return y;
+    }
+    ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    ng_tensor *am = NULL;
+    if (s->max) {
+        NG_CHECK(ng_win3_in_size(&w) <= INT32_MAX,
+                 "maxpool %s: an input plane of %lld positions is too big for the i32 argmax",
+                 l->name, (long long)ng_win3_in_size(&w));
+        s->argmax = ng_arena_tensor(ctx->acts, NG_I32, ndim, shape, "maxpool argmax");
+        am = &s->argmax;
+    }
+    NG_DISPATCH(x, pool_forward_cpu(s->max, &w, planes, x, &y, am),
+                ng_pool_cuda_forward(s->max, &w, planes, x, &y, am));
+    return y;
+}
+
+static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    (void)ctx;
+    pool_state *s = l->impl;
+    const ng_tensor *x = &s->x;
+    NG_CHECK(x->ndim >= 3, "%s %s: backward without a forward", l->ops->kind, l->name);
+    int ndim;
+    int64_t shape[NG_MAX_DIMS];
+    pool_out_shape(l, x->ndim, x->shape, &ndim, shape);
+    NG_CHECK(dy->ndim == ndim && !memcmp(dy->shape, shape, sizeof(int64_t) * (size_t)ndim) &&
+                 dy->dtype == x->dtype && dy->device == x->device,
+             "%s %s: output gradient %s does not fit the forward's output", l->ops->kind, l->name,
+             ng_tensor_desc(dy));
+    if (!dx) return;
+    NG_CHECK(ng_tensor_same_shape(dx, x) && dx->dtype == x->dtype && dx->device == x->device,
+             "%s %s: input gradient %s does not fit the input %s", l->ops->kind, l->name,
+             ng_tensor_desc(dx), ng_tensor_desc(x));
+    if (!dx->numel) return;
+    int64_t planes = x->shape[0] * x->shape[1];
+    if (s->global) {
+        int64_t S = x->numel / planes;
+        NG_DISPATCH(dx, global_backward_cpu(dy, planes, S, dx),
+                    ng_global_avgpool_cuda_backward(dy, planes, S, dx));
+        return;
+    }
+    ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    const ng_tensor *am = s->max ? &s->argmax : NULL;
+    NG_DISPATCH(dx, pool_backward_cpu(s->max, &w, planes, dy, am, dx),
+                ng_pool_cuda_backward(s->max, &w, planes, dy, am, dx));
+}
+
+static const ng_layer_ops maxpool_ops = {
+    .kind = "maxpool",
+    .out_shape = pool_out_shape,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};
+static const ng_layer_ops avgpool_ops = {
+    .kind = "avgpool",
+    .out_shape = pool_out_shape,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};
+static const ng_layer_ops global_avgpool_ops = {
+    .kind = "global_avgpool",
+    .out_shape = pool_out_shape,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};
+
+static ng_layer *make_pool(const char *kind, const char *name, int max, int nd,
+                           const int64_t *kernel, const int64_t *stride, const int64_t *padding) {
+    NG_CHECK(nd == 2 || nd == 3, "%s %s: nd is %d; 2 (images) or 3 (volumes)", kind, name, nd);
+    NG_CHECK(kernel, "%s %s: no kernel size given", kind, name);
+    ng_layer *l = ng_layer_new(max ? &maxpool_ops : &avgpool_ops, name, sizeof(pool_state));
+    pool_state *s = l->impl;
+    s->max = max, s->nd = nd;
+    for (int i = 0; i < 3; i++) {
+        int real = i < nd;
+        s->kernel[i] = real ? kernel[i] : 1;
+        s->stride[i] = real && stride ? stride[i] : s->kernel[i];
+        s->padding[i] = real && padding ? padding[i] : 0;
+        NG_CHECK(s->kernel[i] >= 1 && s->stride[i] >= 1 && s->padding[i] >= 0 &&
+                     2 * s->padding[i] <= s->kernel[i],
+                 "%s %s: dim %d has kernel %lld, stride %lld, padding %lld; kernel and stride "
+                 "must be >= 1 and padding between 0 and half the kernel",
+                 kind, name, i, (long long)s->kernel[i], (long long)s->stride[i],
+                 (long long)s->padding[i]);
+    }
+    return l;
+}
+
+ng_layer *ng_maxpool(const char *name, int nd, const int64_t *kernel, const int64_t *stride,
+                     const int64_t *padding) {
+    return make_pool("maxpool", name, 1, nd, kernel, stride, padding);
+}
+
+ng_layer *ng_avgpool(const char *name, int nd, const int64_t *kernel, const int64_t *stride,
+                     const int64_t *padding) {
+    return make_pool("avgpool", name, 0, nd, kernel, stride, padding);
+}
+
+ng_layer *ng_global_avgpool(const char *name) {
+    ng_layer *l = ng_layer_new(&global_avgpool_ops, name, sizeof(pool_state));
+    ((pool_state *)l->impl)->global = 1;
+    return l;
+}

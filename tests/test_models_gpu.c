@@ -1,0 +1,24 @@
+/* Whole models on CUDA against the CPU twin: a small ViT and a 3D-CNN (with checkpointing),
+ * forward and backward, plus LeNet and VGG. */
+#include "gradcheck.h"
+#include "nn/models.h"
+#include "testing.h"
+
+static ng_arch cur;
+static ng_layer *make_cur(void) { return ng_arch_build(&cur); }
+
+int main(void) {
+    ng_test_require_gpu("test_models_gpu");
+    ng_arch_defaults("vit", &cur);
+    cur.img = 28, cur.patch = 4, cur.width = 48, cur.depth = 3, cur.heads = 3, cur.classes = 10;
+    ng_twincheck("vit 28px", make_cur, 4, (int64_t[]){5, 1, 28, 28}, 1, 1e-4);
+    ng_arch_defaults("cnn3d", &cur);
+    cur.img = 17, cur.checkpoint = 1;
+    ng_twincheck("cnn3d 17^3 checkpointed", make_cur, 5, (int64_t[]){2, 1, 17, 17, 17}, 1, 1e-4);
+    ng_arch_defaults("lenet", &cur);
+    ng_twincheck("lenet", make_cur, 4, (int64_t[]){7, 1, 28, 28}, 1, 1e-4);
+    ng_arch_defaults("vgg", &cur);
+    cur.width = 16, cur.depth = 3;
+    ng_twincheck("vgg", make_cur, 4, (int64_t[]){3, 3, 32, 32}, 1, 1e-4);
+    return ng_test_finish("test_models_gpu");
+}

@@ -1,0 +1,92 @@
+/* Pooling and batch norm on CUDA against the CPU twins at awkward sizes, including reductions
+ * spread over several blocks per channel, and the running statistics after a training step. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "gradcheck.h"
+#include "nn/batchnorm.h"
+#include "nn/model.h"
+#include "nn/pool.h"
+#include "testing.h"
+
+static ng_layer *make_max2(void) {
+    return ng_maxpool("pool", 2, (int64_t[]){3, 3}, (int64_t[]){2, 2}, (int64_t[]){1, 1});
+}
+static ng_layer *make_max3(void) {
+    return ng_maxpool("pool", 3, (int64_t[]){3, 2, 3}, (int64_t[]){2, 2, 1}, (int64_t[]){1, 1, 1});
+}
+static ng_layer *make_avg2(void) {
+    return ng_avgpool("pool", 2, (int64_t[]){3, 2}, (int64_t[]){1, 2}, (int64_t[]){1, 1});
+}
+static ng_layer *make_avg3(void) {
+    return ng_avgpool("pool", 3, (int64_t[]){2, 3, 3}, (int64_t[]){2, 2, 2}, (int64_t[]){1, 1, 1});
+}
+static ng_layer *make_gap(void) {
+    return ng_global_avgpool("gap");
+}
+
+/* Deterministic running statistics: the twin check builds the layer twice. */
+static ng_layer *with_running(ng_layer *l) {
+    ng_tensor m, v;
+    ng_batchnorm_running(l, &m, &v);
+    for (int64_t c = 0; c < m.numel; c++) {
+        ((float *)m.data)[c] = (float)(0.3 * sin(1.0 + c));
+        ((float *)v.data)[c] = (float)(0.5 + 0.25 * c);
+    }
+    return l;
+}
+static ng_layer *make_bn2(void) {
+    return with_running(ng_batchnorm("bn", 2, 6, 0.1, 1e-5));
+}
+static ng_layer *make_bn2_3(void) {
+    return with_running(ng_batchnorm("bn", 2, 3, 0.1, 1e-5));
+}
+static ng_layer *make_bn3(void) {
+    return with_running(ng_batchnorm("bn", 3, 5, 0.2, 1e-3));
+}
+
+/* Running stats after one training step on each device. */
+static void running_twin(void) {
+    uint64_t seed = ng_test_seed();
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, (int64_t[]){8, 3, 33, 35}, "x");
+    ng_test_fill_uniform(&x, 1, 4);
+    double *stats[2][2];
+    for (int d = 0; d < 2; d++) {
+        ng_device dev = d ? NG_CUDA : NG_CPU;
+        ng_model *m = ng_model_new(make_bn2_3());
+        ng_model_build(m, dev, NG_F32, seed, 8 << 20, 1 << 20);
+        ng_tensor xd = ng_tensor_to(&x, dev, "x");
+        ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+        ng_model_forward(m, &ctx, &xd);
+        ng_tensor rm, rv;
+        ng_batchnorm_running(m->root, &rm, &rv);
+        NG_TEST(rm.device == dev, "running stats live on the model's device after forward");
+        stats[d][0] = ng_test_to_f64(&rm);
+        stats[d][1] = ng_test_to_f64(&rv);
+        ng_tensor_free(&xd);
+        ng_model_free(m);
+    }
+    ng_test_close("running mean cuda vs cpu", stats[0][0], stats[1][0], 3, 1e-6, 0);
+    ng_test_close("running var cuda vs cpu", stats[0][1], stats[1][1], 3, 1e-6, 0);
+    for (int d = 0; d < 2; d++) free(stats[d][0]), free(stats[d][1]);
+    ng_tensor_free(&x);
+}
+
+int main(void) {
+    ng_test_require_gpu("test_pool_bn_gpu");
+    ng_twincheck("maxpool2d", make_max2, 4, (int64_t[]){3, 5, 17, 19}, 1, 1e-6);
+    ng_twincheck("maxpool3d", make_max3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, 1e-6);
+    ng_twincheck("avgpool2d", make_avg2, 4, (int64_t[]){3, 5, 17, 19}, 1, 1e-6);
+    ng_twincheck("avgpool3d", make_avg3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, 1e-6);
+    ng_twincheck("global avgpool 3-D", make_gap, 5, (int64_t[]){4, 6, 9, 10, 11}, 1, 1e-6);
+    ng_twincheck("global avgpool, 2 blocks per plane", make_gap, 4, (int64_t[]){2, 2, 65, 70}, 1,
+                 1e-6);
+    ng_twincheck("batchnorm2d train", make_bn2, 4, (int64_t[]){4, 6, 13, 15}, 1, 1e-5);
+    ng_twincheck("batchnorm2d eval", make_bn2, 4, (int64_t[]){4, 6, 13, 15}, 0, 1e-5);
+    ng_twincheck("batchnorm3d train", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 1, 1e-5);
+    ng_twincheck("batchnorm3d eval", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 0, 1e-5);
+    ng_twincheck("batchnorm2d train, 3 blocks per channel", make_bn2_3, 4,
+                 (int64_t[]){8, 3, 33, 35}, 1, 1e-5);
+    running_twin();
+    return ng_test_finish("test_pool_bn_gpu");
+}
