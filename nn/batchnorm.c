@@ -16,8 +16,6 @@ typedef struct {
     int nd;
     int64_t C;
     double momentum, eps;
-    ng_tensor rm, rv; /* running mean and variance, owned; data NULL until first needed */
-    char rm_name[96], rv_name[96];
     ng_tensor x;            /* the input of the last forward */
     ng_tensor mean, invstd; /* f64 [C]: what the last forward normalised with */
     int training;           /* the mode of the last forward */
@@ -104,33 +102,6 @@ static void bn_backward_cpu(const ng_tensor *x, const ng_tensor *dy, const ng_te
     }
 }
 
-/* ---- running statistics -------------------------------------------------------------------- */
-
-static ng_tensor moved(ng_tensor *t, ng_device dev, ng_dtype dt) {
-    ng_tensor h = ng_tensor_to(t, NG_CPU, t->name);
-    ng_tensor c = ng_tensor_new(dt, NG_CPU, 1, t->shape, t->name);
-    ng_cast(&c, &h);
-    ng_tensor r = ng_tensor_to(&c, dev, t->name);
-    ng_tensor_free(&h);
-    ng_tensor_free(&c);
-    ng_tensor_free(t);
-    return r;
-}
-
-/* Creates the buffers (0 and 1) or moves them, values kept, to `dev` in `dt`. */
-static void ensure_running(bn_state *s, ng_device dev, ng_dtype dt) {
-    if (!s->rm.data) {
-        s->rm = ng_tensor_1d(dt, dev, s->C, s->rm_name);
-        s->rv = ng_tensor_1d(dt, dev, s->C, s->rv_name);
-        ng_fill(&s->rm, 0.0);
-        ng_fill(&s->rv, 1.0);
-        return;
-    }
-    if (s->rm.device == dev && s->rm.dtype == dt) return;
-    s->rm = moved(&s->rm, dev, dt);
-    s->rv = moved(&s->rv, dev, dt);
-}
-
 /* ---- the layer ----------------------------------------------------------------------------- */
 
 static void bn_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
@@ -162,7 +133,8 @@ static ng_tensor bn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     NG_CHECK(!ctx->training || A * S > 1,
              "batchnorm %s: training needs more than one value per channel, input is %s", l->name,
              ng_tensor_desc(x));
-    ensure_running(s, x->device, gamma->dtype);
+    ng_tensor *rm = &l->buffers[0].value, *rv = &l->buffers[1].value;
+    NG_CHECK(rm->data, "batchnorm %s: running statistics missing: build the model first", l->name);
     s->x = *x;
     s->training = ctx->training;
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
@@ -174,10 +146,10 @@ static ng_tensor bn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor sums = ng_arena_tensor(ctx->grads, NG_F64, 1, (int64_t[]){2 * C}, "batchnorm sums");
     (void)sums; /* CUDA scratch; unused by the CPU twin */
     NG_DISPATCH(x,
-                bn_forward_cpu(x, gamma, beta, &s->rm, &s->rv, &s->mean, &s->invstd, &y, A, C, S,
+                bn_forward_cpu(x, gamma, beta, rm, rv, &s->mean, &s->invstd, &y, A, C, S,
                                ctx->training, update, s->momentum, s->eps),
-                ng_bn_cuda_forward(x, gamma, beta, &s->rm, &s->rv, &s->mean, &s->invstd, &sums, &y,
-                                   A, C, S, ctx->training, update, s->momentum, s->eps));
+                ng_bn_cuda_forward(x, gamma, beta, rm, rv, &s->mean, &s->invstd, &sums, &y, A, C, S,
+                                   ctx->training, update, s->momentum, s->eps));
     ng_arena_release(ctx->grads, m);
     return y;
 }
@@ -208,18 +180,11 @@ static void bn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
     ng_arena_release(ctx->grads, m);
 }
 
-static void bn_destroy(ng_layer *l) {
-    bn_state *s = l->impl;
-    ng_tensor_free(&s->rm);
-    ng_tensor_free(&s->rv);
-}
-
 static const ng_layer_ops bn_ops = {
     .kind = "batchnorm",
     .out_shape = bn_out_shape,
     .forward = bn_forward,
     .backward = bn_backward,
-    .destroy = bn_destroy,
 };
 
 ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps) {
@@ -231,20 +196,21 @@ ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double moment
     ng_layer *l = ng_layer_new(&bn_ops, name, sizeof(bn_state));
     bn_state *s = l->impl;
     s->nd = nd, s->C = channels, s->momentum = momentum, s->eps = eps;
-    snprintf(s->rm_name, sizeof s->rm_name, "%s%srunning_mean", name, name[0] ? "." : "");
-    snprintf(s->rv_name, sizeof s->rv_name, "%s%srunning_var", name, name[0] ? "." : "");
     ng_layer_add_param(l, "weight", 1, (int64_t[]){channels},
                        (ng_init){.kind = NG_INIT_CONSTANT, .a = 1.0}, 0);
     ng_layer_add_param(l, "bias", 1, (int64_t[]){channels},
                        (ng_init){.kind = NG_INIT_CONSTANT, .a = 0.0}, 0);
+    /* PyTorch's names and starting values, so the statistics load into torch.nn.BatchNorm. */
+    ng_layer_add_buffer(l, "running_mean", 1, (int64_t[]){channels}, 0.0);
+    ng_layer_add_buffer(l, "running_var", 1, (int64_t[]){channels}, 1.0);
     return l;
 }
 
 void ng_batchnorm_running(const ng_layer *l, ng_tensor *mean, ng_tensor *var) {
     NG_CHECK(l && l->ops == &bn_ops, "ng_batchnorm_running: layer %s is a %s, not a batchnorm",
              l ? l->name : "(null)", l ? l->ops->kind : "null");
-    bn_state *s = l->impl;
-    if (!s->rm.data) ensure_running(s, NG_CPU, NG_F32);
-    *mean = ng_tensor_view(&s->rm, 0, 1, (int64_t[]){s->C}, s->rm_name);
-    *var = ng_tensor_view(&s->rv, 0, 1, (int64_t[]){s->C}, s->rv_name);
+    NG_CHECK(l->buffers[0].value.data,
+             "batchnorm %s: build the model before reading its statistics", l->name);
+    *mean = l->buffers[0].value;
+    *var = l->buffers[1].value;
 }

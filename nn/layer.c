@@ -37,6 +37,19 @@ ng_param *ng_layer_add_param(ng_layer *l, const char *short_name, int ndim, cons
     return p;
 }
 
+ng_buffer *ng_layer_add_buffer(ng_layer *l, const char *short_name, int ndim, const int64_t *shape,
+                               double init) {
+    NG_CHECK(l->nbuffers < NG_LAYER_MAX_BUFFERS, "layer %s: more than %d buffers", l->name,
+             NG_LAYER_MAX_BUFFERS);
+    ng_buffer *b = &l->buffers[l->nbuffers++];
+    memset(b, 0, sizeof *b);
+    int n = snprintf(b->name, sizeof b->name, "%s%s%s", l->name, l->name[0] ? "." : "", short_name);
+    NG_CHECK(n < (int)sizeof b->name, "buffer name %s.%s is too long", l->name, short_name);
+    b->value = ng_tensor_wrap(NULL, NG_F32, NG_CPU, ndim, shape, b->name);
+    b->init = init;
+    return b;
+}
+
 void ng_layer_add_child(ng_layer *l, ng_layer *child) {
     ng_layer **c = realloc(l->children, sizeof *c * (size_t)(l->nchildren + 1));
     NG_CHECK(c, "out of host memory adding a child to %s", l->name);

@@ -43,6 +43,15 @@ typedef struct {
     int decay; /* 1 when weight decay applies (weights); 0 for biases, norms, embeddings */
 } ng_param;
 
+/* Non-trainable state saved with the weights (batch-norm running statistics). After
+ * ng_model_build, `value` is a view into the model's flat buffer tensor, on the model's device in
+ * the model's dtype, filled with `init`. */
+typedef struct {
+    char name[96];
+    ng_tensor value;
+    double init;
+} ng_buffer;
+
 /* K-FAC and other observers see Linear and Conv layers through this: the layer's input
  * activations during forward and the gradient w.r.t. its output during backward, at the moment
  * the layer has them. Not called during the replay of a checkpoint segment, so nothing is
@@ -81,12 +90,15 @@ typedef struct {
 } ng_layer_ops;
 
 #define NG_LAYER_MAX_PARAMS 4
+#define NG_LAYER_MAX_BUFFERS 2
 
 struct ng_layer {
     const ng_layer_ops *ops;
     char name[80]; /* dotted path, e.g. "blocks.3.mlp.fc1" */
     ng_param params[NG_LAYER_MAX_PARAMS];
     int nparams;
+    ng_buffer buffers[NG_LAYER_MAX_BUFFERS];
+    int nbuffers;
     ng_layer **children;
     int nchildren;
     int capture; /* 1 for layers that offer the observer interface (Linear, Conv) */
@@ -99,6 +111,9 @@ ng_layer *ng_layer_new(const ng_layer_ops *ops, const char *name, size_t impl_by
 /* Declares a parameter: its name is the layer's name + "." + short_name. */
 ng_param *ng_layer_add_param(ng_layer *l, const char *short_name, int ndim, const int64_t *shape,
                              ng_init init, int decay);
+/* Declares a buffer named like a parameter, filled with `init` when the model is built. */
+ng_buffer *ng_layer_add_buffer(ng_layer *l, const char *short_name, int ndim, const int64_t *shape,
+                               double init);
 void ng_layer_add_child(ng_layer *l, ng_layer *child);
 /* Frees the layer and all its children. */
 void ng_layer_free(ng_layer *l);

@@ -15,6 +15,11 @@ static void gather(ng_model *m, ng_layer *l, int *index) {
         NG_CHECK(m->params, "out of host memory gathering parameters");
         m->params[m->nparams++] = (ng_param_entry){.param = &l->params[i], .layer = l};
     }
+    for (int i = 0; i < l->nbuffers; i++) {
+        m->buffers = realloc(m->buffers, sizeof *m->buffers * (size_t)(m->nbuffers + 1));
+        NG_CHECK(m->buffers, "out of host memory gathering buffers");
+        m->buffers[m->nbuffers++] = (ng_buffer_entry){.buffer = &l->buffers[i]};
+    }
     for (int i = 0; i < l->nchildren; i++) gather(m, l->children[i], index);
 }
 
@@ -32,6 +37,10 @@ ng_model *ng_model_new(ng_layer *root) {
         m->params[i].offset = m->numel;
         m->numel += (p->value.numel + NG_PARAM_ALIGN - 1) / NG_PARAM_ALIGN * NG_PARAM_ALIGN;
         m->count += p->value.numel;
+    }
+    for (int i = 0; i < m->nbuffers; i++) {
+        m->buffers[i].offset = m->buffer_numel;
+        m->buffer_numel += m->buffers[i].buffer->value.numel;
     }
     return m;
 }
@@ -105,6 +114,13 @@ void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, s
                                  p->name);
         ng_init_tensor(&p->value, p->init, seed, (uint64_t)i);
     }
+    m->flat_buffers = ng_tensor_1d(dtype, dev, m->buffer_numel, "buffers");
+    for (int i = 0; i < m->nbuffers; i++) {
+        ng_buffer *b = m->buffers[i].buffer;
+        b->value = ng_tensor_view(&m->flat_buffers, m->buffers[i].offset, b->value.ndim,
+                                  b->value.shape, b->name);
+        ng_fill(&b->value, b->init);
+    }
     m->acts = ng_arena_new(dev, act_bytes, "activations");
     m->grads = ng_arena_new(dev, grad_bytes, "activation gradients");
 }
@@ -113,10 +129,12 @@ void ng_model_free(ng_model *m) {
     if (!m) return;
     ng_tensor_free(&m->flat_params);
     ng_tensor_free(&m->flat_grads);
+    ng_tensor_free(&m->flat_buffers);
     if (m->acts.base) ng_arena_free(&m->acts);
     if (m->grads.base) ng_arena_free(&m->grads);
     ng_layer_free(m->root);
     free(m->params);
+    free(m->buffers);
     free(m);
 }
 

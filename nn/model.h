@@ -20,13 +20,22 @@ typedef struct {
 } ng_param_entry;
 
 typedef struct {
+    ng_buffer *buffer;
+    int64_t offset; /* in elements, into flat_buffers */
+} ng_buffer_entry;
+
+typedef struct {
     ng_layer *root;
     ng_param_entry *params; /* depth-first order: the order of the flat buffers */
     int nparams;
-    int64_t numel;         /* flat buffer length including alignment gaps */
-    int64_t count;         /* parameters proper */
-    ng_tensor flat_params; /* [numel] */
-    ng_tensor flat_grads;  /* [numel] */
+    int64_t numel;            /* flat buffer length including alignment gaps */
+    int64_t count;            /* parameters proper */
+    ng_tensor flat_params;    /* [numel] */
+    ng_tensor flat_grads;     /* [numel] */
+    ng_buffer_entry *buffers; /* non-trainable state (running statistics), depth-first */
+    int nbuffers;
+    int64_t buffer_numel;
+    ng_tensor flat_buffers; /* [buffer_numel] */
     ng_device device;
     ng_dtype dtype;
     ng_arena acts, grads;

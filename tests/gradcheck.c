@@ -13,9 +13,12 @@
 
 #define ARENA_BYTES ((size_t)64 << 20)
 
+void (*ng_gradcheck_prepare)(ng_model *m);
+
 static ng_model *build(ng_layer_maker make, ng_device dev, ng_dtype dt, uint64_t seed) {
     ng_model *m = ng_model_new(make());
     ng_model_build(m, dev, dt, seed, ARENA_BYTES, ARENA_BYTES);
+    if (ng_gradcheck_prepare) ng_gradcheck_prepare(m);
     return m;
 }
 

@@ -7,6 +7,7 @@
 #define NG_GRADCHECK_H
 
 #include "nn/layer.h"
+#include "nn/model.h"
 
 /* Builds a fresh layer each call (the checks build it more than once). */
 typedef ng_layer *(*ng_layer_maker)(void);
@@ -19,6 +20,10 @@ typedef struct {
     int no_input_grad;         /* the input is not differentiable (e.g. class labels) */
     double input_lo, input_hi; /* input range; both 0 = [-1, 1] */
 } ng_gradcheck_opts;
+
+/* Called on every model the checks build, after ng_model_build and before any pass, when set:
+ * lets a test put non-trivial state (running statistics) into buffers. */
+extern void (*ng_gradcheck_prepare)(ng_model *m);
 
 /* Returns 1 when every probed gradient matches; failures are reported through testing.h. */
 int ng_gradcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,

@@ -10,6 +10,7 @@
 #include "core/safetensors.h"
 #include "nn/containers.h"
 #include "nn/linear.h"
+#include "nn/models.h"
 #include "nn/weights.h"
 #include "testing.h"
 
@@ -99,6 +100,25 @@ static void test_weights(void) {
     ng_model_free(a), ng_model_free(b), ng_model_free(c), ng_model_free(d);
 }
 
+/* Batch-norm running statistics travel with the weights under PyTorch's names. */
+static void test_buffers(void) {
+    ng_arch a;
+    ng_arch_defaults("cnn3d", &a);
+    a.depth = 2, a.width = 3;
+    ng_model *m = ng_model_new(ng_arch_build(&a)), *n = ng_model_new(ng_arch_build(&a));
+    ng_model_build(m, NG_CPU, NG_F32, 1, 1 << 16, 1 << 16);
+    ng_model_build(n, NG_CPU, NG_F32, 1, 1 << 16, 1 << 16);
+    NG_TEST(m->nbuffers == 4 && !strcmp(m->buffers[1].buffer->name, "layers.0.bn.running_var"),
+            "two batch norms give four buffers named as PyTorch's");
+    ng_test_fill_uniform(&m->flat_buffers, 0.5, 2);
+    const char *path = tmp_path("bn.safetensors");
+    ng_weights_save(m, path, NULL);
+    ng_weights_load(n, path);
+    NG_TEST(!memcmp(m->flat_buffers.data, n->flat_buffers.data, ng_tensor_bytes(&m->flat_buffers)),
+            "running statistics round trip");
+    ng_model_free(m), ng_model_free(n);
+}
+
 static void test_malformed(void) {
     const char *p = tmp_path("bad.safetensors");
     write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8);
@@ -134,6 +154,7 @@ int main(void) {
     NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
     test_round_trip();
     test_weights();
+    test_buffers();
     test_malformed();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
