@@ -6,5 +6,7 @@ int ng_cmd_info(int argc, char **argv);
 int ng_cmd_smoke(int argc, char **argv);
 int ng_cmd_bench_core(int argc, char **argv);
 int ng_cmd_bench(int argc, char **argv);
+int ng_cmd_train(int argc, char **argv);
+int ng_cmd_eval(int argc, char **argv);
 
 #endif

@@ -1,0 +1,350 @@
+/* `natgrad train` and `natgrad eval`: the training loop over the config, data, model and
+ * optimizer, with metrics, evaluation, checkpoints and resume. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "apps/clock.h"
+#include "apps/commands.h"
+#include "apps/progress.h"
+#include "apps/run.h"
+#include "apps/train_config.h"
+#include "core/build_info.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "data/loader.h"
+#include "nn/loss.h"
+#include "nn/weights.h"
+
+typedef struct {
+    const char *config, *out, *resume, *weights;
+    const char *sets[256];
+    int nsets, help_config;
+} train_args;
+
+static void usage(FILE *f, const char *cmd) {
+    if (!strcmp(cmd, "eval"))
+        fprintf(f, "usage: natgrad eval --config FILE --weights FILE [--set key=value ...]\n");
+    else
+        fprintf(f, "usage: natgrad train --config FILE [--set key=value ...] [--out DIR]\n"
+                   "                     [--resume auto|CHECKPOINT_DIR] [--help-config]\n"
+                   "  --out DIR       run directory (default runs/<config name>)\n"
+                   "  --resume auto   continue DIR from its newest complete checkpoint\n"
+                   "  --help-config   list every config key with its type, default and range\n");
+}
+
+/* Parses the options shared by train and eval; returns 0 on success, 2 on a usage error. */
+static int parse(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout, argv[0]);
+            exit(0);
+        }
+        if (!strcmp(o, "--help-config")) {
+            a->help_config = 1;
+            continue;
+        }
+        const char **dst = !strcmp(o, "--config")    ? &a->config
+                           : !strcmp(o, "--out")     ? &a->out
+                           : !strcmp(o, "--resume")  ? &a->resume
+                           : !strcmp(o, "--weights") ? &a->weights
+                                                     : NULL;
+        if (!dst && strcmp(o, "--set")) {
+            fprintf(stderr, "natgrad: error: %s: unknown option '%s'\n", argv[0], o);
+            usage(stderr, argv[0]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "natgrad: error: %s: option %s needs a value\n", argv[0], o);
+            return 2;
+        }
+        if (dst) {
+            *dst = argv[++i];
+        } else {
+            if (!strchr(argv[i + 1], '=') || a->nsets == 256) {
+                fprintf(stderr, "natgrad: error: --set takes key=value, got '%s'\n", argv[i + 1]);
+                return 2;
+            }
+            a->sets[a->nsets++] = argv[++i];
+        }
+    }
+    return 0;
+}
+
+static void default_out(const char *config, char *out, size_t cap) {
+    const char *base = config ? strrchr(config, '/') : NULL;
+    base = base ? base + 1 : config ? config : "run";
+    char stem[256];
+    snprintf(stem, sizeof stem, "%s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = 0;
+    snprintf(out, cap, "runs/%s", stem);
+}
+
+static int exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* The header of the resolved config: how this run can be reproduced. */
+static char *describe_build(void) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+#ifdef NG_GIT_REV
+    fprintf(f, "git %s\n", NG_GIT_REV[0] ? NG_GIT_REV : "unknown");
+#endif
+    ng_print_build_info(f);
+    fclose(f);
+    return buf;
+}
+
+/* Uploads a host batch into the device input and label tensors (views of the first b rows). */
+static void upload(const ng_batch *b, ng_tensor *x, ng_tensor *y, ng_tensor *xv, ng_tensor *yv) {
+    int64_t shape[NG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = b->b;
+    *xv = ng_tensor_view(x, 0, x->ndim, shape, "input");
+    *yv = ng_tensor_view(y, 0, 1, (int64_t[]){b->b}, "labels");
+    ng_tensor hx = ng_tensor_wrap(b->x, NG_F32, NG_CPU, x->ndim, shape, "input");
+    ng_tensor hy = ng_tensor_wrap(b->y, NG_I32, NG_CPU, 1, (int64_t[]){b->b}, "labels");
+    ng_tensor_copy(xv, &hx);
+    ng_tensor_copy(yv, &hy);
+}
+
+typedef struct {
+    double loss, acc;
+    int64_t n;
+} eval_result;
+
+static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
+    ng_loader_config lc = {.data = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
+    ng_loader *l = ng_loader_new(&lc);
+    int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0;
+    double loss = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        ng_batch b = ng_loader_next(l);
+        ng_tensor xv, yv;
+        upload(&b, x, y, &xv, &yv);
+        ng_model_reset_arenas(m);
+        ng_ctx ctx = ng_model_ctx(m, 0, s->seed, 0);
+        ng_tensor logits = ng_model_forward(m, &ctx, &xv);
+        int64_t c = 0;
+        loss += ng_softmax_xent(&logits, &yv, 0.0, NULL, &c) * (double)b.b;
+        correct += c;
+        n += b.b;
+    }
+    ng_loader_free(l);
+    return (eval_result){loss / (double)n, (double)correct / (double)n, n};
+}
+
+static ng_model *build_model(const ng_train_setup *s) {
+    ng_model *m = ng_model_new(ng_arch_build(&s->arch));
+    size_t mib = (size_t)ng_cfg_int(s->cfg, "train.arena_mib");
+    ng_model_build(m, s->device, NG_F32, s->seed, (mib << 20) / 3 * 2, (mib << 20) / 3);
+    return m;
+}
+
+static void input_tensors(const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
+    int64_t shape[NG_MAX_DIMS] = {s->batch};
+    for (int i = 0; i < s->train->ndim; i++) shape[i + 1] = s->train->shape[i];
+    *x = ng_tensor_new(NG_F32, s->device, s->train->ndim + 1, shape, "input");
+    *y = ng_tensor_1d(NG_I32, s->device, s->batch, "labels");
+}
+
+int ng_cmd_train(int argc, char **argv) {
+    train_args a;
+    if (parse(argc, argv, &a)) return 2;
+    if (a.help_config) {
+        ng_config_print_schema(ng_train_spec, ng_train_nspec, stdout);
+        return 0;
+    }
+    /* Everything that can be wrong with the config or the data is found here, before a run
+     * directory exists. */
+    ng_train_setup s;
+    ng_train_setup_load(&s, a.config, a.sets, a.nsets);
+    char out[2048], ckpt[4096];
+    if (a.out)
+        snprintf(out, sizeof out, "%s", a.out);
+    else
+        default_out(a.config, out, sizeof out);
+    int64_t resume_step = -1;
+    int resume_from = 0;
+    if (a.resume && !strcmp(a.resume, "auto")) {
+        resume_from = ng_checkpoint_latest(out, ckpt, sizeof ckpt);
+    } else if (a.resume) {
+        NG_CHECK(exists(a.resume), "--resume: checkpoint %s does not exist", a.resume);
+        snprintf(ckpt, sizeof ckpt, "%s", a.resume);
+        resume_from = 1;
+    } else {
+        char cfgp[4096];
+        snprintf(cfgp, sizeof cfgp, "%s/config.yaml", out);
+        NG_CHECK(!exists(cfgp),
+                 "--out: run directory %s already holds a run; continue it with --resume auto, or "
+                 "choose another --out",
+                 out);
+    }
+
+    ng_model *m = build_model(&s);
+    ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
+    ng_run_position pos = {0, 0, 0};
+    if (resume_from) {
+        pos = ng_checkpoint_load(ckpt, m, opt);
+        resume_step = pos.step;
+    }
+    ng_run_dir_create(out);
+    char *build = describe_build();
+    {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        ng_config_write_yaml(s.cfg, f, build);
+        fclose(f);
+        ng_run_write(out, "config.yaml", text);
+        free(text);
+    }
+    free(build);
+    ng_metrics metrics = ng_metrics_open(out, resume_step);
+
+    ng_loader_config lc = {.data = s.train,
+                           .batch = s.batch,
+                           .shuffle = 1,
+                           .drop_last = 1,
+                           .seed = s.seed,
+                           .world = 1,
+                           .crop_pad = (int)ng_cfg_int(s.cfg, "data.augment.crop_pad"),
+                           .hflip = ng_cfg_bool(s.cfg, "data.augment.hflip"),
+                           .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
+    ng_loader *loader = ng_loader_new(&lc);
+    ng_loader_seek(loader, pos.epoch, pos.index);
+    int64_t per_epoch = ng_loader_batches_per_epoch(loader);
+    ng_tensor x, y;
+    input_tensors(&s, &x, &y);
+
+    fprintf(stderr,
+            "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
+            "%lld steps (%.1f epochs), %s -> %s\n",
+            s.arch.arch, (long long)m->count, ng_device_name(s.device), s.data_desc,
+            (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
+            (double)s.steps / (double)per_epoch, s.optim.name, out);
+    if (resume_from) fprintf(stderr, "resumed from %s at step %lld\n", ckpt, (long long)pos.step);
+
+    ng_progress prog = ng_progress_new(s.steps, pos.step);
+    char line[1024];
+    eval_result ev = {0, 0, 0};
+    double window_t0 = ng_now();
+    int64_t window_imgs = 0;
+    for (int64_t step = pos.step; step < s.steps; step++) {
+        double t0 = ng_now();
+        ng_batch b = ng_loader_next(loader);
+        ng_tensor xv, yv;
+        upload(&b, &x, &y, &xv, &yv);
+        ng_model_reset_arenas(m);
+        ng_ctx ctx = ng_model_ctx(m, 1, s.seed, (uint64_t)step);
+        ng_tensor logits = ng_model_forward(m, &ctx, &xv);
+        ng_tensor dlogits =
+            ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
+        int64_t correct = 0;
+        double loss = ng_softmax_xent(&logits, &yv, s.smoothing, &dlogits, &correct);
+        ng_model_zero_grad(m);
+        ng_model_backward(m, &ctx, &dlogits);
+        double gnorm = ng_clip_grad_norm(m, s.clip);
+        double lr = ng_schedule_lr(&s.sched, step);
+        ng_optimizer_step(opt, lr);
+        ng_sync(s.device);
+        double ms = (ng_now() - t0) * 1e3, acc = (double)correct / (double)b.b;
+        window_imgs += b.b;
+        int64_t done = step + 1;
+        pos = (ng_run_position){done, b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch,
+                                b.index + 1 == per_epoch ? 0 : b.index + 1};
+        double ips = window_imgs / (ng_now() - window_t0);
+        if (done % s.log_every == 0 || done == s.steps) {
+            snprintf(
+                line, sizeof line,
+                "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, "
+                "\"accuracy\": %.6f, \"lr\": %.9g, \"grad_norm\": %.9g, \"images_per_s\": %.1f, "
+                "\"step_ms\": %.3f, \"loss_scale\": 1, \"skipped\": 0}",
+                (long long)done, (double)done / (double)per_epoch, loss, acc, lr, gnorm, ips, ms);
+            ng_metrics_line(&metrics, line);
+            window_t0 = ng_now(), window_imgs = 0;
+        }
+        ng_progress_step(&prog, done, b.epoch, loss, acc, lr, ips, s.log_every);
+        if (done % s.eval_every == 0 || done == s.steps) {
+            ev = evaluate(m, &s, &x, &y);
+            snprintf(line, sizeof line,
+                     "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, "
+                     "\"accuracy\": %.6f, \"examples\": %lld}",
+                     (long long)done, (double)done / (double)per_epoch, ev.loss, ev.acc,
+                     (long long)ev.n);
+            ng_metrics_line(&metrics, line);
+            ng_progress_note(&prog, "step %lld: test loss %.4f, test accuracy %.2f%%",
+                             (long long)done, ev.loss, 100 * ev.acc);
+            window_t0 = ng_now(), window_imgs = 0;
+        }
+        int stop = s.stop_at && done == s.stop_at && done < s.steps;
+        if (done % s.ckpt_every == 0 || done == s.steps || stop) {
+            ng_checkpoint_save(out, m, opt, pos, s.keep_ckpts);
+            window_t0 = ng_now(), window_imgs = 0;
+        }
+        if (stop) {
+            ng_progress_note(&prog,
+                             "stopped at step %lld (train.stop_at_step); continue with "
+                             "--resume auto",
+                             (long long)done);
+            break;
+        }
+    }
+    if (pos.step < s.steps) {
+        ng_metrics_close(&metrics);
+        ng_loader_free(loader);
+        ng_tensor_free(&x), ng_tensor_free(&y);
+        ng_optimizer_free(opt);
+        ng_model_free(m);
+        ng_train_setup_free(&s);
+        return 0;
+    }
+    ng_progress_done(&prog);
+    char fin[4096];
+    snprintf(fin, sizeof fin, "%s/final.safetensors", out);
+    ng_weights_save(m, fin, (const char *[]){"format", "pt", NULL});
+    printf("test accuracy %.2f%% (loss %.4f) after %lld steps; run in %s\n", 100 * ev.acc, ev.loss,
+           (long long)s.steps, out);
+    ng_metrics_close(&metrics);
+    ng_loader_free(loader);
+    ng_tensor_free(&x), ng_tensor_free(&y);
+    ng_optimizer_free(opt);
+    ng_model_free(m);
+    ng_train_setup_free(&s);
+    return 0;
+}
+
+int ng_cmd_eval(int argc, char **argv) {
+    train_args a;
+    if (parse(argc, argv, &a)) return 2;
+    if (!a.weights) {
+        fprintf(stderr, "natgrad: error: eval: --weights FILE is required\n");
+        usage(stderr, "eval");
+        return 2;
+    }
+    ng_train_setup s;
+    ng_train_setup_load(&s, a.config, a.sets, a.nsets);
+    NG_CHECK(exists(a.weights), "--weights: %s does not exist", a.weights);
+    ng_model *m = build_model(&s);
+    ng_weights_load(m, a.weights);
+    ng_tensor x, y;
+    input_tensors(&s, &x, &y);
+    eval_result ev = evaluate(m, &s, &x, &y);
+    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %.9g, \"accuracy\": %.6f, "
+           "\"examples\": %lld}\n",
+           a.weights, ev.loss, ev.acc, (long long)ev.n);
+    ng_tensor_free(&x), ng_tensor_free(&y);
+    ng_model_free(m);
+    ng_train_setup_free(&s);
+    return 0;
+}

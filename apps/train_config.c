@@ -1,0 +1,213 @@
+/* The schema of `natgrad train` configs and what is built from them. */
+#include "apps/train_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+#define NONE 1, 0 /* min > max: unbounded */
+
+const ng_cfg_spec ng_train_spec[] = {
+    {"seed", NG_CFG_INT, "0", 0, 4294967295.0, NULL, "seed of every random stream of the run"},
+    {"device", NG_CFG_CHOICE, "auto", NONE, "auto|cpu|cuda",
+     "where to train; auto = cuda if present"},
+    {"precision", NG_CFG_CHOICE, "fp32", NONE, "fp32",
+     "compute precision (fp16/bf16 arrive with mixed precision)"},
+
+    {"model.arch", NG_CFG_STRING, "mlp", NONE, NULL,
+     "mlp, lenet, vgg, nin, cnn3d, vit, or a vit_* preset"},
+    {"model.width", NG_CFG_INT, "0", 0, 65536, NULL,
+     "hidden units (mlp) or first-stage channels / embed dim; 0 = the arch's default"},
+    {"model.depth", NG_CFG_INT, "0", 0, 60, NULL,
+     "hidden layers / stages / blocks; 0 = the arch's default"},
+    {"model.heads", NG_CFG_INT, "0", 0, 256, NULL, "vit heads; 0 = default"},
+    {"model.patch", NG_CFG_INT, "0", 0, 1024, NULL, "vit patch size; 0 = default"},
+    {"model.dropout", NG_CFG_FLOAT, "0", 0, 0.99, NULL,
+     "dropout probability (mlp hidden layers, vit MLPs)"},
+    {"model.batchnorm", NG_CFG_BOOL, "true", NONE, NULL,
+     "batch norm after convolutions (vgg, cnn3d)"},
+    {"model.checkpoint", NG_CFG_BOOL, "false", NONE, NULL,
+     "activation checkpointing of each block"},
+
+    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic", "data set"},
+    {"data.dir", NG_CFG_STRING, "data/mnist", NONE, NULL,
+     "folder with the MNIST IDX files (.gz or raw)"},
+    {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
+     "use synthetic data when MNIST is not in data.dir"},
+    {"data.synthetic.train", NG_CFG_INT, "8000", 1, 1e9, NULL, "synthetic training examples"},
+    {"data.synthetic.test", NG_CFG_INT, "2000", 1, 1e9, NULL, "synthetic test examples"},
+    {"data.synthetic.noise", NG_CFG_FLOAT, "1.0", 0, 100, NULL,
+     "std of the noise around each class mean"},
+    {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
+     "random crop after zero padding by this many pixels"},
+    {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
+    {"data.prefetch", NG_CFG_INT, "2", 0, 64, NULL,
+     "batches the loader thread prepares ahead (0: no thread)"},
+
+    {"train.batch_size", NG_CFG_INT, "128", 1, 1e9, NULL, "global batch size"},
+    {"train.epochs", NG_CFG_INT, "10", 0, 1e6, NULL, "epochs (ignored when train.steps > 0)"},
+    {"train.steps", NG_CFG_INT, "0", 0, 1e12, NULL, "optimizer steps; 0 = from train.epochs"},
+    {"train.log_every", NG_CFG_INT, "10", 1, 1e9, NULL, "steps between metrics lines"},
+    {"train.eval_every", NG_CFG_INT, "0", 0, 1e12, NULL,
+     "steps between evaluations; 0 = each epoch"},
+    {"train.checkpoint_every", NG_CFG_INT, "0", 0, 1e12, NULL,
+     "steps between checkpoints; 0 = each epoch"},
+    {"train.stop_at_step", NG_CFG_INT, "0", 0, 1e12, NULL,
+     "end this invocation after this step, with a checkpoint (0 = run to the end); --resume auto "
+     "continues"},
+    {"train.keep_checkpoints", NG_CFG_INT, "2", 1, 1000, NULL, "complete checkpoints kept"},
+    {"train.clip_grad_norm", NG_CFG_FLOAT, "0", 0, 1e9, NULL,
+     "clip the global gradient norm; 0 = off"},
+    {"train.label_smoothing", NG_CFG_FLOAT, "0", 0, 1, NULL,
+     "label smoothing of the cross-entropy"},
+    {"train.arena_mib", NG_CFG_INT, "2048", 16, 1048576, NULL,
+     "activation + gradient arena size in MiB (2/3 activations)"},
+
+    {"optimizer.name", NG_CFG_CHOICE, "sgd", NONE, "sgd|adamw", "base optimizer"},
+    {"optimizer.lr", NG_CFG_FLOAT, "0.1", 0, 1e6, NULL, "peak learning rate"},
+    {"optimizer.momentum", NG_CFG_FLOAT, "0.9", 0, 1, NULL, "sgd momentum"},
+    {"optimizer.nesterov", NG_CFG_BOOL, "false", NONE, NULL, "sgd Nesterov momentum"},
+    {"optimizer.weight_decay", NG_CFG_FLOAT, "0", 0, 10, NULL,
+     "weight decay (not on biases and norms)"},
+    {"optimizer.decoupled", NG_CFG_BOOL, "false", NONE, NULL,
+     "sgd: decoupled weight decay (SGDW) instead of L2"},
+    {"optimizer.beta1", NG_CFG_FLOAT, "0.9", 0, 0.999999, NULL, "adamw beta1"},
+    {"optimizer.beta2", NG_CFG_FLOAT, "0.999", 0, 0.999999999, NULL, "adamw beta2"},
+    {"optimizer.eps", NG_CFG_FLOAT, "1e-8", 1e-30, 1, NULL, "adamw epsilon"},
+
+    {"schedule.name", NG_CFG_CHOICE, "cosine", NONE, "constant|cosine|poly|step",
+     "learning-rate schedule"},
+    {"schedule.warmup_steps", NG_CFG_INT, "0", 0, 1e12, NULL, "linear warmup steps"},
+    {"schedule.warmup_epochs", NG_CFG_FLOAT, "0", 0, 1e6, NULL,
+     "linear warmup in epochs (adds to warmup_steps)"},
+    {"schedule.min_lr", NG_CFG_FLOAT, "0", 0, 1e6, NULL, "cosine floor / poly end"},
+    {"schedule.power", NG_CFG_FLOAT, "2", 0, 100, NULL, "poly decay power"},
+    {"schedule.step_size", NG_CFG_INT, "1000", 1, 1e12, NULL,
+     "step schedule: steps between decays"},
+    {"schedule.gamma", NG_CFG_FLOAT, "0.1", 0, 1, NULL, "step schedule: decay factor"},
+};
+const int ng_train_nspec = sizeof ng_train_spec / sizeof ng_train_spec[0];
+
+static ng_dataset *load_data(ng_train_setup *s, const char *split) {
+    const ng_config *c = s->cfg;
+    if (!strcmp(ng_cfg_str(c, "data.name"), "mnist")) {
+        ng_dataset *d = ng_mnist_find(ng_cfg_str(c, "data.dir"), split);
+        if (d) {
+            snprintf(s->data_desc, sizeof s->data_desc, "MNIST from %s", ng_cfg_str(c, "data.dir"));
+            return d;
+        }
+        NG_CHECK(ng_cfg_bool(c, "data.fallback_synthetic"),
+                 "data.dir: no MNIST %s files (train-images-idx3-ubyte[.gz], ...) in '%s'; fetch "
+                 "them with scripts/fetch-mnist.sh %s, or set data.fallback_synthetic=true or "
+                 "data.name=synthetic",
+                 split, ng_cfg_str(c, "data.dir"), ng_cfg_str(c, "data.dir"));
+    }
+    int test = !strcmp(split, "test");
+    int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
+    int64_t shape[3] = {s->arch.in_ch, s->arch.img, s->arch.img};
+    /* Train and test share class means (the seed), and differ in their noise draws. */
+    ng_dataset *d =
+        ng_synthetic(n, 3, shape, s->arch.classes, ng_cfg_float(c, "data.synthetic.noise"), s->seed,
+                     (uint64_t)test, test ? "synthetic-test" : "synthetic-train");
+    snprintf(s->data_desc, sizeof s->data_desc, "synthetic %lldx%lld, %lld classes",
+             (long long)s->arch.img, (long long)s->arch.img, (long long)s->arch.classes);
+    return d;
+}
+
+void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
+    memset(s, 0, sizeof *s);
+    ng_config *c = s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
+    s->seed = (uint64_t)ng_cfg_int(c, "seed");
+
+    const char *dev = ng_cfg_str(c, "device");
+    if (!strcmp(dev, "cuda"))
+        NG_CHECK(ng_cuda_available(), "device: 'cuda' but no CUDA device is usable here%s",
+                 ng_backend_cuda() ? "" : " (natgrad was built without CUDA)");
+    s->device = !strcmp(dev, "cpu")                           ? NG_CPU
+                : !strcmp(dev, "cuda") || ng_cuda_available() ? NG_CUDA
+                                                              : NG_CPU;
+
+    const char *arch = ng_cfg_str(c, "model.arch");
+    NG_CHECK(ng_arch_defaults(arch, &s->arch), "model.arch: '%s' is not one of %s", arch,
+             ng_arch_names());
+    ng_arch *a = &s->arch;
+    if (ng_cfg_int(c, "model.width")) a->width = ng_cfg_int(c, "model.width");
+    if (ng_cfg_int(c, "model.depth")) a->depth = (int)ng_cfg_int(c, "model.depth");
+    if (ng_cfg_int(c, "model.heads")) a->heads = ng_cfg_int(c, "model.heads");
+    if (ng_cfg_int(c, "model.patch")) a->patch = ng_cfg_int(c, "model.patch");
+    if (strcmp(ng_cfg_source(c, "model.dropout"), "default"))
+        a->dropout = ng_cfg_float(c, "model.dropout");
+    a->batchnorm = ng_cfg_bool(c, "model.batchnorm");
+    a->checkpoint = ng_cfg_bool(c, "model.checkpoint");
+    NG_CHECK(strcmp(arch, "cnn3d") != 0,
+             "model.arch: cnn3d trains on voxel volumes, which `natgrad train` does not load yet; "
+             "use natgrad bench for it");
+
+    /* Data first: its shape fixes the model's input. */
+    s->train = load_data(s, "train");
+    s->test = load_data(s, "test");
+    NG_CHECK(s->train->ndim == 3 && s->train->shape[1] == s->train->shape[2],
+             "data: examples must be square images [C,H,W] for model.arch %s", arch);
+    a->in_ch = s->train->shape[0];
+    a->img = s->train->shape[1];
+    a->classes = s->train->classes;
+    if (!strncmp(arch, "vit", 3))
+        NG_CHECK(a->img % a->patch == 0, "model.patch: %lld does not divide the %lld-pixel images",
+                 (long long)a->patch, (long long)a->img);
+
+    s->batch = ng_cfg_int(c, "train.batch_size");
+    NG_CHECK(s->batch <= s->train->n,
+             "train.batch_size: %lld is larger than the %lld training examples",
+             (long long)s->batch, (long long)s->train->n);
+    int64_t per_epoch = s->train->n / s->batch;
+    s->epochs = ng_cfg_int(c, "train.epochs");
+    s->steps = ng_cfg_int(c, "train.steps");
+    if (!s->steps) s->steps = s->epochs * per_epoch;
+    NG_CHECK(s->steps > 0, "train.epochs / train.steps: the run would take no step (set one > 0)");
+    s->log_every = ng_cfg_int(c, "train.log_every");
+    s->eval_every = ng_cfg_int(c, "train.eval_every");
+    if (!s->eval_every) s->eval_every = per_epoch;
+    s->ckpt_every = ng_cfg_int(c, "train.checkpoint_every");
+    if (!s->ckpt_every) s->ckpt_every = per_epoch;
+    s->keep_ckpts = ng_cfg_int(c, "train.keep_checkpoints");
+    s->stop_at = ng_cfg_int(c, "train.stop_at_step");
+    s->clip = ng_cfg_float(c, "train.clip_grad_norm");
+    s->smoothing = ng_cfg_float(c, "train.label_smoothing");
+
+    ng_optim_config *o = &s->optim;
+    o->name = ng_cfg_str(c, "optimizer.name");
+    o->momentum = ng_cfg_float(c, "optimizer.momentum");
+    o->nesterov = ng_cfg_bool(c, "optimizer.nesterov");
+    o->weight_decay = ng_cfg_float(c, "optimizer.weight_decay");
+    o->decoupled = ng_cfg_bool(c, "optimizer.decoupled");
+    o->beta1 = ng_cfg_float(c, "optimizer.beta1");
+    o->beta2 = ng_cfg_float(c, "optimizer.beta2");
+    o->eps = ng_cfg_float(c, "optimizer.eps");
+    NG_CHECK(!o->nesterov || o->momentum > 0, "optimizer.nesterov: needs optimizer.momentum > 0");
+
+    ng_schedule *sc = &s->sched;
+    sc->kind = (ng_sched_kind)ng_schedule_kind_from_name(ng_cfg_str(c, "schedule.name"));
+    sc->base_lr = ng_cfg_float(c, "optimizer.lr");
+    sc->warmup_steps =
+        ng_cfg_int(c, "schedule.warmup_steps") +
+        (int64_t)llround(ng_cfg_float(c, "schedule.warmup_epochs") * (double)per_epoch);
+    sc->total_steps = s->steps;
+    sc->min_lr = ng_cfg_float(c, "schedule.min_lr");
+    sc->power = ng_cfg_float(c, "schedule.power");
+    sc->step_size = ng_cfg_int(c, "schedule.step_size");
+    sc->gamma = ng_cfg_float(c, "schedule.gamma");
+    NG_CHECK(sc->warmup_steps <= s->steps,
+             "schedule.warmup_steps: %lld warmup steps exceed the run's %lld steps",
+             (long long)sc->warmup_steps, (long long)s->steps);
+    NG_CHECK(sc->min_lr <= sc->base_lr, "schedule.min_lr: %g is above optimizer.lr %g", sc->min_lr,
+             sc->base_lr);
+}
+
+void ng_train_setup_free(ng_train_setup *s) {
+    ng_dataset_free(s->train);
+    ng_dataset_free(s->test);
+    ng_config_free(s->cfg);
+}

@@ -1,0 +1,38 @@
+/* The training configuration: the schema of every key `natgrad train` reads, and the objects
+ * (model description, optimizer, schedule, data) built from a loaded config. */
+#ifndef NG_TRAIN_CONFIG_H
+#define NG_TRAIN_CONFIG_H
+
+#include "apps/config.h"
+#include "data/dataset.h"
+#include "nn/models.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+extern const ng_cfg_spec ng_train_spec[];
+extern const int ng_train_nspec;
+
+/* Everything `natgrad train` needs, resolved from the config and checked, before any run
+ * directory, device or training work exists. */
+typedef struct {
+    ng_config *cfg;
+    ng_arch arch;
+    ng_optim_config optim;
+    ng_schedule sched;
+    ng_device device;
+    uint64_t seed;
+    int64_t batch;         /* global batch size */
+    int64_t epochs, steps; /* steps = total optimizer steps (from epochs when not set) */
+    int64_t log_every, eval_every, ckpt_every, keep_ckpts;
+    int64_t stop_at; /* end this invocation after this step (0: at the end) */
+    double clip, smoothing;
+    ng_dataset *train, *test;
+    char data_desc[256];
+} ng_train_setup;
+
+/* Loads the config (file + --set), checks every key and the data files, loads the data and fills
+ * the setup. Any problem is a usage error (exit 2) naming the key or file. */
+void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets);
+void ng_train_setup_free(ng_train_setup *s);
+
+#endif

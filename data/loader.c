@@ -1,0 +1,207 @@
+/* The loader: a producer thread fills a ring of batch slots in order; the consumer takes them in
+ * the same order. The slot handed out last is never refilled until the next call. */
+#include "data/loader.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+typedef struct {
+    float *x;
+    int32_t *y;
+    int64_t b, g; /* examples, global batch number */
+} slot;
+
+struct ng_loader {
+    ng_loader_config c;
+    int64_t per_rank, nb, esize;
+    int nslots;
+    slot *slots;
+    int64_t *perm, perm_epoch; /* the producer's cache of one epoch's order */
+    /* shared between threads, under mu */
+    pthread_t thread;
+    int running, stop;
+    int64_t produced, consumed; /* global batch numbers: next to produce, next to hand out */
+    int64_t start;              /* global batch number the current stream began at */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* Stream ids of the loader's Philox draws; disjoint from other users of the run's seed. */
+#define STREAM_SHUFFLE (UINT64_C(0x4c4f4144) << 32)
+#define STREAM_AUGMENT (UINT64_C(0x41554721) << 32)
+
+static void epoch_order(ng_loader *l, int64_t epoch) {
+    if (l->perm_epoch == epoch) return;
+    int64_t n = l->c.data->n;
+    for (int64_t i = 0; i < n; i++) l->perm[i] = i;
+    if (l->c.shuffle) {
+        ng_rng_key k = {.seed = l->c.seed, .stream = STREAM_SHUFFLE | (uint64_t)epoch};
+        for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+            uint32_t w[4];
+            ng_rng_block(k, (uint64_t)i, w);
+            int64_t j = (int64_t)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)(i + 1));
+            int64_t t = l->perm[i];
+            l->perm[i] = l->perm[j], l->perm[j] = t;
+        }
+    }
+    l->perm_epoch = epoch;
+}
+
+/* One example into dst, cropped and flipped from words keyed by (seed, epoch, example). */
+static void put_example(ng_loader *l, int64_t epoch, int64_t idx, float *dst) {
+    const ng_dataset *d = l->c.data;
+    const float *src = d->x + idx * l->esize;
+    if (!l->c.crop_pad && !l->c.hflip) {
+        memcpy(dst, src, sizeof(float) * (size_t)l->esize);
+        return;
+    }
+    uint32_t w[4];
+    ng_rng_block((ng_rng_key){.seed = l->c.seed, .stream = STREAM_AUGMENT | (uint64_t)epoch},
+                 (uint64_t)idx, w);
+    int64_t C = d->shape[0], H = d->shape[1], W = d->shape[2], p = l->c.crop_pad;
+    int64_t dy = p ? (int64_t)(w[0] % (uint32_t)(2 * p + 1)) - p : 0;
+    int64_t dx = p ? (int64_t)(w[1] % (uint32_t)(2 * p + 1)) - p : 0;
+    int flip = l->c.hflip && (w[2] & 1);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i = 0; i < H; i++)
+            for (int64_t j = 0; j < W; j++) {
+                int64_t si = i + dy, sj = (flip ? W - 1 - j : j) + dx;
+                dst[(c * H + i) * W + j] =
+                    si >= 0 && si < H && sj >= 0 && sj < W ? src[(c * H + si) * W + sj] : 0.0f;
+            }
+}
+
+static void build(ng_loader *l, int64_t g, slot *s) {
+    int64_t epoch = g / l->nb, index = g % l->nb, n = l->c.data->n;
+    epoch_order(l, epoch);
+    int64_t first = index * l->c.batch, b = l->per_rank - first;
+    if (b > l->c.batch) b = l->c.batch;
+    for (int64_t k = 0; k < b; k++) {
+        /* Rank r takes positions r, r + w, ... of the epoch order padded by wrapping. */
+        int64_t pos = (first + k) * l->c.world + l->c.rank;
+        int64_t idx = l->perm[pos % n];
+        put_example(l, epoch, idx, s->x + k * l->esize);
+        s->y[k] = l->c.data->y[idx];
+    }
+    s->b = b, s->g = g;
+}
+
+static void *producer(void *arg) {
+    ng_loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        /* Room while the batch to make stays `prefetch` ahead of the one handed out last. */
+        while (!l->stop && l->produced >= l->consumed + l->c.prefetch)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop) break;
+        int64_t g = l->produced;
+        pthread_mutex_unlock(&l->mu);
+        build(l, g, &l->slots[g % l->nslots]);
+        pthread_mutex_lock(&l->mu);
+        l->produced = g + 1;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+static void start(ng_loader *l, int64_t g) {
+    l->produced = l->consumed = l->start = g;
+    l->stop = 0;
+    if (l->c.prefetch > 0) {
+        NG_CHECK(!pthread_create(&l->thread, NULL, producer, l),
+                 "data loader: cannot start its thread");
+        l->running = 1;
+    }
+}
+
+static void halt(ng_loader *l) {
+    if (!l->running) return;
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    pthread_join(l->thread, NULL);
+    l->running = 0;
+}
+
+ng_loader *ng_loader_new(const ng_loader_config *c) {
+    const ng_dataset *d = c->data;
+    NG_CHECK(d && d->n > 0, "data loader: no data");
+    NG_CHECK(c->batch > 0, "train.batch_size: %lld must be > 0", (long long)c->batch);
+    NG_CHECK(c->world >= 1 && c->rank >= 0 && c->rank < c->world,
+             "data loader: rank %d of world %d", c->rank, c->world);
+    NG_CHECK(c->prefetch >= 0 && c->prefetch <= 64, "data.prefetch: %d is outside [0, 64]",
+             c->prefetch);
+    NG_CHECK(!(c->crop_pad || c->hflip) || d->ndim == 3,
+             "data.augment: crops and flips need [C,H,W] images, data %s has %d dims", d->name,
+             d->ndim);
+    NG_CHECK(c->crop_pad >= 0 && (c->crop_pad == 0 || d->ndim != 3 || c->crop_pad < d->shape[1]),
+             "data.augment.crop_pad: %d must be >= 0 and below the image side", c->crop_pad);
+    ng_loader *l = calloc(1, sizeof *l);
+    l->c = *c;
+    l->esize = ng_dataset_example_size(d);
+    l->per_rank = (d->n + c->world - 1) / c->world;
+    l->nb = c->drop_last ? l->per_rank / c->batch : (l->per_rank + c->batch - 1) / c->batch;
+    NG_CHECK(l->nb > 0, "train.batch_size: %lld is larger than the %lld examples per rank of %s",
+             (long long)c->batch, (long long)l->per_rank, d->name);
+    l->nslots = c->prefetch + 1;
+    l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
+    for (int i = 0; i < l->nslots; i++) {
+        l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
+        l->slots[i].y = malloc(sizeof(int32_t) * (size_t)c->batch);
+        NG_CHECK(l->slots[i].x && l->slots[i].y, "data loader: out of host memory");
+    }
+    l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    l->perm_epoch = -1;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    start(l, 0);
+    return l;
+}
+
+ng_batch ng_loader_next(ng_loader *l) {
+    int64_t g;
+    slot *s;
+    if (!l->running) {
+        g = l->consumed++;
+        s = &l->slots[0];
+        build(l, g, s);
+    } else {
+        pthread_mutex_lock(&l->mu);
+        g = l->consumed;
+        while (l->produced <= g) pthread_cond_wait(&l->cv, &l->mu);
+        l->consumed = g + 1; /* frees the slot handed out before this one */
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        s = &l->slots[g % l->nslots];
+    }
+    return (ng_batch){s->x, s->y, s->b, g / l->nb, g % l->nb};
+}
+
+int64_t ng_loader_batches_per_epoch(const ng_loader *l) {
+    return l->nb;
+}
+
+void ng_loader_seek(ng_loader *l, int64_t epoch, int64_t index) {
+    NG_CHECK(epoch >= 0 && index >= 0 && index < l->nb,
+             "data loader: position epoch %lld batch %lld is outside the %lld batches per epoch",
+             (long long)epoch, (long long)index, (long long)l->nb);
+    halt(l);
+    start(l, epoch * l->nb + index);
+}
+
+void ng_loader_free(ng_loader *l) {
+    if (!l) return;
+    halt(l);
+    for (int i = 0; i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
+    free(l->slots);
+    free(l->perm);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}

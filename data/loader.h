@@ -1,0 +1,39 @@
+/* Batches from a data set: seeded per-epoch shuffling, per-rank sharding, augmentation, and a
+ * thread that prepares batches ahead. Every batch is a function of (seed, epoch, index) only, so
+ * a loader moved with ng_loader_seek continues bit-identically, whatever was prefetched. */
+#ifndef NG_LOADER_H
+#define NG_LOADER_H
+
+#include "data/dataset.h"
+
+typedef struct {
+    const ng_dataset *data;
+    int64_t batch; /* per-rank batch size */
+    int shuffle;   /* permute each epoch */
+    int drop_last; /* drop a final partial batch */
+    uint64_t seed;
+    int rank, world; /* rank r of w takes every w-th index of the epoch's order, padded by
+                      * wrapping so every rank gets the same count (as DistributedSampler) */
+    int crop_pad;    /* random crop after zero padding by this many pixels; [C,H,W] data only */
+    int hflip;       /* random horizontal flip, p = 0.5 */
+    int prefetch;    /* batches prepared ahead by a thread; 0 = none, built in ng_loader_next */
+} ng_loader_config;
+
+typedef struct {
+    float *x;             /* [b, shape...], valid until the next ng_loader_next */
+    int32_t *y;           /* [b] */
+    int64_t b;            /* examples in this batch */
+    int64_t epoch, index; /* which batch of which epoch */
+} ng_batch;
+
+typedef struct ng_loader ng_loader;
+
+ng_loader *ng_loader_new(const ng_loader_config *c);
+/* The next batch; after an epoch's last batch comes the next epoch's first. */
+ng_batch ng_loader_next(ng_loader *l);
+int64_t ng_loader_batches_per_epoch(const ng_loader *l);
+/* Continue at batch `index` of epoch `epoch`. */
+void ng_loader_seek(ng_loader *l, int64_t epoch, int64_t index);
+void ng_loader_free(ng_loader *l);
+
+#endif
