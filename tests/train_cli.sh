@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# natgrad train end to end on small synthetic runs: same seed gives identical bits; k steps, stop,
+# resume, k more equals 2k straight steps bit for bit (weights and logged losses); bad configs
+# exit 2 naming the key or file and leave no run directory behind.
+# usage: train_cli.sh PATH/TO/natgrad
+set -u
+ng=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+cat >"$work/small.yaml" <<'YAML'
+seed: 3
+model: {arch: mlp, width: 32, depth: 2, dropout: 0.1}
+data:
+  name: synthetic
+  synthetic: {train: 600, test: 200, noise: 3.0}
+  augment: {crop_pad: 1, hflip: true}
+  prefetch: 2
+train: {batch_size: 50, steps: 40, log_every: 1, checkpoint_every: 10, eval_every: 20}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.001}
+schedule: {name: cosine, warmup_steps: 5}
+YAML
+losses() { grep '"type": "train"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\),.*"loss": \([^,]*\),.*/\1 \2/'; }
+
+"$ng" train --config "$work/small.yaml" --out "$work/a" >/dev/null 2>&1 || bad "run a failed"
+"$ng" train --config "$work/small.yaml" --out "$work/b" >/dev/null 2>&1 || bad "run b failed"
+cmp -s "$work/a/final.safetensors" "$work/b/final.safetensors" && ok || bad "same seed, different weights"
+[ "$(losses "$work/a")" = "$(losses "$work/b")" ] && [ "$(losses "$work/a" | wc -l)" -eq 40 ] && ok ||
+  bad "same seed, different logged losses"
+"$ng" train --config "$work/small.yaml" --out "$work/s" --set seed=4 >/dev/null 2>&1
+cmp -s "$work/a/final.safetensors" "$work/s/final.safetensors" && bad "another seed, same weights" || ok
+
+# Stop at 15 (mid-epoch: 12 batches per epoch), resume, finish: as if never interrupted.
+"$ng" train --config "$work/small.yaml" --out "$work/c" --set train.stop_at_step=15 >/dev/null 2>&1 ||
+  bad "stopped run failed"
+[ -f "$work/c/checkpoints/step-00000015/COMPLETE" ] && [ ! -f "$work/c/final.safetensors" ] && ok ||
+  bad "a stopped run leaves a complete checkpoint at step 15 and no final weights"
+# A crash mid-checkpoint leaves a folder without COMPLETE: resume must ignore it.
+mkdir -p "$work/c/checkpoints/step-00000020" && echo junk >"$work/c/checkpoints/step-00000020/model.safetensors"
+out=$("$ng" train --config "$work/small.yaml" --out "$work/c" --resume auto 2>&1) || bad "resume failed: $out"
+grep -q "resumed from .*step-00000015" <<<"$out" && ok || bad "resume should take step 15: $out"
+cmp -s "$work/a/final.safetensors" "$work/c/final.safetensors" && ok || bad "resumed weights differ"
+[ "$(losses "$work/a")" = "$(losses "$work/c")" ] && ok || bad "resumed losses differ"
+"$ng" train --config "$work/small.yaml" --out "$work/a" >/dev/null 2>&1
+[ $? -eq 2 ] && ok || bad "reusing a finished run directory without --resume should exit 2"
+# eval reads the final weights back
+out=$("$ng" eval --config "$work/small.yaml" --weights "$work/a/final.safetensors" 2>&1) &&
+  grep -q '"accuracy"' <<<"$out" && ok || bad "eval: $out"
+
+# Bad input: status 2, the key or file named, and no run directory.
+expect_bad() { # NEEDLE ARGS...
+  local needle=$1
+  shift
+  rm -rf "$work/bad"
+  local out status
+  out=$("$ng" train --config "$work/small.yaml" --out "$work/bad" "$@" 2>&1)
+  status=$?
+  if [ $status -eq 2 ] && grep -q -- "$needle" <<<"$out" && [ ! -e "$work/bad" ]; then ok; else
+    bad "train $* -> status $status, want 2 naming '$needle' and no run dir: $(head -3 <<<"$out")"
+  fi
+}
+expect_bad "optimizer.lrr" --set optimizer.lrr=0.1
+expect_bad "did you mean optimizer.lr" --set optimizer.lrr=0.1
+expect_bad "optimizer.lr" --set optimizer.lr=-0.1
+expect_bad "optimizer.lr: 'fast' is not a number" --set optimizer.lr=fast
+expect_bad "optimizer.name" --set optimizer.name=adam
+expect_bad "sgd|adamw" --set optimizer.name=adam
+expect_bad "train.batch_size" --set train.batch_size=0
+expect_bad "/nonexistent/mnist" --set data.name=mnist --set data.dir=/nonexistent/mnist
+expect_bad "model.arch" --set model.arch=resnet
+printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
+rm -rf "$work/bad"
+out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)
+[ $? -eq 2 ] && grep -q "broken.yaml line" <<<"$out" && [ ! -e "$work/bad" ] && ok || bad "YAML syntax error: $out"
+printf 'optimizer:\n  lr: 0.1\n  momentun: 0.9\n' >"$work/typo.yaml"
+out=$("$ng" train --config "$work/typo.yaml" --out "$work/bad" 2>&1)
+[ $? -eq 2 ] && grep -q "typo.yaml line 3" <<<"$out" && grep -q "optimizer.momentum" <<<"$out" && ok ||
+  bad "unknown key in file: $out"
+out=$("$ng" train --config "$work/missing.yaml" 2>&1)
+[ $? -eq 2 ] && grep -q "missing.yaml" <<<"$out" && ok || bad "missing config file: $out"
+
+echo "train_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
