@@ -33,7 +33,7 @@ const ng_cfg_spec ng_train_spec[] = {
      "activation checkpointing of each block"},
 
     {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic", "data set"},
-    {"data.dir", NG_CFG_STRING, "data/mnist", NONE, NULL,
+    {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
      "folder with the MNIST IDX files (.gz or raw)"},
     {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
      "use synthetic data when MNIST is not in data.dir"},
