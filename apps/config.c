@@ -1,19 +1,39 @@
-/* Config files through libyaml, overrides, and the schema checks. */
-#define _GNU_SOURCE /* strdup */
+/* Config files through libyaml, --set overrides and the schema checks; a load error is raised
+ * only after everything is freed, so a caught one (tests) leaks nothing. */
+#define _GNU_SOURCE /* strdup, strndup */
 #include "apps/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "core/error.h"
 
+enum { SRC_DEFAULT, SRC_FILE, SRC_SET };
+static const char *const src_name[] = {"default", "file", "--set"};
+static const char *const type_name[] = {"int", "float", "bool", "string", "choice", "int list"};
+
+#define MAX_DEPTH 32 /* nesting of YAML mappings; also stops self-referencing aliases */
+#define MAX_KEY 256  /* longest dotted key */
+#define MAX_FILE (1 << 24)
+
 typedef struct {
-    char *text;        /* the value as written (lists joined with ',') */
-    const char *where; /* "default", "file", "--set" */
-    int line;          /* 1-based line in the file, 0 otherwise */
+    int src;
+    int line;     /* 1-based line in the file when src is SRC_FILE */
+    char *text;   /* scalar as written; NULL when unset; unused for INT_LIST */
+    char **items; /* INT_LIST: the items as written */
+    int nitems, has_items;
+    /* resolved */
+    int64_t i;
+    double f;
+    int b;
+    int64_t *list;
 } cfg_value;
 
 struct ng_config {
@@ -21,7 +41,17 @@ struct ng_config {
     int n;
     cfg_value *v;
     char *path;
+    char err[1024]; /* the pending error while loading */
 };
+
+static int failf(ng_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int failf(ng_config *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 static int find(const ng_cfg_spec *spec, int n, const char *key) {
     for (int i = 0; i < n; i++)
@@ -29,140 +59,270 @@ static int find(const ng_cfg_spec *spec, int n, const char *key) {
     return -1;
 }
 
+/* First schema key inside section `key` (key + "." is its prefix), or -1. */
+static int find_section(const ng_cfg_spec *spec, int n, const char *key) {
+    size_t l = strlen(key);
+    for (int i = 0; i < n; i++)
+        if (!strncmp(spec[i].key, key, l) && spec[i].key[l] == '.') return i;
+    return -1;
+}
+
+/* ---- "did you mean": optimal string alignment distance (edits and swaps) ------------------ */
+
 static int edit_distance(const char *a, const char *b) {
-    int la = (int)strlen(a), lb = (int)strlen(b), d[64][64];
-    if (la > 63 || lb > 63) return 99;
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    if (la > 200 || lb > 200) return 1000;
+    int *d = malloc(sizeof(int) * (size_t)(la + 1) * (size_t)(lb + 1));
+    if (!d) return 1000;
+#define D(i, j) d[(i) * (lb + 1) + (j)]
+    for (int i = 0; i <= la; i++) D(i, 0) = i;
+    for (int j = 0; j <= lb; j++) D(0, j) = j;
     for (int i = 1; i <= la; i++)
         for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
+            int x = D(i - 1, j - 1) + (a[i - 1] != b[j - 1]);
+            if (D(i - 1, j) + 1 < x) x = D(i - 1, j) + 1;
+            if (D(i, j - 1) + 1 < x) x = D(i, j - 1) + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                D(i - 2, j - 2) + 1 < x)
+                x = D(i - 2, j - 2) + 1;
+            D(i, j) = x;
         }
-    return d[la][lb];
+    int r = D(la, lb);
+#undef D
+    free(d);
+    return r;
 }
 
-/* " (did you mean optimizer.lr?)" for a near miss, or "". */
-static const char *suggest(const ng_cfg_spec *spec, int n, const char *key) {
-    static char buf[160];
-    int best = 99, bi = -1;
+static const char *leaf(const char *key) {
+    const char *dot = strrchr(key, '.');
+    return dot ? dot + 1 : key;
+}
+
+typedef const char *(*name_fn)(const void *ctx, int i, char *buf, size_t cap);
+
+/* The index of the closest of `n` names, or -1 when none is close: a few edits for the length
+ * (a swap counts one), the same name in another case, or the same last component under another
+ * section (lr -> optimizer.lr). Ties go to the first. */
+static int closest(const char *word, int n, name_fn name, const void *ctx) {
+    int best = 1000, pick = -1;
+    char buf[256];
     for (int i = 0; i < n; i++) {
-        int d = edit_distance(key, spec[i].key);
-        const char *dot = strrchr(spec[i].key, '.'); /* a leaf given without its section */
-        if (dot && !strcmp(dot + 1, key)) d = 1;
-        if (d < best) best = d, bi = i;
+        const char *cand = name(ctx, i, buf, sizeof buf);
+        int d = 2 * edit_distance(word, cand); /* half edits, for the case-only match */
+        if (!strcasecmp(word, cand)) d = 1;
+        if (!strcmp(leaf(word), leaf(cand)) && d > 2) d = 2;
+        if (d < best) best = d, pick = i;
     }
-    if (bi < 0 || best > 3) return "";
-    snprintf(buf, sizeof buf, " (did you mean %s?)", spec[bi].key);
-    return buf;
+    int len = (int)strlen(word), allowed = len / 4 > 2 ? len / 4 : 2;
+    return best <= 2 * allowed ? pick : -1;
 }
 
-static void where(char *out, size_t cap, const ng_config *c, const cfg_value *v) {
-    if (v->line)
+static const char *list_name(const void *ctx, int i, char *buf, size_t cap) {
+    (void)buf, (void)cap;
+    return ((char *const *)ctx)[i];
+}
+
+/* " (did you mean optimizer.lr?)" naming the closest key or section, else the keys of the
+ * section the word is under, else "". */
+static void key_hint(const ng_cfg_spec *spec, int n, const char *key, char *out, size_t cap) {
+    out[0] = 0;
+    int nnames = 0, maxnames = 0;
+    for (int i = 0; i < n; i++)
+        for (const char *p = spec[i].key; p; p = strchr(p + 1, '.')) maxnames++;
+    char **names = calloc((size_t)maxnames, sizeof *names);
+    for (int i = 0; i < n; i++) {
+        names[nnames++] = strdup(spec[i].key);
+        for (const char *p = strchr(spec[i].key, '.'); p; p = strchr(p + 1, '.'))
+            names[nnames++] = strndup(spec[i].key, (size_t)(p - spec[i].key));
+    }
+    int s = closest(key, nnames, list_name, names);
+    if (s >= 0) snprintf(out, cap, " (did you mean %s?)", names[s]);
+    for (int i = 0; i < nnames; i++) free(names[i]);
+    free(names);
+    if (s >= 0) return;
+    const char *dot = strrchr(key, '.');
+    if (!dot) return;
+    char sect[MAX_KEY];
+    snprintf(sect, sizeof sect, "%.*s", (int)(dot - key), key);
+    size_t l = strlen(sect), len = 0;
+    for (int i = 0; i < n && len + 1 < cap; i++)
+        if (!strncmp(spec[i].key, sect, l) && spec[i].key[l] == '.')
+            len += (size_t)snprintf(out + len, cap - len, "%s%s",
+                                    len ? ", " : " (section has: ", spec[i].key + l + 1);
+    if (len && len + 2 < cap) strcat(out, ")");
+}
+
+/* ", such as name, lr, momentum" listing a section's keys (shortened) */
+static void section_keys(const ng_cfg_spec *spec, int n, const char *sect, char *out, size_t cap) {
+    size_t l = strlen(sect), len = 0;
+    int shown = 0;
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (strncmp(spec[i].key, sect, l) || spec[i].key[l] != '.') continue;
+        if (shown == 6) {
+            snprintf(out + len, cap - len, ", ...");
+            return;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", shown ? ", " : "", spec[i].key);
+        if (len >= cap) return;
+        shown++;
+    }
+}
+
+/* ---- numbers, text ------------------------------------------------------------------------ */
+
+static int is_int_text(const char *s) {
+    if (*s == '+' || *s == '-') s++;
+    if (!isdigit((unsigned char)*s)) return 0;
+    while (isdigit((unsigned char)*s)) s++;
+    return *s == 0;
+}
+
+static int is_float_text(const char *s) {
+    int digits = 0;
+    if (*s == '+' || *s == '-') s++;
+    for (; isdigit((unsigned char)*s); s++) digits++;
+    if (*s == '.')
+        for (s++; isdigit((unsigned char)*s); s++) digits++;
+    if (!digits) return 0;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') s++;
+        if (!isdigit((unsigned char)*s)) return 0;
+        while (isdigit((unsigned char)*s)) s++;
+    }
+    return *s == 0;
+}
+
+/* The text without underscores when that makes it a number, for a hint; else NULL. */
+static char *without_underscores(const char *s) {
+    if (!strchr(s, '_')) return NULL;
+    char *t = strdup(s), *w = t;
+    for (const char *p = s; *p; p++)
+        if (*p != '_') *w++ = *p;
+    *w = 0;
+    if (is_float_text(t)) return t;
+    free(t);
+    return NULL;
+}
+
+/* Shortest %g text that reads back to exactly x. */
+static void fmt_num(double x, char *buf, size_t cap) {
+    if (x == floor(x) && fabs(x) < 1e15) {
+        snprintf(buf, cap, "%.0f", x);
+        return;
+    }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, cap, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t l = strlen(s);
+    while (l && isspace((unsigned char)s[l - 1])) s[--l] = 0;
+    return s;
+}
+
+/* ---- values ------------------------------------------------------------------------------- */
+
+static void clear_value(cfg_value *v) {
+    free(v->text);
+    for (int k = 0; k < v->nitems; k++) free(v->items[k]);
+    free(v->items);
+    free(v->list);
+    memset(v, 0, sizeof *v);
+}
+
+/* "1,2,3" or "[1, 2, 3]" or "[]" into items (lexically; the types are checked later). */
+static void split_list(cfg_value *v, const char *text) {
+    char *copy = strdup(text), *s = trim(copy);
+    size_t l = strlen(s);
+    if (l >= 2 && s[0] == '[' && s[l - 1] == ']') {
+        s[l - 1] = 0;
+        s = trim(s + 1);
+    }
+    v->has_items = 1;
+    if (*s) {
+        int cap = 1;
+        for (const char *p = s; *p; p++) cap += *p == ',';
+        v->items = calloc((size_t)cap, sizeof *v->items);
+        for (char *p = s;;) {
+            char *comma = strchr(p, ',');
+            if (comma) *comma = 0;
+            v->items[v->nitems++] = strdup(trim(p));
+            if (!comma) break;
+            p = comma + 1;
+        }
+    }
+    free(copy);
+}
+
+static void set_text(ng_config *c, int i, const char *text, int src, int line) {
+    cfg_value *v = &c->v[i];
+    clear_value(v);
+    v->src = src, v->line = line;
+    if (c->spec[i].type == NG_CFG_INT_LIST)
+        split_list(v, text);
+    else
+        v->text = strdup(text);
+}
+
+/* " (exp.yaml line 4)", " (from --set)" or " (the schema's default)". */
+static void where(const ng_config *c, const cfg_value *v, char *out, size_t cap) {
+    if (v->src == SRC_FILE)
         snprintf(out, cap, " (%s line %d)", c->path, v->line);
-    else if (!strcmp(v->where, "--set"))
+    else if (v->src == SRC_SET)
         snprintf(out, cap, " (from --set)");
     else
-        out[0] = 0;
+        snprintf(out, cap, " (the schema's default)");
 }
 
-static void set_value(ng_config *c, const char *key, const char *text, const char *from, int line) {
-    int i = find(c->spec, c->n, key);
-    if (i < 0) {
-        if (line)
-            ng_fail("%s line %d: unknown key '%s'%s; `natgrad train --help-config` lists the keys",
-                    c->path, line, key, suggest(c->spec, c->n, key));
-        ng_fail("--set: unknown key '%s'%s; `natgrad train --help-config` lists the keys", key,
-                suggest(c->spec, c->n, key));
+static int range_ok(ng_config *c, const ng_cfg_spec *s, double x, const char *what,
+                    const char *loc) {
+    if (s->min > s->max) return 0;
+    char b[64];
+    if (x < s->min) {
+        fmt_num(s->min, b, sizeof b);
+        return failf(c, "%s: %s is below the minimum %s%s", s->key, what, b, loc);
     }
-    free(c->v[i].text);
-    c->v[i] = (cfg_value){strdup(text), from, line};
-}
-
-static void walk(ng_config *c, yaml_document_t *doc, yaml_node_t *node, const char *prefix) {
-    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(doc, p->key),
-                    *v = yaml_document_get_node(doc, p->value);
-        int line = (int)k->start_mark.line + 1;
-        NG_CHECK(k->type == YAML_SCALAR_NODE, "%s line %d: keys must be plain names", c->path,
-                 line);
-        char key[256];
-        snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "",
-                 (char *)k->data.scalar.value);
-        if (v->type == YAML_MAPPING_NODE) {
-            walk(c, doc, v, key);
-        } else if (v->type == YAML_SEQUENCE_NODE) {
-            int i = find(c->spec, c->n, key);
-            NG_CHECK(i < 0 || c->spec[i].type == NG_CFG_INT_LIST,
-                     "%s line %d: %s takes a single value, not a list", c->path, line, key);
-            char text[1024] = "";
-            size_t len = 0;
-            for (yaml_node_item_t *it = v->data.sequence.items.start;
-                 it < v->data.sequence.items.top; it++) {
-                yaml_node_t *e = yaml_document_get_node(doc, *it);
-                NG_CHECK(e->type == YAML_SCALAR_NODE, "%s line %d: %s: list items must be numbers",
-                         c->path, line, key);
-                len += (size_t)snprintf(text + len, sizeof text - len, "%s%s", len ? "," : "",
-                                        (char *)e->data.scalar.value);
-                NG_CHECK(len < sizeof text, "%s line %d: %s: list too long", c->path, line, key);
-            }
-            set_value(c, key, text, "file", line);
-        } else {
-            set_value(c, key, (char *)v->data.scalar.value, "file", line);
-        }
+    if (x > s->max) {
+        fmt_num(s->max, b, sizeof b);
+        return failf(c, "%s: %s is above the maximum %s%s", s->key, what, b, loc);
     }
+    return 0;
 }
 
-static void read_file(ng_config *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    NG_CHECK(f, "--config: cannot open %s: %s", path, strerror(errno));
-    yaml_parser_t p;
-    yaml_document_t doc;
-    yaml_parser_initialize(&p);
-    yaml_parser_set_input_file(&p, f);
-    if (!yaml_parser_load(&p, &doc)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s line %zu column %zu: YAML syntax error: %s", path,
-                 p.problem_mark.line + 1, p.problem_mark.column + 1,
-                 p.problem ? p.problem : "unreadable");
-        yaml_parser_delete(&p);
-        fclose(f);
-        ng_fail("%s", msg);
+/* Parses an integer; `what` names it in messages ("'12x'" or "item 2 '12x'"). */
+static int parse_int(ng_config *c, const ng_cfg_spec *s, const char *t, const char *what,
+                     const char *loc, int64_t *out) {
+    if (is_int_text(t)) {
+        errno = 0;
+        long long x = strtoll(t, NULL, 10);
+        if (errno == ERANGE)
+            return failf(c, "%s: %s is outside the 64-bit integer range%s", s->key, what, loc);
+        *out = x;
+        return 0;
     }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root) { /* an empty file is all defaults */
-        NG_CHECK(root->type == YAML_MAPPING_NODE, "%s: the top level must be a mapping of keys",
-                 path);
-        walk(c, &doc, root, "");
+    if (is_float_text(t)) {
+        double x = strtod(t, NULL);
+        if (x == floor(x) && fabs(x) < 9e18)
+            return failf(c, "%s: %s is not an integer (write %.0f)%s", s->key, what, x, loc);
+        return failf(c, "%s: %s is not an integer%s", s->key, what, loc);
     }
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&p);
-    fclose(f);
-}
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(x)) return 0;
-    *out = x;
-    return 1;
-}
-
-static int parse_int(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (end == s || *end || errno) return 0;
-    *out = x;
-    return 1;
+    char *u = without_underscores(t);
+    if (u) {
+        failf(c, "%s: %s is not an integer (no underscores: write %s)%s", s->key, what, u, loc);
+        free(u);
+        return -1;
+    }
+    return failf(c, "%s: %s is not an integer%s", s->key, what, loc);
 }
 
 static int parse_bool(const char *s, int *out) {
-    static const char *t[] = {"true", "yes", "on", "1"}, *f[] = {"false", "no", "off", "0"};
+    static const char *const t[] = {"true", "yes", "on", "1"}, *const f[] = {"false", "no", "off",
+                                                                             "0"};
     for (int i = 0; i < 4; i++) {
         if (!strcasecmp(s, t[i])) return *out = 1, 1;
         if (!strcasecmp(s, f[i])) return *out = 0, 1;
@@ -170,198 +330,623 @@ static int parse_bool(const char *s, int *out) {
     return 0;
 }
 
-static void check_range(const ng_config *c, int i, double x, const char *w) {
-    const ng_cfg_spec *s = &c->spec[i];
-    if (s->min > s->max) return;
-    NG_CHECK(x >= s->min, "%s: %s is below the minimum %g%s", s->key, c->v[i].text, s->min, w);
-    NG_CHECK(x <= s->max, "%s: %s is above the maximum %g%s", s->key, c->v[i].text, s->max, w);
+static int choice_count(const char *choices) {
+    int n = 1;
+    for (const char *p = choices; *p; p++) n += *p == '|';
+    return n;
+}
+
+/* The i-th alternative of "a|b|c" into buf. */
+static const char *choice_at(const char *choices, int i, char *buf, size_t cap) {
+    const char *p = choices;
+    for (; i > 0; i--) p = strchr(p, '|') + 1;
+    const char *bar = strchr(p, '|');
+    snprintf(buf, cap, "%.*s", bar ? (int)(bar - p) : (int)strlen(p), p);
+    return buf;
 }
 
 static int in_choices(const char *choices, const char *v) {
-    size_t n = strlen(v);
-    for (const char *p = choices; p && *p;) {
-        const char *bar = strchr(p, '|');
-        size_t l = bar ? (size_t)(bar - p) : strlen(p);
-        if (l == n && !strncmp(p, v, n)) return 1;
-        p = bar ? bar + 1 : NULL;
+    char buf[256];
+    for (int i = 0, n = choice_count(choices); i < n; i++)
+        if (!strcmp(choice_at(choices, i, buf, sizeof buf), v)) return 1;
+    return 0;
+}
+
+static const char *choice_name(const void *ctx, int i, char *buf, size_t cap) {
+    return choice_at((const char *)ctx, i, buf, cap);
+}
+
+/* Checks value i and fills its resolved fields. */
+static int resolve(ng_config *c, int i) {
+    const ng_cfg_spec *s = &c->spec[i];
+    cfg_value *v = &c->v[i];
+    char loc[600], what[160];
+    where(c, v, loc, sizeof loc);
+    const char *t = v->text;
+    if (t) snprintf(what, sizeof what, "'%.120s'", t);
+    switch (s->type) {
+        case NG_CFG_INT:
+            if (parse_int(c, s, t, what, loc, &v->i)) return -1;
+            return range_ok(c, s, (double)v->i, t, loc);
+        case NG_CFG_FLOAT: {
+            if (!is_float_text(t)) {
+                char *u = without_underscores(t);
+                if (u) {
+                    failf(c, "%s: %s is not a number (no underscores: write %s)%s", s->key, what, u,
+                          loc);
+                    free(u);
+                    return -1;
+                }
+                return failf(c, "%s: %s is not a number%s", s->key, what, loc);
+            }
+            v->f = strtod(t, NULL);
+            if (!isfinite(v->f))
+                return failf(c, "%s: %s is too large for a double%s", s->key, what, loc);
+            return range_ok(c, s, v->f, t, loc);
+        }
+        case NG_CFG_BOOL:
+            if (!parse_bool(t, &v->b))
+                return failf(c, "%s: %s is not a boolean (true/false, yes/no, on/off, 1/0)%s",
+                             s->key, what, loc);
+            return 0;
+        case NG_CFG_STRING:
+            return 0;
+        case NG_CFG_CHOICE: {
+            if (in_choices(s->choices, t)) return 0;
+            int near = closest(t, choice_count(s->choices), choice_name, s->choices);
+            char hint[300] = "", buf[256];
+            if (near >= 0)
+                snprintf(hint, sizeof hint, " (did you mean %s?)",
+                         choice_at(s->choices, near, buf, sizeof buf));
+            return failf(c, "%s: %s is not one of %s%s%s", s->key, what, s->choices, hint, loc);
+        }
+        case NG_CFG_INT_LIST:
+            free(v->list); /* a default is resolved again when nothing overrides it */
+            v->list = calloc((size_t)(v->nitems ? v->nitems : 1), sizeof *v->list);
+            for (int k = 0; k < v->nitems; k++) {
+                snprintf(what, sizeof what, "item %d '%.100s'", k + 1, v->items[k]);
+                if (parse_int(c, s, v->items[k], what, loc, &v->list[k])) return -1;
+                snprintf(what, sizeof what, "item %d (%s)", k + 1, v->items[k]);
+                if (range_ok(c, s, (double)v->list[k], what, loc)) return -1;
+            }
+            return 0;
+    }
+    return failf(c, "%s: unknown type %d in the schema", s->key, (int)s->type);
+}
+
+static int has_value(const ng_config *c, int i) {
+    return c->spec[i].type == NG_CFG_INT_LIST ? c->v[i].has_items : c->v[i].text != NULL;
+}
+
+/* ---- the schema --------------------------------------------------------------------------- */
+
+static int key_ok(const char *k) {
+    if (!k || !*k || *k == '.' || k[strlen(k) - 1] == '.' || strstr(k, "..")) return 0;
+    if (strlen(k) >= MAX_KEY) return 0;
+    for (const char *p = k; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_-.", *p)) return 0;
+    return 1;
+}
+
+/* A broken schema is the program's bug; say so before reading any user input. */
+static void check_schema(const ng_cfg_spec *spec, int n) {
+    NG_CHECK(spec && n > 0, "config schema: no keys (spec %p, n %d)", (const void *)spec, n);
+    for (int i = 0; i < n; i++) {
+        const ng_cfg_spec *s = &spec[i];
+        NG_CHECK(key_ok(s->key),
+                 "config schema: entry %d has a bad key '%s' (want dotted [A-Za-z0-9_-] names)", i,
+                 s->key ? s->key : "(null)");
+        NG_CHECK(s->type >= NG_CFG_INT && s->type <= NG_CFG_INT_LIST,
+                 "config schema: %s has an unknown type %d", s->key, (int)s->type);
+        if (s->type == NG_CFG_CHOICE) {
+            const char *ch = s->choices;
+            NG_CHECK(ch && *ch && *ch != '|' && ch[strlen(ch) - 1] != '|' && !strstr(ch, "||"),
+                     "config schema: %s is a choice with bad choices '%s' (want \"a|b|c\")", s->key,
+                     ch ? ch : "(null)");
+        }
+        for (int j = 0; j < i; j++) {
+            const char *a = spec[j].key, *b = s->key;
+            size_t la = strlen(a), lb = strlen(b);
+            NG_CHECK(strcmp(a, b), "config schema: %s is listed twice", b);
+            NG_CHECK(!(la < lb && !strncmp(a, b, la) && b[la] == '.') &&
+                         !(lb < la && !strncmp(a, b, lb) && a[lb] == '.'),
+                     "config schema: %s and %s clash (a key cannot also be a section)", a, b);
+        }
+    }
+}
+
+/* ---- the YAML file ------------------------------------------------------------------------ */
+
+static const char *node_kind(const yaml_node_t *n) {
+    return n->type == YAML_MAPPING_NODE    ? "mapping"
+           : n->type == YAML_SEQUENCE_NODE ? "list"
+                                           : "value";
+}
+
+static int is_null(const yaml_node_t *n) {
+    const char *s = (const char *)n->data.scalar.value;
+    return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+            !strcmp(s, "NULL"));
+}
+
+static int unknown_key(ng_config *c, const char *key, int line) {
+    char hint[600];
+    key_hint(c->spec, c->n, key, hint, sizeof hint);
+    if (line)
+        return failf(c,
+                     "%s line %d: unknown key '%s'%s; `natgrad train --help-config` lists the keys",
+                     c->path, line, key, hint);
+    return failf(c, "--set: unknown key '%s'%s; `natgrad train --help-config` lists the keys", key,
+                 hint);
+}
+
+static int not_a_key(ng_config *c, const char *key, const char *loc) {
+    char keys[400];
+    section_keys(c->spec, c->n, key, keys, sizeof keys);
+    return failf(c, "'%s' is a section, not a key%s: set its keys (%s), nested or dotted", key, loc,
+                 keys);
+}
+
+static int file_value_slot(ng_config *c, const char *key, int line, int *idx) {
+    int i = *idx = find(c->spec, c->n, key);
+    if (i < 0) {
+        if (find_section(c->spec, c->n, key) >= 0) {
+            char loc[600];
+            snprintf(loc, sizeof loc, " (%s line %d)", c->path, line);
+            return not_a_key(c, key, loc);
+        }
+        return unknown_key(c, key, line);
+    }
+    if (c->v[i].src == SRC_FILE)
+        return failf(c, "%s is given twice in %s: line %d and line %d", key, c->path, c->v[i].line,
+                     line);
+    return 0;
+}
+
+static int walk(ng_config *c, yaml_document_t *doc, yaml_node_t *map, const char *prefix,
+                int depth) {
+    if (depth > MAX_DEPTH)
+        return failf(c, "%s line %d: mappings nest deeper than %d levels under '%s'", c->path,
+                     (int)map->start_mark.line + 1, MAX_DEPTH, prefix);
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key),
+                    *v = yaml_document_get_node(doc, p->value);
+        int line = (int)k->start_mark.line + 1, i;
+        if (k->type != YAML_SCALAR_NODE)
+            return failf(c, "%s line %d: a key must be a plain name, not a %s", c->path, line,
+                         node_kind(k));
+        const char *name = (const char *)k->data.scalar.value;
+        if (!strcmp(name, "<<"))
+            return failf(c, "%s line %d: merge keys (<<) are not supported; write the keys out",
+                         c->path, line);
+        if (!*name) return failf(c, "%s line %d: empty key", c->path, line);
+        char key[MAX_KEY];
+        if (snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", name) >=
+            (int)sizeof key)
+            return failf(c, "%s line %d: key '%.60s...' is too long", c->path, line, key);
+
+        if (v->type == YAML_MAPPING_NODE) {
+            int j = find(c->spec, c->n, key);
+            if (j >= 0)
+                return failf(c, "%s: takes a single %s, not a mapping (%s line %d)", key,
+                             type_name[c->spec[j].type], c->path, line);
+            if (find_section(c->spec, c->n, key) < 0 &&
+                v->data.mapping.pairs.top == v->data.mapping.pairs.start)
+                return unknown_key(c, key, line); /* `foo: {}` would otherwise pass unseen */
+            if (walk(c, doc, v, key, depth + 1)) return -1;
+        } else if (v->type == YAML_SEQUENCE_NODE) {
+            if (file_value_slot(c, key, line, &i)) return -1;
+            const ng_cfg_spec *s = &c->spec[i];
+            if (s->type != NG_CFG_INT_LIST)
+                return failf(c, "%s: takes a single %s, not a list (%s line %d)", key,
+                             type_name[s->type], c->path, line);
+            cfg_value *cv = &c->v[i];
+            clear_value(cv);
+            cv->src = SRC_FILE, cv->line = line, cv->has_items = 1;
+            int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+            cv->items = calloc((size_t)(n ? n : 1), sizeof *cv->items);
+            for (int m = 0; m < n; m++) {
+                yaml_node_t *e = yaml_document_get_node(doc, v->data.sequence.items.start[m]);
+                if (e->type != YAML_SCALAR_NODE)
+                    return failf(c, "%s: item %d must be an integer, not a %s (%s line %d)", key,
+                                 m + 1, node_kind(e), c->path, (int)e->start_mark.line + 1);
+                cv->items[cv->nitems++] = strdup((const char *)e->data.scalar.value);
+            }
+        } else {
+            if (is_null(v) && find(c->spec, c->n, key) < 0 && find_section(c->spec, c->n, key) >= 0)
+                continue; /* a section with all its keys commented out */
+            if (file_value_slot(c, key, line, &i)) return -1;
+            if (is_null(v)) {
+                const char *d = c->spec[i].def;
+                return failf(c, "%s: no value given (%s line %d); write one, or %s%s%s", key,
+                             c->path, line, d ? "delete the line to use the default '" : "",
+                             d ? d : "it is required", d ? "'" : "");
+            }
+            set_text(c, i, (const char *)v->data.scalar.value, SRC_FILE, line);
+        }
     }
     return 0;
 }
 
-static void check(const ng_config *c, int i) {
-    const ng_cfg_spec *s = &c->spec[i];
-    const char *t = c->v[i].text;
-    char w[512];
-    where(w, sizeof w, c, &c->v[i]);
-    NG_CHECK(t, "%s: required key is missing", s->key);
-    double x = 0;
-    int64_t n = 0;
-    int b = 0;
-    switch (s->type) {
-        case NG_CFG_INT:
-            NG_CHECK(parse_int(t, &n), "%s: '%s' is not an integer%s", s->key, t, w);
-            check_range(c, i, (double)n, w);
-            break;
-        case NG_CFG_FLOAT:
-            NG_CHECK(parse_double(t, &x), "%s: '%s' is not a number%s", s->key, t, w);
-            check_range(c, i, x, w);
-            break;
-        case NG_CFG_BOOL:
-            NG_CHECK(parse_bool(t, &b), "%s: '%s' is not true or false%s", s->key, t, w);
-            break;
-        case NG_CFG_CHOICE:
-            NG_CHECK(in_choices(s->choices, t), "%s: '%s' is not one of %s%s", s->key, t,
-                     s->choices, w);
-            break;
-        case NG_CFG_INT_LIST: {
-            char *copy = strdup(t), *save = NULL;
-            for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-                while (*tok == ' ') tok++;
-                NG_CHECK(parse_int(tok, &n), "%s: '%s' in the list is not an integer%s", s->key,
-                         tok, w);
-                check_range(c, i, (double)n, w);
-            }
-            free(copy);
-            break;
-        }
-        case NG_CFG_STRING:
-            break;
+/* "exp.yaml line 3 column 9: YAML syntax error: ..." with the line quoted and a caret. */
+static int syntax_error(ng_config *c, const yaml_parser_t *p, const char *buf, size_t len) {
+    if (p->error == YAML_MEMORY_ERROR) return failf(c, "%s: out of memory reading YAML", c->path);
+    if (p->error == YAML_READER_ERROR) {
+        int line = 1;
+        for (size_t k = 0; k < p->problem_offset && k < len; k++) line += buf[k] == '\n';
+        return failf(c, "%s line %d: the file is not valid UTF-8 text (%s at byte %zu)", c->path,
+                     line, p->problem ? p->problem : "unreadable", p->problem_offset);
     }
+    size_t line = p->problem_mark.line, col = p->problem_mark.column;
+    char ctx[300] = "";
+    if (p->context)
+        snprintf(ctx, sizeof ctx, " (%s at line %zu)", p->context, p->context_mark.line + 1);
+    /* the offending line, tabs shown as spaces, with a caret under the column */
+    const char *s = buf, *end = buf + len;
+    for (size_t l = 0; l < line && s < end; s++)
+        if (*s == '\n') l++;
+    const char *e = memchr(s, '\n', (size_t)(end - s));
+    if (!e) e = end;
+    char text[160], caret[160];
+    int tl = (int)(e - s) < 150 ? (int)(e - s) : 150, has_tab = 0;
+    for (int k = 0; k < tl; k++) {
+        has_tab |= s[k] == '\t';
+        text[k] = s[k] == '\t' ? ' ' : s[k];
+    }
+    text[tl] = 0;
+    int cc = (int)col < 150 ? (int)col : 150;
+    memset(caret, ' ', (size_t)cc);
+    caret[cc] = '^';
+    caret[cc + 1] = 0;
+    char excerpt[400] = "";
+    if (s < end && tl)
+        snprintf(excerpt, sizeof excerpt, "\n  %5zu | %s\n        | %s", line + 1, text, caret);
+    return failf(c, "%s line %zu column %zu: YAML syntax error: %s%s%s%s", c->path, line + 1,
+                 col + 1, p->problem ? p->problem : "unreadable", ctx,
+                 has_tab ? " (YAML indents with spaces; this line has a tab)" : "", excerpt);
+}
+
+static int read_file(ng_config *c, const char *path) {
+    struct stat st;
+    if (stat(path, &st)) return failf(c, "--config: cannot open %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return failf(c, "--config: %s is a directory, not a file", path);
+    if (st.st_size > MAX_FILE)
+        return failf(c, "--config: %s is %lld bytes, too large for a config file", path,
+                     (long long)st.st_size);
+    FILE *f = fopen(path, "rb");
+    if (!f) return failf(c, "--config: cannot open %s: %s", path, strerror(errno));
+    char *buf = malloc((size_t)st.st_size + 1);
+    size_t len = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    int bad_read = !buf || ferror(f);
+    fclose(f);
+    if (bad_read) {
+        free(buf);
+        return failf(c, "--config: cannot read %s", path);
+    }
+    buf[len] = 0;
+
+    yaml_parser_t p;
+    yaml_document_t doc;
+    int rc = 0;
+    if (!yaml_parser_initialize(&p)) {
+        free(buf);
+        return failf(c, "%s: out of memory reading YAML", path);
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+    if (!yaml_parser_load(&p, &doc)) { /* libyaml frees the partial document itself */
+        rc = syntax_error(c, &p, buf, len);
+    } else {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        int had_root = root != NULL;
+        if (root && root->type != YAML_MAPPING_NODE)
+            rc = !(root->type == YAML_SCALAR_NODE && is_null(root)) /* only comments */
+                     ? failf(c,
+                             "%s line %d: the top level must be a mapping of keys (key: value "
+                             "lines), not a %s",
+                             path, (int)root->start_mark.line + 1, node_kind(root))
+                     : 0;
+        else if (root)
+            rc = walk(c, &doc, root, "", 0);
+        yaml_document_delete(&doc);
+        if (!rc && had_root) { /* a second document ("---") would be ignored silently */
+            if (!yaml_parser_load(&p, &doc)) {
+                rc = syntax_error(c, &p, buf, len);
+            } else {
+                yaml_node_t *r2 = yaml_document_get_root_node(&doc);
+                if (r2)
+                    rc = failf(c,
+                               "%s line %d: a second YAML document starts here; a config is "
+                               "one document (drop the '---')",
+                               path, (int)r2->start_mark.line + 1);
+                yaml_document_delete(&doc);
+            }
+        }
+    }
+    yaml_parser_delete(&p);
+    free(buf);
+    return rc;
+}
+
+/* ---- --set -------------------------------------------------------------------------------- */
+
+static int apply_set(ng_config *c, const char *arg) {
+    const char *eq = strchr(arg, '=');
+    char key[MAX_KEY];
+    if (eq) snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
+    char *k = eq ? trim(key) : NULL;
+    if (!k || !*k)
+        return failf(c, "--set '%s': expected key=value, e.g. --set optimizer.lr=0.1", arg);
+    int i = find(c->spec, c->n, k);
+    if (i < 0) {
+        if (find_section(c->spec, c->n, k) >= 0) return not_a_key(c, k, " (from --set)");
+        return unknown_key(c, k, 0);
+    }
+    char *val = strdup(eq + 1), *v = trim(val);
+    size_t l = strlen(v);
+    if (l >= 2 && (v[0] == '"' || v[0] == '\'') && v[l - 1] == v[0]) {
+        v[l - 1] = 0;
+        v++;
+    }
+    set_text(c, i, v, SRC_SET, 0);
+    free(val);
+    return 0;
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+
+static int load(ng_config *c, const char *path, const char *const *sets, int nsets) {
+    if (path && read_file(c, path)) return -1;
+    for (int k = 0; k < nsets; k++)
+        if (apply_set(c, sets[k])) return -1;
+    char missing[600] = "";
+    size_t len = 0;
+    int nmissing = 0;
+    for (int i = 0; i < c->n; i++)
+        if (!has_value(c, i) && len + 1 < sizeof missing) {
+            len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s",
+                                    nmissing ? ", " : "", c->spec[i].key);
+            nmissing++;
+        }
+    if (nmissing == 1)
+        return failf(c, "%s: required key is missing; set it in %s or with --set %s=VALUE", missing,
+                     path ? path : "the config file", missing);
+    if (nmissing)
+        return failf(c, "required keys are missing: %s; set them in %s or with --set KEY=VALUE",
+                     missing, path ? path : "the config file");
+    for (int i = 0; i < c->n; i++)
+        if (resolve(c, i)) return -1;
+    return 0;
 }
 
 ng_config *ng_config_load(const ng_cfg_spec *spec, int nspec, const char *path,
                           const char *const *sets, int nsets) {
+    check_schema(spec, nspec);
+    NG_CHECK(nsets >= 0 && (sets || !nsets), "config: %d --set values but no array", nsets);
     ng_config *c = calloc(1, sizeof *c);
+    NG_CHECK(c, "config: out of memory");
     c->spec = spec, c->n = nspec;
     c->v = calloc((size_t)nspec, sizeof *c->v);
-    c->path = strdup(path ? path : "(none)");
-    for (int i = 0; i < nspec; i++)
-        c->v[i] = (cfg_value){spec[i].def ? strdup(spec[i].def) : NULL, "default", 0};
-    if (path) read_file(c, path);
-    for (int i = 0; i < nsets; i++) {
-        const char *eq = strchr(sets[i], '=');
-        NG_CHECK(eq && eq != sets[i], "--set: '%s' is not key=value", sets[i]);
-        char key[256];
-        snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
-        set_value(c, key, eq + 1, "--set", 0);
+    c->path = strdup(path ? path : "(no file)");
+    /* Defaults are checked on their own first: a bad one is the schema's bug even when the
+     * file overrides it. */
+    int rc = 0;
+    for (int i = 0; i < nspec && !rc; i++)
+        if (spec[i].def) {
+            set_text(c, i, spec[i].def, SRC_DEFAULT, 0);
+            rc = resolve(c, i);
+        }
+    if (rc) {
+        char msg[sizeof c->err];
+        snprintf(msg, sizeof msg, "config schema: %.1000s", c->err);
+        snprintf(c->err, sizeof c->err, "%s", msg);
+    } else {
+        rc = load(c, path, sets, nsets);
     }
-    for (int i = 0; i < nspec; i++) check(c, i);
+    if (rc) {
+        char msg[sizeof c->err];
+        memcpy(msg, c->err, sizeof msg);
+        ng_config_free(c);
+        ng_fail("%s", msg);
+    }
     return c;
 }
 
 void ng_config_free(ng_config *c) {
     if (!c) return;
-    for (int i = 0; i < c->n; i++) free(c->v[i].text);
+    for (int i = 0; i < c->n; i++) clear_value(&c->v[i]);
     free(c->v);
     free(c->path);
     free(c);
 }
 
-static int lookup(const ng_config *c, const char *key, ng_cfg_type t, int also_choice) {
+/* ---- accessors ---------------------------------------------------------------------------- */
+
+static const cfg_value *get(const ng_config *c, const char *key, const char *fn, ng_cfg_type t,
+                            int also_choice) {
+    NG_CHECK(c && key, "config: %s(%s) on a NULL config or key", fn, key ? key : "NULL");
     int i = find(c->spec, c->n, key);
-    NG_CHECK(i >= 0, "config: key %s is not in the schema", key);
-    NG_CHECK(c->spec[i].type == t || (also_choice && c->spec[i].type == NG_CFG_CHOICE),
-             "config: key %s read with the wrong type", key);
-    return i;
+    if (i < 0) {
+        char hint[600];
+        key_hint(c->spec, c->n, key, hint, sizeof hint);
+        ng_fail("config: %s(\"%s\"): the key is not in the schema%s", fn, key, hint);
+    }
+    static const char *const accessor[] = {"ng_cfg_int", "ng_cfg_float", "ng_cfg_bool",
+                                           "ng_cfg_str", "ng_cfg_str",   "ng_cfg_int_list"};
+    ng_cfg_type have = c->spec[i].type;
+    NG_CHECK(have == t || (also_choice && have == NG_CFG_CHOICE),
+             "config: %s(\"%s\"): the key is a %s; read it with %s", fn, key, type_name[have],
+             accessor[have]);
+    return &c->v[i];
 }
 
 int64_t ng_cfg_int(const ng_config *c, const char *key) {
-    int64_t n = 0;
-    parse_int(c->v[lookup(c, key, NG_CFG_INT, 0)].text, &n);
-    return n;
+    return get(c, key, "ng_cfg_int", NG_CFG_INT, 0)->i;
 }
 
 double ng_cfg_float(const ng_config *c, const char *key) {
-    double x = 0;
-    parse_double(c->v[lookup(c, key, NG_CFG_FLOAT, 0)].text, &x);
-    return x;
+    return get(c, key, "ng_cfg_float", NG_CFG_FLOAT, 0)->f;
 }
 
 int ng_cfg_bool(const ng_config *c, const char *key) {
-    int b = 0;
-    parse_bool(c->v[lookup(c, key, NG_CFG_BOOL, 0)].text, &b);
-    return b;
+    return get(c, key, "ng_cfg_bool", NG_CFG_BOOL, 0)->b;
 }
 
 const char *ng_cfg_str(const ng_config *c, const char *key) {
-    return c->v[lookup(c, key, NG_CFG_STRING, 1)].text;
+    return get(c, key, "ng_cfg_str", NG_CFG_STRING, 1)->text;
 }
 
 int ng_cfg_int_list(const ng_config *c, const char *key, int64_t *out, int cap) {
-    char *copy = strdup(c->v[lookup(c, key, NG_CFG_INT_LIST, 0)].text), *save = NULL;
-    int n = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok && n < cap; tok = strtok_r(NULL, ",", &save))
-        parse_int(tok + strspn(tok, " "), &out[n++]);
-    free(copy);
-    return n;
+    const cfg_value *v = get(c, key, "ng_cfg_int_list", NG_CFG_INT_LIST, 0);
+    if (!out) return v->nitems;
+    if (v->nitems > cap) {
+        char loc[600];
+        where(c, v, loc, sizeof loc);
+        ng_fail("%s: %d items given, at most %d are allowed%s", key, v->nitems, cap, loc);
+    }
+    memcpy(out, v->list, sizeof *out * (size_t)v->nitems);
+    return v->nitems;
 }
 
 const char *ng_cfg_source(const ng_config *c, const char *key) {
+    NG_CHECK(c && key, "config: ng_cfg_source on a NULL config or key");
     int i = find(c->spec, c->n, key);
-    NG_CHECK(i >= 0, "config: key %s is not in the schema", key);
-    return c->v[i].where;
+    NG_CHECK(i >= 0, "config: ng_cfg_source(\"%s\"): the key is not in the schema", key);
+    return src_name[c->v[i].src];
 }
 
-/* Strings are written double-quoted so values like "no" or "1e3" stay strings. */
-static void write_value(FILE *f, const ng_cfg_spec *s, const char *t) {
-    if (s->type == NG_CFG_STRING || s->type == NG_CFG_CHOICE) {
-        fputc('"', f);
-        for (const char *p = t; *p; p++) {
-            if (*p == '"' || *p == '\\') fputc('\\', f);
+/* ---- writing ------------------------------------------------------------------------------ */
+
+/* Floats always look like floats (1.0, 1.0e-08) so other YAML readers agree on the type. */
+static void write_float(FILE *f, double x) {
+    char b[64];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(b, sizeof b, "%.*g", p, x);
+        if (strtod(b, NULL) == x) break;
+    }
+    char *e = strchr(b, 'e');
+    if (strchr(b, '.'))
+        fputs(b, f);
+    else if (e)
+        fprintf(f, "%.*s.0%s", (int)(e - b), b, e);
+    else
+        fprintf(f, "%s.0", b);
+}
+
+/* Double-quoted, so "no", "1e3" or "" stay strings. */
+static void write_string(FILE *f, const char *t) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)t; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p == '\t')
+            fputs("\\t", f);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
             fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void write_value(const ng_config *c, FILE *f, int i) {
+    const cfg_value *v = &c->v[i];
+    switch (c->spec[i].type) {
+        case NG_CFG_INT:
+            fprintf(f, "%lld", (long long)v->i);
+            break;
+        case NG_CFG_FLOAT:
+            write_float(f, v->f);
+            break;
+        case NG_CFG_BOOL:
+            fputs(v->b ? "true" : "false", f);
+            break;
+        case NG_CFG_STRING:
+        case NG_CFG_CHOICE:
+            write_string(f, v->text);
+            break;
+        case NG_CFG_INT_LIST:
+            fputc('[', f);
+            for (int k = 0; k < v->nitems; k++)
+                fprintf(f, "%s%lld", k ? ", " : "", (long long)v->list[k]);
+            fputc(']', f);
+            break;
+    }
+    if (v->src != SRC_DEFAULT) fprintf(f, "  # from %s", src_name[v->src]);
+    fputc('\n', f);
+}
+
+/* Writes the keys under `prefix` (its first plen characters), each section once, in the order
+ * the schema first names it. */
+static void write_section(const ng_config *c, FILE *f, const char *prefix, size_t plen, int depth,
+                          char *done) {
+    for (int i = 0; i < c->n; i++) {
+        const char *k = c->spec[i].key;
+        if (done[i] || strncmp(k, prefix, plen)) continue;
+        const char *rest = k + plen, *dot = strchr(rest, '.');
+        if (!dot) {
+            fprintf(f, "%*s%s: ", 2 * depth, "", rest);
+            write_value(c, f, i);
+            done[i] = 1;
+        } else {
+            fprintf(f, "%*s%.*s:\n", 2 * depth, "", (int)(dot - rest), rest);
+            write_section(c, f, k, (size_t)(dot + 1 - k), depth + 1, done);
         }
-        fputc('"', f);
-    } else if (s->type == NG_CFG_INT_LIST) {
-        fprintf(f, "[%s]", t);
-    } else {
-        fputs(t, f);
     }
 }
 
 void ng_config_write_yaml(const ng_config *c, FILE *f, const char *header) {
-    if (header) {
-        const char *p = header;
-        while (*p) {
+    NG_CHECK(c && f, "config: ng_config_write_yaml on a NULL config or file");
+    if (header && *header) {
+        for (const char *p = header; *p;) {
             const char *nl = strchr(p, '\n');
             int len = nl ? (int)(nl - p) : (int)strlen(p);
-            fprintf(f, "# %.*s\n", len, p);
+            fprintf(f, len ? "# %.*s\n" : "#\n", len, p);
             p += len + (nl ? 1 : 0);
         }
-    }
-    /* Keys sharing a section prefix are written under one nested mapping; the schema lists a
-     * section's keys together, so consecutive keys are compared. */
-    char prev[256] = "";
-    for (int i = 0; i < c->n; i++) {
-        const char *k = c->spec[i].key;
-        /* common dotted prefix with the previous key, in whole components */
-        size_t common = 0;
-        for (size_t j = 0; k[j] && prev[j] == k[j]; j++)
-            if (k[j] == '.') common = j + 1;
-        int depth = 0;
-        for (size_t j = 0; j < common; j++) depth += k[j] == '.';
-        const char *rest = k + common;
-        for (const char *dot; (dot = strchr(rest, '.'));) {
-            fprintf(f, "%*s%.*s:\n", 2 * depth, "", (int)(dot - rest), rest);
-            depth++;
-            rest = dot + 1;
-        }
-        fprintf(f, "%*s%s: ", 2 * depth, "", rest);
-        write_value(f, &c->spec[i], c->v[i].text);
         fputc('\n', f);
-        snprintf(prev, sizeof prev, "%s", k);
     }
+    char *done = calloc((size_t)c->n, 1);
+    write_section(c, f, "", 0, 0, done);
+    free(done);
 }
 
 void ng_config_print_schema(const ng_cfg_spec *spec, int nspec, FILE *f) {
-    static const char *types[] = {"int", "float", "bool", "string", "choice", "int list"};
+    fprintf(f, "Config keys: set them in the YAML file (nested, `optimizer: {lr: 0.1}`, or "
+               "dotted, `optimizer.lr: 0.1`)\nor with --set key=value.\n");
+    const char *prev = "";
+    size_t prevl = 0;
     for (int i = 0; i < nspec; i++) {
         const ng_cfg_spec *s = &spec[i];
-        fprintf(f, "%-28s %-7s default %-10s", s->key, types[s->type],
-                s->def ? s->def : "(required)");
-        if (s->type == NG_CFG_CHOICE)
-            fprintf(f, " one of %s", s->choices);
-        else if (s->min <= s->max)
-            fprintf(f, " in [%g, %g]", s->min, s->max);
-        fprintf(f, "\n    %s\n", s->help);
+        const char *dot = strchr(s->key, '.');
+        size_t l = dot ? (size_t)(dot - s->key) : 0;
+        if (!i || l != prevl || strncmp(prev, s->key, l)) fputc('\n', f); /* a new section */
+        prev = s->key, prevl = l;
+        char def[96], allowed[300] = "";
+        if (!s->def)
+            snprintf(def, sizeof def, "(required)");
+        else if (s->type == NG_CFG_STRING || (s->type == NG_CFG_INT_LIST && !*s->def))
+            snprintf(def, sizeof def, "\"%.90s\"", s->def);
+        else
+            snprintf(def, sizeof def, "%.90s", s->def);
+        if (s->type == NG_CFG_CHOICE) {
+            snprintf(allowed, sizeof allowed, "one of %s", s->choices);
+        } else if (s->type == NG_CFG_BOOL) {
+            snprintf(allowed, sizeof allowed, "true|false");
+        } else if (s->min <= s->max) {
+            char lo[64], hi[64];
+            fmt_num(s->min, lo, sizeof lo);
+            fmt_num(s->max, hi, sizeof hi);
+            snprintf(allowed, sizeof allowed, "%s%s to %s",
+                     s->type == NG_CFG_INT_LIST ? "items " : "", lo, hi);
+        }
+        if (*allowed)
+            fprintf(f, "  %-30s %-8s default %-14s %s\n", s->key, type_name[s->type], def, allowed);
+        else
+            fprintf(f, "  %-30s %-8s default %s\n", s->key, type_name[s->type], def);
+        if (s->help && *s->help) fprintf(f, "      %s\n", s->help);
     }
 }
