@@ -18,8 +18,9 @@ typedef struct {
  * that the counts agree, labels < 10 and file lengths; a problem is a usage error naming the
  * file. Pixels are scaled to [0,1] and normalised with MNIST's mean 0.1307 and std 0.3081. */
 ng_dataset *ng_mnist_load(const char *images_path, const char *labels_path, const char *name);
-/* MNIST split "train" (train-*) or "test" (t10k-*) from a folder, .gz or raw; NULL when the
- * files are absent (malformed files are still errors). */
+/* MNIST split "train" (train-*) or "test" (t10k-*) from a folder, .gz or raw (.gz preferred);
+ * NULL when neither file of the split is there, so callers can fall back to synthetic data. One
+ * file without the other, malformed files and other split names are errors. */
 ng_dataset *ng_mnist_find(const char *dir, const char *split);
 /* A learnable synthetic classification set: class c has a fixed mean pattern m_c ~ N(0, 1)
  * drawn from (seed, stream 0); each example is m_label + noise * N(0, 1). `split` selects the

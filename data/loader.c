@@ -25,7 +25,6 @@ struct ng_loader {
     pthread_t thread;
     int running, stop;
     int64_t produced, consumed; /* global batch numbers: next to produce, next to hand out */
-    int64_t start;              /* global batch number the current stream began at */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -110,7 +109,7 @@ static void *producer(void *arg) {
 }
 
 static void start(ng_loader *l, int64_t g) {
-    l->produced = l->consumed = l->start = g;
+    l->produced = l->consumed = g;
     l->stop = 0;
     if (l->c.prefetch > 0) {
         NG_CHECK(!pthread_create(&l->thread, NULL, producer, l),
@@ -130,33 +129,53 @@ static void halt(ng_loader *l) {
 }
 
 ng_loader *ng_loader_new(const ng_loader_config *c) {
+    NG_CHECK(c, "data loader: no configuration");
     const ng_dataset *d = c->data;
-    NG_CHECK(d && d->n > 0, "data loader: no data");
+    NG_CHECK(d && d->n > 0 && d->x && d->y, "data loader: no data (an empty or missing data set)");
     NG_CHECK(c->batch > 0, "train.batch_size: %lld must be > 0", (long long)c->batch);
-    NG_CHECK(c->world >= 1 && c->rank >= 0 && c->rank < c->world,
-             "data loader: rank %d of world %d", c->rank, c->world);
+    NG_CHECK(c->world >= 1, "world: %d ranks, need 1 or more", c->world);
+    NG_CHECK(c->rank >= 0 && c->rank < c->world, "rank: %d is outside [0, %d) for a world of %d",
+             c->rank, c->world, c->world);
     NG_CHECK(c->prefetch >= 0 && c->prefetch <= 64, "data.prefetch: %d is outside [0, 64]",
              c->prefetch);
+    NG_CHECK(c->crop_pad >= 0, "data.augment.crop_pad: %d must be >= 0", c->crop_pad);
     NG_CHECK(!(c->crop_pad || c->hflip) || d->ndim == 3,
-             "data.augment: crops and flips need [C,H,W] images, data %s has %d dims", d->name,
-             d->ndim);
-    NG_CHECK(c->crop_pad >= 0 && (c->crop_pad == 0 || d->ndim != 3 || c->crop_pad < d->shape[1]),
-             "data.augment.crop_pad: %d must be >= 0 and below the image side", c->crop_pad);
+             "data.augment (crop_pad %d, hflip %d): crops and flips need [C,H,W] images, data %s "
+             "has %d dims",
+             c->crop_pad, c->hflip, d->name, d->ndim);
+    NG_CHECK(c->crop_pad == 0 || (c->crop_pad < d->shape[1] && c->crop_pad < d->shape[2]),
+             "data.augment.crop_pad: %d must be below the image sides (%lldx%lld in %s)",
+             c->crop_pad, (long long)d->shape[1], (long long)d->shape[2], d->name);
+    /* Sizes are settled before anything is allocated, so a caught error leaks nothing. */
+    int64_t per_rank = (d->n + c->world - 1) / c->world;
+    int64_t nb = c->drop_last ? per_rank / c->batch : (per_rank + c->batch - 1) / c->batch;
+    NG_CHECK(nb > 0,
+             "train.batch_size: %lld is larger than the %lld examples per rank of %s, so "
+             "drop_last leaves no batch",
+             (long long)c->batch, (long long)per_rank, d->name);
     ng_loader *l = calloc(1, sizeof *l);
+    NG_CHECK(l, "data loader: out of host memory");
     l->c = *c;
     l->esize = ng_dataset_example_size(d);
-    l->per_rank = (d->n + c->world - 1) / c->world;
-    l->nb = c->drop_last ? l->per_rank / c->batch : (l->per_rank + c->batch - 1) / c->batch;
-    NG_CHECK(l->nb > 0, "train.batch_size: %lld is larger than the %lld examples per rank of %s",
-             (long long)c->batch, (long long)l->per_rank, d->name);
+    l->per_rank = per_rank;
+    l->nb = nb;
     l->nslots = c->prefetch + 1;
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
-    for (int i = 0; i < l->nslots; i++) {
+    l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    int ok = l->slots && l->perm;
+    for (int i = 0; ok && i < l->nslots; i++) {
         l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
         l->slots[i].y = malloc(sizeof(int32_t) * (size_t)c->batch);
-        NG_CHECK(l->slots[i].x && l->slots[i].y, "data loader: out of host memory");
+        ok = l->slots[i].x && l->slots[i].y;
     }
-    l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    if (!ok) {
+        for (int i = 0; l->slots && i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
+        free(l->slots);
+        free(l->perm);
+        free(l);
+        ng_fail("data loader: out of host memory for %d batches of %lld examples of %s",
+                c->prefetch + 1, (long long)c->batch, d->name);
+    }
     l->perm_epoch = -1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);

@@ -20,7 +20,7 @@ typedef struct {
 } ng_loader_config;
 
 typedef struct {
-    float *x;             /* [b, shape...], valid until the next ng_loader_next */
+    float *x;             /* [b, shape...], valid until the next ng_loader_next or ng_loader_seek */
     int32_t *y;           /* [b] */
     int64_t b;            /* examples in this batch */
     int64_t epoch, index; /* which batch of which epoch */
@@ -32,7 +32,9 @@ ng_loader *ng_loader_new(const ng_loader_config *c);
 /* The next batch; after an epoch's last batch comes the next epoch's first. */
 ng_batch ng_loader_next(ng_loader *l);
 int64_t ng_loader_batches_per_epoch(const ng_loader *l);
-/* Continue at batch `index` of epoch `epoch`. */
+/* Continue at batch `index` of epoch `epoch` (for resume): the batches from there are the ones an
+ * uninterrupted loader hands out, bit for bit. An index outside [0, batches per epoch) is an
+ * error. Stops and restarts the thread; batches handed out before are no longer valid. */
 void ng_loader_seek(ng_loader *l, int64_t epoch, int64_t index);
 void ng_loader_free(ng_loader *l);
 
