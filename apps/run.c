@@ -91,28 +91,70 @@ static void remove_tree(const char *path) {
     rmdir(path);
 }
 
-void ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_run_position pos,
-                        int64_t keep) {
+/* A table of named state tensors (optimizer, K-FAC) as one safetensors file. */
+static void save_table(const char *path, const char **names, ng_tensor **ts, int n,
+                       const char **meta) {
+    ng_st_entry *e = malloc(sizeof *e * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) e[i] = (ng_st_entry){names[i], ts[i]};
+    ng_safetensors_save(path, e, n, meta);
+    free(e);
+}
+
+/* Reads a table back into the tensors it was saved from: every name present, same dtype and
+ * shape, nothing extra. */
+static void load_table(ng_safetensors *f, const char **names, ng_tensor **ts, int n,
+                       const char *what) {
+    const char *p = ng_safetensors_path(f);
+    NG_CHECK(ng_safetensors_count(f) == n, "%s: %d tensors, the %s has %d state tensors", p,
+             ng_safetensors_count(f), what, n);
+    for (int i = 0; i < n; i++) {
+        ng_tensor t;
+        NG_CHECK(ng_safetensors_find(f, names[i], &t), "%s: %s state %s is missing", p, what,
+                 names[i]);
+        NG_CHECK(t.dtype == ts[i]->dtype && ng_tensor_same_shape(&t, ts[i]),
+                 "%s: %s state %s is %s, expected %s", p, what, names[i], ng_tensor_desc(&t),
+                 ng_tensor_desc(ts[i]));
+        ng_tensor_copy(ts[i], &t);
+    }
+}
+
+/* K-FAC's state table, sized by a first call. */
+static int kfac_table(ng_kfac *k, const char ***names, ng_tensor ***ts) {
+    int n = ng_kfac_state(k, NULL, NULL, 0);
+    *names = malloc(sizeof **names * (size_t)(n + 1));
+    *ts = malloc(sizeof **ts * (size_t)(n + 1));
+    return ng_kfac_state(k, *names, *ts, n);
+}
+
+void ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
+                        ng_run_position pos, int64_t keep) {
     char ck[4096], p[4096];
     ckpt_path(ck, sizeof ck, dir, pos.step);
     remove_tree(ck); /* an incomplete folder of the same step from a crashed run */
     mkdir_p(ck);
-    char step[32], epoch[32], index[32], ostep[32];
+    char step[32], epoch[32], index[32], ostep[32], secs[48];
+    snprintf(secs, sizeof secs, "%.17g", pos.train_s);
     snprintf(step, sizeof step, "%lld", (long long)pos.step);
     snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
     snprintf(index, sizeof index, "%lld", (long long)pos.index);
     snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
-    const char *meta[] = {"format", "pt", "step", step, "epoch", epoch, "index", index, NULL};
+    const char *meta[] = {"format", "pt",  "step",    step, "epoch", epoch,
+                          "index",  index, "train_s", secs, NULL};
     join(p, sizeof p, ck, "model.safetensors");
     ng_weights_save(m, p, meta);
-    const char *names[16];
-    ng_tensor *ts[16];
-    int n = ng_optimizer_state(o, names, ts, 16);
-    ng_st_entry e[16];
-    for (int i = 0; i < n; i++) e[i] = (ng_st_entry){names[i], ts[i]};
-    const char *ometa[] = {"optimizer_step", ostep, NULL};
+    const char *names[NG_OPTIM_MAX_STATE + 1];
+    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
+    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
     join(p, sizeof p, ck, "optimizer.safetensors");
-    ng_safetensors_save(p, e, n, ometa);
+    save_table(p, names, ts, n, (const char *[]){"optimizer_step", ostep, NULL});
+    if (k) {
+        const char **kn;
+        ng_tensor **kt;
+        int kc = kfac_table(k, &kn, &kt);
+        join(p, sizeof p, ck, "kfac.safetensors");
+        save_table(p, kn, kt, kc, NULL);
+        free(kn), free(kt);
+    }
     /* The marker last: a checkpoint without it is one a crash interrupted. */
     join(p, sizeof p, ck, "COMPLETE");
     ng_write_file_atomic(p, step, strlen(step));
@@ -148,32 +190,36 @@ static int64_t meta_int(ng_safetensors *f, const char *key) {
     return x;
 }
 
-ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o) {
+ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o, ng_kfac *k) {
     char p[4096];
     NG_CHECK(is_complete(ckpt), "%s is not a complete checkpoint (no COMPLETE marker)", ckpt);
     join(p, sizeof p, ckpt, "model.safetensors");
     ng_weights_load(m, p);
     ng_safetensors *f = ng_safetensors_open(p);
-    ng_run_position pos = {meta_int(f, "step"), meta_int(f, "epoch"), meta_int(f, "index")};
+    ng_run_position pos = {meta_int(f, "step"), meta_int(f, "epoch"), meta_int(f, "index"), 0};
+    const char *secs = ng_safetensors_meta(f, "train_s");
+    pos.train_s = secs ? strtod(secs, NULL) : 0;
     ng_safetensors_close(f);
     join(p, sizeof p, ckpt, "optimizer.safetensors");
     f = ng_safetensors_open(p);
-    const char *names[16];
-    ng_tensor *ts[16];
-    int n = ng_optimizer_state(o, names, ts, 16);
-    NG_CHECK(ng_safetensors_count(f) == n, "%s: %d tensors, the optimizer has %d state tensors", p,
-             ng_safetensors_count(f), n);
-    for (int i = 0; i < n; i++) {
-        ng_tensor t;
-        NG_CHECK(ng_safetensors_find(f, names[i], &t), "%s: optimizer state %s is missing", p,
-                 names[i]);
-        NG_CHECK(t.dtype == ts[i]->dtype && ng_tensor_same_shape(&t, ts[i]),
-                 "%s: optimizer state %s is %s, expected %s", p, names[i], ng_tensor_desc(&t),
-                 ng_tensor_desc(ts[i]));
-        ng_tensor_copy(ts[i], &t);
-    }
+    const char *names[NG_OPTIM_MAX_STATE + 1];
+    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
+    load_table(f, names, ts, ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE), "optimizer");
     ng_optimizer_set_step(o, meta_int(f, "optimizer_step"));
     ng_safetensors_close(f);
+    join(p, sizeof p, ckpt, "kfac.safetensors");
+    NG_CHECK(!k == (access(p, F_OK) != 0),
+             "%s: the checkpoint %s K-FAC state but this run %s K-FAC (kfac.enabled)", ckpt,
+             k ? "has no" : "holds", k ? "uses" : "does not use");
+    if (k) {
+        const char **kn;
+        ng_tensor **kt;
+        int kc = kfac_table(k, &kn, &kt);
+        f = ng_safetensors_open(p);
+        load_table(f, kn, kt, kc, "K-FAC");
+        ng_safetensors_close(f);
+        free(kn), free(kt);
+    }
     return pos;
 }
 

@@ -18,7 +18,11 @@
 #include "core/ops.h"
 #include "data/loader.h"
 #include "nn/loss.h"
+#include "nn/sample.h"
 #include "nn/weights.h"
+
+/* The Philox stream of the true Fisher's sampled labels (offset: step << 32). */
+#define NG_STREAM_FISHER (UINT64_C(0x46495348) << 32)
 
 typedef struct {
     const char *config, *out, *resume, *weights;
@@ -193,9 +197,10 @@ int ng_cmd_train(int argc, char **argv) {
 
     ng_model *m = build_model(&s);
     ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
-    ng_run_position pos = {0, 0, 0};
+    ng_kfac *kfac = s.kfac_enabled ? ng_kfac_new(m, &s.kfac) : NULL;
+    ng_run_position pos = {0, 0, 0, 0};
     if (resume_from) {
-        pos = ng_checkpoint_load(ckpt, m, opt);
+        pos = ng_checkpoint_load(ckpt, m, opt, kfac);
         resume_step = pos.step;
     }
     ng_run_dir_create(out);
@@ -247,22 +252,43 @@ int ng_cmd_train(int argc, char **argv) {
         upload(&b, &x, &y, &xv, &yv);
         ng_model_reset_arenas(m);
         ng_ctx ctx = ng_model_ctx(m, 1, s.seed, (uint64_t)step);
+        if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
+            ctx.observer = ng_kfac_observer(kfac);
+            ng_kfac_begin(kfac, step, b.b, 1, !s.kfac_true_fisher);
+        }
         ng_tensor logits = ng_model_forward(m, &ctx, &xv);
         ng_tensor dlogits =
             ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
+        if (kfac && s.kfac_true_fisher) {
+            /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
+             * gradients are then dropped. */
+            ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b.b}, "sampled");
+            ng_sample_categorical(&logits,
+                                  (ng_rng_key){.seed = s.seed,
+                                               .stream = NG_STREAM_FISHER,
+                                               .offset = (uint64_t)step << 32},
+                                  &sampled);
+            ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
+            ng_kfac_begin(kfac, step, b.b, 0, 1);
+            ng_model_zero_grad(m);
+            ng_model_backward(m, &ctx, &dlogits);
+            ng_kfac_begin(kfac, step, b.b, 0, 0);
+        }
         int64_t correct = 0;
         double loss = ng_softmax_xent(&logits, &yv, s.smoothing, &dlogits, &correct);
         ng_model_zero_grad(m);
         ng_model_backward(m, &ctx, &dlogits);
         double gnorm = ng_clip_grad_norm(m, s.clip);
         double lr = ng_schedule_lr(&s.sched, step);
+        if (kfac) ng_kfac_step(kfac, step, lr);
         ng_optimizer_step(opt, lr);
         ng_sync(s.device);
         double ms = (ng_now() - t0) * 1e3, acc = (double)correct / (double)b.b;
         window_imgs += b.b;
         int64_t done = step + 1;
-        pos = (ng_run_position){done, b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch,
-                                b.index + 1 == per_epoch ? 0 : b.index + 1};
+        pos =
+            (ng_run_position){done, b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch,
+                              b.index + 1 == per_epoch ? 0 : b.index + 1, pos.train_s + ms * 1e-3};
         double ips = window_imgs / (ng_now() - window_t0);
         if (done % s.log_every == 0 || done == s.steps) {
             snprintf(
@@ -279,9 +305,9 @@ int ng_cmd_train(int argc, char **argv) {
             ev = evaluate(m, &s, &x, &y);
             snprintf(line, sizeof line,
                      "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, "
-                     "\"accuracy\": %.6f, \"examples\": %lld}",
+                     "\"accuracy\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
                      (long long)done, (double)done / (double)per_epoch, ev.loss, ev.acc,
-                     (long long)ev.n);
+                     (long long)ev.n, pos.train_s);
             ng_metrics_line(&metrics, line);
             ng_progress_note(&prog, "step %lld: test loss %.4f, test accuracy %.2f%%",
                              (long long)done, ev.loss, 100 * ev.acc);
@@ -289,7 +315,7 @@ int ng_cmd_train(int argc, char **argv) {
         }
         int stop = s.stop_at && done == s.stop_at && done < s.steps;
         if (done % s.ckpt_every == 0 || done == s.steps || stop) {
-            ng_checkpoint_save(out, m, opt, pos, s.keep_ckpts);
+            ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts);
             window_t0 = ng_now(), window_imgs = 0;
         }
         if (stop) {
@@ -305,6 +331,7 @@ int ng_cmd_train(int argc, char **argv) {
         ng_loader_free(loader);
         ng_tensor_free(&x), ng_tensor_free(&y);
         ng_optimizer_free(opt);
+        ng_kfac_free(kfac);
         ng_model_free(m);
         ng_train_setup_free(&s);
         return 0;
@@ -319,6 +346,7 @@ int ng_cmd_train(int argc, char **argv) {
     ng_loader_free(loader);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_optimizer_free(opt);
+    ng_kfac_free(kfac);
     ng_model_free(m);
     ng_train_setup_free(&s);
     return 0;

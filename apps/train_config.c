@@ -78,6 +78,30 @@ const ng_cfg_spec ng_train_spec[] = {
     {"optimizer.beta2", NG_CFG_FLOAT, "0.999", 0, 0.999999999, NULL, "adamw beta2"},
     {"optimizer.eps", NG_CFG_FLOAT, "1e-8", 1e-30, 1, NULL, "adamw epsilon"},
 
+    {"kfac.enabled", NG_CFG_BOOL, "false", NONE, NULL,
+     "precondition the gradients with K-FAC before the optimizer steps"},
+    {"kfac.fisher", NG_CFG_CHOICE, "empirical", NONE, "empirical|true",
+     "G from the data's labels, or from labels sampled from the model (one extra backward)"},
+    {"kfac.factor_decay", NG_CFG_FLOAT, "0.95", 0, 0.999999, NULL,
+     "running-average weight of the old factors"},
+    {"kfac.factor_every", NG_CFG_INT, "10", 1, 1e9, NULL, "steps between factor updates"},
+    {"kfac.inv_every", NG_CFG_INT, "100", 1, 1e9, NULL,
+     "steps between eigendecompositions / inverses"},
+    {"kfac.damping", NG_CFG_FLOAT, "0.001", 1e-12, 1e6, NULL, "Tikhonov damping gamma"},
+    {"kfac.damping_final", NG_CFG_FLOAT, "0", 0, 1e6, NULL,
+     "damping reached after damping_steps (geometric); 0 = constant"},
+    {"kfac.damping_steps", NG_CFG_INT, "0", 0, 1e12, NULL, "steps of the damping schedule"},
+    {"kfac.damping_mode", NG_CFG_CHOICE, "sum", NONE, "sum|factored",
+     "sum: (A kron G + gamma I)^-1 (kfac-pytorch); factored: (G + gG I)^-1 dW (A + gA I)^-1"},
+    {"kfac.pi_damping", NG_CFG_BOOL, "false", NONE, NULL,
+     "factored mode: split gamma between A and G by pi"},
+    {"kfac.inverse", NG_CFG_CHOICE, "eigen", NONE, "eigen|cholesky",
+     "eigendecomposition, or damped Cholesky inverses (factored only)"},
+    {"kfac.kl_clip", NG_CFG_FLOAT, "0.001", 0, 1e6, NULL,
+     "KL clipping of the preconditioned step (0 = off)"},
+    {"kfac.tokens", NG_CFG_CHOICE, "expand", NONE, "expand|reduce",
+     "Linear layers on token sequences: KFAC-expand or KFAC-reduce"},
+
     {"schedule.name", NG_CFG_CHOICE, "cosine", NONE, "constant|cosine|poly|step",
      "learning-rate schedule"},
     {"schedule.warmup_steps", NG_CFG_INT, "0", 0, 1e12, NULL, "linear warmup steps"},
@@ -188,6 +212,29 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     o->eps = ng_cfg_float(c, "optimizer.eps");
     NG_CHECK(!o->nesterov || o->momentum > 0, "optimizer.nesterov: needs optimizer.momentum > 0");
 
+    s->kfac_enabled = ng_cfg_bool(c, "kfac.enabled");
+    s->kfac_true_fisher = !strcmp(ng_cfg_str(c, "kfac.fisher"), "true");
+    ng_kfac_config *k = &s->kfac;
+    *k = ng_kfac_default_config();
+    k->factor_decay = ng_cfg_float(c, "kfac.factor_decay");
+    k->factor_every = ng_cfg_int(c, "kfac.factor_every");
+    k->inv_every = ng_cfg_int(c, "kfac.inv_every");
+    k->damping = ng_cfg_float(c, "kfac.damping");
+    k->damping_final = ng_cfg_float(c, "kfac.damping_final");
+    k->damping_steps = ng_cfg_int(c, "kfac.damping_steps");
+    if (k->damping_final == 0) k->damping_final = k->damping;
+    k->damping_mode = strcmp(ng_cfg_str(c, "kfac.damping_mode"), "sum") ? NG_KFAC_DAMP_FACTORED
+                                                                        : NG_KFAC_DAMP_SUM;
+    k->pi_damping = ng_cfg_bool(c, "kfac.pi_damping");
+    k->inverse = strcmp(ng_cfg_str(c, "kfac.inverse"), "eigen") ? NG_KFAC_CHOLESKY : NG_KFAC_EIGEN;
+    k->kl_clip = ng_cfg_float(c, "kfac.kl_clip");
+    k->tokens = strcmp(ng_cfg_str(c, "kfac.tokens"), "expand") ? NG_KFAC_REDUCE : NG_KFAC_EXPAND;
+    NG_CHECK(!(k->inverse == NG_KFAC_CHOLESKY && k->damping_mode == NG_KFAC_DAMP_SUM),
+             "kfac.inverse: cholesky needs kfac.damping_mode=factored (the sum form needs the "
+             "eigendecomposition)");
+    NG_CHECK(!s->kfac_enabled || !strcmp(s->optim.name, "sgd"),
+             "kfac.enabled: K-FAC preconditions SGD (optimizer.name=sgd), not %s", s->optim.name);
+
     ng_schedule *sc = &s->sched;
     sc->kind = (ng_sched_kind)ng_schedule_kind_from_name(ng_cfg_str(c, "schedule.name"));
     sc->base_lr = ng_cfg_float(c, "optimizer.lr");
@@ -204,6 +251,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              (long long)sc->warmup_steps, (long long)s->steps);
     NG_CHECK(sc->min_lr <= sc->base_lr, "schedule.min_lr: %g is above optimizer.lr %g", sc->min_lr,
              sc->base_lr);
+    ng_schedule_check(sc);
 }
 
 void ng_train_setup_free(ng_train_setup *s) {

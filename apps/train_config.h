@@ -6,6 +6,7 @@
 #include "apps/config.h"
 #include "data/dataset.h"
 #include "nn/models.h"
+#include "optim/kfac.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 
@@ -19,6 +20,8 @@ typedef struct {
     ng_arch arch;
     ng_optim_config optim;
     ng_schedule sched;
+    int kfac_enabled, kfac_true_fisher;
+    ng_kfac_config kfac;
     ng_device device;
     uint64_t seed;
     int64_t batch;         /* global batch size */

@@ -1,0 +1,130 @@
+/* K-FAC (Martens & Grosse 2015; KFC for convolutions, Grosse & Martens 2016) as a gradient
+ * preconditioner in the style of kfac-pytorch (KAISA): it rewrites the gradients of Linear and Conv
+ * layers in the model's flat gradient buffer, then a first-order optimizer (SGD) steps.
+ *
+ * Factors of one layer with weight W [out, in] (a conv's weight viewed as [out, C*prod(kernel)],
+ * the patch-embed projection's 4-D weight as [out, in]): N is the n_examples of ng_kfac_begin;
+ * the loss is a mean over the N examples, so g = N * dy is the per-example loss gradient w.r.t.
+ * the layer's output; a is the layer's input row extended by a trailing 1 when the layer has a
+ * bias, and the layer's gradient matrix is [out, in(+1)] with the bias gradient as last column.
+ *   Linear on [N, in] (R = 1) and on tokens [N*T rows] with NG_KFAC_EXPAND (R = rows / N):
+ *     A = 1/(N R) sum_{n,r} a_{n,r} a_{n,r}^T          G = 1/N sum_{n,r} g_{n,r} g_{n,r}^T
+ *   Linear with NG_KFAC_REDUCE (Eschenhagen et al. 2023): abar_n = mean_r a_{n,r} (its bias entry
+ *   stays 1), gsum_n = sum_r g_{n,r}:
+ *     A = 1/N sum_n abar_n abar_n^T                    G = 1/N sum_n gsum_n gsum_n^T
+ *   Conv (always expand-like, R = P output positions): a_{n,p} is the patch row of ng_im2col (+1),
+ *   g_{n,p} the [out] vector of dy at position p:
+ *     A = 1/(N P) sum_{n,p} a a^T                      G = 1/N sum_{n,p} g g^T
+ * For R = 1 every form is standard K-FAC: A = E[a a^T], G = E[g g^T].
+ *
+ * Batch factors and passes: a step's batch factor is the SUM of the contributions of every pass
+ * captured since the step's ng_kfac_begin calls began (each normalised as above with its own
+ * rows and the begin's N). So G over several backward passes of one forward adds up, which is
+ * what a Gauss-Newton factor needs (one backward per column of the loss Hessian's square root),
+ * and a pass must cover the whole batch of N examples. Running averages then follow
+ *   F = decay F + (1 - decay) F_batch, the first update setting F = F_batch,
+ * for A and G separately (a factor with no contribution in a step keeps its value).
+ *
+ * Preconditioning of dW [out, in(+1)] with gamma = the scheduled damping:
+ *   NG_KFAC_DAMP_FACTORED: dW' = (G + gG I)^-1 dW (A + gA I)^-1, gA = pi sqrt(gamma),
+ *     gG = sqrt(gamma) / pi, pi = sqrt((tr A / dim A) / (tr G / dim G)) with pi_damping (1 when a
+ *     trace is not positive), else pi = 1. Eigen path: QG [(QG^T dW QA) ./ ((dG + gG)(dA + gA)^T)]
+ *     QA^T; Cholesky path: damped inverses from ng_damped_inverse.
+ *   NG_KFAC_DAMP_SUM (kfac-pytorch): dW' = QG [(QG^T dW QA) ./ (dG dA^T + gamma)] QA^T, i.e.
+ *     (A kron G + gamma I)^-1 vec(dW).
+ * Eigenvalues below 0 (round-off of a semi-definite factor) count as 0, as kfac-pytorch clamps
+ * them. pi is taken from the factors when the inverses are computed. The eigen path applies the
+ * damping of the current step; the Cholesky path bakes the damping of its last inverse update in.
+ * KL clip (kfac-pytorch): with kl_clip > 0, every preconditioned gradient is scaled by
+ *   nu = min(1, sqrt(kl_clip / (lr^2 |sum_layers <dW', dW>|))) (bias included; nu = 1 when the
+ *   sum or lr is 0). Layers without an inverse yet keep their plain gradient and do not count.
+ *
+ * Numerical trouble never reaches the gradients: a non-finite batch factor is not folded in, a
+ * non-finite running factor or a failed eigendecomposition / inverse skips that layer's inverse
+ * update; each case logs a warning naming the layer, and the last good inverse stays in use (none
+ * yet: the layer's gradient stays plain).
+ *
+ * Everything runs on the model's device in the model's dtype; factor GEMMs go through ng_gemm,
+ * eigendecompositions through ng_eigh (one call per factor). */
+#ifndef NG_KFAC_H
+#define NG_KFAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { NG_KFAC_DAMP_FACTORED = 0, NG_KFAC_DAMP_SUM = 1 };
+enum { NG_KFAC_EIGEN = 0, NG_KFAC_CHOLESKY = 1 };
+enum { NG_KFAC_EXPAND = 0, NG_KFAC_REDUCE = 1 };
+
+typedef struct {
+    double factor_decay;             /* running average weight of the old factor, in [0, 1) */
+    int64_t factor_every, inv_every; /* steps between factor updates / inverse updates (>= 1) */
+    double damping;                  /* Tikhonov gamma > 0 */
+    double damping_final;            /* with damping_steps > 0: gamma goes geometrically from */
+    int64_t damping_steps;           /* damping to damping_final over that many steps */
+    int damping_mode;                /* NG_KFAC_DAMP_FACTORED or NG_KFAC_DAMP_SUM */
+    int pi_damping;                  /* factored mode: split gamma by pi (else pi = 1) */
+    int inverse;                     /* NG_KFAC_EIGEN or NG_KFAC_CHOLESKY (factored only) */
+    double kl_clip;                  /* 0 = off */
+    int tokens;                      /* NG_KFAC_EXPAND or NG_KFAC_REDUCE */
+} ng_kfac_config;
+
+/* kfac-pytorch's defaults: decay 0.95, factor and inverse updates every step, damping 0.001
+ * (constant), sum damping, eigen, kl_clip 0.001, expand. */
+ng_kfac_config ng_kfac_default_config(void);
+
+/* gamma at `step`: damping * (damping_final / damping)^(min(step, damping_steps) / damping_steps),
+ * or damping when damping_steps is 0. */
+double ng_kfac_damping(const ng_kfac_config *c, int64_t step);
+
+typedef struct ng_kfac ng_kfac;
+
+/* Registers every layer of the built model with l->capture (Linear, Conv 2d/3d, the patch-embed
+ * projection), keeping their names; all other parameters keep their plain gradient. A bad config
+ * is a usage error naming the kfac.* field. */
+ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c);
+void ng_kfac_free(ng_kfac *k);
+
+/* The observer to put in ctx.observer for passes whose captures should feed the factors. */
+ng_observer *ng_kfac_observer(ng_kfac *k);
+/* Before a step's passes: N = n_examples of the batch, and what the following passes feed
+ * (capture_a: inputs in forward, capture_g: output gradients in backward). Captures happen only
+ * when step % factor_every == 0. A begin with a new step drops contributions of an earlier step
+ * that was never stepped (e.g. a step the loss scaler skipped).
+ * Empirical Fisher: begin(step, N, 1, 1), forward, backward. True Fisher: begin(step, N, 1, 0),
+ * forward; begin(step, N, 0, 1), backward on labels sampled from the model (ng_sample_categorical),
+ * zero the gradients; begin(step, N, 0, 0), the real backward. */
+void ng_kfac_begin(ng_kfac *k, int64_t step, int64_t n_examples, int capture_a, int capture_g);
+/* After backward: folds this step's batch factors into the running averages (if captured),
+ * recomputes eigendecompositions / inverses when step % inv_every == 0 (or a layer has none yet),
+ * preconditions the registered layers' gradients in m->flat_grads in place and applies the KL
+ * clip with lr. */
+void ng_kfac_step(ng_kfac *k, int64_t step, double lr);
+
+/* Checkpoint state, per layer in registration order: "<layer>.kfac_A", "<layer>.kfac_G", then
+ * "<layer>.kfac_QA", "<layer>.kfac_dA", "<layer>.kfac_QG", "<layer>.kfac_dG" (eigen) or
+ * "<layer>.kfac_Ainv", "<layer>.kfac_Ginv" (Cholesky), then "<layer>.kfac_meta" (f64 on the host:
+ * [A ready, G ready, inverse ready, pi]). Factors and inverses are on the model's device in its
+ * dtype. Fills up to cap entries and returns the total count (call with cap 0 to size arrays).
+ * Writing into the returned tensors (a resume) restores the state exactly. */
+int ng_kfac_state(ng_kfac *k, const char **names, ng_tensor **tensors, int cap);
+
+/* For tests and logs: number of registered layers, and layer i's name and running factors
+ * (views; A [in(+1), in(+1)], G [out, out]). */
+int ng_kfac_layers(const ng_kfac *k);
+void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, ng_tensor *G);
+
+/* The most bytes of patch rows a conv's A factor expands at once (default 64 MiB), so that a
+ * 512^3 volume never materialises all of its patches. Tests make it small to force chunks. */
+void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
