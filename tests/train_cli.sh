@@ -50,6 +50,20 @@ cmp -s "$work/a/final.safetensors" "$work/c/final.safetensors" && ok || bad "res
 out=$("$ng" eval --config "$work/small.yaml" --weights "$work/a/final.safetensors" 2>&1) &&
   grep -q '"accuracy"' <<<"$out" && ok || bad "eval: $out"
 
+# K-FAC (true Fisher, factors every 2 steps, inverses every 3): resume past step 15 is bit-exact too,
+# since the factors and eigendecompositions travel in the checkpoint.
+kf=(--set kfac.enabled=true --set kfac.fisher=true --set kfac.factor_every=2 --set kfac.inv_every=3
+  --set kfac.damping=0.03)
+"$ng" train --config "$work/small.yaml" --out "$work/k1" "${kf[@]}" >/dev/null 2>&1 || bad "kfac run failed"
+"$ng" train --config "$work/small.yaml" --out "$work/k2" "${kf[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/k2" "${kf[@]}" --resume auto >/dev/null 2>&1 ||
+  bad "kfac resume failed"
+[ -f "$work/k2/checkpoints/step-00000040/kfac.safetensors" ] && ok || bad "kfac state not checkpointed"
+cmp -s "$work/k1/final.safetensors" "$work/k2/final.safetensors" && ok || bad "kfac resumed weights differ"
+cmp -s "$work/a/final.safetensors" "$work/k1/final.safetensors" && bad "kfac changed nothing" || ok
+out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume auto 2>&1)
+[ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "resuming a K-FAC run without K-FAC: $out"
+
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
   local needle=$1
@@ -71,6 +85,9 @@ expect_bad "sgd|adamw" --set optimizer.name=adam
 expect_bad "train.batch_size" --set train.batch_size=0
 expect_bad "/nonexistent/mnist" --set data.name=mnist --set data.dir=/nonexistent/mnist
 expect_bad "model.arch" --set model.arch=resnet
+expect_bad "kfac.damping" --set kfac.enabled=true --set kfac.damping=0
+expect_bad "kfac.inverse" --set kfac.enabled=true --set kfac.inverse=cholesky --set kfac.damping_mode=sum
+expect_bad "kfac.enabled" --set kfac.enabled=true --set optimizer.name=adamw
 printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
 rm -rf "$work/bad"
 out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)
