@@ -24,6 +24,10 @@ typedef struct {
 /* Called on every model the checks build, after ng_model_build and before any pass, when set:
  * lets a test put non-trivial state (running statistics) into buffers. */
 extern void (*ng_gradcheck_prepare)(ng_model *m);
+/* A prepare hook: every batch norm's running statistics away from 0 and 1 (mean 0.3 sin(1 + c),
+ * var 0.5 + 0.25 c for channel c), so that eval mode tests something; the same on every build,
+ * since twin checks build the model twice. Assumes buffers come in (mean, var) pairs. */
+void ng_gradcheck_set_running_stats(ng_model *m);
 
 /* Returns 1 when every probed gradient matches; failures are reported through testing.h. */
 int ng_gradcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
