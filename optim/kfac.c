@@ -208,6 +208,7 @@ ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c) {
     k->c = *c;
     if (c->damping_steps == 0) k->c.damping_final = c->damping;
     k->chunk_bytes = DEFAULT_CHUNK_BYTES;
+    k->batch_small = 1;
     k->batch_step = INT64_MIN;
     int cap = count_capture(m->root);
     k->layers = calloc((size_t)(cap ? cap : 1), sizeof *k->layers);
@@ -267,12 +268,17 @@ void ng_kfac_step(ng_kfac *k, int64_t step, double lr) {
 
     double gamma = ng_kfac_damping(&k->c, step);
     int inv_now = step % k->c.inv_every == 0;
+    int *due = calloc((size_t)k->n + 1, sizeof *due);
     for (int i = 0; i < k->n; i++) {
-        ng_kfac_layer *L = &k->layers[i];
-        double *meta = L->meta.data;
-        if (!meta[NG_KFAC_META_A] || !meta[NG_KFAC_META_G]) continue;
-        if (inv_now || !meta[NG_KFAC_META_INV]) ng_kfac_update_inverse(k, L, gamma);
+        double *meta = k->layers[i].meta.data;
+        due[i] =
+            meta[NG_KFAC_META_A] && meta[NG_KFAC_META_G] && (inv_now || !meta[NG_KFAC_META_INV]);
     }
+    ng_kfac_small_eigh(k, due);
+    for (int i = 0; i < k->n; i++)
+        if (due[i]) ng_kfac_update_inverse(k, &k->layers[i], gamma);
+    ng_kfac_small_eigh_done(k);
+    free(due);
 
     int clip = k->c.kl_clip > 0;
     double vg = 0;
@@ -321,6 +327,10 @@ void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, n
     if (name) *name = L->layer->name;
     if (A) *A = L->A;
     if (G) *G = L->G;
+}
+
+void ng_kfac_set_batch_small(ng_kfac *k, int on) {
+    k->batch_small = on;
 }
 
 void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes) {

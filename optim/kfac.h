@@ -45,7 +45,8 @@
  * yet: the layer's gradient stays plain).
  *
  * Everything runs on the model's device in the model's dtype; factor GEMMs go through ng_gemm,
- * eigendecompositions through ng_eigh (one call per factor). */
+ * eigendecompositions through ng_eigh (one call per factor, or one batched call for all factors
+ * of the same side <= 32). */
 #ifndef NG_KFAC_H
 #define NG_KFAC_H
 
@@ -123,6 +124,9 @@ void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, n
 /* The most bytes of patch rows a conv's A factor expands at once (default 64 MiB), so that a
  * 512^3 volume never materialises all of its patches. Tests make it small to force chunks. */
 void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);
+/* Whether factors of side <= 32 of one step are eigendecomposed together in batched calls (on by
+ * default; cuSOLVER syevjBatched on the GPU). Tests turn it off to compare the two paths. */
+void ng_kfac_set_batch_small(ng_kfac *k, int on);
 
 #ifdef __cplusplus
 }

@@ -52,6 +52,11 @@ void ng_kfac_copy2d_cuda(void *dst, int64_t dst_ld, const void *src, int64_t src
 
 enum { NG_KFAC_LINEAR = 0, NG_KFAC_CONV = 1 };
 /* Slots of a layer's meta tensor (f64, host), saved with the state so a resume restores them. */
+/* Factors of at most this side are eigendecomposed together, one batched call per side: on
+ * the GPU that is cuSOLVER's syevjBatched (its limit is 32), instead of one launch-bound Xsyevd
+ * per factor (e.g. the 16x16 G factors of a 16-channel 3D-CNN). */
+#define NG_KFAC_SMALL 32
+
 enum { NG_KFAC_META_A = 0, NG_KFAC_META_G, NG_KFAC_META_INV, NG_KFAC_META_PI, NG_KFAC_META_N };
 
 typedef struct {
@@ -69,7 +74,11 @@ typedef struct {
     ng_tensor Ainv, Ginv;     /* Cholesky: damped inverses */
     ng_tensor meta;           /* f64 host [NG_KFAC_META_N] */
     int preconditioned;       /* this step, for the KL clip */
-    char names[9][112];       /* state names */
+    /* Eigenpairs of a small factor computed ahead in a batched call (ng_kfac_small_eigh), used
+     * by the next ng_kfac_update_inverse instead of its own ng_eigh; views, valid that step. */
+    int pre_a, pre_g;
+    ng_tensor pre_qa, pre_wa, pre_qg, pre_wg;
+    char names[9][112]; /* state names */
 } ng_kfac_layer;
 
 struct ng_kfac {
@@ -86,6 +95,8 @@ struct ng_kfac {
     void *scratch; /* device scratch for captures and preconditioning, grown on demand */
     size_t scratch_bytes;
     ng_tensor ones[4]; /* a ones vector per float dtype (f32, f64, f16, bf16), grown on demand */
+    int batch_small;   /* group factors of side <= NG_KFAC_SMALL into batched eigh calls */
+    ng_tensor small_q[NG_KFAC_SMALL + 1], small_w[NG_KFAC_SMALL + 1]; /* per side, that step */
 };
 
 /* Scratch pieces carved from one buffer start at multiples of this, aligned for cuBLAS. */
@@ -104,6 +115,12 @@ void ng_kfac_fold_layer(ng_kfac *k, ng_kfac_layer *L);
 
 /* kfac_precondition.c */
 void ng_kfac_update_inverse(ng_kfac *k, ng_kfac_layer *L, double gamma);
+/* Before the inverse updates of a step (eigen mode): the small factors of the layers flagged in
+ * `due` in batched ng_eigh calls grouped by side; sets the layers' pre_* views. Entries whose
+ * decomposition failed are left to the per-layer path, which reports them. */
+void ng_kfac_small_eigh(ng_kfac *k, const int *due);
+/* Frees the batched results of the step. */
+void ng_kfac_small_eigh_done(ng_kfac *k);
 /* Preconditions the layer's gradient in place; returns <dW', dW> when want_dot, else 0. */
 double ng_kfac_precondition_layer(ng_kfac *k, ng_kfac_layer *L, double gamma, int want_dot);
 #endif

@@ -56,8 +56,11 @@ void ng_kfac_update_inverse(ng_kfac *k, ng_kfac_layer *L, double gamma) {
     double pi = pi_of(k, L, &wa, &wg);
     ng_status sa, sg;
     if (k->c.inverse == NG_KFAC_EIGEN) {
-        sa = ng_eigh(&L->A, &wa, &qa);
-        sg = sa == NG_OK ? ng_eigh(&L->G, &wg, &qg) : NG_OK;
+        sa = L->pre_a ? (ng_copy(&qa, &L->pre_qa), ng_copy(&wa, &L->pre_wa), NG_OK)
+                      : ng_eigh(&L->A, &wa, &qa);
+        sg = sa != NG_OK ? NG_OK
+             : L->pre_g  ? (ng_copy(&qg, &L->pre_qg), ng_copy(&wg, &L->pre_wg), NG_OK)
+                         : ng_eigh(&L->G, &wg, &qg);
     } else {
         double root = sqrt(gamma);
         sa = ng_damped_inverse(&L->A, pi * root, &qa, NULL);
@@ -123,4 +126,62 @@ double ng_kfac_precondition_layer(ng_kfac *k, ng_kfac_layer *L, double gamma, in
         ng_copy(&wgrad, &T2);
     }
     return dot;
+}
+
+/* The factor `which` (0: A, 1: G) of layer L and its side. */
+static ng_tensor *factor(ng_kfac_layer *L, int which) {
+    return which ? &L->G : &L->A;
+}
+
+void ng_kfac_small_eigh(ng_kfac *k, const int *due) {
+    for (int i = 0; i < k->n; i++) k->layers[i].pre_a = k->layers[i].pre_g = 0;
+    if (!k->batch_small || k->c.inverse != NG_KFAC_EIGEN) return;
+    for (int64_t side = 1; side <= NG_KFAC_SMALL; side++) {
+        int count = 0;
+        for (int i = 0; i < k->n; i++)
+            for (int w = 0; w < 2; w++)
+                count += due[i] && factor(&k->layers[i], w)->shape[0] == side;
+        if (count < 2) continue; /* one factor gains nothing from batching */
+        ng_device dev = k->m->device;
+        ng_dtype dt = k->m->dtype;
+        ng_tensor batch = ng_tensor_3d(dt, dev, count, side, side, "kfac small factors");
+        k->small_q[side] = ng_tensor_3d(dt, dev, count, side, side, "kfac small eigenvectors");
+        k->small_w[side] = ng_tensor_2d(dt, dev, count, side, "kfac small eigenvalues");
+        int64_t shape2[2] = {side, side}, shape1[1] = {side};
+        int j = 0;
+        for (int i = 0; i < k->n; i++)
+            for (int w = 0; w < 2; w++) {
+                ng_tensor *F = factor(&k->layers[i], w);
+                if (!due[i] || F->shape[0] != side) continue;
+                ng_tensor slot = ng_tensor_view(&batch, j * side * side, 2, shape2, F->name);
+                ng_copy(&slot, F);
+                j++;
+            }
+        /* A failed entry comes back as NaN, the others stay good: sorted out per entry below. */
+        ng_eigh(&batch, &k->small_w[side], &k->small_q[side]);
+        ng_tensor_free(&batch);
+        j = 0;
+        for (int i = 0; i < k->n; i++)
+            for (int w = 0; w < 2; w++) {
+                ng_kfac_layer *L = &k->layers[i];
+                if (!due[i] || factor(L, w)->shape[0] != side) continue;
+                ng_tensor q = ng_tensor_view(&k->small_q[side], j * side * side, 2, shape2, "q");
+                ng_tensor e = ng_tensor_view(&k->small_w[side], j * side, 1, shape1, "w");
+                j++;
+                if (!ng_all_finite(&e)) continue;
+                if (w) {
+                    L->pre_g = 1, L->pre_qg = q, L->pre_wg = e;
+                } else {
+                    L->pre_a = 1, L->pre_qa = q, L->pre_wa = e;
+                }
+            }
+    }
+}
+
+void ng_kfac_small_eigh_done(ng_kfac *k) {
+    for (int side = 0; side <= NG_KFAC_SMALL; side++) {
+        ng_tensor_free(&k->small_q[side]);
+        ng_tensor_free(&k->small_w[side]);
+    }
+    for (int i = 0; i < k->n; i++) k->layers[i].pre_a = k->layers[i].pre_g = 0;
 }
