@@ -7,15 +7,16 @@
 #include "nn/layer.h"
 
 typedef struct {
-    char arch[48];   /* mlp, lenet, vgg, nin, cnn3d, vit, or a ViT preset (vit_tiny_patch16_224 ...) */
-    int64_t in_ch;   /* input channels */
-    int64_t img;     /* input side: H = W (and D for cnn3d) */
+    char
+        arch[48]; /* mlp, lenet, vgg, nin, cnn3d, vit, or a ViT preset (vit_tiny_patch16_224 ...) */
+    int64_t in_ch; /* input channels */
+    int64_t img;   /* input side: H = W (and D for cnn3d) */
     int64_t classes;
-    int64_t width;   /* mlp: hidden units; vgg, nin, cnn3d: channels of the first stage */
-    int depth;       /* mlp: hidden layers; vgg: stages; nin: blocks; cnn3d: conv layers; vit: blocks */
-    int batchnorm;   /* vgg and cnn3d: BatchNorm after each conv */
-    double dropout;  /* mlp: after each hidden layer; vit: in the MLP blocks */
-    int checkpoint;  /* activation checkpointing of each block (vgg stage, cnn3d layer, vit block) */
+    int64_t width; /* mlp: hidden units; vgg, nin, cnn3d: channels of the first stage */
+    int depth; /* mlp: hidden layers; vgg: stages; nin: blocks; cnn3d: conv layers; vit: blocks */
+    int batchnorm;  /* vgg and cnn3d: BatchNorm after each conv */
+    double dropout; /* mlp: after each hidden layer; vit: in the MLP blocks */
+    int checkpoint; /* activation checkpointing of each block (vgg stage, cnn3d layer, vit block) */
     int64_t patch, heads; /* vit */
     double mlp_ratio;     /* vit */
 } ng_arch;

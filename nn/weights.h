@@ -10,8 +10,8 @@
  * does not: load natgrad files into PyTorch with load_state_dict(..., strict=False) when the model
  * has batch norm. */
 void ng_weights_save(ng_model *m, const char *path, const char **meta);
-/* Loads every parameter and buffer by name; stored f16/bf16/f32/f64 values are converted to the model's
- * dtype. A missing tensor, an unexpected one, or a shape mismatch is an error naming it. */
+/* Loads every parameter and buffer by name; stored f16/bf16/f32/f64 values are converted to the
+ * model's dtype. A missing tensor, an unexpected one, or a shape mismatch is an error naming it. */
 void ng_weights_load(ng_model *m, const char *path);
 
 #endif

@@ -8,7 +8,9 @@
 #include "testing.h"
 
 static ng_arch cur;
-static ng_layer *make_cur(void) { return ng_arch_build(&cur); }
+static ng_layer *make_cur(void) {
+    return ng_arch_build(&cur);
+}
 
 static int64_t param_count(const ng_arch *a) {
     ng_model *m = ng_model_new(ng_arch_build(a));

@@ -5,7 +5,9 @@
 #include "testing.h"
 
 static ng_arch cur;
-static ng_layer *make_cur(void) { return ng_arch_build(&cur); }
+static ng_layer *make_cur(void) {
+    return ng_arch_build(&cur);
+}
 
 int main(void) {
     ng_test_require_gpu("test_models_gpu");
