@@ -6,6 +6,7 @@
 
 #include "core/ops.h"
 #include "core/rng.h"
+#include "activation_cases.h"
 #include "gradcheck.h"
 #include "nn/activation.h"
 #include "nn/containers.h"
@@ -14,25 +15,6 @@
 #include "testing.h"
 
 #define ARENA ((size_t)16 << 20)
-
-static ng_layer *make_relu(void) {
-    return ng_relu("act");
-}
-static ng_layer *make_gelu_erf(void) {
-    return ng_gelu("act", 0);
-}
-static ng_layer *make_gelu_tanh(void) {
-    return ng_gelu("act", 1);
-}
-static ng_layer *make_dropout(void) {
-    return ng_dropout("drop", 0.3);
-}
-static ng_layer *make_softmax(void) {
-    return ng_softmax("softmax");
-}
-static ng_layer *make_flatten(void) {
-    return ng_flatten("flatten");
-}
 
 /* A model around one layer with arenas poisoned with 0xFF bytes: NaN in every float dtype, so an
  * output element the layer does not write shows up. */

@@ -4,29 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activation_cases.h"
 #include "gradcheck.h"
 #include "nn/activation.h"
 #include "nn/model.h"
 #include "testing.h"
-
-static ng_layer *make_relu(void) {
-    return ng_relu("act");
-}
-static ng_layer *make_gelu_erf(void) {
-    return ng_gelu("act", 0);
-}
-static ng_layer *make_gelu_tanh(void) {
-    return ng_gelu("act", 1);
-}
-static ng_layer *make_dropout(void) {
-    return ng_dropout("drop", 0.3);
-}
-static ng_layer *make_softmax(void) {
-    return ng_softmax("softmax");
-}
-static ng_layer *make_flatten(void) {
-    return ng_flatten("flatten");
-}
 
 /* f32 sums of k terms by one warp (k/32 sequential adds per lane, then 5 shuffle levels): a
  * relative error of about (k/32 + 5) ulps at worst; twice that for the gradient's dot product

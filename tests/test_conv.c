@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "conv_cases.h"
 #include "gradcheck.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
@@ -154,33 +155,9 @@ static void forwards(void) {
 
 /* ---- chunking: the im2col path in pieces equals the path in one piece ---------------------- */
 
-typedef struct {
-    double *y, *dx, *g;
-    int64_t ny, nx, ng;
-} pass;
-
 static ng_layer *make_chunk(void) {
     return ng_conv("c", 3, 3, 4, (int64_t[]){3, 3, 2}, (int64_t[]){1, 1, 1}, (int64_t[]){1, 1, 1},
                    (int64_t[]){1, 2, 1}, 1);
-}
-
-static pass run_pass(uint64_t seed, size_t grad_bytes, const ng_tensor *x, const ng_tensor *dy) {
-    ng_model *m = ng_model_new(make_chunk());
-    ng_model_build(m, NG_CPU, NG_F64, seed, 8 << 20, grad_bytes);
-    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-    ng_tensor y = ng_model_forward(m, &ctx, x);
-    ng_tensor dx = ng_tensor_new(NG_F64, NG_CPU, x->ndim, x->shape, "dx");
-    ng_test_poison(&dx);
-    m->root->ops->backward(m->root, &ctx, dy, &dx);
-    pass p = {ng_test_to_f64(&y),
-              ng_test_to_f64(&dx),
-              ng_test_to_f64(&m->flat_grads),
-              y.numel,
-              dx.numel,
-              m->numel};
-    ng_tensor_free(&dx);
-    ng_model_free(m);
-    return p;
 }
 
 static void chunking(void) {
@@ -193,9 +170,9 @@ static void chunking(void) {
     /* One sample's columns and their gradient are 300 * 54 * 8 * 2 = 259200 bytes. */
     size_t sizes[3] = {8 << 20, 300000, 20000};
     const char *names[3] = {"", "one sample per chunk", "position chunks"};
-    pass ref = run_pass(seed, sizes[0], &x, &dy);
+    conv_pass ref = conv_pass_run(make_chunk, NG_CPU, NG_F64, seed, sizes[0], &x, &dy);
     for (int k = 1; k < 3; k++) {
-        pass p = run_pass(seed, sizes[k], &x, &dy);
+        conv_pass p = conv_pass_run(make_chunk, NG_CPU, NG_F64, seed, sizes[k], &x, &dy);
         char what[128];
         snprintf(what, sizeof what, "conv im2col in %s: output", names[k]);
         ng_test_close(what, ref.y, p.y, ref.ny, 1e-12, 1e-12);
@@ -203,9 +180,9 @@ static void chunking(void) {
         ng_test_close(what, ref.dx, p.dx, ref.nx, 1e-12, 1e-12);
         snprintf(what, sizeof what, "conv im2col in %s: parameter grads", names[k]);
         ng_test_close(what, ref.g, p.g, ref.ng, 1e-12, 1e-12);
-        free(p.y), free(p.dx), free(p.g);
+        conv_pass_free(&p);
     }
-    free(ref.y), free(ref.dx), free(ref.g);
+    conv_pass_free(&ref);
     ng_tensor_free(&x);
     ng_tensor_free(&dy);
 }

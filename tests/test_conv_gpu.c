@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/ops.h"
+#include "conv_cases.h"
 #include "gradcheck.h"
 #include "nn/conv.h"
 #include "nn/conv_kernels.h"
@@ -38,34 +39,6 @@ static void twins(const char *path) {
     ng_twincheck(what, make_c2_1x1, 4, (int64_t[]){4, 16, 6, 7}, 1, 1e-5);
 }
 
-typedef struct {
-    double *y, *dx, *g;
-    int64_t ny, nx, ng;
-} pass;
-
-static pass run(ng_device dev, uint64_t seed, size_t grad_bytes, const ng_tensor *xh,
-                const ng_tensor *dyh) {
-    ng_model *m = ng_model_new(make_c3());
-    ng_model_build(m, dev, NG_F32, seed, 8 << 20, grad_bytes);
-    ng_tensor x = ng_tensor_to(xh, dev, "x"), dy = ng_tensor_to(dyh, dev, "dy");
-    ng_tensor dx = ng_tensor_new(NG_F32, dev, x.ndim, x.shape, "dx");
-    ng_test_poison(&dx);
-    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-    ng_tensor y = ng_model_forward(m, &ctx, &x);
-    m->root->ops->backward(m->root, &ctx, &dy, &dx);
-    pass p = {ng_test_to_f64(&y),
-              ng_test_to_f64(&dx),
-              ng_test_to_f64(&m->flat_grads),
-              y.numel,
-              dx.numel,
-              m->numel};
-    ng_tensor_free(&x);
-    ng_tensor_free(&dy);
-    ng_tensor_free(&dx);
-    ng_model_free(m);
-    return p;
-}
-
 /* The im2col path on CUDA in position chunks (a small gradient arena) against the CPU. */
 static void chunked(void) {
     ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 5, (int64_t[]){2, 3, 9, 10, 11}, "x");
@@ -73,13 +46,14 @@ static void chunked(void) {
     ng_test_fill_uniform(&x, -1, 1);
     ng_test_fill_uniform(&dy, -1, 1);
     uint64_t seed = ng_test_seed();
-    pass c = run(NG_CPU, seed, 8 << 20, &x, &dy);
+    conv_pass c = conv_pass_run(make_c3, NG_CPU, NG_F32, seed, 8 << 20, &x, &dy);
     /* K = 81: 150 positions x (2 K + 5) x 4 bytes per sample do not fit in 20000 bytes. */
-    pass g = run(NG_CUDA, seed, 20000, &x, &dy);
+    conv_pass g = conv_pass_run(make_c3, NG_CUDA, NG_F32, seed, 20000, &x, &dy);
     ng_test_rel_norm("conv3d im2col path in chunks on CUDA: output", c.y, g.y, c.ny, 1e-5);
     ng_test_rel_norm("conv3d im2col path in chunks on CUDA: input grad", c.dx, g.dx, c.nx, 1e-5);
     ng_test_rel_norm("conv3d im2col path in chunks on CUDA: param grads", c.g, g.g, c.ng, 1e-5);
-    free(c.y), free(c.dx), free(c.g), free(g.y), free(g.dx), free(g.g);
+    conv_pass_free(&c);
+    conv_pass_free(&g);
     ng_tensor_free(&x);
     ng_tensor_free(&dy);
 }

@@ -7,45 +7,17 @@
 
 #include "core/linalg.h"
 #include "core/memory.h"
+#include "linalg_ref.h"
 #include "testing.h"
 
-/* Backward-error bounds of Householder tridiagonalisation, divide and conquer and Cholesky are
- * c(n) eps ||A|| with c(n) a modest multiple of n; we take 4 n. Rounding an f64-built input to f32
- * moves it by at most eps/2 sqrt(n) ||A||, which that bound covers. */
-static double tol_of(ng_dtype t, int64_t n) {
-    return 4.0 * (double)n * (t == NG_F64 ? DBL_EPSILON : FLT_EPSILON);
-}
-
-static double rounded(ng_dtype t, double v) {
-    return t == NG_F32 ? (double)(float)v : v;
-}
-
-static void put(ng_tensor *t, int64_t i, double v) {
-    if (t->dtype == NG_F64)
-        ((double *)t->data)[i] = v;
-    else
-        ((float *)t->data)[i] = (float)v;
-}
-
-/* C = A B for n x n row-major doubles (C distinct from A and B). */
-static void matmul(int64_t n, const double *A, const double *B, double *C) {
+/* C = op(A) op(B) for n x n row-major doubles (C distinct from A and B), by plain loops. */
+static void matmul(int64_t n, int ta, int tb, const double *A, const double *B, double *C) {
     memset(C, 0, sizeof(double) * (size_t)(n * n));
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < n; k++) {
-            double a = A[i * n + k];
-            for (int64_t j = 0; j < n; j++) C[i * n + j] += a * B[k * n + j];
+            double a = ta ? A[k * n + i] : A[i * n + k];
+            for (int64_t j = 0; j < n; j++) C[i * n + j] += a * (tb ? B[j * n + k] : B[k * n + j]);
         }
-}
-
-static void transpose(int64_t n, const double *A, double *T) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) T[j * n + i] = A[i * n + j];
-}
-
-static double *identity(int64_t n) {
-    double *I = calloc((size_t)(n * n), sizeof(double));
-    for (int64_t i = 0; i < n; i++) I[i * n + i] = 1.0;
-    return I;
 }
 
 /* A random orthogonal matrix (Q0[i*n+j] = component i of column j): modified Gram-Schmidt, run
@@ -105,80 +77,13 @@ static void random_spd(int64_t n, double shift, double *A) {
     free(X);
 }
 
-/* max row sum of |A|: bounds ||A||_2, hence the condition number when lambda_min >= 1. */
-static double norm_inf(int64_t n, const double *A) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double s = 0;
-        for (int64_t j = 0; j < n; j++) s += fabs(A[i * n + j]);
-        if (s > m) m = s;
-    }
-    return m;
-}
-
-/* Stores matrix p of t from a, after making `a` exactly the symmetric matrix the routines see
- * (lower triangle mirrored, rounded to t's dtype). With upper_nan the strict upper triangle of t
- * becomes NaN, which only a routine that reads past the lower triangle would notice. */
-static void store(ng_tensor *t, int64_t p, double *a, int upper_nan) {
-    int64_t n = t->shape[t->ndim - 1];
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j <= i; j++) {
-            a[i * n + j] = a[j * n + i] = rounded(t->dtype, a[i * n + j]);
-            put(t, p * n * n + i * n + j, a[i * n + j]);
-            if (j < i) put(t, p * n * n + j * n + i, upper_nan ? NAN : a[i * n + j]);
-        }
-}
-
-static ng_tensor square(ng_dtype t, int64_t b, int64_t n, const char *name) {
-    return b == 1 ? ng_tensor_2d(t, NG_CPU, n, n, name) : ng_tensor_3d(t, NG_CPU, b, n, n, name);
-}
-
-static int all_nan(const double *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++)
-        if (!isnan(x[i])) return 0;
-    return 1;
-}
-
-static int all_finite(const double *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
-
-/* Q diag(w) Q^T reproduces A, Q^T Q = I, w ascending. */
-static void check_eigenpairs(const char *what, ng_dtype t, int64_t n, const double *A,
-                             const double *w, const double *Q) {
-    double tol = tol_of(t, n);
-    double *QD = malloc(sizeof(double) * (size_t)(n * n));
-    double *QT = malloc(sizeof(double) * (size_t)(n * n));
-    double *R = malloc(sizeof(double) * (size_t)(n * n));
-    double *I = identity(n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) QD[i * n + j] = Q[i * n + j] * w[j];
-    transpose(n, Q, QT);
-    matmul(n, QD, QT, R);
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: Q diag(w) Q^T = A", what);
-    ng_test_rel_norm(msg, A, R, n * n, tol);
-    matmul(n, QT, Q, R);
-    snprintf(msg, sizeof msg, "%s: Q^T Q = I", what);
-    ng_test_rel_norm(msg, I, R, n * n, tol);
-    int asc = 1;
-    for (int64_t j = 1; j < n; j++) asc &= w[j - 1] <= w[j];
-    NG_TEST(asc, "%s: eigenvalues ascending", what);
-    free(QD);
-    free(QT);
-    free(R);
-    free(I);
-}
-
 static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     char what[96];
     snprintf(what, sizeof what, "eigh %s b=%lld n=%lld", ng_dtype_name(t), (long long)b,
              (long long)n);
-    ng_tensor A = square(t, b, n, "A");
+    ng_tensor A = square(t, NG_CPU, b, n, "A");
     ng_tensor w = b == 1 ? ng_tensor_1d(t, NG_CPU, n, "w") : ng_tensor_2d(t, NG_CPU, b, n, "w");
-    ng_tensor Q = square(t, b, n, "Q");
+    ng_tensor Q = square(t, NG_CPU, b, n, "Q");
     double *a = malloc(sizeof(double) * (size_t)(b * n * n));
     double *w0 = malloc(sizeof(double) * (size_t)(b * n));
     for (int64_t p = 0; p < b; p++) {
@@ -193,7 +98,7 @@ static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     NG_TEST(!memcmp(A.data, A_before.data, ng_tensor_bytes(&A)), "%s: input unchanged", what);
     double *wh = ng_test_to_f64(&w), *qh = ng_test_to_f64(&Q);
     for (int64_t p = 0; p < b; p++) {
-        check_eigenpairs(what, t, n, a + p * n * n, wh + p * n, qh + p * n * n);
+        check_eigenpairs(what, t, n, a + p * n * n, wh + p * n, qh + p * n * n, matmul);
         double scale = 0;
         for (int64_t k = 0; k < n; k++) scale = fmax(scale, fabs(w0[p * n + k]));
         char msg[256];
@@ -210,7 +115,7 @@ static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s aliased", what);
     for (int64_t p = 0; p < b; p++)
-        check_eigenpairs(msg, t, n, a + p * n * n, wa + p * n, qa + p * n * n);
+        check_eigenpairs(msg, t, n, a + p * n * n, wa + p * n, qa + p * n * n, matmul);
     ng_test_close(msg, wh, wa, b * n, 0, tol_of(t, n) * 2.0);
 
     free(a);
@@ -230,9 +135,9 @@ static void test_cholesky(ng_dtype t, int64_t b, int64_t n) {
     char what[96];
     snprintf(what, sizeof what, "cholesky %s b=%lld n=%lld", ng_dtype_name(t), (long long)b,
              (long long)n);
-    ng_tensor A = square(t, b, n, "A");
-    ng_tensor L = square(t, b, n, "L");
-    ng_tensor V = square(t, b, n, "inverse");
+    ng_tensor A = square(t, NG_CPU, b, n, "A");
+    ng_tensor L = square(t, NG_CPU, b, n, "L");
+    ng_tensor V = square(t, NG_CPU, b, n, "inverse");
     double *a = malloc(sizeof(double) * (size_t)(b * n * n));
     for (int64_t p = 0; p < b; p++) {
         random_spd(n, 1.0, a + p * n * n);
@@ -248,7 +153,6 @@ static void test_cholesky(ng_dtype t, int64_t b, int64_t n) {
     NG_TEST(!memcmp(A.data, A_before.data, ng_tensor_bytes(&A)), "%s: input unchanged", what);
 
     double *lh = ng_test_to_f64(&L), *vh = ng_test_to_f64(&V);
-    double *LT = malloc(sizeof(double) * (size_t)(n * n));
     double *R = malloc(sizeof(double) * (size_t)(n * n));
     double *I = identity(n);
     char msg[256];
@@ -266,21 +170,19 @@ static void test_cholesky(ng_dtype t, int64_t b, int64_t n) {
                 (long long)upper_nonzero);
         NG_TEST(bad_diag == 0, "%s: %lld diagonal elements of L not > 0", what,
                 (long long)bad_diag);
-        transpose(n, l, LT);
-        matmul(n, l, LT, R);
+        matmul(n, 0, 1, l, l, R);
         snprintf(msg, sizeof msg, "%s: L L^T = A", what);
         ng_test_rel_norm(msg, ap, R, n * n, tol_of(t, n));
 
         NG_TEST(asym == 0, "%s: inverse not symmetric in %lld pairs", what, (long long)asym);
         /* lambda_min(A) >= 1, so cond(A) <= ||A||_inf. */
-        matmul(n, ap, v, R);
+        matmul(n, 0, 0, ap, v, R);
         snprintf(msg, sizeof msg, "%s: A A^-1 = I", what);
         ng_test_rel_norm(msg, I, R, n * n, tol_of(t, n) * norm_inf(n, ap));
     }
     free(a);
     free(lh);
     free(vh);
-    free(LT);
     free(R);
     free(I);
     ng_tensor_free(&A);
@@ -292,8 +194,8 @@ static void test_cholesky(ng_dtype t, int64_t b, int64_t n) {
 static void test_damped(ng_dtype t, int64_t n) {
     char what[96];
     snprintf(what, sizeof what, "damped_inverse %s n=%lld", ng_dtype_name(t), (long long)n);
-    ng_tensor A = square(t, 1, n, "A");
-    ng_tensor V = square(t, 1, n, "damped inverse");
+    ng_tensor A = square(t, NG_CPU, 1, n, "A");
+    ng_tensor V = square(t, NG_CPU, 1, n, "damped inverse");
     double *a = malloc(sizeof(double) * (size_t)(n * n));
     double *R = malloc(sizeof(double) * (size_t)(n * n));
     double *I = identity(n);
@@ -310,7 +212,7 @@ static void test_damped(ng_dtype t, int64_t n) {
             fb);
     double *v = ng_test_to_f64(&V);
     for (int64_t i = 0; i < n; i++) a[i * n + i] += lambda;
-    matmul(n, a, v, R);
+    matmul(n, 0, 0, a, v, R);
     snprintf(msg, sizeof msg, "%s SPD: (A + lambda I) result = I", what);
     /* cond(A + lambda I) <= (||A||_inf + lambda) / lambda */
     ng_test_rel_norm(msg, I, R, n * n, tol_of(t, n) * norm_inf(n, a) / lambda);
@@ -359,9 +261,9 @@ static void test_damped(ng_dtype t, int64_t n) {
 /* A failed entry of a batch gets NaN outputs and the status; the other entries are still good. */
 static void test_failures(ng_dtype t) {
     const int64_t b = 3, n = 6;
-    ng_tensor A = square(t, b, n, "A");
+    ng_tensor A = square(t, NG_CPU, b, n, "A");
     ng_tensor w = ng_tensor_2d(t, NG_CPU, b, n, "w");
-    ng_tensor Q = square(t, b, n, "Q");
+    ng_tensor Q = square(t, NG_CPU, b, n, "Q");
     double *a = malloc(sizeof(double) * (size_t)(b * n * n));
     double *w0 = malloc(sizeof(double) * (size_t)n);
     const char *dt = ng_dtype_name(t);
@@ -378,7 +280,7 @@ static void test_failures(ng_dtype t) {
     ng_status st = ng_eigh(&A, &w, &Q);
     NG_TEST(st == NG_ERR_NONFINITE, "eigh %s with NaN: status %s", dt, ng_status_name(st));
     double *wh = ng_test_to_f64(&w), *qh = ng_test_to_f64(&Q);
-    check_eigenpairs("eigh good entry beside NaN", t, n, a, wh, qh);
+    check_eigenpairs("eigh good entry beside NaN", t, n, a, wh, qh, matmul);
     NG_TEST(all_nan(wh + n, 2 * n) && all_nan(qh + n * n, 2 * n * n),
             "eigh %s: w and Q of non-finite entries are all NaN", dt);
     free(wh);
@@ -386,7 +288,7 @@ static void test_failures(ng_dtype t) {
 
     /* cholesky: entry 1 indefinite, entry 2 PSD but singular (last row and column zero), so
      * its last pivot is exactly 0. */
-    ng_tensor L = square(t, b, n, "L");
+    ng_tensor L = square(t, NG_CPU, b, n, "L");
     random_spd(n, 1.0, a);
     store(&A, 0, a, 0);
     known_spectrum(n, a + n * n, w0, 1);
@@ -431,8 +333,8 @@ static void test_failures(ng_dtype t) {
 /* Non-finite input to the damped inverse: the status, and NaN rather than a plausible result. */
 static void test_damped_nonfinite(ng_dtype t) {
     const int64_t b = 2, n = 5;
-    ng_tensor A = square(t, b, n, "A");
-    ng_tensor V = square(t, b, n, "damped inverse");
+    ng_tensor A = square(t, NG_CPU, b, n, "A");
+    ng_tensor V = square(t, NG_CPU, b, n, "damped inverse");
     double *a = malloc(sizeof(double) * (size_t)(n * n));
     for (int64_t p = 0; p < b; p++) {
         random_spd(n, 1.0, a);

@@ -10,20 +10,8 @@
 
 #include "core/linalg.h"
 #include "core/memory.h"
+#include "linalg_ref.h"
 #include "testing.h"
-
-/* As in test_linalg.c: backward-error bounds of the solvers are c(n) eps ||A|| with c(n) a modest
- * multiple of n; we take 4 n (it also covers rounding an f64-built input to f32). */
-static double tol_of(ng_dtype t, int64_t n) {
-    return 4.0 * (double)n * (t == NG_F64 ? DBL_EPSILON : FLT_EPSILON);
-}
-
-static void put(ng_tensor *t, int64_t i, double v) {
-    if (t->dtype == NG_F64)
-        ((double *)t->data)[i] = v;
-    else
-        ((float *)t->data)[i] = (float)v;
-}
 
 static double *dalloc(int64_t count) {
     double *p = calloc((size_t)(count ? count : 1), sizeof(double));
@@ -36,12 +24,6 @@ static double *dalloc(int64_t count) {
 static void mm(int64_t n, int ta, int tb, const double *A, const double *B, double *C) {
     cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)n, (int)n, (int)n, 1.0, A, (int)n, B, (int)n, 0.0, C, (int)n);
-}
-
-static double *identity(int64_t n) {
-    double *eye = calloc((size_t)(n * n), sizeof(double));
-    for (int64_t i = 0; i < n; i++) eye[i * n + i] = 1.0;
-    return eye;
 }
 
 /* A random orthogonal matrix: the Q factor of a random matrix. */
@@ -83,48 +65,8 @@ static void random_spd(int64_t n, double shift, double *A) {
     free(X);
 }
 
-static double norm_inf(int64_t n, const double *A) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double s = 0;
-        for (int64_t j = 0; j < n; j++) s += fabs(A[i * n + j]);
-        if (s > m) m = s;
-    }
-    return m;
-}
-
-/* Stores matrix p of host tensor t from a, after making `a` exactly the symmetric matrix the
- * routines see (lower triangle mirrored, rounded to t's dtype); upper_nan poisons t's strict
- * upper triangle, which neither twin may read. */
-static void store(ng_tensor *t, int64_t p, double *a, int upper_nan) {
-    int64_t n = t->shape[t->ndim - 1];
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j <= i; j++) {
-            double v = t->dtype == NG_F32 ? (double)(float)a[i * n + j] : a[i * n + j];
-            a[i * n + j] = a[j * n + i] = v;
-            put(t, p * n * n + i * n + j, v);
-            if (j < i) put(t, p * n * n + j * n + i, upper_nan ? NAN : v);
-        }
-}
-
-static ng_tensor square(ng_dtype t, ng_device d, int64_t b, int64_t n, const char *name) {
-    return b == 1 ? ng_tensor_2d(t, d, n, n, name) : ng_tensor_3d(t, d, b, n, n, name);
-}
-
 static ng_tensor rows(ng_dtype t, ng_device d, int64_t b, int64_t n, const char *name) {
     return b == 1 ? ng_tensor_1d(t, d, n, name) : ng_tensor_2d(t, d, b, n, name);
-}
-
-static int all_nan(const double *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++)
-        if (!isnan(x[i])) return 0;
-    return 1;
-}
-
-static int all_finite(const double *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
 }
 
 /* Device tensor equals host tensor bit for bit (the input was not written). */
@@ -133,27 +75,6 @@ static int same_bits(const ng_tensor *dev, const ng_tensor *host) {
     int same = !memcmp(h.data, host->data, ng_tensor_bytes(host));
     ng_tensor_free(&h);
     return same;
-}
-
-/* Q diag(w) Q^T reproduces A, Q^T Q = I, w ascending. */
-static void check_eigenpairs(const char *what, ng_dtype t, int64_t n, const double *A,
-                             const double *w, const double *Q) {
-    double *QD = dalloc(n * n), *R = dalloc(n * n), *eye = identity(n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) QD[i * n + j] = Q[i * n + j] * w[j];
-    mm(n, 0, 1, QD, Q, R);
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: Q diag(w) Q^T = A", what);
-    ng_test_rel_norm(msg, A, R, n * n, tol_of(t, n));
-    mm(n, 1, 0, Q, Q, R);
-    snprintf(msg, sizeof msg, "%s: Q^T Q = I", what);
-    ng_test_rel_norm(msg, eye, R, n * n, tol_of(t, n));
-    int asc = 1;
-    for (int64_t j = 1; j < n; j++) asc &= w[j - 1] <= w[j];
-    NG_TEST(asc, "%s: eigenvalues ascending", what);
-    free(QD);
-    free(R);
-    free(eye);
 }
 
 static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
@@ -183,7 +104,7 @@ static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     double tol = tol_of(t, n), gap = n > 1 ? 2.0 / (double)(n - 1) : 1.0;
     char msg[256];
     for (int64_t p = 0; p < b; p++) {
-        check_eigenpairs(what, t, n, a + p * nn, gw + p * n, gq + p * nn);
+        check_eigenpairs(what, t, n, a + p * nn, gw + p * n, gq + p * nn, mm);
         /* ||A||_2 = 1: each twin's eigenvalues are within tol of the exact ones. */
         snprintf(msg, sizeof msg, "%s: eigenvalues vs the built spectrum", what);
         ng_test_close(msg, w0 + p * n, gw + p * n, n, 0, tol);
@@ -215,7 +136,7 @@ static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     double *aw = ng_test_to_f64(&dw), *aq = ng_test_to_f64(&dQA);
     snprintf(msg, sizeof msg, "%s aliased", what);
     for (int64_t p = 0; p < b; p++)
-        check_eigenpairs(msg, t, n, a + p * nn, aw + p * n, aq + p * nn);
+        check_eigenpairs(msg, t, n, a + p * nn, aw + p * n, aq + p * nn, mm);
     ng_test_close(msg, gw, aw, b * n, 0, 2 * tol);
 
     free(a);
@@ -405,7 +326,7 @@ static void test_failures(ng_dtype t) {
         NG_TEST(st == NG_ERR_NONFINITE, "cuda eigh %s b=%lld n=%lld with NaN: status %s", dt,
                 (long long)b, (long long)n, ng_status_name(st));
         double *gw = ng_test_to_f64(&dw), *gq = ng_test_to_f64(&dQ);
-        check_eigenpairs("cuda eigh good entry beside NaN", t, n, a, gw, gq);
+        check_eigenpairs("cuda eigh good entry beside NaN", t, n, a, gw, gq, mm);
         NG_TEST(all_nan(gw + n, (b - 1) * n) && all_nan(gq + nn, (b - 1) * nn),
                 "cuda eigh %s b=%lld: w and Q of non-finite entries all NaN", dt, (long long)b);
         free(gw);

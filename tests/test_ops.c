@@ -9,23 +9,8 @@
 #include "core/backend.h"
 #include "core/half.h"
 #include "core/ops.h"
+#include "ops_ref.h"
 #include "testing.h"
-
-#define U32 (1.0 / 16777216.0)         /* unit roundoff of f32, 2^-24 */
-#define U64 (1.0 / 9007199254740992.0) /* f64, 2^-53 */
-#define U16 (1.0 / 2048.0)             /* f16, 2^-11 */
-#define UBF (1.0 / 256.0)              /* bf16, 2^-8 */
-#define F16_TINY (1.0 / 33554432.0)    /* half the f16 subnormal spacing, 2^-25 */
-
-static const ng_dtype float_types[4] = {NG_F32, NG_F64, NG_F16, NG_BF16};
-
-/* Unit roundoff of storing into t, and the absolute error floor of its subnormals. */
-static double unit(ng_dtype t) {
-    return t == NG_F64 ? U64 : t == NG_F16 ? U16 : t == NG_BF16 ? UBF : U32;
-}
-static double tiny(ng_dtype t) {
-    return t == NG_F16 ? F16_TINY : 0.0;
-}
 
 /* |got - ref| <= tol[i] for every i (NaN and Inf must match exactly); prints the first misses. */
 static int check_within(const char *what, const double *ref, const double *got, const double *tol,
@@ -48,71 +33,38 @@ static int check_within(const char *what, const double *ref, const double *got, 
     return 1;
 }
 
-/* gamma_n = n u / (1 - n u): the bound on n successive roundings (Higham, Lemma 3.1). */
-static double gamma_n(double n, double u) {
-    return n * u / (1.0 - n * u);
-}
-
 /* ---- GEMM ---------------------------------------------------------------------------------- */
 
-typedef struct {
-    int ta, tb;
-    int64_t m, n, k;
-    int64_t batch, ba, bb; /* batch 0: 2-D tensors; ba/bb: batch of A/B (1 broadcasts) */
-    ng_dtype in, out;
-    double alpha, beta;
-} gemm_case;
-
 static void gemm_case_run(const gemm_case *c) {
-    int nd = c->batch ? 3 : 2;
-    int64_t bt = c->batch ? c->batch : 1, ba = c->batch ? c->ba : 1, bb = c->batch ? c->bb : 1;
-    int64_t ar = c->ta ? c->k : c->m, ac = c->ta ? c->m : c->k;
-    int64_t br = c->tb ? c->n : c->k, bc = c->tb ? c->k : c->n;
-    int64_t sa[3] = {ba, ar, ac}, sb[3] = {bb, br, bc}, sc[3] = {bt, c->m, c->n};
-    ng_tensor A = ng_tensor_new(c->in, NG_CPU, nd, sa + 3 - nd, "lhs");
-    ng_tensor B = ng_tensor_new(c->in, NG_CPU, nd, sb + 3 - nd, "rhs");
-    ng_tensor C = ng_tensor_new(c->out, NG_CPU, nd, sc + 3 - nd, "out");
-    ng_test_fill_uniform(&A, -1, 1);
-    ng_test_fill_uniform(&B, -1, 1);
-    if (c->beta != 0)
-        ng_test_fill_uniform(&C, -1, 1);
-    else
-        ng_test_poison(&C); /* beta == 0 must not read C: its NaN must not reach the result */
+    ng_tensor A, B, C;
+    gemm_dims d = gemm_case_inputs(c, &A, &B, &C);
     /* The reference reads the inputs as stored, so rounded halves cost nothing here. */
     double *a = ng_test_to_f64(&A), *b = ng_test_to_f64(&B), *c0 = ng_test_to_f64(&C);
     ng_gemm(c->ta, c->tb, c->alpha, &A, &B, c->beta, &C);
     double *got = ng_test_to_f64(&C);
 
-    int64_t mn = c->m * c->n, total = bt * mn;
+    int64_t mn = c->m * c->n, total = d.bt * mn;
     double *ref = malloc(sizeof(double) * (size_t)total),
            *tol = malloc(sizeof(double) * (size_t)total);
     /* f32 accumulation over k terms plus alpha and beta: gamma_{k+2} of |alpha||A||B| + |beta||C|;
      * then one rounding into C's type. */
     double ua = c->in == NG_F64 ? U64 : U32, uo = unit(c->out), g = gamma_n((double)c->k + 2, ua);
-    for (int64_t p = 0; p < bt; p++) {
-        const double *ap = a + (ba > 1 ? p : 0) * ar * ac, *bp = b + (bb > 1 ? p : 0) * br * bc;
+    for (int64_t p = 0; p < d.bt; p++)
         for (int64_t i = 0; i < c->m; i++)
             for (int64_t j = 0; j < c->n; j++) {
-                double s = 0, mag = 0;
-                for (int64_t l = 0; l < c->k; l++) {
-                    double x = c->ta ? ap[l * ac + i] : ap[i * ac + l];
-                    double y = c->tb ? bp[j * bc + l] : bp[l * bc + j];
-                    s += x * y;
-                    mag += fabs(x * y);
-                }
+                double mag, s = gemm_ref_entry(c, &d, a, b, p, i, j, &mag);
                 int64_t o = p * mn + i * c->n + j;
                 double cin = c->beta != 0 ? c0[o] : 0.0;
                 ref[o] = c->alpha * s + c->beta * cin;
                 double err = g * (fabs(c->alpha) * mag + fabs(c->beta * cin));
                 tol[o] = err + uo * (fabs(ref[o]) + err) + tiny(c->out);
             }
-    }
     char what[160];
     snprintf(
         what, sizeof what,
         "gemm %s->%s ta=%d tb=%d [%lld,%lld,%lld] batch %lld (A %lld, B %lld) alpha %g beta %g",
         ng_dtype_name(c->in), ng_dtype_name(c->out), c->ta, c->tb, (long long)c->m, (long long)c->n,
-        (long long)c->k, (long long)c->batch, (long long)ba, (long long)bb, c->alpha, c->beta);
+        (long long)c->k, (long long)c->batch, (long long)d.ba, (long long)d.bb, c->alpha, c->beta);
     check_within(what, ref, got, tol, total);
     free(a), free(b), free(c0), free(got), free(ref), free(tol);
     ng_tensor_free(&A);
@@ -121,25 +73,9 @@ static void gemm_case_run(const gemm_case *c) {
 }
 
 static void test_gemm(void) {
-    const int64_t sizes[3][3] = {{1, 1, 1}, {3, 5, 7}, {513, 257, 129}};
-    /* f32: every size and transpose, beta 0 (C poisoned) and beta != 0, alpha != 1 and = 1. */
-    for (int s = 0; s < 3; s++)
-        for (int t = 0; t < 4; t++) {
-            gemm_case c = {t & 1, t >> 1, sizes[s][0], sizes[s][1], sizes[s][2], 0,
-                           0,     0,      NG_F32,      NG_F32,      0.75,        0.0};
-            gemm_case_run(&c);
-            c.beta = -0.5;
-            c.alpha = t == 3 ? 1.0 : -1.25;
-            gemm_case_run(&c);
-        }
-    /* Batched: batch 3, and A or B shared by the batch (stride 0). */
-    const int64_t bab[3][2] = {{3, 3}, {1, 3}, {3, 1}};
-    for (int v = 0; v < 3; v++)
-        for (int t = 0; t < 4; t++) {
-            gemm_case c = {t & 1,     t >> 1,    17,     23,     31,   3,
-                           bab[v][0], bab[v][1], NG_F32, NG_F32, 0.75, t & 1 ? -0.5 : 0.0};
-            gemm_case_run(&c);
-        }
+    const int64_t(*sizes)[3] = gemm_sizes;
+    const int64_t(*bab)[2] = gemm_batches;
+    gemm_f32_cases(gemm_case_run);
     /* Halves in, f32 out and half out; the big size once per type and transpose pair. */
     const ng_dtype halves[2] = {NG_F16, NG_BF16};
     for (int h = 0; h < 2; h++)
@@ -164,10 +100,9 @@ static void test_gemm(void) {
                            0,     0,      NG_F64,      NG_F64,      0.75,        t ? -0.5 : 0.0};
             gemm_case_run(&c);
         }
-    const int64_t bab64[3][2] = {{3, 3}, {1, 3}, {3, 1}};
     for (int v = 0; v < 3; v++) {
-        gemm_case c = {v & 1,       1,           11,     7,      13,    3,
-                       bab64[v][0], bab64[v][1], NG_F64, NG_F64, -1.25, v ? 0.5 : 0.0};
+        gemm_case c = {v & 1,     1,         11,     7,      13,    3,
+                       bab[v][0], bab[v][1], NG_F64, NG_F64, -1.25, v ? 0.5 : 0.0};
         gemm_case_run(&c);
     }
     /* k = 0: the product is empty, so C = beta C (and zeros for beta 0, NaN not read). */
@@ -342,32 +277,6 @@ static double expected_cast(double v, ng_dtype t) {
             return isnan(v) || v <= 0 ? 0 : v >= 255 ? 255 : trunc(v);
         default:
             return NAN;
-    }
-}
-
-/* Writes v into element i of a CPU tensor; v must be exact in its type. */
-static void put(ng_tensor *t, int64_t i, double v) {
-    switch (t->dtype) {
-        case NG_F32:
-            ((float *)t->data)[i] = (float)v;
-            break;
-        case NG_F64:
-            ((double *)t->data)[i] = v;
-            break;
-        case NG_F16:
-            ((ng_f16 *)t->data)[i] = ng_f32_to_f16((float)v);
-            break;
-        case NG_BF16:
-            ((ng_bf16 *)t->data)[i] = ng_f32_to_bf16((float)v);
-            break;
-        case NG_I32:
-            ((int32_t *)t->data)[i] = (int32_t)v;
-            break;
-        case NG_U8:
-            ((uint8_t *)t->data)[i] = (uint8_t)v;
-            break;
-        default:
-            break;
     }
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/ops.h"
 #include "gradcheck.h"
+#include "pool_bn_cases.h"
 #include "nn/batchnorm.h"
 #include "nn/containers.h"
 #include "nn/model.h"
@@ -15,9 +16,6 @@
 
 /* ---- makers -------------------------------------------------------------------------------- */
 
-static ng_layer *make_max2(void) {
-    return ng_maxpool("pool", 2, (int64_t[]){3, 3}, (int64_t[]){2, 2}, (int64_t[]){1, 1});
-}
 static ng_layer *make_max2_overlap(void) { /* stride 1: inputs sit in several windows */
     return ng_maxpool("pool", 2, (int64_t[]){2, 3}, (int64_t[]){1, 1}, (int64_t[]){1, 0});
 }
@@ -29,9 +27,6 @@ static ng_layer *make_avg2(void) {
 }
 static ng_layer *make_avg3(void) {
     return ng_avgpool("pool", 3, (int64_t[]){3, 2, 2}, (int64_t[]){2, 2, 1}, (int64_t[]){1, 1, 0});
-}
-static ng_layer *make_gap(void) {
-    return ng_global_avgpool("gap");
 }
 
 /* Running statistics away from 0 and 1 so that eval mode tests something; deterministic, since

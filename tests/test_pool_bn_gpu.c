@@ -5,14 +5,12 @@
 
 #include "core/ops.h"
 #include "gradcheck.h"
+#include "pool_bn_cases.h"
 #include "nn/batchnorm.h"
 #include "nn/model.h"
 #include "nn/pool.h"
 #include "testing.h"
 
-static ng_layer *make_max2(void) {
-    return ng_maxpool("pool", 2, (int64_t[]){3, 3}, (int64_t[]){2, 2}, (int64_t[]){1, 1});
-}
 static ng_layer *make_max3(void) {
     return ng_maxpool("pool", 3, (int64_t[]){3, 2, 3}, (int64_t[]){2, 2, 1}, (int64_t[]){1, 1, 1});
 }
@@ -21,9 +19,6 @@ static ng_layer *make_avg2(void) {
 }
 static ng_layer *make_avg3(void) {
     return ng_avgpool("pool", 3, (int64_t[]){2, 3, 3}, (int64_t[]){2, 2, 2}, (int64_t[]){1, 1, 1});
-}
-static ng_layer *make_gap(void) {
-    return ng_global_avgpool("gap");
 }
 
 static ng_layer *make_bn2(void) {
