@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything a GPU session should run, in one go: the gpu-labelled tests, then the benchmarks that
+# docs/BENCHMARKS.md compares with ../shared/docs/gpu.md's PyTorch figures. Output goes to stdout
+# and, as JSON and logs, to $OUT (or ./gpu-results). Uses an existing build folder when given one
+# that was made with -DCMAKE_CUDA_ARCHITECTURES=90 (e.g. carried to the GPU machine).
+# usage: scripts/gpu-session.sh [BUILD_DIR]
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+out=${OUT:-$root/gpu-results}
+mkdir -p "$out"
+ng="$build/natgrad"
+if [ ! -x "$ng" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 && ninja -C "$build" || exit 1
+fi
+"$ng" info | tee "$out/info.txt"
+ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.log"
+"$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
+"$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
+"$ng" bench --model vit_tiny_patch16_224 --batch 256 --device cuda --json "$out/vit_ti_b256.json"
+"$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
+"$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint --json "$out/cnn3d_128_ckpt.json"
+echo "results in $out"
