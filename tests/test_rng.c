@@ -9,6 +9,7 @@
 #include "core/half.h"
 #include "core/rng.h"
 #include "core/rng_dist.h"
+#include "rng_pinned.h"
 #include "testing.h"
 
 #define PI_L 3.141592653589793238462643383279502884L
@@ -428,12 +429,8 @@ static void test_statistics(void) {
  * the stream, or a compiler fusing or rounding differently on this host, shows here. The same
  * values are pinned for the GPU in test_rng_gpu. */
 static void test_pinned(void) {
-    ng_rng_key k = {20240601, 3, 7};
-    static const uint32_t golden[3][6] = {
-        {0xbf31f3e5, 0x3f1df25c, 0x3e0e5fc8, 0x3f914368, 0x3f29987d, 0x3eb3c116},
-        {0xc0a4c602, 0xc002649e, 0xbfd51426, 0xc06cfc37, 0xc0445e79, 0xbeaa93f3},
-        {0x3f800000, 0x00000000, 0x3f800000, 0x00000000, 0x00000000, 0x3f800000},
-    };
+    ng_rng_key k = rng_pinned_key;
+    const uint32_t(*golden)[6] = rng_pinned_bits;
     ng_tensor t = ng_tensor_1d(NG_F32, NG_CPU, 6, "pinned");
     for (int d = 0; d < 3; d++) {
         fill(&t, (ng_rng_dist)d, k, d == 2 ? 0.5 : -1, 2);
