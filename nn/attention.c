@@ -162,7 +162,7 @@ static void attn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     ng_arena_mark gm = ng_arena_get_mark(ctx->grads);
 
     ng_tensor dmerged = ng_arena_tensor(ctx->grads, dt, 3, (int64_t[]){B, T, s->dim}, "d heads");
-    proj->ops->backward(proj, ctx, dy, &dmerged);
+    ng_layer_backward(proj, ctx, dy, &dmerged);
     ng_tensor dout = ng_arena_tensor(ctx->grads, dt, 3, (int64_t[]){bh, T, hd}, "d heads out");
     ng_vit_permute(&dmerged, &dout, 4, (int64_t[]){B, T, H, hd}, (int[]){0, 2, 1, 3});
 
@@ -178,7 +178,7 @@ static void attn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
 
     ng_tensor dy3 = ng_arena_tensor(ctx->grads, dt, 3, (int64_t[]){B, T, 3 * s->dim}, "d qkv out");
     ng_vit_permute(&dqkvp, &dy3, 5, (int64_t[]){3, B, H, T, hd}, (int[]){1, 3, 0, 2, 4});
-    qkv->ops->backward(qkv, ctx, &dy3, dx);
+    ng_layer_backward(qkv, ctx, &dy3, dx);
     ng_arena_release(ctx->grads, gm);
 }
 

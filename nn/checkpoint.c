@@ -38,7 +38,7 @@ static void ckpt_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     ckpt_state *s = l->impl;
     ng_layer *f = l->children[0];
     if (!s->enabled) {
-        f->ops->backward(f, ctx, dy, dx);
+        ng_layer_backward(f, ctx, dy, dx);
         return;
     }
     ng_arena_mark mark = ng_arena_get_mark(ctx->acts);
@@ -46,7 +46,7 @@ static void ckpt_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     ctx->recomputing = 1;
     f->ops->forward(f, ctx, &s->x);
     ctx->recomputing = was;
-    f->ops->backward(f, ctx, dy, dx);
+    ng_layer_backward(f, ctx, dy, dx);
     ng_arena_release(ctx->acts, mark);
 }
 

@@ -71,3 +71,8 @@ void ng_layer_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out
     NG_CHECK(ndim >= 1 && ndim <= NG_MAX_DIMS, "layer %s: input has %d dims", l->name, ndim);
     l->ops->out_shape(l, ndim, in, out_ndim, out);
 }
+
+void ng_layer_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
+    l->ops->backward(l, ctx, dy, dx);
+    if (ctx->grad_ready && l->nparams > 0) ctx->grad_ready->ready(ctx->grad_ready->self, l);
+}

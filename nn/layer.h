@@ -62,6 +62,15 @@ typedef struct {
     void (*output_grad)(void *self, ng_layer *l, const ng_tensor *dy);
 } ng_observer;
 
+/* Gradient-ready hook: told, during backward, the moment a layer has finished adding into its own
+ * parameters' gradients for this pass (its children report for themselves, before it). From then
+ * on the pass no longer writes those gradients, so data-parallel training can start reducing
+ * them while backward goes on. Not called for layers without parameters. */
+typedef struct {
+    void *self;
+    void (*ready)(void *self, const ng_layer *l);
+} ng_grad_hook;
+
 /* What a forward or backward pass runs with. */
 typedef struct {
     ng_device device;
@@ -71,6 +80,7 @@ typedef struct {
     int recomputing; /* replaying a checkpoint segment: no capture, no running-stat updates */
     ng_rng_key rng;  /* seed and step; layers add their own stream id */
     ng_observer *observer;
+    ng_grad_hook *grad_ready; /* NULL: nobody waits for gradients */
 } ng_ctx;
 
 typedef struct {
@@ -117,6 +127,11 @@ ng_buffer *ng_layer_add_buffer(ng_layer *l, const char *short_name, int ndim, co
 void ng_layer_add_child(ng_layer *l, ng_layer *child);
 /* Frees the layer and all its children. */
 void ng_layer_free(ng_layer *l);
+
+/* Runs l's backward and then tells ctx->grad_ready that l's parameters are final. Containers
+ * and layers with sub-layers run their children's backward through this, never through the ops
+ * directly, so every parameter is reported exactly once per pass. */
+void ng_layer_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx);
 
 /* Output shape through the ops, with the input checked against NG_MAX_DIMS. */
 void ng_layer_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,

@@ -157,7 +157,7 @@ ng_tensor ng_model_forward(ng_model *m, ng_ctx *ctx, const ng_tensor *x) {
 }
 
 void ng_model_backward(ng_model *m, ng_ctx *ctx, const ng_tensor *dy) {
-    m->root->ops->backward(m->root, ctx, dy, NULL);
+    ng_layer_backward(m->root, ctx, dy, NULL);
 }
 
 void ng_model_zero_grad(ng_model *m) {

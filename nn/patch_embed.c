@@ -160,7 +160,7 @@ static void pe_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
     ng_tensor dcols = {0};
     if (dx) dcols = ng_arena_tensor(ctx->grads, dt, 3, (int64_t[]){B, N, C * P * P}, "d patches");
     weight_views keep = weight_as_matrix(proj);
-    proj->ops->backward(proj, ctx, &dtok, dx ? &dcols : NULL);
+    ng_layer_backward(proj, ctx, &dtok, dx ? &dcols : NULL);
     weight_restore(proj, keep);
     if (dx) ng_vit_permute(&dcols, dx, 6, (int64_t[]){B, G, G, C, P, P}, (int[]){0, 3, 1, 4, 2, 5});
     ng_arena_release(ctx->grads, gm);

@@ -22,11 +22,11 @@ static ng_tensor res_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
 static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     ng_layer *f = l->children[0];
     if (!dx) {
-        f->ops->backward(f, ctx, dy, NULL);
+        ng_layer_backward(f, ctx, dy, NULL);
         return;
     }
     /* dx = dy + f'(x)^T dy: the branch writes into dx, then the skip path adds dy. */
-    f->ops->backward(f, ctx, dy, dx);
+    ng_layer_backward(f, ctx, dy, dx);
     ng_axpy(1.0, dy, dx);
 }
 

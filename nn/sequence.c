@@ -64,11 +64,11 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     for (int i = s->n - 1; i >= 0; i--) {
         ng_layer *c = l->children[i];
         if (i == 0) {
-            c->ops->backward(c, ctx, &cur, dx);
+            ng_layer_backward(c, ctx, &cur, dx);
             break;
         }
         ng_tensor next = ng_tensor_view(&buf[i & 1], 0, s->ndim[i], s->shape[i], "activation grad");
-        c->ops->backward(c, ctx, &cur, &next);
+        ng_layer_backward(c, ctx, &cur, &next);
         cur = next;
     }
     ng_arena_release(ctx->grads, mark);
