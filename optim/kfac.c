@@ -224,6 +224,7 @@ ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c) {
 
 void ng_kfac_free(ng_kfac *k) {
     if (!k) return;
+    ng_kfac_dist_free(k);
     for (int i = 0; i < k->n; i++) {
         ng_kfac_layer *L = &k->layers[i];
         ng_tensor *ts[] = {&L->A,  &L->G,  &L->S,  &L->s,    &L->B,    &L->QA,
@@ -261,32 +262,43 @@ void ng_kfac_begin(ng_kfac *k, int64_t step, int64_t n_examples, int capture_a, 
 
 void ng_kfac_step(ng_kfac *k, int64_t step, double lr) {
     NG_CHECK(isfinite(lr) && lr >= 0, "kfac: learning rate %g must be >= 0", lr);
-    if (step == k->batch_step)
+    if (step == k->batch_step) {
+        if (k->dist) ng_kfac_dist_reduce_factors(k);
         for (int i = 0; i < k->n; i++) ng_kfac_fold_layer(k, &k->layers[i]);
+    }
     k->batch_step = INT64_MIN;
     k->cap_a = k->cap_g = 0;
 
     double gamma = ng_kfac_damping(&k->c, step);
     int inv_now = step % k->c.inv_every == 0;
-    int *due = calloc((size_t)k->n + 1, sizeof *due);
+    /* due: the layers whose inverses are updated this step (the same on every rank); mine: those
+     * this rank computes. */
+    int *due = calloc((size_t)k->n + 1, sizeof *due),
+        *mine = calloc((size_t)k->n + 1, sizeof *mine);
+    NG_CHECK(due && mine, "out of host memory in K-FAC");
     for (int i = 0; i < k->n; i++) {
         double *meta = k->layers[i].meta.data;
         due[i] =
             meta[NG_KFAC_META_A] && meta[NG_KFAC_META_G] && (inv_now || !meta[NG_KFAC_META_INV]);
+        mine[i] = due[i] && ng_kfac_dist_owns(k, i);
     }
-    ng_kfac_small_eigh(k, due);
+    ng_kfac_small_eigh(k, mine);
     for (int i = 0; i < k->n; i++)
-        if (due[i]) ng_kfac_update_inverse(k, &k->layers[i], gamma);
+        if (mine[i]) ng_kfac_update_inverse(k, &k->layers[i], gamma);
     ng_kfac_small_eigh_done(k);
-    free(due);
+    if (k->dist) ng_kfac_dist_share_inverses(k, due);
+    free(due), free(mine);
 
     int clip = k->c.kl_clip > 0;
     double vg = 0;
     for (int i = 0; i < k->n; i++) {
         ng_kfac_layer *L = &k->layers[i];
         L->preconditioned = ((double *)L->meta.data)[NG_KFAC_META_INV] != 0;
-        if (L->preconditioned) vg += ng_kfac_precondition_layer(k, L, gamma, clip);
+        if (!L->preconditioned || !ng_kfac_dist_preconditions(k, i)) continue;
+        double dot = ng_kfac_precondition_layer(k, L, gamma, clip);
+        if (ng_kfac_dist_owns(k, i)) vg += dot; /* each layer counted once over the ranks */
     }
+    if (k->dist) vg = ng_kfac_dist_share_grads(k, vg);
     if (!clip) return;
     double denom = lr * lr * fabs(vg);
     double nu = denom > 0 ? sqrt(k->c.kl_clip / denom) : 1.0;

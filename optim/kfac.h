@@ -116,6 +116,22 @@ void ng_kfac_step(ng_kfac *k, int64_t step, double lr);
  * Writing into the returned tensors (a resume) restores the state exactly. */
 int ng_kfac_state(ng_kfac *k, const char **names, ng_tensor **tensors, int cap);
 
+/* Distributed K-FAC over the ranks of c (NULL or one rank: nothing changes), called by every
+ * rank after ng_kfac_new with the same model. Then each factor step all-reduces (averages) every
+ * layer's batch factors in one call, so with equal local batches the factors are those of the
+ * global batch; each layer's eigendecompositions / inverses are computed by one owner (greedy
+ * LPT on da^3 + out^3); grad_worker_fraction f (KAISA) sets how many ranks, g = f * world (a
+ * divisor of the world), hold a layer's inverses and precondition its gradient: f = 1 broadcasts
+ * the inverses to every rank (more memory, no gradient broadcast), f = 1/world keeps them on the
+ * owner, which broadcasts the preconditioned gradient (least memory). Ranks that are not a
+ * layer's grad workers free its inverse tensors (ng_kfac_state then lists only what this rank
+ * holds). The caller averages the gradients over the ranks before ng_kfac_step. The result
+ * equals one process's K-FAC on the global batch within float rounding. */
+struct ng_comm;
+void ng_kfac_distribute(ng_kfac *k, struct ng_comm *c, double grad_worker_fraction);
+/* The rank that computes layer i's inverses (0 in one process). */
+int ng_kfac_owner(const ng_kfac *k, int i);
+
 /* For tests and logs: number of registered layers, and layer i's name and running factors
  * (views; A [in(+1), in(+1)], G [out, out]). */
 int ng_kfac_layers(const ng_kfac *k);

@@ -97,6 +97,7 @@ struct ng_kfac {
     ng_tensor ones[4]; /* a ones vector per float dtype (f32, f64, f16, bf16), grown on demand */
     int batch_small;   /* group factors of side <= NG_KFAC_SMALL into batched eigh calls */
     ng_tensor small_q[NG_KFAC_SMALL + 1], small_w[NG_KFAC_SMALL + 1]; /* per side, that step */
+    struct ng_kfac_dist *dist; /* NULL: one process (kfac_dist.c) */
 };
 
 /* Scratch pieces carved from one buffer start at multiples of this, aligned for cuBLAS. */
@@ -123,6 +124,16 @@ void ng_kfac_small_eigh(ng_kfac *k, const int *due);
 void ng_kfac_small_eigh_done(ng_kfac *k);
 /* Preconditions the layer's gradient in place; returns <dW', dW> when want_dot, else 0. */
 double ng_kfac_precondition_layer(ng_kfac *k, ng_kfac_layer *L, double gamma, int want_dot);
+
+/* kfac_dist.c: the collectives of distributed K-FAC (all no-ops' callers check k->dist). */
+typedef struct ng_kfac_dist ng_kfac_dist;
+void ng_kfac_dist_free(ng_kfac *k);
+/* Whether this rank computes layer i's inverses / preconditions its gradient (1 when alone). */
+int ng_kfac_dist_owns(const ng_kfac *k, int i);
+int ng_kfac_dist_preconditions(const ng_kfac *k, int i);
+void ng_kfac_dist_reduce_factors(ng_kfac *k);
+void ng_kfac_dist_share_inverses(ng_kfac *k, const int *due);
+double ng_kfac_dist_share_grads(ng_kfac *k, double vg_owned);
 #endif
 
 #endif
