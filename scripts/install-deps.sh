@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(cmake ninja-build gcc g++ make pkg-config git
       libopenblas-dev liblapacke-dev libyaml-dev libcjson-dev zlib1g-dev
-      libopenmpi-dev openmpi-bin clang-format)
+      libopenmpi-dev openmpi-bin clang-format
+      iproute2 util-linux) # ip, tc and unshare for the namespace cluster (scripts/cluster.sh)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
