@@ -4,9 +4,13 @@
 #include <cblas.h>
 
 #include "backend.h"
-#ifdef NG_HAVE_MPI
-#include <mpi.h>
-#endif
+
+/* MPI is linked into comm/ only; comm/ registers its version reporter when it is linked in. */
+static const char *(*mpi_version)(void);
+
+void ng_build_info_set_mpi(const char *(*version)(void)) {
+    mpi_version = version;
+}
 
 #ifdef NG_HAVE_CUDA
 void ng_cuda_print_info(FILE *f);
@@ -18,17 +22,7 @@ void ng_print_build_info(FILE *f) {
 #endif
     fprintf(f, "BLAS:      OpenBLAS %s (%d threads) + LAPACKE\n", openblas_get_config(),
             openblas_get_num_threads());
-#ifdef NG_HAVE_MPI
-    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
-    int len = 0;
-    MPI_Get_library_version(lib, &len);
-    char *nl = lib;
-    while (*nl && *nl != '\n' && *nl != ',') nl++;
-    *nl = 0;
-    fprintf(f, "MPI:       %s (MPI %d.%d)\n", lib, MPI_VERSION, MPI_SUBVERSION);
-#else
-    fprintf(f, "MPI:       not built (one process only)\n");
-#endif
+    fprintf(f, "MPI:       %s\n", mpi_version ? mpi_version() : "not linked into this program");
 #ifdef NG_HAVE_CUDA
     ng_cuda_print_info(f);
 #else

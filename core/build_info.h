@@ -6,5 +6,7 @@
 #include <stdio.h>
 
 void ng_print_build_info(FILE *f);
+/* comm/ tells core how to ask for the MPI library's version (core does not link MPI). */
+void ng_build_info_set_mpi(const char *(*version)(void));
 
 #endif
