@@ -211,6 +211,10 @@ static void finish(ng_comm *c) {
     if (c->ops->finish) c->ops->finish(c);
 }
 
+static void begin(ng_comm *c) {
+    if (c->ops->begin) c->ops->begin(c);
+}
+
 /* The blocking all-reduce without the final wait: the NCCL stream path shares it. */
 void ng_comm_allreduce_enqueue(ng_comm *c, ng_tensor *t, ng_comm_op op,
                                const ng_allreduce_opts *o) {
@@ -223,6 +227,7 @@ void ng_comm_allreduce_enqueue(ng_comm *c, ng_tensor *t, ng_comm_op op,
 
 void ng_comm_allreduce_with(ng_comm *c, ng_tensor *t, ng_comm_op op, const ng_allreduce_opts *o) {
     check_tensor(c, t, "ng_comm_allreduce");
+    begin(c);
     ng_comm_allreduce_enqueue(c, t, op, o);
     finish(c);
 }
@@ -240,10 +245,11 @@ void ng_comm_reduce_scatter(ng_comm *c, const ng_tensor *in, ng_tensor *out, ng_
              ng_tensor_name(in), ng_tensor_desc(in), c->size, ng_tensor_name(out),
              ng_tensor_desc(out));
     size_t bytes = ng_tensor_bytes(in), es = ng_dtype_size(in->dtype);
-    if (c->size == 1) {
-        c->ops->copy(c, out->data, in->data, bytes);
+    if (c->size == 1) { /* any device: core copies */
+        ng_tensor_copy(out, in);
         return;
     }
+    begin(c);
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(c->size + 1));
     for (int i = 0; i <= c->size; i++) offs[i] = i * out->numel;
     void *work = ng_alloc(c->device, bytes ? bytes : 1);
@@ -264,15 +270,18 @@ void ng_comm_allgather(ng_comm *c, const ng_tensor *in, ng_tensor *out) {
              "(%s), same dtype",
              ng_tensor_name(out), ng_tensor_desc(out), c->size, ng_tensor_name(in),
              ng_tensor_desc(in));
+    if (c->size == 1) {
+        ng_tensor_copy(out, in);
+        return;
+    }
     size_t es = ng_dtype_size(in->dtype);
+    begin(c);
     c->ops->copy(c, (char *)out->data + (size_t)(c->rank * in->numel) * es, in->data,
                  ng_tensor_bytes(in));
-    if (c->size > 1) {
-        int64_t *offs = malloc(sizeof(int64_t) * (size_t)(c->size + 1));
-        for (int i = 0; i <= c->size; i++) offs[i] = i * in->numel;
-        c->ops->allgatherv(c, out->data, offs, in->dtype);
-        free(offs);
-    }
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(c->size + 1));
+    for (int i = 0; i <= c->size; i++) offs[i] = i * in->numel;
+    c->ops->allgatherv(c, out->data, offs, in->dtype);
+    free(offs);
     finish(c);
 }
 
@@ -282,6 +291,7 @@ void ng_comm_broadcast(ng_comm *c, ng_tensor *t, int root) {
              "ng_comm_broadcast: root %d of tensor '%s' is not a "
              "rank of this communicator (size %d)",
              root, ng_tensor_name(t), c->size);
+    begin(c);
     if (c->size > 1 && t->numel > 0) c->ops->bcast(c, t->data, t->numel, t->dtype, root);
     finish(c);
 }

@@ -48,7 +48,9 @@ typedef struct {
     void (*add)(ng_comm *c, void *dst, const void *src, int64_t n, ng_dtype dt);
     void (*divide)(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int by);
     void (*copy)(ng_comm *c, void *dst, const void *src, size_t bytes);
-    /* blocking collectives end with this (NCCL: wait for the stream) */
+    /* blocking collectives start with begin (NCCL: after core's stream) and end with finish
+     * (NCCL: wait for the communicator's stream); NULL for host backends */
+    void (*begin)(ng_comm *c);
     void (*finish)(ng_comm *c);
     /* optional non-blocking path (NCCL: the stream orders it); NULL: the worker thread */
     ng_comm_request *(*start)(ng_comm *c, ng_tensor *t, ng_comm_op op, const ng_allreduce_opts *o);

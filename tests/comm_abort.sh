@@ -4,6 +4,7 @@
 # name the rank and the message.
 set -u
 mpirun=$1 prog=$2
+export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
