@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "comm_mpi.h"
+#include "core/build_info.h"
 #include "core/cuda_context.h"
 #include "nccl_check.h"
 #include "reduce_cuda.h"
@@ -246,4 +247,17 @@ int ng_comm_nccl_world(ng_comm *w) {
     w->backend = NG_COMM_NCCL;
     w->device = NG_CUDA;
     return 1;
+}
+
+static const char *nccl_version(void) {
+    static char v[32];
+    int code = 0;
+    if (ncclGetVersion(&code) != ncclSuccess) return "unknown";
+    snprintf(v, sizeof v, "%d.%d.%d", code / 10000, code / 100 % 100, code % 100);
+    return v;
+}
+
+/* core's build report asks comm for NCCL's version; registered whenever this file is linked. */
+__attribute__((constructor)) static void register_nccl_version(void) {
+    ng_build_info_set_nccl(nccl_version);
 }

@@ -1,71 +1,29 @@
-/* Local reductions on host buffers: dst += src and buf /= n per dtype. fp16/bf16 go through f32
- * with core/half.h, so a sum of two halves is rounded once, as on the GPU and in NCCL. */
+/* Local reductions on host buffers: dst += src and buf /= n per dtype. Each result is computed
+ * in double and rounded once to the element type with core/convert.h (which the CUDA twin in
+ * reduce_cuda.cu shares), so it is the correctly rounded sum or quotient on both sides. */
 #include "comm_internal.h"
 
+#include "core/convert.h"
 #include "core/error.h"
-#include "core/half.h"
+
+static void check_float(ng_dtype dt) {
+    NG_CHECK(dt == NG_F32 || dt == NG_F64 || dt == NG_F16 || dt == NG_BF16,
+             "comm: cannot reduce %s elements", ng_dtype_name(dt));
+}
 
 void ng_comm_cpu_add(void *dst, const void *src, int64_t n, ng_dtype dt) {
-    switch (dt) {
-        case NG_F32: {
-            float *d = dst;
-            const float *s = src;
-            for (int64_t i = 0; i < n; i++) d[i] += s[i];
-            return;
-        }
-        case NG_F64: {
-            double *d = dst;
-            const double *s = src;
-            for (int64_t i = 0; i < n; i++) d[i] += s[i];
-            return;
-        }
-        case NG_F16: {
-            ng_f16 *d = dst;
-            const ng_f16 *s = src;
-            for (int64_t i = 0; i < n; i++)
-                d[i] = ng_f32_to_f16(ng_f16_to_f32(d[i]) + ng_f16_to_f32(s[i]));
-            return;
-        }
-        case NG_BF16: {
-            ng_bf16 *d = dst;
-            const ng_bf16 *s = src;
-            for (int64_t i = 0; i < n; i++)
-                d[i] = ng_f32_to_bf16(ng_bf16_to_f32(d[i]) + ng_bf16_to_f32(s[i]));
-            return;
-        }
-        default:
-            ng_fail("comm: cannot reduce %s elements", ng_dtype_name(dt));
+    check_float(dt);
+    if (dt == NG_F32) { /* the hot path of the CPU rings: a plain loop the compiler vectorises */
+        float *d = dst;
+        const float *s = src;
+        for (int64_t i = 0; i < n; i++) d[i] += s[i];
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            cv_store(dst, dt, i, cv_load(dst, dt, i) + cv_load(src, dt, i));
     }
 }
 
-/* The quotient is taken in double and rounded once to the element type (the CUDA twin in
- * reduce_cuda.cu does the same), so every algorithm's average has the same bits. */
 void ng_comm_cpu_divide(void *buf, int64_t n, ng_dtype dt, int by) {
-    double q = by;
-    switch (dt) {
-        case NG_F32: {
-            float *d = buf;
-            for (int64_t i = 0; i < n; i++) d[i] = (float)((double)d[i] / q);
-            return;
-        }
-        case NG_F64: {
-            double *d = buf;
-            for (int64_t i = 0; i < n; i++) d[i] = d[i] / q;
-            return;
-        }
-        case NG_F16: {
-            ng_f16 *d = buf;
-            for (int64_t i = 0; i < n; i++)
-                d[i] = ng_f32_to_f16((float)((double)ng_f16_to_f32(d[i]) / q));
-            return;
-        }
-        case NG_BF16: {
-            ng_bf16 *d = buf;
-            for (int64_t i = 0; i < n; i++)
-                d[i] = ng_f32_to_bf16((float)((double)ng_bf16_to_f32(d[i]) / q));
-            return;
-        }
-        default:
-            ng_fail("comm: cannot average %s elements", ng_dtype_name(dt));
-    }
+    check_float(dt);
+    for (int64_t i = 0; i < n; i++) cv_store(buf, dt, i, cv_load(buf, dt, i) / by);
 }

@@ -5,15 +5,20 @@
 
 #include "backend.h"
 
-/* MPI is linked into comm/ only; comm/ registers its version reporter when it is linked in. */
-static const char *(*mpi_version)(void);
+/* MPI and NCCL are linked into comm/ only; comm/ registers its version reporters when it is
+ * linked into the program. */
+static const char *(*mpi_version)(void), *(*nccl_version)(void);
 
 void ng_build_info_set_mpi(const char *(*version)(void)) {
     mpi_version = version;
 }
 
+void ng_build_info_set_nccl(const char *(*version)(void)) {
+    nccl_version = version;
+}
+
 #ifdef NG_HAVE_CUDA
-void ng_cuda_print_info(FILE *f);
+void ng_cuda_print_info(FILE *f, const char *nccl);
 #endif
 
 void ng_print_build_info(FILE *f) {
@@ -24,7 +29,7 @@ void ng_print_build_info(FILE *f) {
             openblas_get_num_threads());
     fprintf(f, "MPI:       %s\n", mpi_version ? mpi_version() : "not linked into this program");
 #ifdef NG_HAVE_CUDA
-    ng_cuda_print_info(f);
+    ng_cuda_print_info(f, nccl_version ? nccl_version() : "not linked into this program");
 #else
     fprintf(f, "CUDA:      not built (CPU only)\n");
 #endif
