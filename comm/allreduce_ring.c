@@ -43,19 +43,26 @@ void ng_ring_allreduce(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int64_t ch
     free(offs);
 }
 
+/* Segment i moves between rank i and root: towards root (gather) or away from it (scatter). */
+static void root_exchange(ng_comm *c, void *buf, const int64_t *offs, ng_dtype dt, int root,
+                          int gather, int64_t chunk) {
+    for (int i = 0; i < c->size; i++) {
+        if (i == root) continue;
+        int64_t len = offs[i + 1] - offs[i];
+        int from = gather ? i : root, to = gather ? root : i;
+        if (c->rank == from)
+            c->ops->shift(c, at(buf, offs[i], dt), len, to, NULL, 0, -1, dt, NULL, chunk);
+        else if (c->rank == to)
+            c->ops->shift(c, NULL, 0, -1, at(buf, offs[i], dt), len, from, dt, NULL, chunk);
+    }
+}
+
 /* Reduce to root as a ring reduce-scatter, then every segment sent to root. */
 void ng_ring_reduce(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int root, int64_t chunk) {
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(c->size + 1));
     ng_balanced_offsets(n, c->size, offs);
     ng_ring_reduce_scatterv(c, buf, offs, dt, chunk);
-    for (int i = 0; i < c->size; i++) {
-        if (i == root) continue;
-        int64_t len = offs[i + 1] - offs[i];
-        if (c->rank == i)
-            c->ops->shift(c, at(buf, offs[i], dt), len, root, NULL, 0, -1, dt, NULL, chunk);
-        else if (c->rank == root)
-            c->ops->shift(c, NULL, 0, -1, at(buf, offs[i], dt), len, i, dt, NULL, chunk);
-    }
+    root_exchange(c, buf, offs, dt, root, 1, chunk);
     free(offs);
 }
 
@@ -63,14 +70,7 @@ void ng_ring_reduce(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int root, int
 void ng_ring_bcast(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int root, int64_t chunk) {
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(c->size + 1));
     ng_balanced_offsets(n, c->size, offs);
-    for (int i = 0; i < c->size; i++) {
-        if (i == root) continue;
-        int64_t len = offs[i + 1] - offs[i];
-        if (c->rank == root)
-            c->ops->shift(c, at(buf, offs[i], dt), len, i, NULL, 0, -1, dt, NULL, chunk);
-        else if (c->rank == i)
-            c->ops->shift(c, NULL, 0, -1, at(buf, offs[i], dt), len, root, dt, NULL, chunk);
-    }
+    root_exchange(c, buf, offs, dt, root, 0, chunk);
     ng_ring_allgatherv(c, buf, offs, dt, chunk);
     free(offs);
 }

@@ -266,6 +266,11 @@ int main(int argc, char **argv) {
     seed = (uint64_t)s;
     for (int i = 0; i < rank * 7919; i++) ng_test_uniform(); /* random floats differ by rank */
 
+    if (rank == 0)
+        printf("%d ranks, nodes %s; non-blocking all-reduces on %s\n", size,
+               rpn ? "forced" : "detected",
+               ng_comm_thread_multiple() ? "a worker thread (MPI_THREAD_MULTIPLE)"
+                                         : "the caller (no MPI_THREAD_MULTIPLE)");
     test_topology(rpn);
     test_allreduce_equals_flat();
     test_other_collectives();
