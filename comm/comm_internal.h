@@ -128,8 +128,10 @@ ng_comm_request *ng_comm_async_start(ng_comm *c, ng_tensor *t, ng_comm_op op,
 void ng_comm_async_wait(ng_comm_request *r);
 void ng_comm_async_destroy(ng_comm *c);
 
-/* CPU element loops (comm/reduce_cpu.c), shared by the self and MPI backends. */
-void ng_comm_cpu_add(void *dst, const void *src, int64_t n, ng_dtype dt);
-void ng_comm_cpu_divide(void *buf, int64_t n, ng_dtype dt, int by);
+/* Host arithmetic (comm/reduce_cpu.c): the add, divide and copy of the self and MPI backends
+ * (c is unused and may be NULL). */
+void ng_comm_cpu_add(ng_comm *c, void *dst, const void *src, int64_t n, ng_dtype dt);
+void ng_comm_cpu_divide(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int by);
+void ng_comm_cpu_copy(ng_comm *c, void *dst, const void *src, size_t bytes);
 
 #endif

@@ -26,11 +26,11 @@ void ng_mpi_check_fail(const char *file, int line, const char *call, int err) {
 
 static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt) {
     (void)dt;
-    ng_comm_cpu_add(inout, in, *len, NG_F16);
+    ng_comm_cpu_add(NULL, inout, in, *len, NG_F16);
 }
 static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
     (void)dt;
-    ng_comm_cpu_add(inout, in, *len, NG_BF16);
+    ng_comm_cpu_add(NULL, inout, in, *len, NG_BF16);
 }
 
 static MPI_Datatype mpi_type(ng_dtype dt) {
@@ -129,7 +129,8 @@ static void mpi_shift(ng_comm *c, const void *send, int64_t ns, int dst, void *r
     for (int64_t k = 0; k < krecv; k++) {
         NG_MPI_CHECK(MPI_Wait(&req[k], MPI_STATUS_IGNORE));
         int64_t off = k * chunk, len = nr - off < chunk ? nr - off : chunk;
-        if (acc) ng_comm_cpu_add((char *)acc + (size_t)off * es, into + (size_t)off * es, len, dt);
+        if (acc)
+            ng_comm_cpu_add(c, (char *)acc + (size_t)off * es, into + (size_t)off * es, len, dt);
     }
     NG_MPI_CHECK(MPI_Waitall((int)ksend, req + krecv, MPI_STATUSES_IGNORE));
     free(req);
@@ -179,19 +180,6 @@ static void mpi_split(ng_comm *parent, int color, int key, ng_comm *child) {
     ng_mpi_split_into(parent, color, key, child, sizeof(ng_mpi_impl));
 }
 
-static void mpi_add(ng_comm *c, void *dst, const void *src, int64_t n, ng_dtype dt) {
-    (void)c;
-    ng_comm_cpu_add(dst, src, n, dt);
-}
-static void mpi_divide(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int by) {
-    (void)c;
-    ng_comm_cpu_divide(buf, n, dt, by);
-}
-static void mpi_copy(ng_comm *c, void *dst, const void *src, size_t bytes) {
-    (void)c;
-    memmove(dst, src, bytes);
-}
-
 static const ng_comm_ops mpi_ops = {
     .name = "mpi",
     .allreduce = mpi_allreduce,
@@ -206,9 +194,9 @@ static const ng_comm_ops mpi_ops = {
     .split = mpi_split,
     .destroy = ng_mpi_free_comm,
     .abort = ng_mpi_abort,
-    .add = mpi_add,
-    .divide = mpi_divide,
-    .copy = mpi_copy,
+    .add = ng_comm_cpu_add,
+    .divide = ng_comm_cpu_divide,
+    .copy = ng_comm_cpu_copy,
 };
 
 int ng_comm_mpi_launched(void) {

@@ -1,7 +1,6 @@
 /* The single-process backend: world size 1 without MPI, where every collective is the identity
  * (and works on tensors of any device). */
 #include <stdlib.h>
-#include <string.h>
 
 #include "comm_internal.h"
 
@@ -42,19 +41,6 @@ static void self_abort(ng_comm *c, int code) {
     (void)c;
     exit(code);
 }
-static void self_add(ng_comm *c, void *dst, const void *src, int64_t n, ng_dtype dt) {
-    (void)c;
-    ng_comm_cpu_add(dst, src, n, dt);
-}
-static void self_divide(ng_comm *c, void *buf, int64_t n, ng_dtype dt, int by) {
-    (void)c;
-    ng_comm_cpu_divide(buf, n, dt, by);
-}
-static void self_copy(ng_comm *c, void *dst, const void *src, size_t bytes) {
-    (void)c;
-    memmove(dst, src, bytes);
-}
-
 const ng_comm_ops ng_comm_self_ops = {
     .name = "self",
     .allreduce = self_nop_buf,
@@ -69,7 +55,7 @@ const ng_comm_ops ng_comm_self_ops = {
     .split = self_split,
     .destroy = self_destroy,
     .abort = self_abort,
-    .add = self_add,
-    .divide = self_divide,
-    .copy = self_copy,
+    .add = ng_comm_cpu_add,
+    .divide = ng_comm_cpu_divide,
+    .copy = ng_comm_cpu_copy,
 };
