@@ -36,6 +36,10 @@ ng_comm *ng_comm_init(int *argc, char ***argv, const ng_comm_config *cfg) {
         w->size = 1;
         ng_comm_set_topology(w, 0);
     }
+    if (w->size > 1) { /* before anything below can fail on one rank only */
+        error_rank = w->rank;
+        ng_set_error_handler(comm_error_handler);
+    }
     if (b == NG_COMM_NCCL)
         NG_CHECK(ng_comm_nccl_world(w), "comm: the nccl backend needs a build with CUDA and MPI");
     w->defaults = cfg->allreduce;
@@ -45,10 +49,6 @@ ng_comm *ng_comm_init(int *argc, char ***argv, const ng_comm_config *cfg) {
         ng_comm_set_table(w, rules, n);
     }
     ng_log_set_rank(w->rank, w->size);
-    if (w->size > 1) {
-        error_rank = w->rank;
-        ng_set_error_handler(comm_error_handler);
-    }
     return w;
 }
 

@@ -225,6 +225,8 @@ static const ng_comm_ops nccl_ops = {
 
 int ng_comm_nccl_world(ng_comm *w) {
     NG_CHECK(w->backend == NG_COMM_MPI, "comm: the nccl backend starts from an MPI world");
+    NG_CHECK(ng_cuda_device_count() > 0,
+             "comm: the nccl backend needs a CUDA device on rank %d, and none is visible", w->rank);
     /* The local rank picks the GPU, before core's CUDA context opens one. */
     if (!getenv("NG_CUDA_DEVICE")) {
         char dev[16];
