@@ -4,12 +4,21 @@
 #include <cblas.h>
 
 #include "backend.h"
-#ifdef NG_HAVE_MPI
-#include <mpi.h>
-#endif
+
+/* MPI and NCCL are linked into comm/ only; comm/ registers its version reporters when it is
+ * linked into the program. */
+static const char *(*mpi_version)(void), *(*nccl_version)(void);
+
+void ng_build_info_set_mpi(const char *(*version)(void)) {
+    mpi_version = version;
+}
+
+void ng_build_info_set_nccl(const char *(*version)(void)) {
+    nccl_version = version;
+}
 
 #ifdef NG_HAVE_CUDA
-void ng_cuda_print_info(FILE *f);
+void ng_cuda_print_info(FILE *f, const char *nccl);
 #endif
 
 void ng_print_build_info(FILE *f) {
@@ -18,19 +27,9 @@ void ng_print_build_info(FILE *f) {
 #endif
     fprintf(f, "BLAS:      OpenBLAS %s (%d threads) + LAPACKE\n", openblas_get_config(),
             openblas_get_num_threads());
-#ifdef NG_HAVE_MPI
-    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
-    int len = 0;
-    MPI_Get_library_version(lib, &len);
-    char *nl = lib;
-    while (*nl && *nl != '\n' && *nl != ',') nl++;
-    *nl = 0;
-    fprintf(f, "MPI:       %s (MPI %d.%d)\n", lib, MPI_VERSION, MPI_SUBVERSION);
-#else
-    fprintf(f, "MPI:       not built (one process only)\n");
-#endif
+    fprintf(f, "MPI:       %s\n", mpi_version ? mpi_version() : "not linked into this program");
 #ifdef NG_HAVE_CUDA
-    ng_cuda_print_info(f);
+    ng_cuda_print_info(f, nccl_version ? nccl_version() : "not linked into this program");
 #else
     fprintf(f, "CUDA:      not built (CPU only)\n");
 #endif

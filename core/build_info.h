@@ -6,5 +6,8 @@
 #include <stdio.h>
 
 void ng_print_build_info(FILE *f);
+/* comm/ tells core how to ask for the MPI and NCCL versions (core links neither). */
+void ng_build_info_set_mpi(const char *(*version)(void));
+void ng_build_info_set_nccl(const char *(*version)(void));
 
 #endif

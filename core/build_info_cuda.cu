@@ -1,11 +1,11 @@
-/* Versions of the CUDA libraries this build links, and the devices the driver shows. */
-#include <nccl.h>
+/* Versions of the CUDA libraries this build links, and the devices the driver shows (NCCL's
+ * version comes from comm/, which links NCCL). */
 #include <stdio.h>
 
 #include "cuda_context.h"
 
-extern "C" void ng_cuda_print_info(FILE *f) {
-    int rt = 0, drv = 0, blas = 0, nccl = 0;
+extern "C" void ng_cuda_print_info(FILE *f, const char *nccl) {
+    int rt = 0, drv = 0, blas = 0;
     cudaRuntimeGetVersion(&rt);
     if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
     cudaGetLastError();
@@ -24,8 +24,7 @@ extern "C" void ng_cuda_print_info(FILE *f) {
     cusolverGetProperty(MINOR_VERSION, &smi);
     cusolverGetProperty(PATCH_LEVEL, &spa);
     fprintf(f, "cuSOLVER:  %d.%d.%d\n", smj, smi, spa);
-    if (ncclGetVersion(&nccl) == ncclSuccess)
-        fprintf(f, "NCCL:      %d.%d.%d\n", nccl / 10000, nccl / 100 % 100, nccl % 100);
+    fprintf(f, "NCCL:      %s\n", nccl);
     int n = ng_cuda_device_count();
     fprintf(f, "devices:   %d CUDA device%s\n", n, n == 1 ? "" : "s");
     for (int i = 0; i < n; i++) {

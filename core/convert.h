@@ -1,5 +1,5 @@
 /* Conversions between all dtypes, compiled for host and device and shared by the CPU and CUDA
- * twins of the casts, so both agree bit for bit. Internal to core.
+ * twins of the casts, so both agree bit for bit. Internal to core (and comm/'s reductions).
  * Every dtype widens to double exactly, so any cast is "widen, then round once". NaN payloads
  * are moved by hand because hardware differs on them (x86 keeps them, GPUs may not). */
 #ifndef NG_CONVERT_H

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds natgrad and runs its tests (all but the `slow` label; NG_TEST_LABELS overrides, e.g.
-# NG_TEST_LABELS=gpu on a GPU machine). GPU tests report "skipped" where no GPU is present.
+# Builds natgrad and runs its tests (all but the `slow` label, so unit, gpu and mpi; NG_TEST_LABELS
+# overrides, e.g. NG_TEST_LABELS=gpu on a GPU machine). GPU tests report "skipped" where no GPU
+# is present; mpi tests run under mpirun (np 1-4, CMake sets Open MPI's root and
+# oversubscription variables) and report "skipped" in a build without MPI.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/build.sh" "$@"
