@@ -62,7 +62,11 @@ kf=(--set kfac.enabled=true --set kfac.fisher=true --set kfac.factor_every=2 --s
 cmp -s "$work/k1/final.safetensors" "$work/k2/final.safetensors" && ok || bad "kfac resumed weights differ"
 cmp -s "$work/a/final.safetensors" "$work/k1/final.safetensors" && bad "kfac changed nothing" || ok
 out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume auto 2>&1)
-[ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "resuming a K-FAC run without K-FAC: $out"
+[ $? -eq 2 ] && grep -q "kfac.enabled: true -> false" <<<"$out" && ok ||
+  bad "resuming a K-FAC run without K-FAC should name the changed key: $out"
+out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume "$work/k2/checkpoints/step-00000030" \
+  --allow-config-change 2>&1)
+[ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "a K-FAC checkpoint without K-FAC: $out"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
