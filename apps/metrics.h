@@ -16,7 +16,7 @@ typedef struct {
 ng_json_num_text ng_json_num(const char *fmt, double v);
 
 /* Consecutive failed flushes, and lines waiting to be written, after which the run stops. */
-#define NG_METRICS_MAX_FAILURES 1000
+#define NG_METRICS_MAX_FAILURES 200
 #define NG_METRICS_MAX_PENDING (4u << 20)
 
 typedef struct {

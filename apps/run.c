@@ -242,6 +242,8 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
         .step = meta_int(f, "step"), .epoch = meta_int(f, "epoch"), .index = meta_int(f, "index")};
     NG_CHECK(pos.step == named, "%s: metadata 'step' is %lld but the folder is step %lld", p,
              (long long)pos.step, named);
+    NG_CHECK(pos.epoch <= pos.step, "%s: metadata 'epoch' %lld is beyond step %lld", p,
+             (long long)pos.epoch, (long long)pos.step);
     const char *secs = ng_safetensors_meta(f, "train_s");
     char *end = NULL;
     pos.train_s = secs ? strtod(secs, &end) : 0;

@@ -295,6 +295,11 @@ int ng_cmd_train(int argc, char **argv) {
             (double)s.steps / (double)per_epoch, s.optim.name, out);
     if (resume_from) fprintf(stderr, "resumed from %s at step %lld\n", ckpt, (long long)pos.step);
     ng_stop_install();
+    /* Tests make one step's gradient non-finite to check what a skip keeps (tests/train_faults.sh):
+     * NG_TEST_NONFINITE_STEP=K fills the gradient of the model's last parameter with NaN at step
+     * K (1-based, as logged). */
+    const char *poison_env = getenv("NG_TEST_NONFINITE_STEP");
+    int64_t poison_step = poison_env ? atoll(poison_env) : 0;
 
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     char line[1024];
@@ -336,6 +341,7 @@ int ng_cmd_train(int argc, char **argv) {
         double loss = ng_softmax_xent(&logits, &yv, s.smoothing, &dlogits, &correct);
         ng_model_zero_grad(m);
         ng_model_backward(m, &ctx, &dlogits);
+        if (step + 1 == poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
         double lr = ng_schedule_lr(&s.sched, step), gnorm = NAN;
         /* A non-finite loss or gradient skips the step before anything keeps it: the optimizer
          * does not step, and K-FAC, which folds a step's statistics into its factors only in
@@ -378,10 +384,11 @@ int ng_cmd_train(int argc, char **argv) {
         }
         if (diverged) {
             fprintf(stderr,
-                    "natgrad: error: training diverged: %lld steps in a row had a non-finite loss "
-                    "or gradient (train.max_skips = %lld), the last at step %lld: non-finite "
+                    "natgrad: error: training diverged: %lld step%s in a row had a non-finite "
+                    "loss or gradient (train.max_skips = %lld), the last at step %lld: non-finite "
                     "%s%s; no checkpoint was written for them\n",
-                    (long long)pos.skip_streak, (long long)s.max_skips, (long long)done,
+                    (long long)pos.skip_streak, pos.skip_streak == 1 ? "" : "s",
+                    (long long)s.max_skips, (long long)done,
                     strcmp(bad, "loss") ? "gradient of " : "", bad);
             status = 1;
             break;
