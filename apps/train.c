@@ -480,9 +480,9 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_tensor x, y;
     input_tensors(&s, &x, &y);
     eval_result ev = evaluate(m, &s, &x, &y);
-    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %.9g, \"accuracy\": %.6f, "
+    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
            "\"examples\": %lld}\n",
-           a.weights, ev.loss, ev.acc, (long long)ev.n);
+           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_model_free(m);
     ng_train_setup_free(&s);

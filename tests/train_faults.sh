@@ -76,6 +76,12 @@ l5=$(grep '"step": 5,' "$work/p/metrics.jsonl") l6=$(grep '"step": 6,' "$work/p/
 grep -q '"grad_norm": null.*"skipped": 1, "skipped_total": 1' <<<"$l5" &&
   grep -q '"skipped": 0, "skipped_total": 1' <<<"$l6" && ok || bad "metrics of steps 5, 6: $l5 / $l6"
 valid_jsonl "$work/p/metrics.jsonl" && ok || bad "metrics with a skipped step are not valid JSON"
+# Batch-norm running statistics move in the forward of a skipped step and are put back.
+NG_TEST_NONFINITE_STEP=3 "$ng" train --config "$work/small.yaml" --out "$work/bn" --set model.arch=vgg \
+  --set model.width=4 --set train.steps=4 --set train.checkpoint_every=1 --set train.keep_checkpoints=4 >/dev/null 2>&1 || bad "vgg run failed"
+cmp -s <(tensor_bytes "$work/bn/checkpoints/step-00000002/model.safetensors") \
+  <(tensor_bytes "$work/bn/checkpoints/step-00000003/model.safetensors") && ok ||
+  bad "a skipped step changed the batch-norm running statistics"
 out=$(NG_TEST_NONFINITE_STEP=5 "$ng" train --config "$work/small.yaml" --out "$work/p1" "${kf[@]}" \
   --set train.max_skips=1 2>&1)
 st=$?
