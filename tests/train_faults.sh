@@ -7,23 +7,11 @@
 # usage: train_faults.sh PATH/TO/natgrad
 set -u
 ng=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+source "$(dirname "$0")/train_lib.sh"
 have_py=0
 command -v python3 >/dev/null && have_py=1
 
-cat >"$work/small.yaml" <<'YAML'
-seed: 3
-model: {arch: mlp, width: 32, depth: 2, dropout: 0.1}
-data:
-  name: synthetic
-  synthetic: {train: 600, test: 200, noise: 3.0}
-train: {batch_size: 50, steps: 40, log_every: 1, checkpoint_every: 10, eval_every: 20}
-optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-YAML
+small_yaml
 # Every line of FILE is a JSON object (python3 when present; else no nan/inf tokens and a final
 # newline).
 valid_jsonl() {
@@ -78,7 +66,7 @@ grep -q '"grad_norm": null.*"skipped": 1, "skipped_total": 1' <<<"$l5" &&
 valid_jsonl "$work/p/metrics.jsonl" && ok || bad "metrics with a skipped step are not valid JSON"
 # Batch-norm running statistics move in the forward of a skipped step and are put back.
 NG_TEST_NONFINITE_STEP=3 "$ng" train --config "$work/small.yaml" --out "$work/bn" --set model.arch=vgg \
-  --set model.width=4 --set train.steps=4 --set train.checkpoint_every=1 --set train.keep_checkpoints=4 >/dev/null 2>&1 || bad "vgg run failed"
+  --set model.width=4 --set train.steps=6 --set train.checkpoint_every=1 --set train.keep_checkpoints=6 >/dev/null 2>&1 || bad "vgg run failed"
 cmp -s <(tensor_bytes "$work/bn/checkpoints/step-00000002/model.safetensors") \
   <(tensor_bytes "$work/bn/checkpoints/step-00000003/model.safetensors") && ok ||
   bad "a skipped step changed the batch-norm running statistics"
@@ -127,5 +115,4 @@ PY
   resume_bad "model.safetensors: metadata 'epoch' 21 is beyond step 20"
 fi
 
-echo "train_faults: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report train_faults

@@ -6,25 +6,14 @@
 # usage: train_full_disk.sh PATH/TO/natgrad
 set -u
 ng=$1
-work=$(mktemp -d)
+source "$(dirname "$0")/train_lib.sh"
 mnt=$work/mnt
 mkdir -p "$mnt"
 if ! mount -t tmpfs -o size=24m none "$mnt" 2>/dev/null; then
-  rm -rf "$work"
   echo "train_full_disk: cannot mount a tmpfs here (needs root); skipped"
   exit 77
 fi
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  umount "$mnt"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+at_exit+=("umount '$mnt'")
 
 # Steps of a few ms; checkpoints only at the end (they need room: the test is about metrics).
 cat >"$work/run.yaml" <<'YAML'
@@ -36,19 +25,6 @@ data:
 train: {batch_size: 50, steps: 400, log_every: 1, checkpoint_every: 400, eval_every: 400, keep_checkpoints: 1}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 YAML
-losses() { grep '"type": "train"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\),.*"loss": \([^,]*\),.*/\1 \2/'; }
-lines() { [ -f "$1/metrics.jsonl" ] && wc -l <"$1/metrics.jsonl" || echo 0; }
-wait_for() { # PID TEST...: waits at most 60 s for TEST to hold while PID runs
-  local pid=$1
-  shift
-  for _ in $(seq 600); do
-    "$@" && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
 fill() { dd if=/dev/zero of="$mnt/fill" bs=64k >/dev/null 2>&1; } # until the disk is full
 
 "$ng" train --config "$work/run.yaml" --out "$work/ref" >/dev/null 2>&1 || bad "reference run failed"
@@ -92,5 +68,4 @@ else
   bad "run b ended or stalled before 20 metrics lines"
 fi
 
-echo "train_full_disk: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report train_full_disk

@@ -7,16 +7,7 @@
 # usage: train_preempt.sh PATH/TO/natgrad
 set -u
 ng=$1
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+source "$(dirname "$0")/train_lib.sh"
 
 # Steps of a few ms, so that a signal lands mid-run.
 cat >"$work/slow.yaml" <<'YAML'
@@ -30,17 +21,6 @@ train: {batch_size: 50, steps: 300, log_every: 1, checkpoint_every: 100, eval_ev
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 schedule: {name: cosine, warmup_steps: 5}
 YAML
-losses() { grep '"type": "train"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\),.*"loss": \([^,]*\),.*/\1 \2/'; }
-lines() { [ -f "$1/metrics.jsonl" ] && wc -l <"$1/metrics.jsonl" || echo 0; }
-# Waits (at most 60 s) until DIR's metrics hold N lines; fails when the run ended first.
-wait_lines() { # DIR N PID
-  for _ in $(seq 600); do
-    [ "$(lines "$1")" -ge "$2" ] && return 0
-    kill -0 "$3" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 out=$("$ng" train --config "$work/slow.yaml" --out "$work/ref" 2>&1) || bad "reference run failed: $out"
 ref_line=$(grep "^test accuracy" <<<"$out")
@@ -49,7 +29,7 @@ ref_line=$(grep "^test accuracy" <<<"$out")
 "$ng" train --config "$work/slow.yaml" --out "$work/p" 2>"$work/p.err" >/dev/null &
 pid=$!
 pids+=("$pid")
-if wait_lines "$work/p" 20 "$pid"; then
+if wait_for "$pid" has_lines "$work/p" 20; then
   out=$("$ng" train --config "$work/slow.yaml" --out "$work/p" --resume auto 2>&1)
   [ $? -eq 2 ] && grep -q "$work/p is in use" <<<"$out" && grep -q "pid $pid" <<<"$out" && ok ||
     bad "a second process on a live run directory: $out"
@@ -84,7 +64,7 @@ cmp -s "$work/ref/final.safetensors" "$work/p/final.safetensors" && ok || bad "r
 "$ng" train --config "$work/slow.yaml" --out "$work/q" >/dev/null 2>&1 &
 pid=$!
 pids+=("$pid")
-if wait_lines "$work/q" 20 "$pid"; then
+if wait_for "$pid" has_lines "$work/q" 20; then
   kill -INT "$pid"
   sleep 0.001
   kill -INT "$pid"
@@ -118,5 +98,4 @@ grep -q "^# history: step 10: optimizer.lr: 0.05 -> 0.1" "$work/h/config.yaml" &
 out=$("$ng" train --config "$work/slow.yaml" --out "$work/h" --allow-config-change 2>&1)
 [ $? -eq 2 ] && grep -q "only with --resume" <<<"$out" && ok || bad "--allow-config-change without --resume: $out"
 
-echo "train_preempt: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report train_preempt
