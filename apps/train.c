@@ -224,8 +224,10 @@ int ng_cmd_train(int argc, char **argv) {
         snprintf(out, sizeof out, "%s", a.out);
     else
         default_out(a.config, out, sizeof out);
-    if (a.resume && strcmp(a.resume, "auto"))
+    if (a.resume && strcmp(a.resume, "auto")) { /* checked before DIR is created */
         NG_CHECK(exists(a.resume), "--resume: checkpoint %s does not exist", a.resume);
+        ng_checkpoint_position(a.resume);
+    }
     NG_CHECK(!a.allow_config_change || a.resume, "--allow-config-change: only with --resume");
     /* The lock comes before any look at what DIR holds: only its holder writes there. */
     ng_run_dir_create(out);
