@@ -259,9 +259,11 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
     join(p, sizeof p, ckpt, "optimizer.safetensors");
     f = ng_safetensors_open(p);
     pos.optimizer_step = meta_int(f, "optimizer_step");
-    NG_CHECK(pos.optimizer_step <= pos.step,
-             "%s: metadata 'optimizer_step' %lld is beyond the checkpoint's step %lld", p,
-             (long long)pos.optimizer_step, (long long)pos.step);
+    /* Every step but a skipped one steps the optimizer once. */
+    NG_CHECK(pos.optimizer_step == pos.step - pos.skipped,
+             "%s: metadata 'optimizer_step' %lld is not the checkpoint's step %lld less its %lld "
+             "skipped steps",
+             p, (long long)pos.optimizer_step, (long long)pos.step, (long long)pos.skipped);
     ng_safetensors_close(f);
     return pos;
 }

@@ -24,16 +24,17 @@
 
 /* What a checkpoint restores besides tensors. */
 typedef struct {
-    int64_t step;                 /* optimizer steps done */
+    int64_t step;                 /* training steps done, skipped ones included */
     int64_t epoch, index;         /* the loader position of the next batch */
     double train_s;               /* seconds spent in training steps so far (not evaluation) */
-    int64_t optimizer_step;       /* steps the optimizer took (<= step: skipped steps take none) */
+    int64_t optimizer_step;       /* steps the optimizer took: step - skipped */
     int64_t skipped, skip_streak; /* steps skipped for non-finite values: all, and in a row */
 } ng_run_position;
 
 /* Reads and checks a checkpoint folder's position without loading any tensor: COMPLETE present,
- * step equal to the folder's step-N, epoch and index >= 0, train_s finite and >= 0,
- * optimizer_step <= step, skip counts in range. Errors (exit 2) name the file and the key. */
+ * step equal to the folder's step-N, 0 <= epoch <= step, index >= 0, train_s finite and >= 0,
+ * skip counts in range, optimizer_step = step - skipped. Errors (exit 2) name the file and the key.
+ */
 ng_run_position ng_checkpoint_position(const char *ckpt);
 
 /* Creates DIR (and DIR/checkpoints) and takes an exclusive lock on DIR/.lock, held until the

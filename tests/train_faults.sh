@@ -106,7 +106,9 @@ PY
   fresh && set_meta "$ck/model.safetensors" train_s -1
   resume_bad "metadata 'train_s' is '-1'"
   fresh && set_meta "$ck/optimizer.safetensors" optimizer_step 21
-  resume_bad "optimizer.safetensors: metadata 'optimizer_step' 21 is beyond the checkpoint's step 20"
+  resume_bad "optimizer.safetensors: metadata 'optimizer_step' 21 is not the checkpoint's step 20 less its 0 skipped"
+  fresh && set_meta "$ck/model.safetensors" skipped 21
+  resume_bad "model.safetensors: metadata 'skipped' 21 / 'skip_streak' 0 do not fit step 20"
   fresh && set_meta "$ck/model.safetensors" index 12
   resume_bad "metadata 'index' 12 is beyond the 12 batches of an epoch"
   fresh && set_meta "$ck/model.safetensors" epoch x
