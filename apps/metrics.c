@@ -1,5 +1,5 @@
 /* The metrics log: whole lines only, every write checked, failed lines kept and retried. */
-#define _GNU_SOURCE /* fdatasync */
+#define _GNU_SOURCE /* fdatasync, getline */
 #include "apps/metrics.h"
 
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apps/clock.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -53,38 +54,48 @@ ng_metrics ng_metrics_open(const char *dir, int64_t resume_step) {
     m.fd = open(m.path, O_WRONLY | O_CREAT | (resume_step >= 0 ? 0 : O_TRUNC), 0644);
     NG_CHECK(m.fd >= 0, "cannot write %s: %s", m.path, strerror(errno));
     m.good = lseek(m.fd, 0, SEEK_END);
+    m.synced_at = ng_now();
     NG_CHECK(m.good >= 0, "cannot seek in %s: %s", m.path, strerror(errno));
     return m;
 }
 
-/* Writes the pending lines after the last good one and makes them durable; returns 0, or the
- * errno of the failure after cutting the file back to its last complete line. */
-static int flush(ng_metrics *m) {
-    size_t done = 0;
-    int err = 0;
-    while (done < m->len && !err) {
-        ssize_t w = pwrite(m->fd, m->pending + done, m->len - done, m->good + (off_t)done);
+/* Writes the lines not yet written after the last durable one, and makes them all durable when
+ * `sync` or NG_METRICS_SYNC_S have passed since the last time (an fdatasync per line would cost
+ * milliseconds a line). Returns 0, or the errno of a failure after cutting the file back to its
+ * last whole line written (its last durable line when the sync failed: what was written since
+ * may be lost); the lines after the cut stay pending. */
+static int flush(ng_metrics *m, int sync) {
+    int err = 0, sync_failed = 0;
+    while (m->written < m->len && !err) {
+        ssize_t w = pwrite(m->fd, m->pending + m->written, m->len - m->written,
+                           m->good + (off_t)m->written);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0)
             err = w < 0 ? errno : ENOSPC;
         else
-            done += (size_t)w;
+            m->written += (size_t)w;
     }
-    if (!err && fdatasync(m->fd)) err = errno;
-    if (err) {
-        /* A partial write leaves a torn line; the next try writes from the last good line. */
-        if (ftruncate(m->fd, m->good)) { /* the next pwrite overwrites the torn bytes anyway */
+    if (!err && (sync || ng_now() - m->synced_at >= NG_METRICS_SYNC_S)) {
+        if (fdatasync(m->fd)) {
+            err = errno, sync_failed = 1;
+        } else {
+            m->good += (off_t)m->len;
+            m->len = m->written = 0;
+            m->synced_at = ng_now();
         }
-        return err;
     }
-    m->good += (off_t)m->len;
-    m->len = 0;
-    return 0;
+    if (err) {
+        if (sync_failed) m->written = 0;
+        while (m->written && m->pending[m->written - 1] != '\n') m->written--;
+        /* Should this fail, the next pwrite overwrites the torn bytes anyway. */
+        if (ftruncate(m->fd, m->good + (off_t)m->written)) {
+        }
+    }
+    return err;
 }
 
-static void write_pending(ng_metrics *m) {
-    if (!m->len) return;
-    int err = flush(m);
+static void write_pending(ng_metrics *m, int sync) {
+    int err = flush(m, sync);
     if (!err) {
         if (m->failures)
             fprintf(stderr, "natgrad: %s: written again after %d failed attempts\n", m->path,
@@ -116,7 +127,7 @@ void ng_metrics_line(ng_metrics *m, const char *json) {
     memcpy(m->pending + m->len, json, l);
     m->pending[m->len + l] = '\n';
     m->len += l + 1;
-    write_pending(m);
+    write_pending(m, 0);
 }
 
 void ng_metrics_close(ng_metrics *m) {
@@ -124,7 +135,7 @@ void ng_metrics_close(ng_metrics *m) {
     /* No later log step will retry: give a briefly full disk a few seconds. */
     for (int i = 0; m->len && i < 10; i++) {
         if (i) usleep(500000);
-        write_pending(m);
+        write_pending(m, 1);
     }
     if (m->len) {
         fprintf(stderr, "natgrad: error: cannot write the last %zu bytes of lines to %s\n", m->len,
