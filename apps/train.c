@@ -184,6 +184,75 @@ static const char *nonfinite_in(ng_model *m, double loss) {
     return "the gradient";
 }
 
+/* What the training loop works on besides the setup. */
+typedef struct {
+    const ng_train_setup *s;
+    ng_model *m;
+    ng_optimizer *opt;
+    ng_kfac *kfac;            /* NULL without K-FAC */
+    ng_tensor x, y;           /* the device's input [batch, C, H, W] and labels [batch] */
+    ng_tensor buffers_before; /* the flat buffers before a step's forward (models with some) */
+    int64_t poison_step;      /* a test hook, see ng_cmd_train */
+} trainer;
+
+typedef struct {
+    double loss, acc, lr, gnorm; /* gnorm is NaN for a skipped step */
+    const char *bad; /* NULL, or what was not finite (nonfinite_in): the step was skipped */
+} step_result;
+
+/* One step on batch b: forward, loss, backward, and, when all is finite, clip, K-FAC and the
+ * optimizer. A non-finite loss or gradient skips the step before anything keeps it: the
+ * optimizer does not step, batch-norm buffers are put back, and K-FAC, which folds a step's
+ * statistics into its factors only in ng_kfac_step, drops them at the next ng_kfac_begin. */
+static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
+    const ng_train_setup *s = t->s;
+    ng_model *m = t->m;
+    ng_kfac *kfac = t->kfac;
+    ng_tensor xv, yv;
+    upload(b, &t->x, &t->y, &xv, &yv);
+    ng_model_reset_arenas(m);
+    if (m->nbuffers) ng_tensor_copy(&t->buffers_before, &m->flat_buffers);
+    ng_ctx ctx = ng_model_ctx(m, 1, s->seed, (uint64_t)step);
+    if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
+        ctx.observer = ng_kfac_observer(kfac);
+        ng_kfac_begin(kfac, step, b->b, 1, !s->kfac_true_fisher);
+    }
+    ng_tensor logits = ng_model_forward(m, &ctx, &xv);
+    ng_tensor dlogits =
+        ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
+    if (kfac && s->kfac_true_fisher) {
+        /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
+         * gradients are then dropped. */
+        ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b->b}, "sampled");
+        ng_sample_categorical(&logits,
+                              (ng_rng_key){.seed = s->seed,
+                                           .stream = NG_STREAM_FISHER,
+                                           .offset = (uint64_t)step << 32},
+                              &sampled);
+        ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
+        ng_kfac_begin(kfac, step, b->b, 0, 1);
+        ng_model_zero_grad(m);
+        ng_model_backward(m, &ctx, &dlogits);
+        ng_kfac_begin(kfac, step, b->b, 0, 0);
+    }
+    int64_t correct = 0;
+    step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
+    r.loss = ng_softmax_xent(&logits, &yv, s->smoothing, &dlogits, &correct);
+    r.acc = (double)correct / (double)b->b;
+    ng_model_zero_grad(m);
+    ng_model_backward(m, &ctx, &dlogits);
+    if (step + 1 == t->poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
+    r.bad = nonfinite_in(m, r.loss);
+    if (r.bad) {
+        if (m->nbuffers) ng_tensor_copy(&m->flat_buffers, &t->buffers_before);
+        return r;
+    }
+    r.gnorm = ng_clip_grad_norm(m, s->clip);
+    if (kfac) ng_kfac_step(kfac, step, r.lr);
+    ng_optimizer_step(t->opt, r.lr);
+    return r;
+}
+
 /* Writes config.yaml: every key resolved, under a header with the build and the history of
  * allowed config changes. */
 static void write_config(const ng_train_setup *s, const char *out, const char *history) {
@@ -200,11 +269,11 @@ static void write_config(const ng_train_setup *s, const char *out, const char *h
 }
 
 /* `--resume auto` on a run that has finished: its recorded result, no training. */
-static int report_complete(const char *out, int64_t steps) {
+static int report_complete(const char *out) {
     ng_run_result r;
     if (!ng_run_read_result(out, &r)) return 0;
     printf("run in %s is already complete: test accuracy %.2f%% (loss %.4f) after %lld steps\n",
-           out, 100 * r.accuracy, r.loss, (long long)steps);
+           out, 100 * r.accuracy, r.loss, (long long)r.step);
     return 1;
 }
 
@@ -252,7 +321,7 @@ int ng_cmd_train(int argc, char **argv) {
         free(history);
         history = ng_run_config_check(s.cfg, ng_train_spec, ng_train_nspec, out, pos.step,
                                       a.allow_config_change);
-        if (pos.step >= s.steps && report_complete(out, s.steps)) {
+        if (pos.step >= s.steps && report_complete(out)) {
             free(history);
             ng_train_setup_free(&s);
             return 0;
@@ -282,12 +351,11 @@ int ng_cmd_train(int argc, char **argv) {
              "%s/model.safetensors: metadata 'index' %lld is beyond the %lld batches of an epoch",
              ckpt, (long long)pos.index, (long long)per_epoch);
     ng_loader_seek(loader, pos.epoch, pos.index);
-    ng_tensor x, y;
-    input_tensors(&s, &x, &y);
+    trainer t = {.s = &s, .m = m, .opt = opt, .kfac = kfac};
+    input_tensors(&s, &t.x, &t.y);
     /* Batch-norm statistics move in every training forward; a skipped step puts them back. */
-    ng_tensor buffers_before = {0};
     if (m->nbuffers)
-        buffers_before = ng_tensor_new(m->dtype, m->device, 1, m->flat_buffers.shape, "buffers");
+        t.buffers_before = ng_tensor_new(m->dtype, m->device, 1, m->flat_buffers.shape, "buffers");
 
     fprintf(stderr,
             "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
@@ -300,8 +368,8 @@ int ng_cmd_train(int argc, char **argv) {
     /* Tests make one step's gradient non-finite to check what a skip keeps (tests/train_faults.sh):
      * NG_TEST_NONFINITE_STEP=K fills the gradient of the model's last parameter with NaN at step
      * K (1-based, as logged). */
-    const char *poison_env = getenv("NG_TEST_NONFINITE_STEP");
-    int64_t poison_step = poison_env ? atoll(poison_env) : 0;
+    const char *poison = getenv("NG_TEST_NONFINITE_STEP");
+    t.poison_step = poison ? atoll(poison) : 0;
 
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     char line[1024];
@@ -312,56 +380,16 @@ int ng_cmd_train(int argc, char **argv) {
     for (int64_t step = pos.step; step < s.steps; step++) {
         double t0 = ng_now();
         ng_batch b = ng_loader_next(loader);
-        ng_tensor xv, yv;
-        upload(&b, &x, &y, &xv, &yv);
-        ng_model_reset_arenas(m);
-        if (m->nbuffers) ng_tensor_copy(&buffers_before, &m->flat_buffers);
-        ng_ctx ctx = ng_model_ctx(m, 1, s.seed, (uint64_t)step);
-        if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
-            ctx.observer = ng_kfac_observer(kfac);
-            ng_kfac_begin(kfac, step, b.b, 1, !s.kfac_true_fisher);
-        }
-        ng_tensor logits = ng_model_forward(m, &ctx, &xv);
-        ng_tensor dlogits =
-            ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
-        if (kfac && s.kfac_true_fisher) {
-            /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
-             * gradients are then dropped. */
-            ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b.b}, "sampled");
-            ng_sample_categorical(&logits,
-                                  (ng_rng_key){.seed = s.seed,
-                                               .stream = NG_STREAM_FISHER,
-                                               .offset = (uint64_t)step << 32},
-                                  &sampled);
-            ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
-            ng_kfac_begin(kfac, step, b.b, 0, 1);
-            ng_model_zero_grad(m);
-            ng_model_backward(m, &ctx, &dlogits);
-            ng_kfac_begin(kfac, step, b.b, 0, 0);
-        }
-        int64_t correct = 0;
-        double loss = ng_softmax_xent(&logits, &yv, s.smoothing, &dlogits, &correct);
-        ng_model_zero_grad(m);
-        ng_model_backward(m, &ctx, &dlogits);
-        if (step + 1 == poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
-        double lr = ng_schedule_lr(&s.sched, step), gnorm = NAN;
-        /* A non-finite loss or gradient skips the step before anything keeps it: the optimizer
-         * does not step, and K-FAC, which folds a step's statistics into its factors only in
-         * ng_kfac_step, drops them at the next ng_kfac_begin. */
-        const char *bad = nonfinite_in(m, loss);
-        if (bad) {
-            if (m->nbuffers) ng_tensor_copy(&m->flat_buffers, &buffers_before);
+        step_result r = train_step(&t, &b, step);
+        if (r.bad) {
             pos.skipped++, pos.skip_streak++, skipped_since_log++;
             ng_progress_note(&prog, "step %lld skipped: non-finite %s%s", (long long)step + 1,
-                             strcmp(bad, "loss") ? "gradient of " : "", bad);
+                             strcmp(r.bad, "loss") ? "gradient of " : "", r.bad);
         } else {
             pos.skip_streak = 0;
-            gnorm = ng_clip_grad_norm(m, s.clip);
-            if (kfac) ng_kfac_step(kfac, step, lr);
-            ng_optimizer_step(opt, lr);
         }
         ng_sync(s.device);
-        double ms = (ng_now() - t0) * 1e3, acc = (double)correct / (double)b.b;
+        double ms = (ng_now() - t0) * 1e3;
         window_imgs += b.b;
         int64_t done = step + 1;
         pos.step = done;
@@ -377,10 +405,10 @@ int ng_cmd_train(int argc, char **argv) {
                      "\"accuracy\": %.6f, \"lr\": %s, \"grad_norm\": %s, \"images_per_s\": %s, "
                      "\"step_ms\": %.3f, \"loss_scale\": 1, \"skipped\": %lld, "
                      "\"skipped_total\": %lld}",
-                     (long long)done, (double)done / (double)per_epoch, ng_json_num("%.9g", loss).s,
-                     acc, ng_json_num("%.9g", lr).s, ng_json_num("%.9g", gnorm).s,
-                     ng_json_num("%.1f", ips).s, ms, (long long)skipped_since_log,
-                     (long long)pos.skipped);
+                     (long long)done, (double)done / (double)per_epoch,
+                     ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
+                     ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
+                     (long long)skipped_since_log, (long long)pos.skipped);
             ng_metrics_line(&metrics, line);
             window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
         }
@@ -391,13 +419,13 @@ int ng_cmd_train(int argc, char **argv) {
                     "%s%s; no checkpoint was written for them\n",
                     (long long)pos.skip_streak, pos.skip_streak == 1 ? "" : "s",
                     (long long)s.max_skips, (long long)done,
-                    strcmp(bad, "loss") ? "gradient of " : "", bad);
+                    strcmp(r.bad, "loss") ? "gradient of " : "", r.bad);
             status = 1;
             break;
         }
-        ng_progress_step(&prog, done, b.epoch, loss, acc, lr, ips, s.log_every);
+        ng_progress_step(&prog, done, b.epoch, r.loss, r.acc, r.lr, ips, s.log_every);
         if (done % s.eval_every == 0 || done == s.steps) {
-            ev = evaluate(m, &s, &x, &y);
+            ev = evaluate(m, &s, &t.x, &t.y);
             snprintf(line, sizeof line,
                      "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
                      "\"accuracy\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
@@ -441,7 +469,7 @@ int ng_cmd_train(int argc, char **argv) {
     }
     if (!status && pos.step >= s.steps) {
         ng_progress_done(&prog);
-        if (!ev.n) ev = evaluate(m, &s, &x, &y); /* resumed from the last checkpoint */
+        if (!ev.n) ev = evaluate(m, &s, &t.x, &t.y); /* resumed from the last checkpoint */
         if (ng_all_finite(&m->flat_params)) {
             char fin[4096];
             snprintf(fin, sizeof fin, "%s/final.safetensors", out);
@@ -457,8 +485,8 @@ int ng_cmd_train(int argc, char **argv) {
     }
     ng_metrics_close(&metrics);
     ng_loader_free(loader);
-    ng_tensor_free(&x), ng_tensor_free(&y);
-    if (m->nbuffers) ng_tensor_free(&buffers_before);
+    ng_tensor_free(&t.x), ng_tensor_free(&t.y);
+    if (m->nbuffers) ng_tensor_free(&t.buffers_before);
     ng_optimizer_free(opt);
     ng_kfac_free(kfac);
     ng_model_free(m);
