@@ -155,10 +155,21 @@ static int kfac_table(ng_kfac *k, const char ***names, ng_tensor ***ts) {
     return ng_kfac_state(k, *names, *ts, n);
 }
 
-int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                       ng_run_position pos, int64_t keep) {
+/* Whether weights, buffers and optimizer state are all finite: what a checkpoint may hold. */
+static int state_finite(ng_model *m, ng_optimizer *o) {
     if (!ng_all_finite(&m->flat_params) || (m->nbuffers && !ng_all_finite(&m->flat_buffers)))
         return 0;
+    const char *names[NG_OPTIM_MAX_STATE + 1];
+    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
+    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
+    for (int i = 0; i < n; i++)
+        if (!ng_all_finite(ts[i])) return 0;
+    return 1;
+}
+
+int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
+                       ng_run_position pos, int64_t keep) {
+    if (!state_finite(m, o)) return 0;
     char ck[4096], p[4096];
     ckpt_path(ck, sizeof ck, dir, pos.step);
     remove_tree(ck); /* an incomplete folder of the same step from a crashed run */
@@ -273,8 +284,7 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     ng_run_position pos = ng_checkpoint_position(ckpt);
     join(p, sizeof p, ckpt, "model.safetensors");
     ng_weights_load(m, p);
-    NG_CHECK(ng_all_finite(&m->flat_params) && (!m->nbuffers || ng_all_finite(&m->flat_buffers)),
-             "%s: holds non-finite weights", p);
+
     join(p, sizeof p, ckpt, "optimizer.safetensors");
     ng_safetensors *f = ng_safetensors_open(p);
     const char *names[NG_OPTIM_MAX_STATE + 1];
@@ -282,6 +292,7 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     load_table(f, names, ts, ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE), "optimizer");
     ng_optimizer_set_step(o, pos.optimizer_step);
     ng_safetensors_close(f);
+    NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
     join(p, sizeof p, ckpt, "kfac.safetensors");
     NG_CHECK(!k == (access(p, F_OK) != 0),
              "%s: the checkpoint %s K-FAC state but this run %s K-FAC (kfac.enabled)", ckpt,

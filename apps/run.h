@@ -45,7 +45,8 @@ void ng_run_write(const char *dir, const char *name, const char *text);
 
 /* Saves weights, buffers, optimizer state and K-FAC state (k may be NULL) for `pos`, then writes
  * COMPLETE; keeps the newest `keep` complete checkpoints and removes older ones. Returns 0 and
- * writes nothing when a weight or buffer is not finite (such a state is never a checkpoint). */
+ * writes nothing when a weight, buffer or optimizer state is not finite (such a state is never a
+ * checkpoint). */
 int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
                        ng_run_position pos, int64_t keep);
 /* The newest complete checkpoint's folder under DIR/checkpoints (into out), or 0 when none.

@@ -442,7 +442,9 @@ int ng_cmd_train(int argc, char **argv) {
         if (done % s.ckpt_every == 0 || done == s.steps || stop) {
             saved = ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts);
             if (!saved)
-                ng_progress_note(&prog, "step %lld: no checkpoint, the weights are not finite",
+                ng_progress_note(&prog,
+                                 "step %lld: no checkpoint, weights or optimizer state are not "
+                                 "finite",
                                  (long long)done);
             window_t0 = ng_now(), window_imgs = 0;
         }
@@ -450,7 +452,7 @@ int ng_cmd_train(int argc, char **argv) {
             char where[4200];
             snprintf(where, sizeof where,
                      saved ? "checkpoint in %s/checkpoints/step-%08lld"
-                           : "no checkpoint (non-finite weights) in %s at "
+                           : "no checkpoint (non-finite state) in %s at "
                              "step %lld",
                      out, (long long)done);
             if (sig)
