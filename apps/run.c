@@ -227,13 +227,28 @@ int ng_checkpoint_latest(const char *dir, char *out, size_t cap) {
     return 0;
 }
 
-static int64_t meta_int(ng_safetensors *f, const char *key) {
-    const char *v = ng_safetensors_meta(f, key);
+/* Metadata values of a safetensors file, copied out so that the file is closed before any check
+ * of them can fail. A missing key reads as "", one too long for the copy as "?". */
+enum { META_STEP, META_EPOCH, META_INDEX, META_TRAIN_S, META_SKIPPED, META_STREAK, META_N };
+typedef char meta_text[96];
+static void read_meta(const char *path, const char *const *keys, meta_text *out) {
+    ng_safetensors *f = ng_safetensors_open(path);
+    for (int i = 0; keys[i]; i++) {
+        const char *v = ng_safetensors_meta(f, keys[i]);
+        snprintf(out[i], sizeof out[i], "%s", !v ? "" : strlen(v) < sizeof out[i] ? v : "?");
+    }
+    ng_safetensors_close(f);
+}
+
+/* A count >= 0 from metadata text; `missing` when the key is absent and that is allowed (-1: not
+ * allowed). */
+static int64_t meta_count(const char *path, const char *key, const char *v, int64_t missing) {
+    if (!*v && missing >= 0) return missing;
     char *end = NULL;
     errno = 0;
-    long long x = v ? strtoll(v, &end, 10) : -1;
-    NG_CHECK(v && *v && end && !*end && x >= 0 && !errno,
-             "%s: metadata '%s' is missing or not a count", ng_safetensors_path(f), key);
+    long long x = strtoll(v, &end, 10);
+    NG_CHECK(*v && !*end && x >= 0 && !errno, "%s: metadata '%s' is missing or not a count (%s)",
+             path, key, *v ? v : "missing");
     return x;
 }
 
@@ -247,35 +262,39 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
     char tail;
     NG_CHECK(sscanf(basename(folder), "step-%lld%c", &named, &tail) == 1 && named >= 0,
              "%s: a checkpoint folder is named step-NNNNNNNN", ckpt);
+
+    static const char *const keys[META_N + 1] = {"step",    "epoch",       "index", "train_s",
+                                                 "skipped", "skip_streak", NULL};
+    meta_text v[META_N];
     join(p, sizeof p, ckpt, "model.safetensors");
-    ng_safetensors *f = ng_safetensors_open(p);
-    ng_run_position pos = {
-        .step = meta_int(f, "step"), .epoch = meta_int(f, "epoch"), .index = meta_int(f, "index")};
+    read_meta(p, keys, v);
+    ng_run_position pos = {.step = meta_count(p, "step", v[META_STEP], -1),
+                           .epoch = meta_count(p, "epoch", v[META_EPOCH], -1),
+                           .index = meta_count(p, "index", v[META_INDEX], -1),
+                           /* Checkpoints from before skipped steps were counted have none. */
+                           .skipped = meta_count(p, "skipped", v[META_SKIPPED], 0),
+                           .skip_streak = meta_count(p, "skip_streak", v[META_STREAK], 0)};
     NG_CHECK(pos.step == named, "%s: metadata 'step' is %lld but the folder is step %lld", p,
              (long long)pos.step, named);
     NG_CHECK(pos.epoch <= pos.step, "%s: metadata 'epoch' %lld is beyond step %lld", p,
              (long long)pos.epoch, (long long)pos.step);
-    const char *secs = ng_safetensors_meta(f, "train_s");
+    const char *secs = v[META_TRAIN_S];
     char *end = NULL;
-    pos.train_s = secs ? strtod(secs, &end) : 0;
-    NG_CHECK(!secs || (*secs && !*end && isfinite(pos.train_s) && pos.train_s >= 0),
+    pos.train_s = *secs ? strtod(secs, &end) : 0;
+    NG_CHECK(!*secs || (!*end && isfinite(pos.train_s) && pos.train_s >= 0),
              "%s: metadata 'train_s' is '%s', not a finite number of seconds >= 0", p, secs);
-    /* Checkpoints from before skipped steps were counted have none. */
-    if (ng_safetensors_meta(f, "skipped")) pos.skipped = meta_int(f, "skipped");
-    if (ng_safetensors_meta(f, "skip_streak")) pos.skip_streak = meta_int(f, "skip_streak");
     NG_CHECK(pos.skipped <= pos.step && pos.skip_streak <= pos.skipped,
              "%s: metadata 'skipped' %lld / 'skip_streak' %lld do not fit step %lld", p,
              (long long)pos.skipped, (long long)pos.skip_streak, (long long)pos.step);
-    ng_safetensors_close(f);
+
     join(p, sizeof p, ckpt, "optimizer.safetensors");
-    f = ng_safetensors_open(p);
-    pos.optimizer_step = meta_int(f, "optimizer_step");
+    read_meta(p, (const char *const[]){"optimizer_step", NULL}, v);
+    pos.optimizer_step = meta_count(p, "optimizer_step", v[0], -1);
     /* Every step but a skipped one steps the optimizer once. */
     NG_CHECK(pos.optimizer_step == pos.step - pos.skipped,
              "%s: metadata 'optimizer_step' %lld is not the checkpoint's step %lld less its %lld "
              "skipped steps",
              p, (long long)pos.optimizer_step, (long long)pos.step, (long long)pos.skipped);
-    ng_safetensors_close(f);
     return pos;
 }
 
