@@ -6,6 +6,7 @@
 
 #include "apps/clock.h"
 #include "apps/commands.h"
+#include "apps/metrics.h"
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -111,10 +112,11 @@ int ng_cmd_bench(int argc, char **argv) {
         if (!f) return bad("--json", json, "cannot be written");
         fprintf(f,
                 "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"dtype\": \"f32\", "
-                "\"checkpoint\": %d, \"steps\": %d, \"ms_per_step\": %.4f, \"images_per_s\": %.2f, "
+                "\"checkpoint\": %d, \"steps\": %d, \"ms_per_step\": %s, \"images_per_s\": %s, "
                 "\"activation_bytes\": %zu, \"scratch_bytes\": %zu, \"params\": %lld}\n",
-                arch, (long long)batch, ng_device_name(dev), ar.checkpoint, steps, med,
-                batch / (med * 1e-3), m->acts.peak, m->grads.peak, (long long)m->count);
+                arch, (long long)batch, ng_device_name(dev), ar.checkpoint, steps,
+                ng_json_num("%.4f", med).s, ng_json_num("%.2f", batch / (med * 1e-3)).s,
+                m->acts.peak, m->grads.peak, (long long)m->count);
         fclose(f);
     }
     free(ms);

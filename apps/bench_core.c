@@ -6,6 +6,7 @@
 
 #include "apps/clock.h"
 #include "apps/commands.h"
+#include "apps/metrics.h"
 #include "core/backend.h"
 #include "core/linalg.h"
 #include "core/ops.h"
@@ -145,10 +146,11 @@ int ng_cmd_bench_core(int argc, char **argv) {
                 reps);
         for (int i = 0; i < nr; i++)
             fprintf(f,
-                    "  {\"op\": \"%s\", \"dtype\": \"%s\", \"n\": %lld, \"ms\": %.6f, \"tflops\": "
-                    "%.4f}%s\n",
-                    rows[i].what, ng_dtype_name(rows[i].dt), (long long)rows[i].n, rows[i].ms,
-                    rows[i].tflops, i + 1 < nr ? "," : "");
+                    "  {\"op\": \"%s\", \"dtype\": \"%s\", \"n\": %lld, \"ms\": %s, \"tflops\": "
+                    "%s}%s\n",
+                    rows[i].what, ng_dtype_name(rows[i].dt), (long long)rows[i].n,
+                    ng_json_num("%.6f", rows[i].ms).s, ng_json_num("%.4f", rows[i].tflops).s,
+                    i + 1 < nr ? "," : "");
         fprintf(f, "]}\n");
         fclose(f);
         rename(tmp, json);

@@ -4,12 +4,17 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "core/safetensors.h"
 #include "nn/weights.h"
 
@@ -30,9 +35,33 @@ static void mkdir_p(const char *path) {
     NG_CHECK(!mkdir(tmp, 0755) || errno == EEXIST, "cannot create %s: %s", path, strerror(errno));
 }
 
+/* The lock is held through this descriptor until the process exits (never closed). */
+static void lock_dir(const char *dir) {
+    char p[4096];
+    join(p, sizeof p, dir, ".lock");
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    NG_CHECK(fd >= 0, "cannot open %s: %s", p, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        NG_CHECK(errno == EWOULDBLOCK, "cannot lock %s: %s", p, strerror(errno));
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        ng_fail("run directory %s is in use by another natgrad process%s%s%s; wait for it to end "
+                "or choose another --out",
+                dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%lld\n", (long long)getpid());
+    /* The pid is a courtesy for the message above; the lock itself is what protects DIR. */
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n)
+        fprintf(stderr, "natgrad: warning: cannot write the pid into %s\n", p);
+}
+
 void ng_run_dir_create(const char *dir) {
     char ck[4096];
     mkdir_p(dir);
+    lock_dir(dir);
     join(ck, sizeof ck, dir, "checkpoints");
     mkdir_p(ck);
 }
@@ -126,20 +155,36 @@ static int kfac_table(ng_kfac *k, const char ***names, ng_tensor ***ts) {
     return ng_kfac_state(k, *names, *ts, n);
 }
 
-void ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                        ng_run_position pos, int64_t keep) {
+/* Whether weights, buffers and optimizer state are all finite: what a checkpoint may hold. */
+static int state_finite(ng_model *m, ng_optimizer *o) {
+    if (!ng_all_finite(&m->flat_params) || (m->nbuffers && !ng_all_finite(&m->flat_buffers)))
+        return 0;
+    const char *names[NG_OPTIM_MAX_STATE + 1];
+    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
+    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
+    for (int i = 0; i < n; i++)
+        if (!ng_all_finite(ts[i])) return 0;
+    return 1;
+}
+
+int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
+                       ng_run_position pos, int64_t keep) {
+    if (!state_finite(m, o)) return 0;
     char ck[4096], p[4096];
     ckpt_path(ck, sizeof ck, dir, pos.step);
     remove_tree(ck); /* an incomplete folder of the same step from a crashed run */
     mkdir_p(ck);
-    char step[32], epoch[32], index[32], ostep[32], secs[48];
+    char step[32], epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32];
     snprintf(secs, sizeof secs, "%.17g", pos.train_s);
+    snprintf(skipped, sizeof skipped, "%lld", (long long)pos.skipped);
+    snprintf(streak, sizeof streak, "%lld", (long long)pos.skip_streak);
     snprintf(step, sizeof step, "%lld", (long long)pos.step);
     snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
     snprintf(index, sizeof index, "%lld", (long long)pos.index);
     snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
-    const char *meta[] = {"format", "pt",  "step",    step, "epoch", epoch,
-                          "index",  index, "train_s", secs, NULL};
+    const char *meta[] = {"format",  "pt",    "step",        step,      "epoch",
+                          epoch,     "index", index,         "train_s", secs,
+                          "skipped", skipped, "skip_streak", streak,    NULL};
     join(p, sizeof p, ck, "model.safetensors");
     ng_weights_save(m, p, meta);
     const char *names[NG_OPTIM_MAX_STATE + 1];
@@ -169,6 +214,7 @@ void ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *
         }
         if (steps[i] < pos.step) remove_tree(c);
     }
+    return 1;
 }
 
 int ng_checkpoint_latest(const char *dir, char *out, size_t cap) {
@@ -181,32 +227,91 @@ int ng_checkpoint_latest(const char *dir, char *out, size_t cap) {
     return 0;
 }
 
-static int64_t meta_int(ng_safetensors *f, const char *key) {
-    const char *v = ng_safetensors_meta(f, key);
+/* Metadata values of a safetensors file, copied out so that the file is closed before any check
+ * of them can fail. A missing key reads as "", one too long for the copy as "?". */
+enum { META_STEP, META_EPOCH, META_INDEX, META_TRAIN_S, META_SKIPPED, META_STREAK, META_N };
+typedef char meta_text[96];
+static void read_meta(const char *path, const char *const *keys, meta_text *out) {
+    ng_safetensors *f = ng_safetensors_open(path);
+    for (int i = 0; keys[i]; i++) {
+        const char *v = ng_safetensors_meta(f, keys[i]);
+        snprintf(out[i], sizeof out[i], "%s", !v ? "" : strlen(v) < sizeof out[i] ? v : "?");
+    }
+    ng_safetensors_close(f);
+}
+
+/* A count >= 0 from metadata text; `missing` when the key is absent and that is allowed (-1: not
+ * allowed). */
+static int64_t meta_count(const char *path, const char *key, const char *v, int64_t missing) {
+    if (!*v && missing >= 0) return missing;
     char *end = NULL;
-    long long x = v ? strtoll(v, &end, 10) : -1;
-    NG_CHECK(v && *v && end && !*end && x >= 0, "%s: metadata '%s' is missing or not a count",
-             ng_safetensors_path(f), key);
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    NG_CHECK(*v && !*end && x >= 0 && !errno, "%s: metadata '%s' is missing or not a count (%s)",
+             path, key, *v ? v : "missing");
     return x;
+}
+
+ng_run_position ng_checkpoint_position(const char *ckpt) {
+    char p[4096], folder[4096];
+    NG_CHECK(is_complete(ckpt), "%s is not a complete checkpoint (no COMPLETE marker)", ckpt);
+    snprintf(folder, sizeof folder, "%s", ckpt);
+    size_t fl = strlen(folder);
+    while (fl > 1 && folder[fl - 1] == '/') folder[--fl] = 0;
+    long long named;
+    char tail;
+    NG_CHECK(sscanf(basename(folder), "step-%lld%c", &named, &tail) == 1 && named >= 0,
+             "%s: a checkpoint folder is named step-NNNNNNNN", ckpt);
+
+    static const char *const keys[META_N + 1] = {"step",    "epoch",       "index", "train_s",
+                                                 "skipped", "skip_streak", NULL};
+    meta_text v[META_N];
+    join(p, sizeof p, ckpt, "model.safetensors");
+    read_meta(p, keys, v);
+    ng_run_position pos = {.step = meta_count(p, "step", v[META_STEP], -1),
+                           .epoch = meta_count(p, "epoch", v[META_EPOCH], -1),
+                           .index = meta_count(p, "index", v[META_INDEX], -1),
+                           /* Checkpoints from before skipped steps were counted have none. */
+                           .skipped = meta_count(p, "skipped", v[META_SKIPPED], 0),
+                           .skip_streak = meta_count(p, "skip_streak", v[META_STREAK], 0)};
+    NG_CHECK(pos.step == named, "%s: metadata 'step' is %lld but the folder is step %lld", p,
+             (long long)pos.step, named);
+    NG_CHECK(pos.epoch <= pos.step, "%s: metadata 'epoch' %lld is beyond step %lld", p,
+             (long long)pos.epoch, (long long)pos.step);
+    const char *secs = v[META_TRAIN_S];
+    char *end = NULL;
+    pos.train_s = *secs ? strtod(secs, &end) : 0;
+    NG_CHECK(!*secs || (!*end && isfinite(pos.train_s) && pos.train_s >= 0),
+             "%s: metadata 'train_s' is '%s', not a finite number of seconds >= 0", p, secs);
+    NG_CHECK(pos.skipped <= pos.step && pos.skip_streak <= pos.skipped,
+             "%s: metadata 'skipped' %lld / 'skip_streak' %lld do not fit step %lld", p,
+             (long long)pos.skipped, (long long)pos.skip_streak, (long long)pos.step);
+
+    join(p, sizeof p, ckpt, "optimizer.safetensors");
+    read_meta(p, (const char *const[]){"optimizer_step", NULL}, v);
+    pos.optimizer_step = meta_count(p, "optimizer_step", v[0], -1);
+    /* Every step but a skipped one steps the optimizer once. */
+    NG_CHECK(pos.optimizer_step == pos.step - pos.skipped,
+             "%s: metadata 'optimizer_step' %lld is not the checkpoint's step %lld less its %lld "
+             "skipped steps",
+             p, (long long)pos.optimizer_step, (long long)pos.step, (long long)pos.skipped);
+    return pos;
 }
 
 ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o, ng_kfac *k) {
     char p[4096];
-    NG_CHECK(is_complete(ckpt), "%s is not a complete checkpoint (no COMPLETE marker)", ckpt);
+    ng_run_position pos = ng_checkpoint_position(ckpt);
     join(p, sizeof p, ckpt, "model.safetensors");
     ng_weights_load(m, p);
-    ng_safetensors *f = ng_safetensors_open(p);
-    ng_run_position pos = {meta_int(f, "step"), meta_int(f, "epoch"), meta_int(f, "index"), 0};
-    const char *secs = ng_safetensors_meta(f, "train_s");
-    pos.train_s = secs ? strtod(secs, NULL) : 0;
-    ng_safetensors_close(f);
+
     join(p, sizeof p, ckpt, "optimizer.safetensors");
-    f = ng_safetensors_open(p);
+    ng_safetensors *f = ng_safetensors_open(p);
     const char *names[NG_OPTIM_MAX_STATE + 1];
     ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
     load_table(f, names, ts, ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE), "optimizer");
-    ng_optimizer_set_step(o, meta_int(f, "optimizer_step"));
+    ng_optimizer_set_step(o, pos.optimizer_step);
     ng_safetensors_close(f);
+    NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
     join(p, sizeof p, ckpt, "kfac.safetensors");
     NG_CHECK(!k == (access(p, F_OK) != 0),
              "%s: the checkpoint %s K-FAC state but this run %s K-FAC (kfac.enabled)", ckpt,
@@ -223,42 +328,33 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     return pos;
 }
 
-ng_metrics ng_metrics_open(const char *dir, int64_t resume_step) {
-    char p[4096];
-    join(p, sizeof p, dir, "metrics.jsonl");
-    if (resume_step >= 0) {
-        /* Keep the lines up to the resumed step: what came after was lost with the crash and
-         * will be written again. */
-        FILE *in = fopen(p, "r");
-        if (in) {
-            size_t cap = 1 << 16, len = 0;
-            char *kept = malloc(cap), line[8192];
-            while (fgets(line, sizeof line, in)) {
-                const char *s = strstr(line, "\"step\": ");
-                long long st = s ? atoll(s + 8) : 0;
-                if (st > resume_step) continue;
-                size_t l = strlen(line);
-                if (len + l + 1 > cap) kept = realloc(kept, cap *= 2);
-                memcpy(kept + len, line, l);
-                len += l;
-            }
-            fclose(in);
-            ng_write_file_atomic(p, kept, len);
-            free(kept);
-        }
-    }
-    ng_metrics m = {fopen(p, resume_step >= 0 ? "a" : "w")};
-    NG_CHECK(m.f, "cannot write %s: %s", p, strerror(errno));
-    return m;
+void ng_run_write_result(const char *dir, ng_run_result r) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"step\": %lld, \"test_loss\": %s, \"test_accuracy\": %s, \"examples\": %lld}\n",
+             (long long)r.step, ng_json_num("%.9g", r.loss).s, ng_json_num("%.6f", r.accuracy).s,
+             (long long)r.examples);
+    ng_run_write(dir, "result.json", text);
 }
 
-void ng_metrics_line(ng_metrics *m, const char *json) {
-    fputs(json, m->f);
-    fputc('\n', m->f);
-    fflush(m->f);
-}
-
-void ng_metrics_close(ng_metrics *m) {
-    if (m->f) fclose(m->f);
-    m->f = NULL;
+int ng_run_read_result(const char *dir, ng_run_result *r) {
+    char p[4096], text[512] = "";
+    join(p, sizeof p, dir, "result.json");
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    long long step, examples;
+    /* null (a non-finite loss) reads as NaN. */
+    char loss[64], acc[64];
+    if (sscanf(text,
+               "{\"step\": %lld, \"test_loss\": %63[^,], \"test_accuracy\": %63[^,], "
+               "\"examples\": %lld}",
+               &step, loss, acc, &examples) != 4)
+        return 0;
+    *r = (ng_run_result){step, examples, strtod(loss, NULL), strtod(acc, NULL)};
+    if (!strcmp(loss, "null")) r->loss = NAN;
+    if (!strcmp(acc, "null")) r->accuracy = NAN;
+    return 1;
 }

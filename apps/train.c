@@ -1,6 +1,7 @@
 /* `natgrad train` and `natgrad eval`: the training loop over the config, data, model and
  * optimizer, with metrics, evaluation, checkpoints and resume. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "apps/commands.h"
 #include "apps/progress.h"
 #include "apps/run.h"
+#include "apps/stop.h"
 #include "apps/train_config.h"
 #include "core/build_info.h"
 #include "core/error.h"
@@ -27,7 +29,7 @@
 typedef struct {
     const char *config, *out, *resume, *weights;
     const char *sets[256];
-    int nsets, help_config;
+    int nsets, help_config, allow_config_change;
 } train_args;
 
 static void usage(FILE *f, const char *cmd) {
@@ -35,10 +37,15 @@ static void usage(FILE *f, const char *cmd) {
         fprintf(f, "usage: natgrad eval --config FILE --weights FILE [--set key=value ...]\n");
     else
         fprintf(f, "usage: natgrad train --config FILE [--set key=value ...] [--out DIR]\n"
-                   "                     [--resume auto|CHECKPOINT_DIR] [--help-config]\n"
+                   "                     [--resume auto|CHECKPOINT_DIR [--allow-config-change]]\n"
+                   "                     [--help-config]\n"
                    "  --out DIR       run directory (default runs/<config name>)\n"
                    "  --resume auto   continue DIR from its newest complete checkpoint\n"
-                   "  --help-config   list every config key with its type, default and range\n");
+                   "  --allow-config-change  resume although keys that change the run differ\n"
+                   "                  from DIR/config.yaml (the change is kept in its history)\n"
+                   "  --help-config   list every config key with its type, default and range\n"
+                   "SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a\n"
+                   "checkpoint (exit 128 + signal); a second one stops it at once.\n");
 }
 
 /* Parses the options shared by train and eval; returns 0 on success, 2 on a usage error. */
@@ -52,6 +59,10 @@ static int parse(int argc, char **argv, train_args *a) {
         }
         if (!strcmp(o, "--help-config")) {
             a->help_config = 1;
+            continue;
+        }
+        if (!strcmp(o, "--allow-config-change")) {
+            a->allow_config_change = 1;
             continue;
         }
         const char **dst = !strcmp(o, "--config")    ? &a->config
@@ -162,6 +173,110 @@ static void input_tensors(const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
     *y = ng_tensor_1d(NG_I32, s->device, s->batch, "labels");
 }
 
+/* NULL when a step's loss and gradients are finite, else what is not: "loss", or the name of the
+ * first parameter whose gradient is not finite. One reduction over the flat gradients on the
+ * model's device; the per-parameter search runs only on a bad step. */
+static const char *nonfinite_in(ng_model *m, double loss) {
+    if (!isfinite(loss)) return "loss";
+    if (ng_all_finite(&m->flat_grads)) return NULL;
+    for (int i = 0; i < m->nparams; i++)
+        if (!ng_all_finite(&m->params[i].param->grad)) return m->params[i].param->name;
+    return "the gradient";
+}
+
+/* What the training loop works on besides the setup. */
+typedef struct {
+    const ng_train_setup *s;
+    ng_model *m;
+    ng_optimizer *opt;
+    ng_kfac *kfac;            /* NULL without K-FAC */
+    ng_tensor x, y;           /* the device's input [batch, C, H, W] and labels [batch] */
+    ng_tensor buffers_before; /* the flat buffers before a step's forward (models with some) */
+    int64_t poison_step;      /* a test hook, see ng_cmd_train */
+} trainer;
+
+typedef struct {
+    double loss, acc, lr, gnorm; /* gnorm is NaN for a skipped step */
+    const char *bad; /* NULL, or what was not finite (nonfinite_in): the step was skipped */
+} step_result;
+
+/* One step on batch b: forward, loss, backward, and, when all is finite, clip, K-FAC and the
+ * optimizer. A non-finite loss or gradient skips the step before anything keeps it: the
+ * optimizer does not step, batch-norm buffers are put back, and K-FAC, which folds a step's
+ * statistics into its factors only in ng_kfac_step, drops them at the next ng_kfac_begin. */
+static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
+    const ng_train_setup *s = t->s;
+    ng_model *m = t->m;
+    ng_kfac *kfac = t->kfac;
+    ng_tensor xv, yv;
+    upload(b, &t->x, &t->y, &xv, &yv);
+    ng_model_reset_arenas(m);
+    if (m->nbuffers) ng_tensor_copy(&t->buffers_before, &m->flat_buffers);
+    ng_ctx ctx = ng_model_ctx(m, 1, s->seed, (uint64_t)step);
+    if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
+        ctx.observer = ng_kfac_observer(kfac);
+        ng_kfac_begin(kfac, step, b->b, 1, !s->kfac_true_fisher);
+    }
+    ng_tensor logits = ng_model_forward(m, &ctx, &xv);
+    ng_tensor dlogits =
+        ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
+    if (kfac && s->kfac_true_fisher) {
+        /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
+         * gradients are then dropped. */
+        ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b->b}, "sampled");
+        ng_sample_categorical(&logits,
+                              (ng_rng_key){.seed = s->seed,
+                                           .stream = NG_STREAM_FISHER,
+                                           .offset = (uint64_t)step << 32},
+                              &sampled);
+        ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
+        ng_kfac_begin(kfac, step, b->b, 0, 1);
+        ng_model_zero_grad(m);
+        ng_model_backward(m, &ctx, &dlogits);
+        ng_kfac_begin(kfac, step, b->b, 0, 0);
+    }
+    int64_t correct = 0;
+    step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
+    r.loss = ng_softmax_xent(&logits, &yv, s->smoothing, &dlogits, &correct);
+    r.acc = (double)correct / (double)b->b;
+    ng_model_zero_grad(m);
+    ng_model_backward(m, &ctx, &dlogits);
+    if (step + 1 == t->poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
+    r.bad = nonfinite_in(m, r.loss);
+    if (r.bad) {
+        if (m->nbuffers) ng_tensor_copy(&m->flat_buffers, &t->buffers_before);
+        return r;
+    }
+    r.gnorm = ng_clip_grad_norm(m, s->clip);
+    if (kfac) ng_kfac_step(kfac, step, r.lr);
+    ng_optimizer_step(t->opt, r.lr);
+    return r;
+}
+
+/* Writes config.yaml: every key resolved, under a header with the build and the history of
+ * allowed config changes. */
+static void write_config(const ng_train_setup *s, const char *out, const char *history) {
+    char *build = describe_build(), *header = NULL, *text = NULL;
+    size_t hl = 0, len = 0;
+    FILE *h = open_memstream(&header, &hl);
+    fprintf(h, "%s%s", build, history);
+    fclose(h);
+    FILE *f = open_memstream(&text, &len);
+    ng_config_write_yaml(s->cfg, f, header);
+    fclose(f);
+    ng_run_write(out, "config.yaml", text);
+    free(text), free(header), free(build);
+}
+
+/* `--resume auto` on a run that has finished: its recorded result, no training. */
+static int report_complete(const char *out) {
+    ng_run_result r;
+    if (!ng_run_read_result(out, &r)) return 0;
+    printf("run in %s is already complete: test accuracy %.2f%% (loss %.4f) after %lld steps\n",
+           out, 100 * r.accuracy, r.loss, (long long)r.step);
+    return 1;
+}
+
 int ng_cmd_train(int argc, char **argv) {
     train_args a;
     if (parse(argc, argv, &a)) return 2;
@@ -173,17 +288,22 @@ int ng_cmd_train(int argc, char **argv) {
      * directory exists. */
     ng_train_setup s;
     ng_train_setup_load(&s, a.config, a.sets, a.nsets);
-    char out[2048], ckpt[4096];
+    char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);
     else
         default_out(a.config, out, sizeof out);
-    int64_t resume_step = -1;
+    if (a.resume && strcmp(a.resume, "auto")) { /* checked before DIR is created */
+        NG_CHECK(exists(a.resume), "--resume: checkpoint %s does not exist", a.resume);
+        ng_checkpoint_position(a.resume);
+    }
+    NG_CHECK(!a.allow_config_change || a.resume, "--allow-config-change: only with --resume");
+    /* The lock comes before any look at what DIR holds: only its holder writes there. */
+    ng_run_dir_create(out);
     int resume_from = 0;
     if (a.resume && !strcmp(a.resume, "auto")) {
         resume_from = ng_checkpoint_latest(out, ckpt, sizeof ckpt);
     } else if (a.resume) {
-        NG_CHECK(exists(a.resume), "--resume: checkpoint %s does not exist", a.resume);
         snprintf(ckpt, sizeof ckpt, "%s", a.resume);
         resume_from = 1;
     } else {
@@ -194,28 +314,27 @@ int ng_cmd_train(int argc, char **argv) {
                  "choose another --out",
                  out);
     }
+    ng_run_position pos = {0};
+    char *history = strdup("");
+    if (resume_from) {
+        pos = ng_checkpoint_position(ckpt);
+        free(history);
+        history = ng_run_config_check(s.cfg, ng_train_spec, ng_train_nspec, out, pos.step,
+                                      a.allow_config_change);
+        if (pos.step >= s.steps && report_complete(out)) {
+            free(history);
+            ng_train_setup_free(&s);
+            return 0;
+        }
+    }
 
     ng_model *m = build_model(&s);
     ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
     ng_kfac *kfac = s.kfac_enabled ? ng_kfac_new(m, &s.kfac) : NULL;
-    ng_run_position pos = {0, 0, 0, 0};
-    if (resume_from) {
-        pos = ng_checkpoint_load(ckpt, m, opt, kfac);
-        resume_step = pos.step;
-    }
-    ng_run_dir_create(out);
-    char *build = describe_build();
-    {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        ng_config_write_yaml(s.cfg, f, build);
-        fclose(f);
-        ng_run_write(out, "config.yaml", text);
-        free(text);
-    }
-    free(build);
-    ng_metrics metrics = ng_metrics_open(out, resume_step);
+    if (resume_from) pos = ng_checkpoint_load(ckpt, m, opt, kfac);
+    write_config(&s, out, history);
+    free(history);
+    ng_metrics metrics = ng_metrics_open(out, resume_from ? pos.step : -1);
 
     ng_loader_config lc = {.data = s.train,
                            .batch = s.batch,
@@ -227,10 +346,16 @@ int ng_cmd_train(int argc, char **argv) {
                            .hflip = ng_cfg_bool(s.cfg, "data.augment.hflip"),
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
     ng_loader *loader = ng_loader_new(&lc);
-    ng_loader_seek(loader, pos.epoch, pos.index);
     int64_t per_epoch = ng_loader_batches_per_epoch(loader);
-    ng_tensor x, y;
-    input_tensors(&s, &x, &y);
+    NG_CHECK(pos.index < per_epoch,
+             "%s/model.safetensors: metadata 'index' %lld is beyond the %lld batches of an epoch",
+             ckpt, (long long)pos.index, (long long)per_epoch);
+    ng_loader_seek(loader, pos.epoch, pos.index);
+    trainer t = {.s = &s, .m = m, .opt = opt, .kfac = kfac};
+    input_tensors(&s, &t.x, &t.y);
+    /* Batch-norm statistics move in every training forward; a skipped step puts them back. */
+    if (m->nbuffers)
+        t.buffers_before = ng_tensor_new(m->dtype, m->device, 1, m->flat_buffers.shape, "buffers");
 
     fprintf(stderr,
             "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
@@ -239,117 +364,136 @@ int ng_cmd_train(int argc, char **argv) {
             (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
             (double)s.steps / (double)per_epoch, s.optim.name, out);
     if (resume_from) fprintf(stderr, "resumed from %s at step %lld\n", ckpt, (long long)pos.step);
+    ng_stop_install();
+    /* Tests make one step's gradient non-finite to check what a skip keeps (tests/train_faults.sh):
+     * NG_TEST_NONFINITE_STEP=K fills the gradient of the model's last parameter with NaN at step
+     * K (1-based, as logged). */
+    const char *poison = getenv("NG_TEST_NONFINITE_STEP");
+    t.poison_step = poison ? atoll(poison) : 0;
 
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     char line[1024];
     eval_result ev = {0, 0, 0};
     double window_t0 = ng_now();
-    int64_t window_imgs = 0;
+    int64_t window_imgs = 0, skipped_since_log = 0;
+    int status = 0;
     for (int64_t step = pos.step; step < s.steps; step++) {
         double t0 = ng_now();
         ng_batch b = ng_loader_next(loader);
-        ng_tensor xv, yv;
-        upload(&b, &x, &y, &xv, &yv);
-        ng_model_reset_arenas(m);
-        ng_ctx ctx = ng_model_ctx(m, 1, s.seed, (uint64_t)step);
-        if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
-            ctx.observer = ng_kfac_observer(kfac);
-            ng_kfac_begin(kfac, step, b.b, 1, !s.kfac_true_fisher);
+        step_result r = train_step(&t, &b, step);
+        if (r.bad) {
+            pos.skipped++, pos.skip_streak++, skipped_since_log++;
+            ng_progress_note(&prog, "step %lld skipped: non-finite %s%s", (long long)step + 1,
+                             strcmp(r.bad, "loss") ? "gradient of " : "", r.bad);
+        } else {
+            pos.skip_streak = 0;
         }
-        ng_tensor logits = ng_model_forward(m, &ctx, &xv);
-        ng_tensor dlogits =
-            ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
-        if (kfac && s.kfac_true_fisher) {
-            /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
-             * gradients are then dropped. */
-            ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b.b}, "sampled");
-            ng_sample_categorical(&logits,
-                                  (ng_rng_key){.seed = s.seed,
-                                               .stream = NG_STREAM_FISHER,
-                                               .offset = (uint64_t)step << 32},
-                                  &sampled);
-            ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
-            ng_kfac_begin(kfac, step, b.b, 0, 1);
-            ng_model_zero_grad(m);
-            ng_model_backward(m, &ctx, &dlogits);
-            ng_kfac_begin(kfac, step, b.b, 0, 0);
-        }
-        int64_t correct = 0;
-        double loss = ng_softmax_xent(&logits, &yv, s.smoothing, &dlogits, &correct);
-        ng_model_zero_grad(m);
-        ng_model_backward(m, &ctx, &dlogits);
-        double gnorm = ng_clip_grad_norm(m, s.clip);
-        double lr = ng_schedule_lr(&s.sched, step);
-        if (kfac) ng_kfac_step(kfac, step, lr);
-        ng_optimizer_step(opt, lr);
         ng_sync(s.device);
-        double ms = (ng_now() - t0) * 1e3, acc = (double)correct / (double)b.b;
+        double ms = (ng_now() - t0) * 1e3;
         window_imgs += b.b;
         int64_t done = step + 1;
-        pos =
-            (ng_run_position){done, b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch,
-                              b.index + 1 == per_epoch ? 0 : b.index + 1, pos.train_s + ms * 1e-3};
+        pos.step = done;
+        pos.epoch = b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch;
+        pos.index = b.index + 1 == per_epoch ? 0 : b.index + 1;
+        pos.train_s += ms * 1e-3;
+        pos.optimizer_step = ng_optimizer_get_step(opt);
+        int diverged = pos.skip_streak >= s.max_skips;
         double ips = window_imgs / (ng_now() - window_t0);
-        if (done % s.log_every == 0 || done == s.steps) {
-            snprintf(
-                line, sizeof line,
-                "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, "
-                "\"accuracy\": %.6f, \"lr\": %.9g, \"grad_norm\": %.9g, \"images_per_s\": %.1f, "
-                "\"step_ms\": %.3f, \"loss_scale\": 1, \"skipped\": 0}",
-                (long long)done, (double)done / (double)per_epoch, loss, acc, lr, gnorm, ips, ms);
-            ng_metrics_line(&metrics, line);
-            window_t0 = ng_now(), window_imgs = 0;
-        }
-        ng_progress_step(&prog, done, b.epoch, loss, acc, lr, ips, s.log_every);
-        if (done % s.eval_every == 0 || done == s.steps) {
-            ev = evaluate(m, &s, &x, &y);
+        if (done % s.log_every == 0 || done == s.steps || diverged) {
             snprintf(line, sizeof line,
-                     "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, "
+                     "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
+                     "\"accuracy\": %.6f, \"lr\": %s, \"grad_norm\": %s, \"images_per_s\": %s, "
+                     "\"step_ms\": %.3f, \"loss_scale\": 1, \"skipped\": %lld, "
+                     "\"skipped_total\": %lld}",
+                     (long long)done, (double)done / (double)per_epoch,
+                     ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
+                     ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
+                     (long long)skipped_since_log, (long long)pos.skipped);
+            ng_metrics_line(&metrics, line);
+            window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
+        }
+        if (diverged) {
+            fprintf(stderr,
+                    "natgrad: error: training diverged: %lld step%s in a row had a non-finite "
+                    "loss or gradient (train.max_skips = %lld), the last at step %lld: non-finite "
+                    "%s%s; no checkpoint was written for them\n",
+                    (long long)pos.skip_streak, pos.skip_streak == 1 ? "" : "s",
+                    (long long)s.max_skips, (long long)done,
+                    strcmp(r.bad, "loss") ? "gradient of " : "", r.bad);
+            status = 1;
+            break;
+        }
+        ng_progress_step(&prog, done, b.epoch, r.loss, r.acc, r.lr, ips, s.log_every);
+        if (done % s.eval_every == 0 || done == s.steps) {
+            ev = evaluate(m, &s, &t.x, &t.y);
+            snprintf(line, sizeof line,
+                     "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
                      "\"accuracy\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
-                     (long long)done, (double)done / (double)per_epoch, ev.loss, ev.acc,
-                     (long long)ev.n, pos.train_s);
+                     (long long)done, (double)done / (double)per_epoch,
+                     ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n, pos.train_s);
             ng_metrics_line(&metrics, line);
             ng_progress_note(&prog, "step %lld: test loss %.4f, test accuracy %.2f%%",
                              (long long)done, ev.loss, 100 * ev.acc);
             window_t0 = ng_now(), window_imgs = 0;
         }
-        int stop = s.stop_at && done == s.stop_at && done < s.steps;
+        int sig = done < s.steps ? ng_stop_requested() : 0;
+        int stop = sig || (s.stop_at && done == s.stop_at && done < s.steps);
+        int saved = 0;
         if (done % s.ckpt_every == 0 || done == s.steps || stop) {
-            ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts);
+            saved = ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts);
+            if (!saved)
+                ng_progress_note(&prog,
+                                 "step %lld: no checkpoint, weights or optimizer state are not "
+                                 "finite",
+                                 (long long)done);
             window_t0 = ng_now(), window_imgs = 0;
         }
         if (stop) {
-            ng_progress_note(&prog,
-                             "stopped at step %lld (train.stop_at_step); continue with "
-                             "--resume auto",
-                             (long long)done);
+            char where[4200];
+            snprintf(where, sizeof where,
+                     saved ? "checkpoint in %s/checkpoints/step-%08lld"
+                           : "no checkpoint (non-finite state) in %s at "
+                             "step %lld",
+                     out, (long long)done);
+            if (sig)
+                ng_progress_note(&prog,
+                                 "stopped by %s after step %lld; %s; continue with --resume "
+                                 "auto",
+                                 ng_stop_signal_name(sig), (long long)done, where);
+            else
+                ng_progress_note(&prog,
+                                 "stopped at step %lld (train.stop_at_step); %s; continue "
+                                 "with --resume auto",
+                                 (long long)done, where);
+            status = sig ? 128 + sig : 0;
             break;
         }
     }
-    if (pos.step < s.steps) {
-        ng_metrics_close(&metrics);
-        ng_loader_free(loader);
-        ng_tensor_free(&x), ng_tensor_free(&y);
-        ng_optimizer_free(opt);
-        ng_kfac_free(kfac);
-        ng_model_free(m);
-        ng_train_setup_free(&s);
-        return 0;
+    if (!status && pos.step >= s.steps) {
+        ng_progress_done(&prog);
+        if (!ev.n) ev = evaluate(m, &s, &t.x, &t.y); /* resumed from the last checkpoint */
+        if (ng_all_finite(&m->flat_params)) {
+            char fin[4096];
+            snprintf(fin, sizeof fin, "%s/final.safetensors", out);
+            ng_weights_save(m, fin, (const char *[]){"format", "pt", NULL});
+            ng_run_write_result(out, (ng_run_result){s.steps, ev.n, ev.loss, ev.acc});
+            printf("test accuracy %.2f%% (loss %.4f) after %lld steps; run in %s\n", 100 * ev.acc,
+                   ev.loss, (long long)s.steps, out);
+        } else {
+            fprintf(stderr, "natgrad: error: the final weights are not finite; no "
+                            "final.safetensors written\n");
+            status = 1;
+        }
     }
-    ng_progress_done(&prog);
-    char fin[4096];
-    snprintf(fin, sizeof fin, "%s/final.safetensors", out);
-    ng_weights_save(m, fin, (const char *[]){"format", "pt", NULL});
-    printf("test accuracy %.2f%% (loss %.4f) after %lld steps; run in %s\n", 100 * ev.acc, ev.loss,
-           (long long)s.steps, out);
     ng_metrics_close(&metrics);
     ng_loader_free(loader);
-    ng_tensor_free(&x), ng_tensor_free(&y);
+    ng_tensor_free(&t.x), ng_tensor_free(&t.y);
+    if (m->nbuffers) ng_tensor_free(&t.buffers_before);
     ng_optimizer_free(opt);
     ng_kfac_free(kfac);
     ng_model_free(m);
     ng_train_setup_free(&s);
-    return 0;
+    return status;
 }
 
 int ng_cmd_eval(int argc, char **argv) {
@@ -368,9 +512,9 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_tensor x, y;
     input_tensors(&s, &x, &y);
     eval_result ev = evaluate(m, &s, &x, &y);
-    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %.9g, \"accuracy\": %.6f, "
+    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
            "\"examples\": %lld}\n",
-           a.weights, ev.loss, ev.acc, (long long)ev.n);
+           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_model_free(m);
     ng_train_setup_free(&s);

@@ -58,6 +58,8 @@ const ng_cfg_spec ng_train_spec[] = {
     {"train.stop_at_step", NG_CFG_INT, "0", 0, 1e12, NULL,
      "end this invocation after this step, with a checkpoint (0 = run to the end); --resume auto "
      "continues"},
+    {"train.max_skips", NG_CFG_INT, "10", 1, 1e9, NULL,
+     "steps in a row skipped for a non-finite loss or gradient that stop the run (exit 1)"},
     {"train.keep_checkpoints", NG_CFG_INT, "2", 1, 1000, NULL, "complete checkpoints kept"},
     {"train.clip_grad_norm", NG_CFG_FLOAT, "0", 0, 1e9, NULL,
      "clip the global gradient norm; 0 = off"},
@@ -198,6 +200,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     if (!s->ckpt_every) s->ckpt_every = per_epoch;
     s->keep_ckpts = ng_cfg_int(c, "train.keep_checkpoints");
     s->stop_at = ng_cfg_int(c, "train.stop_at_step");
+    s->max_skips = ng_cfg_int(c, "train.max_skips");
     s->clip = ng_cfg_float(c, "train.clip_grad_norm");
     s->smoothing = ng_cfg_float(c, "train.label_smoothing");
 

@@ -27,7 +27,8 @@ typedef struct {
     int64_t batch;         /* global batch size */
     int64_t epochs, steps; /* steps = total optimizer steps (from epochs when not set) */
     int64_t log_every, eval_every, ckpt_every, keep_ckpts;
-    int64_t stop_at; /* end this invocation after this step (0: at the end) */
+    int64_t stop_at;   /* end this invocation after this step (0: at the end) */
+    int64_t max_skips; /* consecutive skipped (non-finite) steps that stop the run */
     double clip, smoothing;
     ng_dataset *train, *test;
     char data_desc[256];

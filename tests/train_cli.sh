@@ -5,25 +5,9 @@
 # usage: train_cli.sh PATH/TO/natgrad
 set -u
 ng=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+source "$(dirname "$0")/train_lib.sh"
 
-cat >"$work/small.yaml" <<'YAML'
-seed: 3
-model: {arch: mlp, width: 32, depth: 2, dropout: 0.1}
-data:
-  name: synthetic
-  synthetic: {train: 600, test: 200, noise: 3.0}
-  augment: {crop_pad: 1, hflip: true}
-  prefetch: 2
-train: {batch_size: 50, steps: 40, log_every: 1, checkpoint_every: 10, eval_every: 20}
-optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.001}
-schedule: {name: cosine, warmup_steps: 5}
-YAML
-losses() { grep '"type": "train"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\),.*"loss": \([^,]*\),.*/\1 \2/'; }
+small_yaml
 
 "$ng" train --config "$work/small.yaml" --out "$work/a" >/dev/null 2>&1 || bad "run a failed"
 "$ng" train --config "$work/small.yaml" --out "$work/b" >/dev/null 2>&1 || bad "run b failed"
@@ -62,7 +46,11 @@ kf=(--set kfac.enabled=true --set kfac.fisher=true --set kfac.factor_every=2 --s
 cmp -s "$work/k1/final.safetensors" "$work/k2/final.safetensors" && ok || bad "kfac resumed weights differ"
 cmp -s "$work/a/final.safetensors" "$work/k1/final.safetensors" && bad "kfac changed nothing" || ok
 out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume auto 2>&1)
-[ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "resuming a K-FAC run without K-FAC: $out"
+[ $? -eq 2 ] && grep -q "kfac.enabled: true -> false" <<<"$out" && ok ||
+  bad "resuming a K-FAC run without K-FAC should name the changed key: $out"
+out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume "$work/k2/checkpoints/step-00000030" \
+  --allow-config-change 2>&1)
+[ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "a K-FAC checkpoint without K-FAC: $out"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
@@ -99,5 +87,4 @@ out=$("$ng" train --config "$work/typo.yaml" --out "$work/bad" 2>&1)
 out=$("$ng" train --config "$work/missing.yaml" 2>&1)
 [ $? -eq 2 ] && grep -q "missing.yaml" <<<"$out" && ok || bad "missing config file: $out"
 
-echo "train_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report train_cli
