@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
 #include "core/ops.h"
@@ -16,6 +15,7 @@
 #include "nn/model.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
+#include "mpi_seed.h"
 #include "testing.h"
 
 #define STEPS 5
@@ -108,19 +108,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
     world = ng_comm_init(&argc, &argv, &(ng_comm_config){.ranks_per_node = rpn});
     rank = ng_comm_rank(world), size = ng_comm_size(world);
-    /* One seed for every rank (rank 0's, 52 bits so a double carries it), set before the first
-     * draw so every rank makes the same global batches. */
-    double seed = 0;
-    if (rank == 0) {
-        const char *e = getenv("NG_TEST_SEED");
-        seed = e ? (double)(strtoull(e, NULL, 10) & ((1ull << 52) - 1))
-                 : (double)(((uint64_t)time(NULL) * 2654435761u) & ((1ull << 52) - 1));
-    }
-    ng_comm_scalars(world, &seed, 1, NG_COMM_SCALAR_SUM);
-    char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
-    setenv("NG_TEST_SEED", buf, 1);
-    ng_test_seed();
+    ng_test_share_seed(world);
 
     ng_arch a;
     ng_kfac_config kc = ng_kfac_default_config();
