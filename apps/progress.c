@@ -28,6 +28,7 @@ static void fmt_time(char *out, size_t cap, double s) {
 
 void ng_progress_step(ng_progress *p, int64_t step, int64_t epoch, double loss, double acc,
                       double lr, double img_per_s, int64_t every) {
+    if (p->quiet) return;
     double now = ng_now();
     int last = step == p->total;
     if (p->tty ? (now - p->last_print < 0.1 && !last) : (step % every && !last)) return;
@@ -57,6 +58,7 @@ void ng_progress_step(ng_progress *p, int64_t step, int64_t epoch, double loss, 
 }
 
 void ng_progress_note(ng_progress *p, const char *fmt, ...) {
+    if (p->quiet) return;
     if (p->tty) fprintf(stderr, "\r\033[K");
     va_list ap;
     va_start(ap, fmt);
@@ -67,6 +69,7 @@ void ng_progress_note(ng_progress *p, const char *fmt, ...) {
 }
 
 void ng_progress_done(ng_progress *p) {
+    if (p->quiet) return;
     char t[32];
     fmt_time(t, sizeof t, ng_now() - p->t0);
     ng_progress_note(p, "done in %s", t);

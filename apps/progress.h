@@ -7,6 +7,7 @@
 
 typedef struct {
     int tty;
+    int quiet;            /* ranks other than 0 of a distributed run print nothing */
     int64_t total, first; /* steps in the run; the step this process started at (resume) */
     double t0, last_print;
 } ng_progress;

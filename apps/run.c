@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "comm/comm.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
@@ -167,52 +168,77 @@ static int state_finite(ng_model *m, ng_optimizer *o) {
     return 1;
 }
 
+/* The K-FAC state file of this process in a checkpoint folder: its shard, or the whole state. */
+static void kfac_file(char *out, size_t cap, const char *ck, ng_kfac *k) {
+    int r, w;
+    char name[64] = "kfac.safetensors";
+    if (ng_kfac_sharded(k, &r, &w))
+        snprintf(name, sizeof name, "kfac.rank%d-of-%d.safetensors", r, w);
+    join(out, cap, ck, name);
+}
+
+static void barrier(ng_comm *c) {
+    if (c) ng_comm_barrier(c);
+}
+
 int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                       ng_run_position pos, int64_t keep) {
-    if (!state_finite(m, o)) return 0;
+                       ng_run_position pos, int64_t keep, ng_comm *c) {
+    /* One decision for all ranks (their batch-norm buffers may differ). */
+    double bad = !state_finite(m, o);
+    if (c) ng_comm_scalars(c, &bad, 1, NG_COMM_SCALAR_MAX);
+    if (bad) return 0;
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)pos.step);
+    int rank0 = !c || ng_comm_rank(c) == 0, r, w, sharded = k && ng_kfac_sharded(k, &r, &w);
     char ck[4096], p[4096];
     ckpt_path(ck, sizeof ck, dir, pos.step);
-    remove_tree(ck); /* an incomplete folder of the same step from a crashed run */
-    mkdir_p(ck);
-    char step[32], epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32];
-    snprintf(secs, sizeof secs, "%.17g", pos.train_s);
-    snprintf(skipped, sizeof skipped, "%lld", (long long)pos.skipped);
-    snprintf(streak, sizeof streak, "%lld", (long long)pos.skip_streak);
-    snprintf(step, sizeof step, "%lld", (long long)pos.step);
-    snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
-    snprintf(index, sizeof index, "%lld", (long long)pos.index);
-    snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
-    const char *meta[] = {"format",  "pt",    "step",        step,      "epoch",
-                          epoch,     "index", index,         "train_s", secs,
-                          "skipped", skipped, "skip_streak", streak,    NULL};
-    join(p, sizeof p, ck, "model.safetensors");
-    ng_weights_save(m, p, meta);
-    const char *names[NG_OPTIM_MAX_STATE + 1];
-    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
-    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
-    join(p, sizeof p, ck, "optimizer.safetensors");
-    save_table(p, names, ts, n, (const char *[]){"optimizer_step", ostep, NULL});
-    if (k) {
+    if (rank0) {
+        remove_tree(ck); /* an incomplete folder of the same step from a crashed run */
+        mkdir_p(ck);
+    }
+    barrier(c); /* the folder exists, empty, before any rank writes into it */
+    if (k && (sharded || rank0)) {
         const char **kn;
         ng_tensor **kt;
         int kc = kfac_table(k, &kn, &kt);
-        join(p, sizeof p, ck, "kfac.safetensors");
+        kfac_file(p, sizeof p, ck, k);
         save_table(p, kn, kt, kc, NULL);
         free(kn), free(kt);
     }
+    if (rank0) {
+        char epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32];
+        snprintf(secs, sizeof secs, "%.17g", pos.train_s);
+        snprintf(skipped, sizeof skipped, "%lld", (long long)pos.skipped);
+        snprintf(streak, sizeof streak, "%lld", (long long)pos.skip_streak);
+        snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
+        snprintf(index, sizeof index, "%lld", (long long)pos.index);
+        snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
+        const char *meta[] = {"format",  "pt",    "step",        step,      "epoch",
+                              epoch,     "index", index,         "train_s", secs,
+                              "skipped", skipped, "skip_streak", streak,    NULL};
+        join(p, sizeof p, ck, "model.safetensors");
+        ng_weights_save(m, p, meta);
+        const char *names[NG_OPTIM_MAX_STATE + 1];
+        ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
+        int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
+        join(p, sizeof p, ck, "optimizer.safetensors");
+        save_table(p, names, ts, n, (const char *[]){"optimizer_step", ostep, NULL});
+    }
+    barrier(c); /* every shard is on disk */
+    if (!rank0) return 1;
     /* The marker last: a checkpoint without it is one a crash interrupted. */
     join(p, sizeof p, ck, "COMPLETE");
     ng_write_file_atomic(p, step, strlen(step));
     int64_t steps[4096];
     int ns = list_steps(dir, steps, 4096), kept = 0;
     for (int i = ns - 1; i >= 0; i--) {
-        char c[4096];
-        ckpt_path(c, sizeof c, dir, steps[i]);
-        if (is_complete(c) && kept < keep) {
+        char old[4096];
+        ckpt_path(old, sizeof old, dir, steps[i]);
+        if (is_complete(old) && kept < keep) {
             kept++;
             continue;
         }
-        if (steps[i] < pos.step) remove_tree(c);
+        if (steps[i] < pos.step) remove_tree(old);
     }
     return 1;
 }
@@ -313,6 +339,14 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     ng_safetensors_close(f);
     NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
     join(p, sizeof p, ckpt, "kfac.safetensors");
+    int r, w;
+    if (k && ng_kfac_sharded(k, &r, &w)) {
+        kfac_file(p, sizeof p, ckpt, k);
+        NG_CHECK(access(p, F_OK) == 0,
+                 "%s: no K-FAC shard for rank %d of %d; a run with kfac.grad_worker_fraction < 1 "
+                 "resumes on as many ranks as wrote its checkpoint",
+                 p, r, w);
+    }
     NG_CHECK(!k == (access(p, F_OK) != 0),
              "%s: the checkpoint %s K-FAC state but this run %s K-FAC (kfac.enabled)", ckpt,
              k ? "has no" : "holds", k ? "uses" : "does not use");

@@ -46,14 +46,19 @@ void ng_run_write(const char *dir, const char *name, const char *text);
 /* Saves weights, buffers, optimizer state and K-FAC state (k may be NULL) for `pos`, then writes
  * COMPLETE; keeps the newest `keep` complete checkpoints and removes older ones. Returns 0 and
  * writes nothing when a weight, buffer or optimizer state is not finite (such a state is never a
- * checkpoint). */
+ * checkpoint). With a communicator c of several ranks every rank calls it: rank 0 writes the
+ * replicated state (weights, optimizer, K-FAC unless sharded), each rank its own K-FAC shard
+ * (kfac.rankR-of-W.safetensors) when K-FAC is sharded, and rank 0 writes COMPLETE after all of
+ * them (barriers between). c NULL: this process alone. */
+struct ng_comm;
 int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                       ng_run_position pos, int64_t keep);
+                       ng_run_position pos, int64_t keep, struct ng_comm *c);
 /* The newest complete checkpoint's folder under DIR/checkpoints (into out), or 0 when none.
  * Folders without COMPLETE (a crash mid-write) are ignored. */
 int ng_checkpoint_latest(const char *dir, char *out, size_t cap);
 /* Restores a checkpoint folder into m, o and k; returns its position (ng_checkpoint_position).
- * Errors name the file. */
+ * A sharded K-FAC reads its own rank's shard, which must exist (same world size as the run that
+ * wrote it). Errors name the file. */
 ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o, ng_kfac *k);
 
 /* The final evaluation of a finished run, in DIR/result.json (written atomically). */

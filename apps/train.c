@@ -15,6 +15,8 @@
 #include "apps/run.h"
 #include "apps/stop.h"
 #include "apps/train_config.h"
+#include "comm/bucket.h"
+#include "comm/comm.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/ops.h"
@@ -166,11 +168,12 @@ static ng_model *build_model(const ng_train_setup *s) {
     return m;
 }
 
-static void input_tensors(const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
-    int64_t shape[NG_MAX_DIMS] = {s->batch};
+/* Input and label tensors for batches of up to `batch` examples (this rank's share). */
+static void input_tensors(const ng_train_setup *s, int64_t batch, ng_tensor *x, ng_tensor *y) {
+    int64_t shape[NG_MAX_DIMS] = {batch};
     for (int i = 0; i < s->train->ndim; i++) shape[i + 1] = s->train->shape[i];
     *x = ng_tensor_new(NG_F32, s->device, s->train->ndim + 1, shape, "input");
-    *y = ng_tensor_1d(NG_I32, s->device, s->batch, "labels");
+    *y = ng_tensor_1d(NG_I32, s->device, batch, "labels");
 }
 
 /* NULL when a step's loss and gradients are finite, else what is not: "loss", or the name of the
@@ -193,7 +196,24 @@ typedef struct {
     ng_tensor x, y;           /* the device's input [batch, C, H, W] and labels [batch] */
     ng_tensor buffers_before; /* the flat buffers before a step's forward (models with some) */
     int64_t poison_step;      /* a test hook, see ng_cmd_train */
+    ng_comm *comm;            /* the job's ranks (one in a plain run) */
+    int rank, world;
+    ng_buckets *buckets;             /* gradient all-reduce during backward; NULL with one rank */
+    ng_grad_hook hook;               /* tells the buckets which parameters backward has finished */
+    int64_t overlapped, buckets_run; /* buckets started during backward, and all */
 } trainer;
+
+/* The gradient-ready hook: the layer's parameters, as indices into the model's table, to the
+ * buckets. */
+static void grads_ready(void *self, const ng_layer *l) {
+    trainer *t = self;
+    for (int p = 0; p < l->nparams; p++)
+        for (int i = t->m->nparams - 1; i >= 0; i--)
+            if (t->m->params[i].param == &l->params[p]) {
+                ng_buckets_ready(t->buckets, i);
+                break;
+            }
+}
 
 typedef struct {
     double loss, acc, lr, gnorm; /* gnorm is NaN for a skipped step */
@@ -212,7 +232,10 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     upload(b, &t->x, &t->y, &xv, &yv);
     ng_model_reset_arenas(m);
     if (m->nbuffers) ng_tensor_copy(&t->buffers_before, &m->flat_buffers);
-    ng_ctx ctx = ng_model_ctx(m, 1, s->seed, (uint64_t)step);
+    /* Dropout draws its own masks on every rank: the rank is mixed into the seed (rank 0 keeps
+     * the plain seed, so a one-rank run is the same as before). */
+    uint64_t seed = s->seed ^ ((uint64_t)t->rank * UINT64_C(0x9E3779B97F4A7C15));
+    ng_ctx ctx = ng_model_ctx(m, 1, seed, (uint64_t)step);
     if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
         ctx.observer = ng_kfac_observer(kfac);
         ng_kfac_begin(kfac, step, b->b, 1, !s->kfac_true_fisher);
@@ -238,9 +261,18 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     int64_t correct = 0;
     step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
     r.loss = ng_softmax_xent(&logits, &yv, s->smoothing, &dlogits, &correct);
-    r.acc = (double)correct / (double)b->b;
     ng_model_zero_grad(m);
+    ctx.grad_ready = t->buckets ? &t->hook : NULL;
     ng_model_backward(m, &ctx, &dlogits);
+    if (t->buckets) { /* the average over the ranks: every rank now holds the same gradient */
+        ng_sync(s->device);
+        t->overlapped += ng_buckets_finish(t->buckets);
+        t->buckets_run += ng_buckets_count(t->buckets);
+        double v[2] = {r.loss * (double)b->b, (double)correct};
+        ng_comm_scalars(t->comm, v, 2, NG_COMM_SCALAR_SUM);
+        r.loss = v[0] / (double)(b->b * t->world), correct = (int64_t)v[1];
+    }
+    r.acc = (double)correct / (double)(b->b * t->world);
     if (step + 1 == t->poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
     r.bad = nonfinite_in(m, r.loss);
     if (r.bad) {
@@ -250,6 +282,8 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     r.gnorm = ng_clip_grad_norm(m, s->clip);
     if (kfac) ng_kfac_step(kfac, step, r.lr);
     ng_optimizer_step(t->opt, r.lr);
+    if (s->sync_bn && m->nbuffers && t->world > 1)
+        ng_comm_allreduce(t->comm, &m->flat_buffers, NG_COMM_AVG);
     return r;
 }
 
@@ -269,11 +303,12 @@ static void write_config(const ng_train_setup *s, const char *out, const char *h
 }
 
 /* `--resume auto` on a run that has finished: its recorded result, no training. */
-static int report_complete(const char *out) {
+static int report_complete(const char *out, int print) {
     ng_run_result r;
     if (!ng_run_read_result(out, &r)) return 0;
-    printf("run in %s is already complete: test accuracy %.2f%% (loss %.4f) after %lld steps\n",
-           out, 100 * r.accuracy, r.loss, (long long)r.step);
+    if (print)
+        printf("run in %s is already complete: test accuracy %.2f%% (loss %.4f) after %lld steps\n",
+               out, 100 * r.accuracy, r.loss, (long long)r.step);
     return 1;
 }
 
@@ -288,6 +323,15 @@ int ng_cmd_train(int argc, char **argv) {
      * directory exists. */
     ng_train_setup s;
     ng_train_setup_load(&s, a.config, a.sets, a.nsets);
+    /* The ranks (one without mpirun): after the config, so that its errors come before MPI; CUDA
+     * runs under mpirun reduce over NCCL. From here an error on any rank ends every rank. */
+    if (s.device == NG_CUDA && ng_comm_mpi_launched()) s.comm.backend = NG_COMM_NCCL;
+    ng_comm *comm = ng_comm_init(NULL, NULL, &s.comm);
+    int rank = ng_comm_rank(comm), world = ng_comm_size(comm), rank0 = rank == 0;
+    NG_CHECK(s.batch % world == 0,
+             "train.batch_size: %lld is not a multiple of the %d ranks (each rank takes "
+             "batch_size / ranks examples)",
+             (long long)s.batch, world);
     char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);
@@ -298,15 +342,15 @@ int ng_cmd_train(int argc, char **argv) {
         ng_checkpoint_position(a.resume);
     }
     NG_CHECK(!a.allow_config_change || a.resume, "--allow-config-change: only with --resume");
-    /* The lock comes before any look at what DIR holds: only its holder writes there. */
-    ng_run_dir_create(out);
+    /* The lock comes before any look at what DIR holds: only its holder (rank 0) writes there. */
+    if (rank0) ng_run_dir_create(out);
     int resume_from = 0;
     if (a.resume && !strcmp(a.resume, "auto")) {
         resume_from = ng_checkpoint_latest(out, ckpt, sizeof ckpt);
     } else if (a.resume) {
         snprintf(ckpt, sizeof ckpt, "%s", a.resume);
         resume_from = 1;
-    } else {
+    } else if (rank0) {
         char cfgp[4096];
         snprintf(cfgp, sizeof cfgp, "%s/config.yaml", out);
         NG_CHECK(!exists(cfgp),
@@ -319,11 +363,15 @@ int ng_cmd_train(int argc, char **argv) {
     if (resume_from) {
         pos = ng_checkpoint_position(ckpt);
         free(history);
-        history = ng_run_config_check(s.cfg, ng_train_spec, ng_train_nspec, out, pos.step,
-                                      a.allow_config_change);
-        if (pos.step >= s.steps && report_complete(out)) {
+        if (rank0)
+            history = ng_run_config_check(s.cfg, ng_train_spec, ng_train_nspec, out, pos.step,
+                                          a.allow_config_change);
+        else
+            history = strdup("");
+        if (pos.step >= s.steps && report_complete(out, rank0)) {
             free(history);
             ng_train_setup_free(&s);
+            ng_comm_finalize(comm);
             return 0;
         }
     }
@@ -331,17 +379,22 @@ int ng_cmd_train(int argc, char **argv) {
     ng_model *m = build_model(&s);
     ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
     ng_kfac *kfac = s.kfac_enabled ? ng_kfac_new(m, &s.kfac) : NULL;
+    if (kfac) ng_kfac_distribute(kfac, comm, s.kfac_fraction);
     if (resume_from) pos = ng_checkpoint_load(ckpt, m, opt, kfac);
-    write_config(&s, out, history);
+    ng_metrics metrics = {0};
+    if (rank0) {
+        write_config(&s, out, history);
+        metrics = ng_metrics_open(out, resume_from ? pos.step : -1);
+    }
     free(history);
-    ng_metrics metrics = ng_metrics_open(out, resume_from ? pos.step : -1);
 
     ng_loader_config lc = {.data = s.train,
-                           .batch = s.batch,
+                           .batch = s.batch / world,
+                           .rank = rank,
                            .shuffle = 1,
                            .drop_last = 1,
                            .seed = s.seed,
-                           .world = 1,
+                           .world = world,
                            .crop_pad = (int)ng_cfg_int(s.cfg, "data.augment.crop_pad"),
                            .hflip = ng_cfg_bool(s.cfg, "data.augment.hflip"),
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
@@ -351,19 +404,38 @@ int ng_cmd_train(int argc, char **argv) {
              "%s/model.safetensors: metadata 'index' %lld is beyond the %lld batches of an epoch",
              ckpt, (long long)pos.index, (long long)per_epoch);
     ng_loader_seek(loader, pos.epoch, pos.index);
-    trainer t = {.s = &s, .m = m, .opt = opt, .kfac = kfac};
-    input_tensors(&s, &t.x, &t.y);
+    trainer t = {
+        .s = &s, .m = m, .opt = opt, .kfac = kfac, .comm = comm, .rank = rank, .world = world};
+    input_tensors(&s, s.batch / world, &t.x, &t.y);
+    if (world > 1) {
+        int64_t *start = malloc(sizeof *start * (size_t)m->nparams);
+        NG_CHECK(start, "out of host memory");
+        for (int i = 0; i < m->nparams; i++) start[i] = m->params[i].offset;
+        t.buckets = ng_buckets_new(comm, &m->flat_grads, start, m->nparams, s.bucket_bytes);
+        t.hook = (ng_grad_hook){.self = &t, .ready = grads_ready};
+        free(start);
+    }
     /* Batch-norm statistics move in every training forward; a skipped step puts them back. */
     if (m->nbuffers)
         t.buffers_before = ng_tensor_new(m->dtype, m->device, 1, m->flat_buffers.shape, "buffers");
 
-    fprintf(stderr,
-            "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
-            "%lld steps (%.1f epochs), %s -> %s\n",
-            s.arch.arch, (long long)m->count, ng_device_name(s.device), s.data_desc,
-            (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
-            (double)s.steps / (double)per_epoch, s.optim.name, out);
-    if (resume_from) fprintf(stderr, "resumed from %s at step %lld\n", ckpt, (long long)pos.step);
+    if (rank0) {
+        fprintf(stderr,
+                "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
+                "%lld steps (%.1f epochs), %s -> %s\n",
+                s.arch.arch, (long long)m->count, ng_device_name(s.device), s.data_desc,
+                (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
+                (double)s.steps / (double)per_epoch, s.optim.name, out);
+        if (world > 1)
+            fprintf(stderr,
+                    "on %d ranks (%d nodes, %s backend): %lld examples each, all-reduce %s, %d "
+                    "gradient buckets\n",
+                    world, ng_comm_nodes(comm), ng_comm_backend_name(ng_comm_backend_of(comm)),
+                    (long long)(s.batch / world), ng_allreduce_opts_name(&s.comm.allreduce),
+                    ng_buckets_count(t.buckets));
+        if (resume_from)
+            fprintf(stderr, "resumed from %s at step %lld\n", ckpt, (long long)pos.step);
+    }
     ng_stop_install();
     /* Tests make one step's gradient non-finite to check what a skip keeps (tests/train_faults.sh):
      * NG_TEST_NONFINITE_STEP=K fills the gradient of the model's last parameter with NaN at step
@@ -372,6 +444,7 @@ int ng_cmd_train(int argc, char **argv) {
     t.poison_step = poison ? atoll(poison) : 0;
 
     ng_progress prog = ng_progress_new(s.steps, pos.step);
+    prog.quiet = !rank0;
     char line[1024];
     eval_result ev = {0, 0, 0};
     double window_t0 = ng_now();
@@ -390,7 +463,7 @@ int ng_cmd_train(int argc, char **argv) {
         }
         ng_sync(s.device);
         double ms = (ng_now() - t0) * 1e3;
-        window_imgs += b.b;
+        window_imgs += b.b * world;
         int64_t done = step + 1;
         pos.step = done;
         pos.epoch = b.index + 1 == per_epoch ? b.epoch + 1 : b.epoch;
@@ -409,11 +482,13 @@ int ng_cmd_train(int argc, char **argv) {
                      ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
                      ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
                      (long long)skipped_since_log, (long long)pos.skipped);
-            ng_metrics_line(&metrics, line);
+            if (rank0) ng_metrics_line(&metrics, line);
             window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
         }
         if (diverged) {
-            fprintf(stderr,
+            if (rank0)
+                fprintf(
+                    stderr,
                     "natgrad: error: training diverged: %lld step%s in a row had a non-finite "
                     "loss or gradient (train.max_skips = %lld), the last at step %lld: non-finite "
                     "%s%s; no checkpoint was written for them\n",
@@ -424,7 +499,9 @@ int ng_cmd_train(int argc, char **argv) {
             break;
         }
         ng_progress_step(&prog, done, b.epoch, r.loss, r.acc, r.lr, ips, s.log_every);
-        if (done % s.eval_every == 0 || done == s.steps) {
+        /* Rank 0 evaluates the whole test set alone (exact figures, no padded shards); the
+         * others wait at the next collective. */
+        if (rank0 && (done % s.eval_every == 0 || done == s.steps)) {
             ev = evaluate(m, &s, &t.x, &t.y);
             snprintf(line, sizeof line,
                      "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
@@ -436,11 +513,15 @@ int ng_cmd_train(int argc, char **argv) {
                              (long long)done, ev.loss, 100 * ev.acc);
             window_t0 = ng_now(), window_imgs = 0;
         }
-        int sig = done < s.steps ? ng_stop_requested() : 0;
+        /* A signal may reach the ranks at different steps: they stop together at the first step
+         * any of them saw it. */
+        double sigv = done < s.steps ? ng_stop_requested() : 0;
+        if (world > 1) ng_comm_scalars(comm, &sigv, 1, NG_COMM_SCALAR_MAX);
+        int sig = (int)sigv;
         int stop = sig || (s.stop_at && done == s.stop_at && done < s.steps);
         int saved = 0;
         if (done % s.ckpt_every == 0 || done == s.steps || stop) {
-            saved = ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts);
+            saved = ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts, comm);
             if (!saved)
                 ng_progress_note(&prog,
                                  "step %lld: no checkpoint, weights or optimizer state are not "
@@ -469,7 +550,7 @@ int ng_cmd_train(int argc, char **argv) {
             break;
         }
     }
-    if (!status && pos.step >= s.steps) {
+    if (!status && pos.step >= s.steps && rank0) {
         ng_progress_done(&prog);
         if (!ev.n) ev = evaluate(m, &s, &t.x, &t.y); /* resumed from the last checkpoint */
         if (ng_all_finite(&m->flat_params)) {
@@ -485,7 +566,17 @@ int ng_cmd_train(int argc, char **argv) {
             status = 1;
         }
     }
-    ng_metrics_close(&metrics);
+    if (world > 1) { /* every rank ends with rank 0's verdict on the final weights */
+        double st = status;
+        ng_comm_scalars(comm, &st, 1, NG_COMM_SCALAR_MAX);
+        status = (int)st;
+        if (rank0 && t.buckets_run)
+            fprintf(stderr, "gradient buckets started during backward: %lld of %lld (%.0f%%)\n",
+                    (long long)t.overlapped, (long long)t.buckets_run,
+                    100.0 * (double)t.overlapped / (double)t.buckets_run);
+    }
+    if (rank0) ng_metrics_close(&metrics);
+    ng_buckets_free(t.buckets);
     ng_loader_free(loader);
     ng_tensor_free(&t.x), ng_tensor_free(&t.y);
     if (m->nbuffers) ng_tensor_free(&t.buffers_before);
@@ -493,6 +584,7 @@ int ng_cmd_train(int argc, char **argv) {
     ng_kfac_free(kfac);
     ng_model_free(m);
     ng_train_setup_free(&s);
+    ng_comm_finalize(comm);
     return status;
 }
 
@@ -510,7 +602,7 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_model *m = build_model(&s);
     ng_weights_load(m, a.weights);
     ng_tensor x, y;
-    input_tensors(&s, &x, &y);
+    input_tensors(&s, s.batch, &x, &y);
     eval_result ev = evaluate(m, &s, &x, &y);
     printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
            "\"examples\": %lld}\n",

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -103,6 +104,22 @@ const ng_cfg_spec ng_train_spec[] = {
      "KL clipping of the preconditioned step (0 = off)"},
     {"kfac.tokens", NG_CFG_CHOICE, "expand", NONE, "expand|reduce",
      "Linear layers on token sequences: KFAC-expand or KFAC-reduce"},
+
+    {"kfac.grad_worker_fraction", NG_CFG_FLOAT, "1", 1e-9, 1, NULL,
+     "under mpirun: share of ranks holding each layer's inverses (KAISA); 1 = all (inverses "
+     "broadcast), 1/world = the owner only (preconditioned gradients broadcast)"},
+
+    {"comm.allreduce", NG_CFG_STRING, "auto", NONE, NULL,
+     "gradient all-reduce: auto|flat|ring|hier_rs|hier_leader|torus, levels as "
+     "hier_rs:ring/flat (intra/inter)"},
+    {"comm.ranks_per_node", NG_CFG_INT, "0", 0, 1e6, NULL,
+     "ranks per node; 0 = detect (MPI shared memory); N simulates nodes of N ranks"},
+    {"comm.bucket_mib", NG_CFG_FLOAT, "4", 0, 1e6, NULL,
+     "gradient bucket size in MiB, all-reduced while backward goes on; 0 = one per parameter"},
+    {"comm.table", NG_CFG_STRING, "", NONE, NULL,
+     "auto's size -> algorithm table (JSON from natgrad comm-bench --write-table); '' = built in"},
+    {"model.sync_bn", NG_CFG_BOOL, "false", NONE, NULL,
+     "under mpirun: average batch-norm running statistics over the ranks after every step"},
 
     {"schedule.name", NG_CFG_CHOICE, "cosine", NONE, "constant|cosine|poly|step",
      "learning-rate schedule"},
@@ -235,6 +252,20 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     NG_CHECK(!(k->inverse == NG_KFAC_CHOLESKY && k->damping_mode == NG_KFAC_DAMP_SUM),
              "kfac.inverse: cholesky needs kfac.damping_mode=factored (the sum form needs the "
              "eigendecomposition)");
+    s->kfac_fraction = ng_cfg_float(c, "kfac.grad_worker_fraction");
+
+    ng_comm_config *cc = &s->comm;
+    *cc = (ng_comm_config){.ranks_per_node = (int)ng_cfg_int(c, "comm.ranks_per_node")};
+    const char *ar = ng_cfg_str(c, "comm.allreduce");
+    NG_CHECK(!ng_allreduce_opts_parse(ar, &cc->allreduce),
+             "comm.allreduce: '%s' is not one of auto, flat, ring, hier_rs, hier_leader, torus "
+             "(hierarchical ones may name their levels: hier_rs:ring/flat)",
+             ar);
+    cc->table_file = *ng_cfg_str(c, "comm.table") ? ng_cfg_str(c, "comm.table") : NULL;
+    NG_CHECK(!cc->table_file || access(cc->table_file, R_OK) == 0, "comm.table: cannot read '%s'",
+             cc->table_file);
+    s->bucket_bytes = (size_t)(ng_cfg_float(c, "comm.bucket_mib") * 1048576.0);
+    s->sync_bn = ng_cfg_bool(c, "model.sync_bn");
     NG_CHECK(!s->kfac_enabled || !strcmp(s->optim.name, "sgd"),
              "kfac.enabled: K-FAC preconditions SGD (optimizer.name=sgd), not %s", s->optim.name);
 

@@ -4,6 +4,7 @@
 #define NG_TRAIN_CONFIG_H
 
 #include "apps/config.h"
+#include "comm/comm.h"
 #include "data/dataset.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
@@ -22,6 +23,10 @@ typedef struct {
     ng_schedule sched;
     int kfac_enabled, kfac_true_fisher;
     ng_kfac_config kfac;
+    double kfac_fraction; /* grad workers per layer / world (distributed K-FAC) */
+    ng_comm_config comm;  /* backend, nodes, all-reduce algorithm and table */
+    size_t bucket_bytes;  /* gradient buckets */
+    int sync_bn;          /* average batch-norm running statistics over the ranks */
     ng_device device;
     uint64_t seed;
     int64_t batch;         /* global batch size */

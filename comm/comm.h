@@ -67,6 +67,8 @@ typedef struct ng_comm_request ng_comm_request;
  * aborts every rank, so no rank waits forever in a collective. Call once, before any CUDA use
  * when the backend is NCCL (the local rank picks the GPU). cfg may be NULL (all defaults). */
 ng_comm *ng_comm_init(int *argc, char ***argv, const ng_comm_config *cfg);
+/* 1 when this process was started by mpirun (or another MPI launcher), before any MPI call. */
+int ng_comm_mpi_launched(void);
 /* Frees the world and every communicator split from it, then finalises MPI. */
 void ng_comm_finalize(ng_comm *world);
 

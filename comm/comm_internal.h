@@ -120,7 +120,6 @@ int ng_comm_nccl_world(ng_comm *world);
 void ng_comm_mpi_finalize(void);
 /* Ends the job from the error handler (MPI_Abort when MPI is running). */
 void ng_comm_mpi_abort_all(int code);
-int ng_comm_mpi_launched(void); /* started by mpirun or another MPI launcher */
 
 /* The worker thread of non-blocking all-reduces (comm/async.c). */
 ng_comm_request *ng_comm_async_start(ng_comm *c, ng_tensor *t, ng_comm_op op,

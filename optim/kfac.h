@@ -131,6 +131,9 @@ struct ng_comm;
 void ng_kfac_distribute(ng_kfac *k, struct ng_comm *c, double grad_worker_fraction);
 /* The rank that computes layer i's inverses (0 in one process). */
 int ng_kfac_owner(const ng_kfac *k, int i);
+/* 1 when this rank's state (ng_kfac_state) is its own shard, not the whole (grad-worker fraction
+ * below 1), with this rank and the world size; 0 when every rank holds all of it. */
+int ng_kfac_sharded(const ng_kfac *k, int *rank, int *world);
 
 /* For tests and logs: number of registered layers, and layer i's name and running factors
  * (views; A [in(+1), in(+1)], G [out, out]). */

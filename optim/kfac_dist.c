@@ -113,6 +113,12 @@ int ng_kfac_dist_preconditions(const ng_kfac *k, int i) {
     return !k->dist || is_grad_worker(k->dist, k->dist->owner[i]);
 }
 
+int ng_kfac_sharded(const ng_kfac *k, int *rank, int *world) {
+    if (!k->dist || k->dist->g == k->dist->size) return 0;
+    *rank = k->dist->rank, *world = k->dist->size;
+    return 1;
+}
+
 int ng_kfac_owner(const ng_kfac *k, int i) {
     NG_CHECK(i >= 0 && i < k->n, "kfac: layer %d of %d", i, k->n);
     return k->dist ? k->dist->owner[i] : 0;

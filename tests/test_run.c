@@ -51,7 +51,7 @@ static void test_checkpoint(const char *dir) {
                            .optimizer_step = 1,
                            .skipped = 6,
                            .skip_streak = 2};
-    NG_TEST(ng_checkpoint_save(dir, m, o, NULL, pos, 2), "checkpoint of finite weights saved");
+    NG_TEST(ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL), "checkpoint of finite weights saved");
     char ck[4096];
     NG_TEST(ng_checkpoint_latest(dir, ck, sizeof ck), "the checkpoint is found");
     ng_run_position got = ng_checkpoint_position(ck);
@@ -71,7 +71,7 @@ static void test_checkpoint(const char *dir) {
     /* A NaN weight: no checkpoint at all, the newest stays the old one. */
     ng_fill(&m->params[0].param->value, NAN);
     pos.step = 8;
-    NG_TEST(!ng_checkpoint_save(dir, m, o, NULL, pos, 2), "non-finite weights are not saved");
+    NG_TEST(!ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL), "non-finite weights are not saved");
     char p[4200];
     snprintf(p, sizeof p, "%s/checkpoints/step-00000008", dir);
     NG_TEST(access(p, F_OK) != 0, "no folder for the refused checkpoint");
