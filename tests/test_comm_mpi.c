@@ -52,6 +52,8 @@ static int same_on_all_ranks(const ng_tensor *t) {
     return v[0] == -v[1];
 }
 
+/* rpn: forced ranks per node, or, with `detected`, the ranks per node MPI should find itself
+ * (the namespace cluster); 0: one machine, one node. */
 static void test_topology(int rpn) {
     NG_TEST(ng_comm_size(world) == size && rank >= 0 && rank < size, "rank %d of %d", rank, size);
     int want_node = rpn ? rank / rpn : 0, want_nodes = rpn ? (size + rpn - 1) / rpn : 1;
@@ -72,13 +74,16 @@ static void test_topology(int rpn) {
     NG_TEST(m[0] == size - 1 && m[1] == 0, "scalar max: %g %g", m[0], m[1]);
 }
 
+/* The largest count tried (--max-count: a slow shaped link takes the small ones only). */
+static int64_t max_count = INT64_MAX;
+
 /* Flat is checked against the exact sums; every other algorithm against flat's bits. */
 static void test_allreduce_equals_flat(void) {
     ng_allreduce_opts algos[32];
     int na = all_algorithms(algos);
     const int64_t counts[] = {0, 1, 7, 1001, (1 << 20) + 13};
     ng_allreduce_opts flat = {.algo = NG_AR_FLAT};
-    for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+    for (size_t ci = 0; ci < sizeof counts / sizeof *counts && counts[ci] <= max_count; ci++)
         for (int d = 0; d < 4; d++)
             for (int op = 0; op < 2; op++) {
                 int64_t n = counts[ci];
@@ -243,10 +248,12 @@ static void test_split_and_errors(void) {
 }
 
 int main(int argc, char **argv) {
-    int rpn = 0, fail_rank = -1;
+    int rpn = 0, fail_rank = -1, expect_rpn = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--fail-on-rank")) fail_rank = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--max-count")) max_count = atoll(argv[i + 1]);
+        if (!strcmp(argv[i], "--expect-ranks-per-node")) expect_rpn = atoi(argv[i + 1]);
     }
     world = ng_comm_init(&argc, &argv, &(ng_comm_config){.ranks_per_node = rpn});
     if (ng_comm_backend_of(world) != NG_COMM_MPI) {
@@ -271,7 +278,7 @@ int main(int argc, char **argv) {
                rpn ? "forced" : "detected",
                ng_comm_thread_multiple() ? "a worker thread (MPI_THREAD_MULTIPLE)"
                                          : "the caller (no MPI_THREAD_MULTIPLE)");
-    test_topology(rpn);
+    test_topology(rpn ? rpn : expect_rpn);
     test_allreduce_equals_flat();
     test_other_collectives();
     test_nonblocking();
