@@ -560,6 +560,11 @@ int ng_cmd_train(int argc, char **argv) {
             ng_run_write_result(out, (ng_run_result){s.steps, ev.n, ev.loss, ev.acc});
             printf("test accuracy %.2f%% (loss %.4f) after %lld steps; run in %s\n", 100 * ev.acc,
                    ev.loss, (long long)s.steps, out);
+            if (fflush(stdout)) /* e.g. stdout is a file on a full disk: result.json has it */
+                fprintf(stderr,
+                        "natgrad: warning: the result line could not be written to stdout "
+                        "(it is in %s/result.json)\n",
+                        out);
         } else {
             fprintf(stderr, "natgrad: error: the final weights are not finite; no "
                             "final.safetensors written\n");
