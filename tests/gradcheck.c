@@ -202,6 +202,23 @@ int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t 
     return twincheck(what, make, ndim, in_shape, training, NG_F32, tol);
 }
 
+double ng_unit_roundoff(ng_dtype dt) {
+    switch (dt) {
+        case NG_F16:
+            return 0x1p-11;
+        case NG_BF16:
+            return 0x1p-8;
+        case NG_F64:
+            return 0x1p-53;
+        default:
+            return 0x1p-24;
+    }
+}
+
+double ng_mixed_tol(ng_dtype dt, int n, int64_t k) {
+    return 2.0 * n * ng_unit_roundoff(dt) + (double)k * 0x1p-24;
+}
+
 int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                        int training, ng_dtype compute, double tol) {
     return twincheck(what, make, ndim, in_shape, training, compute, tol);

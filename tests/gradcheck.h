@@ -38,6 +38,13 @@ int ng_gradcheck(const char *what, ng_layer_maker make, int ndim, const int64_t 
 int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                  int training, double tol);
 
+/* The unit roundoff of a compute format: 2^-11 (f16), 2^-8 (bf16), 2^-24 (f32), 2^-53 (f64). */
+double ng_unit_roundoff(ng_dtype dt);
+/* The normwise tolerance of a result that went through n stored roundings in dt (each may be
+ * amplified 2x by the layer it passes) and reductions of length k accumulated in f32:
+ * 2 n u + k 2^-24. The reasoning is written out in tests/test_mixed.c. */
+double ng_mixed_tol(ng_dtype dt, int n, int64_t k);
+
 /* ng_twincheck in a compute dtype (f16, bf16: mixed models with f32 masters on both devices). */
 int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                        int training, ng_dtype compute, double tol);

@@ -10,7 +10,7 @@
  *   along it. Each layer may amplify a relative error by its conditioning, which we take as 2 for
  *   these layers on inputs and weights of order 1 (so 2 n u). Reductions accumulate in f32 (or
  *   double on the CPU) and add at most k 2^-24 for a reduction of length k.
- *   tol(dt, n, k) = 2 n u + k 2^-24. */
+ *   ng_mixed_tol(dt, n, k) = 2 n u + k 2^-24. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +31,6 @@
 #include "nn/model.h"
 #include "nn/models.h"
 #include "testing.h"
-
-static double unit(ng_dtype dt) {
-    return dt == NG_F16 ? 0x1p-11 : 0x1p-8;
-}
-
-static double tol(ng_dtype dt, int n, int64_t k) {
-    return 2.0 * n * unit(dt) + (double)k * 0x1p-24;
-}
 
 /* ---- layers ---------------------------------------------------------------------------------- */
 
@@ -80,19 +72,19 @@ static void vit_layers(ng_dtype dt) {
     /* LayerNorm: statistics in double from stored x; y rounded once; dx rounded once; dw, db are
      * f32. The normalisation divides by the row's std, which for random rows of 33 values is not
      * small, so the conditioning stays near 1: n = 1 forward, 1 backward. */
-    ng_mixedcheck("layernorm", make_layernorm, 2, xs, 1, dt, NG_F64, tol(dt, 2, 33));
+    ng_mixedcheck("layernorm", make_layernorm, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 2, 33));
     /* Attention: qkv Linear (2), permute (exact), scores (1), softmax (1), P v (1), proj (2):
      * 7 forward; backward proj dx (1), dP and dv (1), softmax backward (1), dq/dk (1), qkv dx
      * (1): 5. n = 12, reductions over T = 5 tokens and dim 12. */
-    ng_mixedcheck("attention", make_attention, 3, tok, 1, dt, NG_F64, tol(dt, 12, 12));
+    ng_mixedcheck("attention", make_attention, 3, tok, 1, dt, NG_F64, ng_mixed_tol(dt, 12, 12));
     /* Patch embedding: proj (2 roundings), pos add (1); backward proj dx (1): n = 4; the
      * reduction is C P P = 32 long. */
     ng_mixedcheck("patch_embed", make_patch_embed, 4, (int64_t[]){2, 2, 8, 8}, 1, dt, NG_F64,
-                  tol(dt, 4, 32));
+                  ng_mixed_tol(dt, 4, 32));
     /* Transformer block: x + attn(ln1(x)) then + mlp(ln2(.)): ln 1, attention 12, add 1, ln 1,
      * fc1 2, gelu 1, dropout 1, fc2 2, add 1 = 22 forward; backward through the same chain about
      * 12 more. n = 34. */
-    ng_mixedcheck("transformer block", make_block, 3, tok, 1, dt, NG_F64, tol(dt, 34, 24));
+    ng_mixedcheck("transformer block", make_block, 3, tok, 1, dt, NG_F64, ng_mixed_tol(dt, 34, 24));
 }
 
 static ng_layer *make_conv2d(void) {
@@ -120,34 +112,36 @@ static void conv_layers(ng_dtype dt) {
     /* Conv (im2col + GEMM): y = round(round(W cols) + b), 2 roundings (im2col copies exactly);
      * dx: column gradients rounded (1), then col2im sums them in double and rounds once (1); dW
      * and db are f32 sums of exact products. Reductions of C k = 27 (2-D) and 54 (3-D). */
-    ng_mixedcheck("conv2d", make_conv2d, 4, (int64_t[]){2, 3, 7, 6}, 1, dt, NG_F64, tol(dt, 2, 27));
+    ng_mixedcheck("conv2d", make_conv2d, 4, (int64_t[]){2, 3, 7, 6}, 1, dt, NG_F64,
+                  ng_mixed_tol(dt, 2, 27));
     ng_mixedcheck("conv3d", make_conv3d, 5, (int64_t[]){2, 2, 4, 5, 3}, 1, dt, NG_F64,
-                  tol(dt, 2, 54));
+                  ng_mixed_tol(dt, 2, 54));
     /* Max pooling selects a stored value (exact) and routes dy to it (exact unless windows
      * overlap); average pooling rounds its mean (1) and, backward, dy / k (1) plus one rounding
      * per overlapping window added (at most 4 here): n = 5 for avg. */
-    ng_mixedcheck("maxpool3d", make_maxpool, 5, v, 1, dt, NG_F64, tol(dt, 1, 0));
+    ng_mixedcheck("maxpool3d", make_maxpool, 5, v, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
     ng_mixedcheck("avgpool2d", make_avgpool, 4, (int64_t[]){2, 3, 7, 6}, 1, dt, NG_F64,
-                  tol(dt, 5, 9));
-    ng_mixedcheck("global avgpool", make_global_avgpool, 5, v, 1, dt, NG_F64, tol(dt, 1, 120));
+                  ng_mixed_tol(dt, 5, 9));
+    ng_mixedcheck("global avgpool", make_global_avgpool, 5, v, 1, dt, NG_F64,
+                  ng_mixed_tol(dt, 1, 120));
     /* Batch norm: statistics in double from stored x, parameters f32; y and dx rounded once
      * each. Normalising by the batch std of random values keeps the conditioning near 1. */
-    ng_mixedcheck("batchnorm3d", make_bn3d, 5, v, 1, dt, NG_F64, tol(dt, 2, 240));
+    ng_mixedcheck("batchnorm3d", make_bn3d, 5, v, 1, dt, NG_F64, ng_mixed_tol(dt, 2, 240));
 }
 
 static void layers(ng_dtype dt) {
     const int64_t xs[2] = {5, 33}, x12[3] = {2, 3, 12};
     /* Linear: y = round(round(x W^T) + b) is two roundings; dx = round(dy W) one; dW, db are f32
      * sums (k = 5 rows) of exact products of stored values. */
-    ng_mixedcheck("linear", make_linear, 2, xs, 1, dt, NG_F64, tol(dt, 2, 33));
+    ng_mixedcheck("linear", make_linear, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 2, 33));
     /* Element-wise: one rounding of y, one of dx. */
-    ng_mixedcheck("relu", make_relu, 2, xs, 1, dt, NG_F64, tol(dt, 1, 0));
-    ng_mixedcheck("gelu", make_gelu, 2, xs, 1, dt, NG_F64, tol(dt, 1, 0));
-    ng_mixedcheck("dropout", make_dropout, 2, xs, 1, dt, NG_F64, tol(dt, 1, 0));
+    ng_mixedcheck("relu", make_relu, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
+    ng_mixedcheck("gelu", make_gelu, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
+    ng_mixedcheck("dropout", make_dropout, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
     /* checkpoint(residual(fc1, gelu, fc2)): forward 2 + 1 + 2 roundings and the residual add's 1;
      * backward through fc2, gelu, fc1 (1 + 1 + 1) and the add of the skip gradient (1): n = 10. */
     ng_mixedcheck("checkpoint(residual(sequence))", make_residual_seq, 3, x12, 1, dt, NG_F64,
-                  tol(dt, 10, 12));
+                  ng_mixed_tol(dt, 10, 12));
 }
 
 /* ---- softmax cross-entropy: loss and statistics in f32 (double on the CPU), dlogits rounded once
@@ -175,7 +169,8 @@ static void xent(ng_dtype dt) {
     /* Each element is rounded once: elementwise relative error u (the scaled values are far from
      * f16's subnormal range: |p - t| scale / n >= 2^-14 is not guaranteed, so an absolute term of
      * half an f16 subnormal step, 2^-25 / (scale / n), covers the smallest). */
-    ng_test_close("xent dlogits", ref, got, n * c, unit(dt), 0x1p-25 * (double)n / scale);
+    ng_test_close("xent dlogits", ref, got, n * c, ng_unit_roundoff(dt),
+                  0x1p-25 * (double)n / scale);
     free(got), free(ref);
     ng_tensor_free(&z), ng_tensor_free(&z64), ng_tensor_free(&lab), ng_tensor_free(&d),
         ng_tensor_free(&d64);
@@ -233,13 +228,15 @@ static void models(ng_dtype dt) {
      * apart from dropout's 1 each): 8; backward 3 dx, 2 ReLU/dropout: 5; n = 13. */
     ng_arch_defaults("mlp", &cur);
     cur.img = 4, cur.width = 24, cur.depth = 2, cur.classes = 3, cur.dropout = 0.1;
-    ng_mixedcheck("mlp", make_cur, 4, (int64_t[]){4, 1, 4, 4}, 1, dt, NG_F32, tol(dt, 13, 24));
+    ng_mixedcheck("mlp", make_cur, 4, (int64_t[]){4, 1, 4, 4}, 1, dt, NG_F32,
+                  ng_mixed_tol(dt, 13, 24));
     /* ViT with 2 blocks: patch embedding 4, two blocks 34 each, final norm 1, class pooling (a
      * copy) and head 2 + 1: n = 76. A long chain, so its bound is loose; errors of independent
      * roundings add like a random walk in practice. */
     ng_arch_defaults("vit", &cur);
     cur.img = 8, cur.patch = 4, cur.width = 12, cur.depth = 2, cur.heads = 2, cur.classes = 3;
-    ng_mixedcheck("vit", make_cur, 4, (int64_t[]){2, 1, 8, 8}, 1, dt, NG_F32, tol(dt, 76, 24));
+    ng_mixedcheck("vit", make_cur, 4, (int64_t[]){2, 1, 8, 8}, 1, dt, NG_F32,
+                  ng_mixed_tol(dt, 76, 24));
     /* 3D-CNN, 3 conv layers with batch norm and ReLU, global pooling and head. Forward: conv 2,
      * BN 1 (ReLU exact) per layer, pooling 1, head 2: 12. Backward: head dx 1, pooling 1, per
      * layer BN 1 and conv 2 (column gradients, col2im): 11. n = 23; reductions of 2 x 27 = 54.
@@ -247,7 +244,8 @@ static void models(ng_dtype dt) {
      * ng_mixedcheck), and few units keep switch-free draws likely in bf16. */
     ng_arch_defaults("cnn3d", &cur);
     cur.img = 3, cur.width = 2, cur.depth = 3, cur.classes = 3;
-    ng_mixedcheck("cnn3d", make_cur, 5, (int64_t[]){2, 1, 3, 3, 3}, 1, dt, NG_F32, tol(dt, 23, 54));
+    ng_mixedcheck("cnn3d", make_cur, 5, (int64_t[]){2, 1, 3, 3, 3}, 1, dt, NG_F32,
+                  ng_mixed_tol(dt, 23, 54));
 }
 
 int main(void) {
