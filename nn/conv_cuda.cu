@@ -167,22 +167,7 @@ static void col2im_launch(const ng_tensor *dcols, int64_t n, const ng_win3 *w, i
 extern "C" void ng_col2im_add_cuda(const ng_tensor *dcols, int64_t n, const ng_win3 *w, int64_t p0,
                                    int64_t np, ng_tensor *dx) {
     if (np <= 0) return;
-    switch (dx->dtype) {
-        case NG_F32:
-            col2im_launch<float>(dcols, n, w, p0, np, dx);
-            break;
-        case NG_F64:
-            col2im_launch<double>(dcols, n, w, p0, np, dx);
-            break;
-        case NG_F16:
-            col2im_launch<ng_half16>(dcols, n, w, p0, np, dx);
-            break;
-        case NG_BF16:
-            col2im_launch<ng_bhalf16>(dcols, n, w, p0, np, dx);
-            break;
-        default:
-            ng_fail("conv: col2im CUDA twin takes f32 or f64, not %s", ng_dtype_name(dx->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(dx->dtype, "conv col2im", col2im_launch<T>(dcols, n, w, p0, np, dx));
 }
 
 extern "C" void ng_conv_bias_add_cuda(ng_tensor *y, const ng_tensor *b, int64_t N, int64_t O,
@@ -190,26 +175,9 @@ extern "C" void ng_conv_bias_add_cuda(ng_tensor *y, const ng_tensor *b, int64_t 
     int64_t total = N * O * P;
     if (!total) return;
     unsigned g = ng_cuda_blocks(total, THREADS);
-    switch (y->dtype) {
-        case NG_F32:
-            bias_add_kernel<float><<<g, THREADS, 0, stream()>>>(
-                (float *)y->data, (const float *)b->data, O, P, total);
-            break;
-        case NG_F64:
-            bias_add_kernel<double><<<g, THREADS, 0, stream()>>>(
-                (double *)y->data, (const double *)b->data, O, P, total);
-            break;
-        case NG_F16:
-            bias_add_kernel<ng_half16><<<g, THREADS, 0, stream()>>>(
-                (ng_half16 *)y->data, (const ng_half16 *)b->data, O, P, total);
-            break;
-        case NG_BF16:
-            bias_add_kernel<ng_bhalf16><<<g, THREADS, 0, stream()>>>(
-                (ng_bhalf16 *)y->data, (const ng_bhalf16 *)b->data, O, P, total);
-            break;
-        default:
-            ng_fail("conv: bias CUDA twin takes f32 or f64, not %s", ng_dtype_name(y->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(y->dtype, "conv bias",
+                        bias_add_kernel<T><<<g, THREADS, 0, stream()>>>(
+                            (T *)y->data, (const T *)b->data, O, P, total));
     NG_CUDA_CHECK_LAUNCH();
 }
 
