@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "core/ops.h"
 #include "nn/containers.h"
 #include "nn/linear.h"
@@ -203,12 +204,65 @@ static void bad_configs(void) {
     NG_TEST_ERROR(ng_loss_scaler_init(&ls, &c), "precision.init_scale");
 }
 
+/* The trainer's sequence of docs/ARCHITECTURE.md ("Mixed precision") for 40 SGD steps on one
+ * batch: scaled loss, backward, unscale and check, step, refresh. A model that learns shows the
+ * pieces fit together; the loss must fall to under half its start in every precision, as it
+ * does in f32. */
+static double train_sequence(ng_dtype compute) {
+    ng_model *m = tiny_model(compute);
+    ng_optim_config oc = {.name = "sgd", .momentum = 0.9};
+    ng_optimizer *o = ng_optimizer_new(m, &oc);
+    ng_loss_scaler ls;
+    ng_loss_scale_config c = ng_loss_scale_defaults(compute);
+    /* The scale moves during the run, and stays where |dlogits| <= scale / B cannot reach f16's
+     * 65504 (2^8 x 16 / 6 at the end), so no step may skip on these finite data. */
+    c.init_scale = 256;
+    c.growth_interval = 10;
+    ng_loss_scaler_init(&ls, &c);
+    batch b = new_batch();
+    double first = 0, last = 0;
+    int skipped = 0;
+    for (int step = 0; step < 40; step++) {
+        ng_model_zero_grad(m);
+        ng_model_reset_arenas(m);
+        ng_ctx ctx = ng_model_ctx(m, 1, 5, (uint64_t)step);
+        ng_tensor y = ng_model_forward(m, &ctx, &b.x);
+        ng_tensor dy = ng_arena_tensor(ctx.acts, y.dtype, y.ndim, y.shape, "dlogits");
+        last = ng_softmax_xent_scaled(&y, &b.labels, 0.0, ng_loss_scaler_scale(&ls), &dy, NULL);
+        if (!step) first = last;
+        ng_model_backward(m, &ctx, &dy);
+        ng_loss_scale_verdict v = ng_loss_scaler_unscale(&ls, &m->flat_grads);
+        NG_CHECK(v != NG_LOSS_SCALE_ABORT, "%s", ng_loss_scaler_why(&ls));
+        if (v == NG_LOSS_SCALE_SKIP) {
+            skipped++;
+            continue;
+        }
+        ng_optimizer_step(o, 0.2);
+        ng_model_refresh_compute(m);
+    }
+    NG_TEST(last < 0.5 * first, "%s training: loss %g -> %g does not halve", ng_dtype_name(compute),
+            first, last);
+    NG_TEST(skipped == 0, "%s training: %d steps skipped on finite data", ng_dtype_name(compute),
+            skipped);
+    NG_TEST(compute != NG_F16 || ng_loss_scaler_scale(&ls) == 256.0 * 16,
+            "f16 training: the scale grew x2 every 10 clean steps (x16 in 40), not to %g",
+            ng_loss_scaler_scale(&ls));
+    ng_tensor_free(&b.x);
+    ng_tensor_free(&b.labels);
+    ng_optimizer_free(o);
+    ng_model_free(m);
+    return last;
+}
+
 int main(void) {
     ng_test_seed();
     issue_sequence("sgd");
     issue_sequence("adamw");
     unscale_exact();
     bf16_unscaled();
+    train_sequence(NG_F32);
+    train_sequence(NG_F16);
+    train_sequence(NG_BF16);
     state_table();
     bad_configs();
     return ng_test_finish("test_loss_scale");

@@ -48,6 +48,9 @@ static ng_layer *make_gelu(void) {
 static ng_layer *make_dropout(void) {
     return ng_dropout("drop", 0.25);
 }
+static ng_layer *make_softmax(void) {
+    return ng_softmax("softmax");
+}
 static ng_layer *make_residual_seq(void) {
     ng_layer *s = ng_sequence("seq");
     ng_layer_add_child(s, ng_linear("seq.fc1", 12, 12, 1));
@@ -140,6 +143,9 @@ static void layers(ng_dtype dt) {
     ng_mixedcheck("relu", make_relu, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
     ng_mixedcheck("gelu", make_gelu, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
     ng_mixedcheck("dropout", make_dropout, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 1, 0));
+    /* Softmax: statistics in double (f32 on CUDA) from stored x, y rounded once; backward reads
+     * the stored y and dy and rounds dx once: n = 2, row sums of 33. */
+    ng_mixedcheck("softmax", make_softmax, 2, xs, 1, dt, NG_F64, ng_mixed_tol(dt, 2, 33));
     /* checkpoint(residual(fc1, gelu, fc2)): forward 2 + 1 + 2 roundings and the residual add's 1;
      * backward through fc2, gelu, fc1 (1 + 1 + 1) and the add of the skip gradient (1): n = 10. */
     ng_mixedcheck("checkpoint(residual(sequence))", make_residual_seq, 3, x12, 1, dt, NG_F64,
