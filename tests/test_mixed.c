@@ -273,6 +273,56 @@ static void models(ng_dtype dt) {
                   ng_mixed_tol(dt, 23, 54));
 }
 
+/* Activation memory: the arena's high-water mark of forward + backward for the 3D-CNN and the
+ * ViT, f32 against the compute dtype on the same input. Every activation and activation gradient
+ * is half the bytes; what does not shrink is per-channel or per-row statistics (f64/f32) and the
+ * arena's alignment of each tensor, a few percent at these sizes: the peak must fall to at most
+ * 0.55 of f32's. */
+static size_t peak_of(ng_dtype compute, int64_t ndim, const int64_t *shape, size_t *grads_peak) {
+    ng_model *m = ng_model_new(make_cur());
+    if (compute == NG_F32)
+        ng_model_build(m, NG_CPU, NG_F32, 5, 64 << 20, 64 << 20);
+    else
+        ng_model_build_mixed(m, NG_CPU, compute, 5, 64 << 20, 64 << 20);
+    ng_tensor x = ng_tensor_new(compute, NG_CPU, (int)ndim, shape, "x");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_ctx ctx = ng_model_ctx(m, 1, 5, 0);
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    ng_tensor dy = ng_arena_tensor(ctx.acts, y.dtype, y.ndim, y.shape, "dy");
+    ng_test_fill_uniform(&dy, -1, 1);
+    ng_model_backward(m, &ctx, &dy);
+    size_t peak = m->acts.peak;
+    *grads_peak = m->grads.peak;
+    ng_tensor_free(&x);
+    ng_model_free(m);
+    return peak;
+}
+
+static void activation_memory(void) {
+    struct {
+        const char *arch;
+        int64_t ndim, shape[5];
+    } cases[2] = {{"cnn3d", 5, {2, 1, 24, 24, 24}}, {"vit", 4, {8, 1, 28, 28}}};
+    for (int c = 0; c < 2; c++) {
+        ng_arch_defaults(cases[c].arch, &cur);
+        if (c == 0)
+            cur.img = 24;
+        else
+            cur.img = 28, cur.patch = 4, cur.width = 48, cur.depth = 3, cur.heads = 3;
+        size_t g32, g16, gbf;
+        size_t p32 = peak_of(NG_F32, cases[c].ndim, cases[c].shape, &g32);
+        size_t p16 = peak_of(NG_F16, cases[c].ndim, cases[c].shape, &g16);
+        size_t pbf = peak_of(NG_BF16, cases[c].ndim, cases[c].shape, &gbf);
+        if (getenv("NG_TEST_VERBOSE"))
+            printf("%s activation arena peak: f32 %zu, f16 %zu, bf16 %zu bytes; gradient arena "
+                   "peak: f32 %zu, f16 %zu, bf16 %zu bytes\n",
+                   cases[c].arch, p32, p16, pbf, g32, g16, gbf);
+        NG_TEST(p16 <= 0.55 * (double)p32 && pbf == p16,
+                "%s: activation peak f16 %zu / bf16 %zu bytes against f32 %zu", cases[c].arch, p16,
+                pbf, p32);
+    }
+}
+
 int main(void) {
     ng_test_seed();
     ng_dtype dts[2] = {NG_F16, NG_BF16};
@@ -284,5 +334,6 @@ int main(void) {
         xent(dts[i]);
         models(dts[i]);
     }
+    activation_memory();
     return ng_test_finish("test_mixed");
 }
