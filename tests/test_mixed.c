@@ -132,6 +132,8 @@ static void conv_layers(ng_dtype dt) {
     /* Batch norm: statistics in double from stored x, parameters f32; y and dx rounded once
      * each. Normalising by the batch std of random values keeps the conditioning near 1. */
     ng_mixedcheck("batchnorm3d", make_bn3d, 5, v, 1, dt, NG_F64, ng_mixed_tol(dt, 2, 240));
+    /* Eval mode normalises with the f32 running statistics: the same two roundings. */
+    ng_mixedcheck("batchnorm3d eval", make_bn3d, 5, v, 0, dt, NG_F64, ng_mixed_tol(dt, 2, 0));
 }
 
 static void layers(ng_dtype dt) {

@@ -82,6 +82,8 @@ int main(void) {
                            ng_mixed_tol(dt, 5, 27));
         ng_twincheck_mixed("batchnorm3d train, mixed", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 1,
                            dt, ng_mixed_tol(dt, 2, 1980));
+        ng_twincheck_mixed("batchnorm3d eval, mixed", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 0,
+                           dt, ng_mixed_tol(dt, 2, 0));
     }
     return ng_test_finish("test_pool_bn_gpu");
 }
