@@ -216,6 +216,12 @@ ng_layer *ng_gelu(const char *name, int tanh_approx) {
     return l;
 }
 
+const ng_tensor *ng_activation_input(const ng_layer *l) {
+    if (l->ops != &relu_ops && l->ops != &gelu_ops) return NULL;
+    const act_state *s = l->impl;
+    return s->x.ndim ? &s->x : NULL;
+}
+
 /* ---- dropout ------------------------------------------------------------------------------- */
 
 typedef struct {

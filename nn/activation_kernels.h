@@ -1,4 +1,5 @@
-/* Internal to nn/activation.c, nn/loss.c and their CUDA twins: the C-callable CUDA entry points,
+/* Internal to nn/ (activation.c, loss.c, layernorm.c and the other layers that meet half types, and
+ * their CUDA twins): the C-callable CUDA entry points of activations and losses,
  * host element access for the CPU loops, and (in .cu files) the shared device helpers. */
 #ifndef NG_ACTIVATION_KERNELS_H
 #define NG_ACTIVATION_KERNELS_H

@@ -9,6 +9,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
 
@@ -21,15 +22,14 @@ typedef struct {
     int training;           /* the mode of the last forward */
 } bn_state;
 
+/* Element access for every float dtype: f16/bf16 widened exactly, stores rounded once through
+ * float as the CUDA twin stores. */
 static inline double ld(const void *p, ng_dtype t, int64_t i) {
-    return t == NG_F64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+    return ng_act_ld(p, t, i);
 }
 
 static inline void st(void *p, ng_dtype t, int64_t i, double v) {
-    if (t == NG_F64)
-        ((double *)p)[i] = v;
-    else
-        ((float *)p)[i] = (float)v;
+    ng_act_st(p, t, i, v);
 }
 
 /* ---- CPU twin ------------------------------------------------------------------------------ */
@@ -125,9 +125,13 @@ static ng_tensor bn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     int64_t shape[NG_MAX_DIMS];
     bn_out_shape(l, x->ndim, x->shape, &ndim, shape);
     const ng_tensor *gamma = &l->params[0].value, *beta = &l->params[1].value;
-    NG_CHECK(x->dtype == gamma->dtype && x->device == gamma->device,
-             "batchnorm %s: input %s must have the parameters' dtype and device (%s %s)", l->name,
-             ng_tensor_desc(x), ng_dtype_name(gamma->dtype), ng_device_name(gamma->device));
+    /* Mixed precision: f16/bf16 activations, f32 parameters and running statistics. */
+    int half = (x->dtype == NG_F16 || x->dtype == NG_BF16) && gamma->dtype == NG_F32;
+    NG_CHECK((x->dtype == gamma->dtype || half) && x->device == gamma->device,
+             "batchnorm %s: input %s must have the parameters' dtype (or be f16/bf16 with f32 "
+             "parameters) and device (%s %s)",
+             l->name, ng_tensor_desc(x), ng_dtype_name(gamma->dtype),
+             ng_device_name(gamma->device));
     NG_CHECK(x->data || !x->numel, "batchnorm %s: input has no data", l->name);
     int64_t A = x->shape[0], C = s->C, S = A * C > 0 ? x->numel / (A * C) : 0;
     NG_CHECK(!ctx->training || A * S > 1,

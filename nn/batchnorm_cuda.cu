@@ -3,6 +3,7 @@
  * sums per block of a channel, then one ordered pass over the partials), so a 512^3 volume
  * spreads over the whole GPU and the result does not depend on thread timing. */
 #include "core/cuda_context.h"
+#include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
 
 #define THREADS 256
@@ -32,14 +33,14 @@ __global__ void sums_kernel(const T *__restrict__ x, const T *__restrict__ dy, i
     int64_t r = blockIdx.x / chunks, ch = blockIdx.x % chunks;
     int64_t end = (ch + 1) * per < A * S ? (ch + 1) * per : A * S;
     double k = 0, s0 = 0, s1 = 0;
-    if (MODE == NG_SUMS_SHIFTED) k = (double)x[r * S];
+    if (MODE == NG_SUMS_SHIFTED) k = (double)ng_ld(x, r * S);
     if (MODE == NG_SUMS_GRAD) k = center[r];
     int64_t e = ch * per + threadIdx.x;
     if (e < end) {
         int64_t a = e / S, s = e - a * S;
         for (; e < end; e += blockDim.x) {
             int64_t i = (a * R + r) * S + s;
-            double v = (double)x[i];
+            double v = (double)ng_ld(x, i);
             if (MODE == NG_SUMS_PLAIN) {
                 s0 += v;
             } else if (MODE == NG_SUMS_SHIFTED) {
@@ -47,7 +48,7 @@ __global__ void sums_kernel(const T *__restrict__ x, const T *__restrict__ dy, i
                 s0 += v;
                 s1 += v * v;
             } else {
-                double g = (double)dy[i];
+                double g = (double)ng_ld(dy, i);
                 s0 += g;
                 s1 += g * (v - k);
             }
@@ -124,6 +125,12 @@ extern "C" void ng_channel_sums_cuda(int mode, const ng_tensor *x, const ng_tens
         case NG_F64:
             sums_launch<double>(mode, x, dy, A, R, S, center, out);
             break;
+        case NG_F16:
+            sums_launch<ng_half16>(mode, x, dy, A, R, S, center, out);
+            break;
+        case NG_BF16:
+            sums_launch<ng_bhalf16>(mode, x, dy, A, R, S, center, out);
+            break;
         default:
             ng_fail("channel sums: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
     }
@@ -131,11 +138,14 @@ extern "C" void ng_channel_sums_cuda(int mode, const ng_tensor *x, const ng_tens
 
 /* ---- batch norm ---------------------------------------------------------------------------- */
 
+/* Activations are T; gamma, beta, running statistics and their gradients are P (T itself, or f32
+ * for f16/bf16 activations under mixed precision). */
+
 /* Per channel: the statistics to normalise with (batch or running), and the running update. */
-template <typename T>
+template <typename T, typename P>
 __global__ void bn_stats(const T *__restrict__ x, const double *__restrict__ sums, int64_t C,
                          int64_t S, double M, int training, int update, double momentum, double eps,
-                         T *__restrict__ rm, T *__restrict__ rv, double *__restrict__ mean,
+                         P *__restrict__ rm, P *__restrict__ rv, double *__restrict__ mean,
                          double *__restrict__ invstd) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
@@ -143,11 +153,11 @@ __global__ void bn_stats(const T *__restrict__ x, const double *__restrict__ sum
     if (training) {
         double m1 = sums[2 * c] / M, var = sums[2 * c + 1] / M - m1 * m1;
         if (var < 0) var = 0;
-        mu = (double)x[c * S] + m1; /* the shift: element (0, c, 0) */
+        mu = (double)ng_ld(x, c * S) + m1; /* the shift: element (0, c, 0) */
         is = 1.0 / sqrt(var + eps);
         if (update) {
-            rm[c] = (T)((1 - momentum) * (double)rm[c] + momentum * mu);
-            rv[c] = (T)((1 - momentum) * (double)rv[c] + momentum * var * M / (M - 1));
+            rm[c] = (P)((1 - momentum) * (double)rm[c] + momentum * mu);
+            rv[c] = (P)((1 - momentum) * (double)rv[c] + momentum * var * M / (M - 1));
         }
     } else {
         mu = (double)rm[c];
@@ -157,81 +167,83 @@ __global__ void bn_stats(const T *__restrict__ x, const double *__restrict__ sum
     invstd[c] = is;
 }
 
-template <typename T>
-__global__ void bn_apply(const T *__restrict__ x, const T *__restrict__ gamma,
-                         const T *__restrict__ beta, const double *__restrict__ mean,
+template <typename T, typename P>
+__global__ void bn_apply(const T *__restrict__ x, const P *__restrict__ gamma,
+                         const P *__restrict__ beta, const double *__restrict__ mean,
                          const double *__restrict__ invstd, int64_t C, int64_t S, int64_t n,
                          T *__restrict__ y) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = (i / S) % C;
         double scale = invstd[c] * (double)gamma[c];
-        y[i] = (T)(((double)x[i] - mean[c]) * scale + (double)beta[c]);
+        ng_st_d(y, i, ((double)ng_ld(x, i) - mean[c]) * scale + (double)beta[c]);
     }
 }
 
 /* Parameter gradients, and in place of the sums the two coefficients of the input gradient:
  * mean(dy) and mean(dy xhat) over the channel (0 in eval mode, where the statistics are
  * constants). */
-template <typename T>
+template <typename P>
 __global__ void bn_grad_stats(double *__restrict__ sums, const double *__restrict__ invstd,
-                              int64_t C, double M, int training, T *__restrict__ dgamma,
-                              T *__restrict__ dbeta) {
+                              int64_t C, double M, int training, P *__restrict__ dgamma,
+                              P *__restrict__ dbeta) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     double s0 = sums[2 * c], s1 = sums[2 * c + 1], is = invstd[c];
-    dgamma[c] = (T)((double)dgamma[c] + s1 * is);
-    dbeta[c] = (T)((double)dbeta[c] + s0);
+    dgamma[c] = (P)((double)dgamma[c] + s1 * is);
+    dbeta[c] = (P)((double)dbeta[c] + s0);
     sums[2 * c] = training ? s0 / M : 0.0;
     sums[2 * c + 1] = training ? s1 * is / M : 0.0;
 }
 
-template <typename T>
+template <typename T, typename P>
 __global__ void bn_dx(const T *__restrict__ x, const T *__restrict__ dy,
-                      const T *__restrict__ gamma, const double *__restrict__ mean,
+                      const P *__restrict__ gamma, const double *__restrict__ mean,
                       const double *__restrict__ invstd, const double *__restrict__ coef, int64_t C,
                       int64_t S, int64_t n, T *__restrict__ dx) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = (i / S) % C;
-        double is = invstd[c], xhat = ((double)x[i] - mean[c]) * is;
-        dx[i] = (T)((double)gamma[c] * is * ((double)dy[i] - coef[2 * c] - xhat * coef[2 * c + 1]));
+        double is = invstd[c], xhat = ((double)ng_ld(x, i) - mean[c]) * is;
+        ng_st_d(dx, i,
+                (double)gamma[c] * is *
+                    ((double)ng_ld(dy, i) - coef[2 * c] - xhat * coef[2 * c + 1]));
     }
 }
 
-template <typename T>
+template <typename T, typename P>
 static void bn_forward_t(const ng_tensor *x, const ng_tensor *gamma, const ng_tensor *beta,
                          ng_tensor *rm, ng_tensor *rv, ng_tensor *mean, ng_tensor *invstd,
                          ng_tensor *sums, ng_tensor *y, int64_t A, int64_t C, int64_t S,
                          int training, int update, double momentum, double eps) {
     if (training)
         ng_channel_sums_cuda(NG_SUMS_SHIFTED, x, NULL, A, C, S, NULL, (double *)sums->data);
-    bn_stats<T><<<ng_cuda_blocks(C, THREADS), THREADS, 0, stream()>>>(
+    bn_stats<T, P><<<ng_cuda_blocks(C, THREADS), THREADS, 0, stream()>>>(
         (const T *)x->data, (const double *)sums->data, C, S, (double)(A * S), training, update,
-        momentum, eps, (T *)rm->data, (T *)rv->data, (double *)mean->data, (double *)invstd->data);
+        momentum, eps, (P *)rm->data, (P *)rv->data, (double *)mean->data, (double *)invstd->data);
     NG_CUDA_CHECK_LAUNCH();
     int64_t n = A * C * S;
-    bn_apply<T><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
-        (const T *)x->data, (const T *)gamma->data, (const T *)beta->data,
+    bn_apply<T, P><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
+        (const T *)x->data, (const P *)gamma->data, (const P *)beta->data,
         (const double *)mean->data, (const double *)invstd->data, C, S, n, (T *)y->data);
     NG_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T>
+template <typename T, typename P>
 static void bn_backward_t(const ng_tensor *x, const ng_tensor *dy, const ng_tensor *gamma,
                           const ng_tensor *mean, const ng_tensor *invstd, ng_tensor *sums,
                           ng_tensor *dgamma, ng_tensor *dbeta, ng_tensor *dx, int64_t A, int64_t C,
                           int64_t S, int training) {
     double *s = (double *)sums->data;
     ng_channel_sums_cuda(NG_SUMS_GRAD, x, dy, A, C, S, (const double *)mean->data, s);
-    bn_grad_stats<T><<<ng_cuda_blocks(C, THREADS), THREADS, 0, stream()>>>(
-        s, (const double *)invstd->data, C, (double)(A * S), training, (T *)dgamma->data,
-        (T *)dbeta->data);
+    bn_grad_stats<P><<<ng_cuda_blocks(C, THREADS), THREADS, 0, stream()>>>(
+        s, (const double *)invstd->data, C, (double)(A * S), training, (P *)dgamma->data,
+        (P *)dbeta->data);
     NG_CUDA_CHECK_LAUNCH();
     if (!dx) return;
     int64_t n = A * C * S;
-    bn_dx<T><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
-        (const T *)x->data, (const T *)dy->data, (const T *)gamma->data, (const double *)mean->data,
+    bn_dx<T, P><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
+        (const T *)x->data, (const T *)dy->data, (const P *)gamma->data, (const double *)mean->data,
         (const double *)invstd->data, s, C, S, n, (T *)dx->data);
     NG_CUDA_CHECK_LAUNCH();
 }
@@ -241,34 +253,49 @@ extern "C" void ng_bn_cuda_forward(const ng_tensor *x, const ng_tensor *gamma,
                                    ng_tensor *mean, ng_tensor *invstd, ng_tensor *sums,
                                    ng_tensor *y, int64_t A, int64_t C, int64_t S, int training,
                                    int update, double momentum, double eps) {
+#define BN_FWD(T, P)                                                                               \
+    bn_forward_t<T, P>(x, gamma, beta, rm, rv, mean, invstd, sums, y, A, C, S, training, update,   \
+                       momentum, eps)
     switch (x->dtype) {
         case NG_F32:
-            bn_forward_t<float>(x, gamma, beta, rm, rv, mean, invstd, sums, y, A, C, S, training,
-                                update, momentum, eps);
+            BN_FWD(float, float);
             break;
         case NG_F64:
-            bn_forward_t<double>(x, gamma, beta, rm, rv, mean, invstd, sums, y, A, C, S, training,
-                                 update, momentum, eps);
+            BN_FWD(double, double);
+            break;
+        case NG_F16:
+            BN_FWD(ng_half16, float);
+            break;
+        case NG_BF16:
+            BN_FWD(ng_bhalf16, float);
             break;
         default:
-            ng_fail("batchnorm: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
+            ng_fail("batchnorm: CUDA twin takes a floating type, not %s", ng_dtype_name(x->dtype));
     }
+#undef BN_FWD
 }
 
 extern "C" void ng_bn_cuda_backward(const ng_tensor *x, const ng_tensor *dy, const ng_tensor *gamma,
                                     const ng_tensor *mean, const ng_tensor *invstd, ng_tensor *sums,
                                     ng_tensor *dgamma, ng_tensor *dbeta, ng_tensor *dx, int64_t A,
                                     int64_t C, int64_t S, int training) {
+#define BN_BWD(T, P)                                                                               \
+    bn_backward_t<T, P>(x, dy, gamma, mean, invstd, sums, dgamma, dbeta, dx, A, C, S, training)
     switch (x->dtype) {
         case NG_F32:
-            bn_backward_t<float>(x, dy, gamma, mean, invstd, sums, dgamma, dbeta, dx, A, C, S,
-                                 training);
+            BN_BWD(float, float);
             break;
         case NG_F64:
-            bn_backward_t<double>(x, dy, gamma, mean, invstd, sums, dgamma, dbeta, dx, A, C, S,
-                                  training);
+            BN_BWD(double, double);
+            break;
+        case NG_F16:
+            BN_BWD(ng_half16, float);
+            break;
+        case NG_BF16:
+            BN_BWD(ng_bhalf16, float);
             break;
         default:
-            ng_fail("batchnorm: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
+            ng_fail("batchnorm: CUDA twin takes a floating type, not %s", ng_dtype_name(x->dtype));
     }
+#undef BN_BWD
 }

@@ -11,6 +11,7 @@
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
 
 /* The most scratch the im2col path takes from ctx->grads: big enough that GEMMs are efficient,
@@ -69,6 +70,10 @@ static void im2col_cpu(const ng_tensor *x, int64_t n, const ng_win3 *w, int64_t 
             const double *xs = (const double *)x->data + base;
             double *o = (double *)cols->data + r * K;
             for (int64_t j = 0; j < K; j++) o[j] = idx[j] < 0 ? 0.0 : xs[idx[j]];
+        } else if (x->dtype != NG_F32) { /* f16, bf16: a copy of the bits; +0 is all zero bits */
+            const uint16_t *xs = (const uint16_t *)x->data + base;
+            uint16_t *o = (uint16_t *)cols->data + r * K;
+            for (int64_t j = 0; j < K; j++) o[j] = idx[j] < 0 ? 0 : xs[idx[j]];
         } else {
             const float *xs = (const float *)x->data + base;
             float *o = (float *)cols->data + r * K;
@@ -78,8 +83,31 @@ static void im2col_cpu(const ng_tensor *x, int64_t n, const ng_win3 *w, int64_t 
     free(idx);
 }
 
+/* Half dx: the call's contributions are summed in double and each element rounded once,
+ * dx = round(dx + sum), as the CUDA twin's gather does. */
+static void col2im_add_half(const ng_tensor *dcols, int64_t n, const ng_win3 *w, int64_t p0,
+                            int64_t np, ng_tensor *dx) {
+    int64_t K = w->C * ng_win3_k_size(w), S = w->C * ng_win3_in_size(w), base = n * S;
+    int64_t *idx = offsets_buffer(K);
+    double *acc = calloc((size_t)S, sizeof *acc);
+    NG_CHECK(acc, "conv: out of host memory for %lld input gradients", (long long)S);
+    for (int64_t r = 0; r < np; r++) {
+        patch_offsets(w, p0 + r, idx);
+        for (int64_t j = 0; j < K; j++)
+            if (idx[j] >= 0) acc[idx[j]] += ng_act_ld(dcols->data, dcols->dtype, r * K + j);
+    }
+    for (int64_t i = 0; i < S; i++)
+        ng_act_st(dx->data, dx->dtype, base + i, ng_act_ld(dx->data, dx->dtype, base + i) + acc[i]);
+    free(acc);
+    free(idx);
+}
+
 static void col2im_add_cpu(const ng_tensor *dcols, int64_t n, const ng_win3 *w, int64_t p0,
                            int64_t np, ng_tensor *dx) {
+    if (dx->dtype == NG_F16 || dx->dtype == NG_BF16) {
+        col2im_add_half(dcols, n, w, p0, np, dx);
+        return;
+    }
     int64_t K = w->C * ng_win3_k_size(w), base = n * w->C * ng_win3_in_size(w);
     int64_t *idx = offsets_buffer(K);
     for (int64_t r = 0; r < np; r++) {
@@ -106,6 +134,11 @@ static void bias_add_cpu(ng_tensor *y, const ng_tensor *b, int64_t N, int64_t O,
             if (y->dtype == NG_F64) {
                 double v = ((const double *)b->data)[o], *r = (double *)y->data + off;
                 for (int64_t p = 0; p < P; p++) r[p] += v;
+            } else if (y->dtype != NG_F32) { /* half y and b: add in f32, round once */
+                float v = (float)ng_act_ld(b->data, b->dtype, o);
+                for (int64_t p = 0; p < P; p++)
+                    ng_act_st(y->data, y->dtype, off + p,
+                              (double)((float)ng_act_ld(y->data, y->dtype, off + p) + v));
             } else {
                 float v = ((const float *)b->data)[o], *r = (float *)y->data + off;
                 for (int64_t p = 0; p < P; p++) r[p] += v;
@@ -120,6 +153,8 @@ static void bias_grad_cpu(const ng_tensor *dy, ng_tensor *db, int64_t N, int64_t
             int64_t off = (n * O + o) * P;
             if (dy->dtype == NG_F64)
                 for (int64_t p = 0; p < P; p++) acc += ((const double *)dy->data)[off + p];
+            else if (dy->dtype != NG_F32) /* half dy into the f32 master gradient */
+                for (int64_t p = 0; p < P; p++) acc += ng_act_ld(dy->data, dy->dtype, off + p);
             else
                 for (int64_t p = 0; p < P; p++) acc += ((const float *)dy->data)[off + p];
         }
@@ -197,7 +232,7 @@ static void conv_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *
 }
 
 static void check_input(const ng_layer *l, const ng_tensor *x) {
-    const ng_tensor *w = &l->params[0].value;
+    const ng_tensor *w = &l->params[0].compute;
     NG_CHECK(x->dtype == w->dtype && x->device == w->device,
              "conv %s: input %s must have the weights' dtype and device (%s %s)", l->name,
              ng_tensor_desc(x), ng_dtype_name(w->dtype), ng_device_name(w->device));
@@ -250,7 +285,7 @@ static void gemm_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x, ng_tensor
     int64_t N = x->shape[0], O = s->g.out_ch, K = w.C * ng_win3_k_size(&w);
     int64_t P = ng_win3_out_size(&w);
     size_t es = ng_dtype_size(x->dtype);
-    const ng_tensor *W = &l->params[0].value;
+    const ng_tensor *W = &l->params[0].compute;
     ng_tensor W2 = ng_tensor_reshape(W, 2, (int64_t[]){O, K});
     ng_tensor W3 = ng_tensor_reshape(W, 3, (int64_t[]){1, O, K});
     chunking c = plan_chunks(ctx->grads, &w, N, K, O, 1, es);
@@ -294,7 +329,7 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     int64_t N = x->shape[0], O = s->g.out_ch, K = w.C * ng_win3_k_size(&w);
     int64_t P = ng_win3_out_size(&w);
     size_t es = ng_dtype_size(x->dtype);
-    const ng_tensor *W = &l->params[0].value;
+    const ng_tensor *W = &l->params[0].compute;
     ng_tensor W2 = ng_tensor_reshape(W, 2, (int64_t[]){O, K});
     ng_tensor W3 = ng_tensor_reshape(W, 3, (int64_t[]){1, O, K});
     ng_tensor dW = ng_tensor_reshape(&l->params[0].grad, 2, (int64_t[]){O, K});
@@ -363,11 +398,11 @@ static ng_tensor conv_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     if (!y.numel) return y;
     int done = 0;
     if (x->device == NG_CUDA && use_cudnn)
-        NG_CUDA_ONLY(done = ng_conv_cudnn_forward(&s->cudnn, &s->g, x, &l->params[0].value, &y));
+        NG_CUDA_ONLY(done = ng_conv_cudnn_forward(&s->cudnn, &s->g, x, &l->params[0].compute, &y));
     if (!done) gemm_forward(l, ctx, x, &y);
     if (s->g.bias) {
         int64_t N = shape[0], O = shape[1], P = y.numel / (N * O);
-        const ng_tensor *b = &l->params[1].value;
+        const ng_tensor *b = &l->params[1].compute;
         NG_DISPATCH(&y, bias_add_cpu(&y, b, N, O, P), ng_conv_bias_add_cuda(&y, b, N, O, P));
     }
     return y;
@@ -394,8 +429,8 @@ static void conv_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     }
     int done = 0;
     if (dy->device == NG_CUDA && use_cudnn)
-        NG_CUDA_ONLY(done = ng_conv_cudnn_backward(&s->cudnn, &s->g, &s->x, &l->params[0].value, dy,
-                                                   &l->params[0].grad, dx));
+        NG_CUDA_ONLY(done = ng_conv_cudnn_backward(&s->cudnn, &s->g, &s->x, &l->params[0].compute,
+                                                   dy, &l->params[0].grad, dx));
     if (!done) gemm_backward(l, ctx, dy, dx);
     if (s->g.bias) {
         int64_t N = shape[0], O = shape[1], P = dy->numel / (N * O);
@@ -480,9 +515,8 @@ void ng_im2col(const ng_tensor *x, int64_t n, const ng_conv_geom *g, int64_t p0,
     NG_CHECK(cols->dtype == x->dtype && cols->device == x->device,
              "ng_im2col: cols '%s' %s must have the dtype and device of x '%s' %s",
              ng_tensor_name(cols), ng_tensor_desc(cols), ng_tensor_name(x), ng_tensor_desc(x));
-    NG_CHECK(x->device != NG_CPU || x->dtype == NG_F32 || x->dtype == NG_F64,
-             "ng_im2col: the CPU twin takes f32 or f64, x '%s' is %s", ng_tensor_name(x),
-             ng_tensor_desc(x));
+    NG_CHECK(ng_dtype_is_float(x->dtype), "ng_im2col: x '%s' is %s; a floating type is needed",
+             ng_tensor_name(x), ng_tensor_desc(x));
     NG_CHECK(x->data && (cols->data || !np), "ng_im2col: x or cols has no data");
     if (np) im2col_any(x, n, &w, p0, np, cols);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/cuda_context.h"
+#include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
 
 #define THREADS 256
@@ -71,13 +72,13 @@ __global__ void col2im_kernel(const T *__restrict__ dcols, ng_win3 w, int64_t p0
                     if (ow >= w.out[2]) continue;
                     int64_t p = (od * w.out[1] + oh) * w.out[2] + ow;
                     if (p < p0 || p >= p0 + np) continue;
-                    acc += (double)
-                        dcols[(p - p0) * K + ((c * w.k[0] + kd) * w.k[1] + kh) * w.k[2] + kw];
+                    acc += (double)ng_ld(
+                        dcols, (p - p0) * K + ((c * w.k[0] + kd) * w.k[1] + kh) * w.k[2] + kw);
                 }
             }
         }
         int64_t xi = ((c * w.in[0] + id) * w.in[1] + ih) * w.in[2] + iw;
-        dxs[xi] = (T)((double)dxs[xi] + acc);
+        ng_st_d(dxs, xi, (double)ng_ld(dxs, xi) + acc); /* one rounding, halves too */
     }
 }
 
@@ -86,7 +87,7 @@ __global__ void bias_add_kernel(T *__restrict__ y, const T *__restrict__ b, int6
                                 int64_t total) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = y[i] + b[(i / P) % O];
+        ng_st(y, i, ng_ld(y, i) + ng_ld(b, (i / P) % O));
 }
 
 template <typename T>
@@ -119,8 +120,12 @@ extern "C" void ng_im2col_cuda(const ng_tensor *x, int64_t n, const ng_win3 *w, 
         case NG_F64:
             im2col_launch<double>(x, n, w, p0, np, cols);
             break;
+        case NG_F16:
+        case NG_BF16: /* a copy of the bits: 16-bit words will do */
+            im2col_launch<unsigned short>(x, n, w, p0, np, cols);
+            break;
         default:
-            ng_fail("ng_im2col: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
+            ng_fail("ng_im2col: CUDA twin takes a floating type, not %s", ng_dtype_name(x->dtype));
     }
 }
 
@@ -162,16 +167,7 @@ static void col2im_launch(const ng_tensor *dcols, int64_t n, const ng_win3 *w, i
 extern "C" void ng_col2im_add_cuda(const ng_tensor *dcols, int64_t n, const ng_win3 *w, int64_t p0,
                                    int64_t np, ng_tensor *dx) {
     if (np <= 0) return;
-    switch (dx->dtype) {
-        case NG_F32:
-            col2im_launch<float>(dcols, n, w, p0, np, dx);
-            break;
-        case NG_F64:
-            col2im_launch<double>(dcols, n, w, p0, np, dx);
-            break;
-        default:
-            ng_fail("conv: col2im CUDA twin takes f32 or f64, not %s", ng_dtype_name(dx->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(dx->dtype, "conv col2im", col2im_launch<T>(dcols, n, w, p0, np, dx));
 }
 
 extern "C" void ng_conv_bias_add_cuda(ng_tensor *y, const ng_tensor *b, int64_t N, int64_t O,
@@ -179,18 +175,9 @@ extern "C" void ng_conv_bias_add_cuda(ng_tensor *y, const ng_tensor *b, int64_t 
     int64_t total = N * O * P;
     if (!total) return;
     unsigned g = ng_cuda_blocks(total, THREADS);
-    switch (y->dtype) {
-        case NG_F32:
-            bias_add_kernel<float><<<g, THREADS, 0, stream()>>>(
-                (float *)y->data, (const float *)b->data, O, P, total);
-            break;
-        case NG_F64:
-            bias_add_kernel<double><<<g, THREADS, 0, stream()>>>(
-                (double *)y->data, (const double *)b->data, O, P, total);
-            break;
-        default:
-            ng_fail("conv: bias CUDA twin takes f32 or f64, not %s", ng_dtype_name(y->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(y->dtype, "conv bias",
+                        bias_add_kernel<T><<<g, THREADS, 0, stream()>>>(
+                            (T *)y->data, (const T *)b->data, O, P, total));
     NG_CUDA_CHECK_LAUNCH();
 }
 

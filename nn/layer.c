@@ -32,6 +32,7 @@ ng_param *ng_layer_add_param(ng_layer *l, const char *short_name, int ndim, cons
     /* Shape only until the model binds the flat buffers. */
     p->value = ng_tensor_wrap(NULL, NG_F32, NG_CPU, ndim, shape, p->name);
     p->grad = p->value;
+    p->compute = p->value;
     p->init = init;
     p->decay = decay;
     return p;

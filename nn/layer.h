@@ -38,7 +38,11 @@ typedef struct {
 typedef struct {
     char name[96];   /* full dotted name, timm style: "blocks.0.attn.qkv.weight" */
     ng_tensor value; /* master weights: f32, or f64 for gradient checks */
-    ng_tensor grad;  /* same shape; backward accumulates (+=) into it */
+    /* What layers compute with: value itself when the model's compute dtype is its master dtype,
+     * else a view of the same shape into the model's f16/bf16 copy (ng_model_refresh_compute).
+     * Norm layers keep reading value: their statistics and parameters stay f32. */
+    ng_tensor compute;
+    ng_tensor grad; /* same shape, master dtype; backward accumulates (+=) into it */
     ng_init init;
     int decay; /* 1 when weight decay applies (weights); 0 for biases, norms, embeddings */
 } ng_param;

@@ -1,5 +1,6 @@
 /* The LayerNorm layer and the CPU twin of its kernels. The CPU twin accumulates in double for
- * both f32 and f64, so it is the reference the CUDA twin is compared with. */
+ * every dtype, so it is the reference the CUDA twin is compared with. Under mixed precision the
+ * activations are f16/bf16 while weights, statistics and their gradients stay f32. */
 #include "nn/layernorm.h"
 
 #include <math.h>
@@ -7,6 +8,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "nn/activation_kernels.h"
 #include "nn/vit_kernels.h"
 
 /* ---- CPU kernels ------------------------------------------------------------------------- */
@@ -62,11 +64,66 @@
 LN_CPU(float, f32)
 LN_CPU(double, f64)
 
+/* Half activations (dtype dt) with f32 weights and statistics: the same sums as LN_CPU, loads
+ * widened exactly and each stored activation rounded once (through float, as the GPU stores). */
+static void ln_fwd_half(ng_dtype dt, const void *x, const float *w, const float *b, double eps,
+                        void *y, float *mean, float *rstd, int64_t rows, int64_t d) {
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t o = r * d;
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < d; i++) s += ng_act_ld(x, dt, o + i);
+        double mu = s / (double)d;
+        for (int64_t i = 0; i < d; i++)
+            v += (ng_act_ld(x, dt, o + i) - mu) * (ng_act_ld(x, dt, o + i) - mu);
+        double rs = 1.0 / sqrt(v / (double)d + eps);
+        for (int64_t i = 0; i < d; i++)
+            ng_act_st(y, dt, o + i,
+                      (ng_act_ld(x, dt, o + i) - mu) * rs * (double)w[i] + (double)b[i]);
+        mean[r] = (float)mu;
+        rstd[r] = (float)rs;
+    }
+}
+
+static void ln_bwd_half(ng_dtype dt, const void *x, const float *w, const float *mean,
+                        const float *rstd, const void *dy, void *dx, float *dw, float *db,
+                        int64_t rows, int64_t d) {
+    double *acc = calloc((size_t)(2 * d), sizeof(double));
+    NG_CHECK(acc, "layernorm backward: out of host memory");
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t o = r * d;
+        double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;
+        for (int64_t i = 0; i < d; i++) {
+            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
+            double g = gy * (double)w[i];
+            sg += g;
+            sgx += g * xh;
+            acc[i] += gy * xh;
+            acc[d + i] += gy;
+        }
+        if (!dx) continue;
+        sg /= (double)d;
+        sgx /= (double)d;
+        for (int64_t i = 0; i < d; i++) {
+            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs;
+            ng_act_st(dx, dt, o + i,
+                      rs * (ng_act_ld(dy, dt, o + i) * (double)w[i] - sg - xh * sgx));
+        }
+    }
+    for (int64_t i = 0; i < d; i++) {
+        dw[i] = (float)((double)dw[i] + acc[i]);
+        db[i] = (float)((double)db[i] + acc[d + i]);
+    }
+    free(acc);
+}
+
 static void ln_fwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b, double eps,
                        ng_tensor *y, ng_tensor *mean, ng_tensor *rstd) {
     int64_t d = w->numel, rows = x->numel / d;
     if (x->dtype == NG_F64)
         ln_fwd_f64(x->data, w->data, b->data, eps, y->data, mean->data, rstd->data, rows, d);
+    else if (x->dtype != NG_F32)
+        ln_fwd_half(x->dtype, x->data, w->data, b->data, eps, y->data, mean->data, rstd->data, rows,
+                    d);
     else
         ln_fwd_f32(x->data, w->data, b->data, eps, y->data, mean->data, rstd->data, rows, d);
 }
@@ -78,6 +135,9 @@ static void ln_bwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *
     if (x->dtype == NG_F64)
         ln_bwd_f64(x->data, w->data, mean->data, rstd->data, dy->data, dx ? dx->data : NULL,
                    dw->data, db->data, rows, d);
+    else if (x->dtype != NG_F32)
+        ln_bwd_half(x->dtype, x->data, w->data, mean->data, rstd->data, dy->data,
+                    dx ? dx->data : NULL, dw->data, db->data, rows, d);
     else
         ln_bwd_f32(x->data, w->data, mean->data, rstd->data, dy->data, dx ? dx->data : NULL,
                    dw->data, db->data, rows, d);
@@ -85,21 +145,37 @@ static void ln_bwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *
 
 /* ---- checked entry points ---------------------------------------------------------------- */
 
+/* Weights and statistics: f32 for half activations, else the activations' own dtype. */
+static ng_dtype stat_dtype(ng_dtype x) {
+    return x == NG_F16 || x == NG_BF16 ? NG_F32 : x;
+}
+
+static void need_dt(const char *op, const ng_tensor *t, const ng_tensor *x, ng_dtype dt,
+                    int64_t numel) {
+    NG_CHECK(t->dtype == dt && t->device == x->device && t->numel == numel,
+             "%s: '%s' is %s but %lld elements of %s %s (for '%s' %s) are needed", op,
+             ng_tensor_name(t), ng_tensor_desc(t), (long long)numel, ng_dtype_name(dt),
+             ng_device_name(x->device), ng_tensor_name(x), ng_tensor_desc(x));
+}
+
+/* t holds activations like x */
 static void need(const char *op, const ng_tensor *t, const ng_tensor *x, int64_t numel) {
-    NG_CHECK(t->dtype == x->dtype && t->device == x->device && t->numel == numel,
-             "%s: '%s' is %s but %lld elements of %s %s like '%s' are needed", op,
-             ng_tensor_name(t), ng_tensor_desc(t), (long long)numel, ng_dtype_name(x->dtype),
-             ng_device_name(x->device), ng_tensor_name(x));
+    need_dt(op, t, x, x->dtype, numel);
+}
+
+/* t holds weights or statistics for x */
+static void need_stat(const char *op, const ng_tensor *t, const ng_tensor *x, int64_t numel) {
+    need_dt(op, t, x, stat_dtype(x->dtype), numel);
 }
 
 static int64_t ln_check(const char *op, const ng_tensor *x, const ng_tensor *w) {
-    NG_CHECK(x->dtype == NG_F32 || x->dtype == NG_F64, "%s: '%s' is %s; f32 or f64 is needed", op,
+    NG_CHECK(ng_dtype_is_float(x->dtype), "%s: '%s' is %s; a floating type is needed", op,
              ng_tensor_name(x), ng_tensor_desc(x));
     int64_t d = w->numel;
     NG_CHECK(d > 0 && x->ndim >= 1 && x->shape[x->ndim - 1] == d,
              "%s: '%s' is %s but the weight has %lld features", op, ng_tensor_name(x),
              ng_tensor_desc(x), (long long)d);
-    need(op, w, x, d);
+    need_stat(op, w, x, d);
     return x->numel / d;
 }
 
@@ -107,10 +183,10 @@ void ng_vit_layernorm_forward(const ng_tensor *x, const ng_tensor *w, const ng_t
                               double eps, ng_tensor *y, ng_tensor *mean, ng_tensor *rstd) {
     const char *op = "ng_vit_layernorm_forward";
     int64_t rows = ln_check(op, x, w);
-    need(op, b, x, w->numel);
+    need_stat(op, b, x, w->numel);
     need(op, y, x, x->numel);
-    need(op, mean, x, rows);
-    need(op, rstd, x, rows);
+    need_stat(op, mean, x, rows);
+    need_stat(op, rstd, x, rows);
     if (!rows) return;
     NG_DISPATCH(x, ln_fwd_cpu(x, w, b, eps, y, mean, rstd),
                 ng_vit_layernorm_forward_cuda(x, w, b, eps, y, mean, rstd));
@@ -121,12 +197,12 @@ void ng_vit_layernorm_backward(const ng_tensor *x, const ng_tensor *w, const ng_
                                ng_tensor *dw, ng_tensor *db) {
     const char *op = "ng_vit_layernorm_backward";
     int64_t rows = ln_check(op, x, w);
-    need(op, mean, x, rows);
-    need(op, rstd, x, rows);
+    need_stat(op, mean, x, rows);
+    need_stat(op, rstd, x, rows);
     need(op, dy, x, x->numel);
     if (dx) need(op, dx, x, x->numel);
-    need(op, dw, x, w->numel);
-    need(op, db, x, w->numel);
+    need_stat(op, dw, x, w->numel);
+    need_stat(op, db, x, w->numel);
     if (!rows) return;
     NG_DISPATCH(x, ln_bwd_cpu(x, w, mean, rstd, dy, dx, dw, db),
                 ng_vit_layernorm_backward_cuda(x, w, mean, rstd, dy, dx, dw, db));
@@ -157,8 +233,9 @@ static ng_tensor ln_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     int64_t rows = x->numel / s->dim;
     s->x = ng_tensor_reshape(x, 2, (int64_t[]){rows, s->dim});
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
-    s->mean = ng_arena_tensor(ctx->acts, x->dtype, 1, (int64_t[]){rows}, "layernorm mean");
-    s->rstd = ng_arena_tensor(ctx->acts, x->dtype, 1, (int64_t[]){rows}, "layernorm rstd");
+    ng_dtype st = stat_dtype(x->dtype);
+    s->mean = ng_arena_tensor(ctx->acts, st, 1, (int64_t[]){rows}, "layernorm mean");
+    s->rstd = ng_arena_tensor(ctx->acts, st, 1, (int64_t[]){rows}, "layernorm rstd");
     ng_vit_layernorm_forward(&s->x, &l->params[0].value, &l->params[1].value, s->eps, &y, &s->mean,
                              &s->rstd);
     return y;

@@ -1,5 +1,7 @@
-/* The Linear layer: three GEMMs. Bias add and bias gradient are rank-1 GEMMs against a ones
- * vector, so the layer needs no kernels of its own and runs on any device ng_gemm does. */
+/* The Linear layer: three GEMMs (weights read in the compute dtype; dW and db land in the f32
+ * master gradient straight from the GEMM's f32 accumulator). Bias add and bias gradient are rank-1
+ * GEMMs against a ones vector, so the layer needs no kernels of its own and runs on any device
+ * ng_gemm does. */
 #include "nn/linear.h"
 
 #include "core/error.h"
@@ -37,11 +39,11 @@ static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
-    ng_gemm(0, 1, 1.0, &s->x, &l->params[0].value, 0.0, &y2);
+    ng_gemm(0, 1, 1.0, &s->x, &l->params[0].compute, 0.0, &y2);
     if (s->bias) {
         ng_arena_mark m = ng_arena_get_mark(ctx->grads);
         ng_tensor one = ones(ctx->grads, x->dtype, rows);
-        ng_tensor b = ng_tensor_reshape(&l->params[1].value, 2, (int64_t[]){1, s->out});
+        ng_tensor b = ng_tensor_reshape(&l->params[1].compute, 2, (int64_t[]){1, s->out});
         ng_gemm(0, 0, 1.0, &one, &b, 1.0, &y2);
         ng_arena_release(ctx->grads, m);
     }
@@ -65,7 +67,7 @@ static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_te
     }
     if (dx) {
         ng_tensor d2 = ng_tensor_reshape(dx, 2, (int64_t[]){rows, s->in});
-        ng_gemm(0, 0, 1.0, &g, &l->params[0].value, 0.0, &d2); /* dx = dy W */
+        ng_gemm(0, 0, 1.0, &g, &l->params[0].compute, 0.0, &d2); /* dx = dy W */
     }
 }
 

@@ -76,6 +76,11 @@ static void need_like(const char *who, const ng_tensor *a, const ng_tensor *b) {
 
 double ng_softmax_xent(const ng_tensor *logits, const ng_tensor *labels, double eps,
                        ng_tensor *dlogits, int64_t *correct) {
+    return ng_softmax_xent_scaled(logits, labels, eps, 1.0, dlogits, correct);
+}
+
+double ng_softmax_xent_scaled(const ng_tensor *logits, const ng_tensor *labels, double eps,
+                              double grad_scale, ng_tensor *dlogits, int64_t *correct) {
     const char *who = "ng_softmax_xent";
     NG_CHECK(ng_dtype_is_float(logits->dtype) && logits->ndim == 2 && logits->numel > 0,
              "%s: logits '%s' is %s; a non-empty floating [N, C] tensor is needed", who,
@@ -86,11 +91,13 @@ double ng_softmax_xent(const ng_tensor *logits, const ng_tensor *labels, double 
              ng_tensor_name(labels), ng_tensor_desc(labels), (long long)n, ng_tensor_name(logits),
              ng_tensor_desc(logits));
     NG_CHECK(eps >= 0 && eps <= 1, "%s: label smoothing %g is outside [0, 1]", who, eps);
+    NG_CHECK(isfinite(grad_scale) && grad_scale > 0, "%s: gradient scale %g must be finite and > 0",
+             who, grad_scale);
     if (dlogits) need_like(who, logits, dlogits);
     double scale = 1.0 / (double)n;
     ng_xent_result r = {.bad_row = -1};
-    NG_DISPATCH(logits, r = cpu_xent(logits, labels, eps, dlogits, scale),
-                r = ng_cuda_softmax_xent(logits, labels, eps, dlogits, scale));
+    NG_DISPATCH(logits, r = cpu_xent(logits, labels, eps, dlogits, scale * grad_scale),
+                r = ng_cuda_softmax_xent(logits, labels, eps, dlogits, scale * grad_scale));
     if (r.bad_row >= 0) bad_label(labels, r.bad_row, r.bad_label, logits->shape[1]);
     if (correct) *correct = r.correct;
     return r.loss_sum * scale;

@@ -21,6 +21,12 @@ extern "C" {
 double ng_softmax_xent(const ng_tensor *logits, const ng_tensor *labels, double eps,
                        ng_tensor *dlogits, int64_t *correct);
 
+/* ng_softmax_xent with dlogits multiplied by grad_scale (the loss scale of mixed precision):
+ * the product is formed in double and rounded once into dlogits' dtype, so an f16 dlogits holds
+ * scale * gradient without a separate scaled copy. The returned loss is not scaled. */
+double ng_softmax_xent_scaled(const ng_tensor *logits, const ng_tensor *labels, double eps,
+                              double grad_scale, ng_tensor *dlogits, int64_t *correct);
+
 /* Mean squared error mean((y - target)^2) over all elements; dy = d/dy (y's shape and dtype) when
  * dy is not NULL. Synchronises with the device. */
 double ng_mse(const ng_tensor *y, const ng_tensor *target, ng_tensor *dy);

@@ -96,12 +96,17 @@ void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) 
     ng_tensor_free(&h);
 }
 
-void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, size_t act_bytes,
-                    size_t grad_bytes) {
+static void build(ng_model *m, ng_device dev, ng_dtype dtype, ng_dtype compute, uint64_t seed,
+                  size_t act_bytes, size_t grad_bytes) {
     NG_CHECK(dtype == NG_F32 || dtype == NG_F64, "model parameters must be f32 or f64, not %s",
              ng_dtype_name(dtype));
+    NG_CHECK(compute == dtype || (dtype == NG_F32 && (compute == NG_F16 || compute == NG_BF16)),
+             "model compute dtype %s does not go with %s master weights (f32 masters compute in "
+             "f32, f16 or bf16; f64 masters in f64)",
+             ng_dtype_name(compute), ng_dtype_name(dtype));
     m->device = dev;
     m->dtype = dtype;
+    m->compute_dtype = compute;
     m->flat_params = ng_tensor_1d(dtype, dev, m->numel, "parameters");
     m->flat_grads = ng_tensor_1d(dtype, dev, m->numel, "gradients");
     ng_fill(&m->flat_params, 0);
@@ -114,6 +119,18 @@ void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, s
                                  p->name);
         ng_init_tensor(&p->value, p->init, seed, (uint64_t)i);
     }
+    if (compute == dtype) {
+        m->flat_compute =
+            ng_tensor_view(&m->flat_params, 0, 1, (int64_t[]){m->numel}, "parameters");
+    } else {
+        m->flat_compute = ng_tensor_1d(compute, dev, m->numel, "compute weights");
+        ng_model_refresh_compute(m);
+    }
+    for (int i = 0; i < m->nparams; i++) {
+        ng_param *p = m->params[i].param;
+        p->compute = ng_tensor_view(&m->flat_compute, m->params[i].offset, p->value.ndim,
+                                    p->value.shape, p->name);
+    }
     m->flat_buffers = ng_tensor_1d(dtype, dev, m->buffer_numel, "buffers");
     for (int i = 0; i < m->nbuffers; i++) {
         ng_buffer *b = m->buffers[i].buffer;
@@ -125,8 +142,24 @@ void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, s
     m->grads = ng_arena_new(dev, grad_bytes, "activation gradients");
 }
 
+void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, size_t act_bytes,
+                    size_t grad_bytes) {
+    build(m, dev, dtype, dtype, seed, act_bytes, grad_bytes);
+}
+
+void ng_model_build_mixed(ng_model *m, ng_device dev, ng_dtype compute, uint64_t seed,
+                          size_t act_bytes, size_t grad_bytes) {
+    build(m, dev, NG_F32, compute, seed, act_bytes, grad_bytes);
+}
+
+void ng_model_refresh_compute(ng_model *m) {
+    /* One rounding per element, f32 -> f16/bf16 to nearest even, as the GPU's cast does. */
+    if (m->compute_dtype != m->dtype) ng_cast(&m->flat_compute, &m->flat_params);
+}
+
 void ng_model_free(ng_model *m) {
     if (!m) return;
+    if (m->compute_dtype != m->dtype) ng_tensor_free(&m->flat_compute);
     ng_tensor_free(&m->flat_params);
     ng_tensor_free(&m->flat_grads);
     ng_tensor_free(&m->flat_buffers);
@@ -153,7 +186,13 @@ void ng_model_reset_arenas(ng_model *m) {
 }
 
 ng_tensor ng_model_forward(ng_model *m, ng_ctx *ctx, const ng_tensor *x) {
-    return m->root->ops->forward(m->root, ctx, x);
+    /* Only a mixed model converts: other inputs go to the layers as they are, as they always did
+     * (the layers check what they accept). */
+    if (m->compute_dtype == m->dtype || x->dtype != m->dtype)
+        return m->root->ops->forward(m->root, ctx, x);
+    ng_tensor xc = ng_arena_tensor(ctx->acts, m->compute_dtype, x->ndim, x->shape, "input");
+    ng_cast(&xc, x);
+    return m->root->ops->forward(m->root, ctx, &xc);
 }
 
 void ng_model_backward(ng_model *m, ng_ctx *ctx, const ng_tensor *dy) {

@@ -78,20 +78,22 @@ static void pe_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *ou
 /* The proj weight is declared 4-D (timm's conv layout) but the Linear multiplies by it as
  * [dim, in_ch*P*P]: the same memory, viewed as a matrix only while the child runs. */
 typedef struct {
-    ng_tensor value, grad;
+    ng_tensor value, compute, grad;
 } weight_views;
 
 static weight_views weight_as_matrix(ng_layer *proj) {
     ng_param *w = &proj->params[0];
-    weight_views keep = {w->value, w->grad};
+    weight_views keep = {w->value, w->compute, w->grad};
     int64_t shape[2] = {w->value.shape[0], w->value.numel / w->value.shape[0]};
     w->value = ng_tensor_reshape(&keep.value, 2, shape);
+    w->compute = ng_tensor_reshape(&keep.compute, 2, shape);
     w->grad = ng_tensor_reshape(&keep.grad, 2, shape);
     return keep;
 }
 
 static void weight_restore(ng_layer *proj, weight_views keep) {
     proj->params[0].value = keep.value;
+    proj->params[0].compute = keep.compute;
     proj->params[0].grad = keep.grad;
 }
 
@@ -118,7 +120,7 @@ static ng_tensor pe_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor tok = proj->ops->forward(proj, ctx, &cols);
     weight_restore(proj, keep);
     ng_vit_copy_blocks(&y, D, T * D, &tok, 0, N * D, B, N * D);
-    ng_vit_copy_blocks(&y, 0, T * D, &l->params[CLS].value, 0, 0, B, D);
+    ng_vit_copy_blocks(&y, 0, T * D, &l->params[CLS].compute, 0, 0, B, D);
     ng_arena_release(ctx->acts, am);
 
     /* y[b] += pos_embed for every b: a rank-1 GEMM against a ones column. */
@@ -126,7 +128,7 @@ static ng_tensor pe_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor ones = ng_arena_tensor(ctx->grads, x->dtype, 2, (int64_t[]){B, 1}, "ones");
     ng_fill(&ones, 1.0);
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){B, T * D});
-    ng_tensor pos = ng_tensor_reshape(&l->params[POS].value, 2, (int64_t[]){1, T * D});
+    ng_tensor pos = ng_tensor_reshape(&l->params[POS].compute, 2, (int64_t[]){1, T * D});
     ng_gemm(0, 0, 1.0, &ones, &pos, 1.0, &y2);
     ng_arena_release(ctx->grads, gm);
     return y;
@@ -146,10 +148,13 @@ static void pe_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
     /* Sum of dy over the batch: all of it is pos_embed's gradient, its token 0 cls_token's. */
     ng_tensor ones = ng_arena_tensor(ctx->grads, dt, 2, (int64_t[]){B, 1}, "ones");
     ng_fill(&ones, 1.0);
-    ng_tensor sum = ng_arena_tensor(ctx->grads, dt, 2, (int64_t[]){1, T * D}, "dy batch sum");
+    /* The sum is formed in the gradients' dtype: f32 straight from the GEMM's accumulator when dy
+     * is f16/bf16 (mixed precision), so it is rounded once, not twice. */
+    ng_tensor *dpos = &l->params[POS].grad, *dcls = &l->params[CLS].grad;
+    ng_tensor sum =
+        ng_arena_tensor(ctx->grads, dpos->dtype, 2, (int64_t[]){1, T * D}, "dy batch sum");
     ng_tensor dy2 = ng_tensor_reshape(dy, 2, (int64_t[]){B, T * D});
     ng_gemm(1, 0, 1.0, &ones, &dy2, 0.0, &sum);
-    ng_tensor *dpos = &l->params[POS].grad, *dcls = &l->params[CLS].grad;
     ng_tensor sum_pos = ng_tensor_view(&sum, 0, dpos->ndim, dpos->shape, "dy batch sum");
     ng_tensor sum_cls = ng_tensor_view(&sum, 0, dcls->ndim, dcls->shape, "dy batch sum");
     ng_axpy(1.0, &sum_pos, dpos);
@@ -205,7 +210,7 @@ ng_layer *ng_patch_embed(const char *name, int64_t img_size, int64_t patch, int6
     ng_param *w = &proj->params[0];
     w->value = ng_tensor_wrap(NULL, w->value.dtype, w->value.device, 4,
                               (int64_t[]){dim, in_ch, patch, patch}, w->name);
-    w->grad = w->value;
+    w->grad = w->compute = w->value;
     ng_layer_add_child(l, proj);
     return l;
 }

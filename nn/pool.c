@@ -9,6 +9,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
 
@@ -19,15 +20,14 @@ typedef struct {
     ng_tensor argmax; /* i32, the output's shape: max pooling only */
 } pool_state;
 
+/* Element access for every float dtype: f16/bf16 widened exactly, stores rounded once through
+ * float as the CUDA twin stores. */
 static inline double ld(const void *p, ng_dtype t, int64_t i) {
-    return t == NG_F64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+    return ng_act_ld(p, t, i);
 }
 
 static inline void st(void *p, ng_dtype t, int64_t i, double v) {
-    if (t == NG_F64)
-        ((double *)p)[i] = v;
-    else
-        ((float *)p)[i] = (float)v;
+    ng_act_st(p, t, i, v);
 }
 
 /* ---- CPU twins ----------------------------------------------------------------------------- */
@@ -62,6 +62,13 @@ static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng
         }
 }
 
+/* v stored in t and loaded back. */
+static double round_to(ng_dtype t, double v) {
+    double d = 0;
+    ng_act_st(&d, t, 0, v);
+    return ng_act_ld(&d, t, 0);
+}
+
 static void pool_backward_cpu(int max, const ng_win3 *w, int64_t planes, const ng_tensor *dy,
                               const ng_tensor *argmax, ng_tensor *dx) {
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
@@ -76,7 +83,7 @@ static void pool_backward_cpu(int max, const ng_win3 *w, int64_t planes, const n
                 continue;
             }
             /* Rounded to the element type once, as the CUDA gather does. */
-            double v = dy->dtype == NG_F64 ? g / kk : (double)(float)(g / kk);
+            double v = round_to(dy->dtype, g / kk);
             int64_t ow = o % w->out[2], t = o / w->out[2], oh = t % w->out[1], od = t / w->out[1];
             for (int64_t kd = 0; kd < w->k[0]; kd++) {
                 int64_t id = od * w->s[0] - w->p[0] + kd;
@@ -150,8 +157,8 @@ static ng_win3 win_of(const pool_state *s, const int64_t *in_sp, const int64_t *
 }
 
 static void check_input(const ng_layer *l, const ng_tensor *x) {
-    NG_CHECK(x->dtype == NG_F32 || x->dtype == NG_F64, "%s %s: input %s must be f32 or f64",
-             l->ops->kind, l->name, ng_tensor_desc(x));
+    NG_CHECK(ng_dtype_is_float(x->dtype), "%s %s: input %s must be a floating type", l->ops->kind,
+             l->name, ng_tensor_desc(x));
     NG_CHECK(x->data || !x->numel, "%s %s: input has no data", l->ops->kind, l->name);
 }
 

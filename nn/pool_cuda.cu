@@ -2,9 +2,18 @@
  * windows that contain it, in increasing output order): deterministic, no atomics, and the same
  * additions in the same order as the CPU scatter. */
 #include "core/cuda_context.h"
+#include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
 
 #define THREADS 256
+
+/* v rounded to the storage type T and widened back: what storing and reloading gives. */
+template <typename T>
+__device__ __forceinline__ double round_to(double v) {
+    T t[1];
+    ng_st_d(t, 0, v);
+    return (double)ng_ld(t, 0);
+}
 
 /* One thread per output element. Max: the first maximum in window order, a NaN wins; padded
  * positions are skipped. Avg: padded positions count as 0 and the divisor is prod(k). */
@@ -30,13 +39,13 @@ __global__ void pool_fwd_kernel(const T *__restrict__ x, ng_win3 w, int64_t plan
                     int64_t iw = ow * w.s[2] - w.p[2] + kw;
                     if (iw < 0 || iw >= w.in[2]) continue;
                     int64_t j = (id * w.in[1] + ih) * w.in[2] + iw;
-                    double v = (double)xs[j];
+                    double v = (double)ng_ld(xs, j);
                     if (arg < 0 || v > best || isnan(v)) best = v, arg = j;
                     sum += v;
                 }
             }
         }
-        y[i] = (T)(max ? best : sum / kk);
+        ng_st_d(y, i, max ? best : sum / kk);
         if (max) argmax[i] = (int32_t)arg;
     }
 }
@@ -66,20 +75,20 @@ __global__ void pool_bwd_kernel(const T *__restrict__ dy, const int32_t *__restr
         windows_of(iw, w.k[2], w.s[2], w.p[2], w.out[2], &w0, &w1);
         const T *g = dy + pl * out;
         const int32_t *am = max ? argmax + pl * out : NULL;
-        T acc = T(0);
+        double acc = 0; /* always a value of T: every addition is rounded to T */
         for (int64_t od = d0; od <= d1; od++)
             for (int64_t oh = h0; oh <= h1; oh++)
                 for (int64_t ow = w0; ow <= w1; ow++) {
                     int64_t o = (od * w.out[1] + oh) * w.out[2] + ow;
                     if (max) {
-                        if (am[o] == q) acc = (T)((double)acc + (double)g[o]);
+                        if (am[o] == q) acc = round_to<T>(acc + (double)ng_ld(g, o));
                     } else {
                         /* dy / prod(k) rounded to T once, then added: as the CPU twin does. */
-                        T v = (T)((double)g[o] / kk);
-                        acc = (T)((double)acc + (double)v);
+                        double v = round_to<T>((double)ng_ld(g, o) / kk);
+                        acc = round_to<T>(acc + v);
                     }
                 }
-        dx[i] = acc;
+        ng_st_d(dx, i, acc); /* exact: acc is a value of T */
     }
 }
 
@@ -87,7 +96,7 @@ template <typename T>
 __global__ void global_fwd_finish(const double *__restrict__ sums, int64_t R, double S,
                                   T *__restrict__ y) {
     int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r < R) y[r] = (T)(sums[2 * r] / S);
+    if (r < R) ng_st_d(y, r, sums[2 * r] / S);
 }
 
 template <typename T>
@@ -95,7 +104,7 @@ __global__ void global_bwd_kernel(const T *__restrict__ dy, int64_t R, int64_t S
                                   T *__restrict__ dx) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < R * S;
          i += (int64_t)gridDim.x * blockDim.x)
-        dx[i] = (T)((double)dy[i / S] / (double)S);
+        ng_st_d(dx, i, (double)ng_ld(dy, i / S) / (double)S);
 }
 
 static cudaStream_t stream() {
@@ -108,18 +117,9 @@ extern "C" void ng_pool_cuda_forward(int max, const ng_win3 *w, int64_t planes, 
     if (!total) return;
     unsigned g = ng_cuda_blocks(total, THREADS);
     int32_t *am = max ? (int32_t *)argmax->data : NULL;
-    switch (x->dtype) {
-        case NG_F32:
-            pool_fwd_kernel<float><<<g, THREADS, 0, stream()>>>((const float *)x->data, *w, planes,
-                                                                max, (float *)y->data, am);
-            break;
-        case NG_F64:
-            pool_fwd_kernel<double><<<g, THREADS, 0, stream()>>>(
-                (const double *)x->data, *w, planes, max, (double *)y->data, am);
-            break;
-        default:
-            ng_fail("pool: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(x->dtype, "pool",
+                        pool_fwd_kernel<T><<<g, THREADS, 0, stream()>>>(
+                            (const T *)x->data, *w, planes, max, (T *)y->data, am));
     NG_CUDA_CHECK_LAUNCH();
 }
 
@@ -129,18 +129,9 @@ extern "C" void ng_pool_cuda_backward(int max, const ng_win3 *w, int64_t planes,
     if (!total) return;
     unsigned g = ng_cuda_blocks(total, THREADS);
     const int32_t *am = max ? (const int32_t *)argmax->data : NULL;
-    switch (dx->dtype) {
-        case NG_F32:
-            pool_bwd_kernel<float><<<g, THREADS, 0, stream()>>>((const float *)dy->data, am, *w,
-                                                                planes, max, (float *)dx->data);
-            break;
-        case NG_F64:
-            pool_bwd_kernel<double><<<g, THREADS, 0, stream()>>>((const double *)dy->data, am, *w,
-                                                                 planes, max, (double *)dx->data);
-            break;
-        default:
-            ng_fail("pool: CUDA twin takes f32 or f64, not %s", ng_dtype_name(dx->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(dx->dtype, "pool",
+                        pool_bwd_kernel<T><<<g, THREADS, 0, stream()>>>(
+                            (const T *)dy->data, am, *w, planes, max, (T *)dx->data));
     NG_CUDA_CHECK_LAUNCH();
 }
 
@@ -148,35 +139,17 @@ extern "C" void ng_global_avgpool_cuda_forward(const ng_tensor *x, int64_t R, in
                                                ng_tensor *y, ng_tensor *sums) {
     ng_channel_sums_cuda(NG_SUMS_PLAIN, x, NULL, 1, R, S, NULL, (double *)sums->data);
     unsigned g = ng_cuda_blocks(R, THREADS);
-    switch (y->dtype) {
-        case NG_F32:
-            global_fwd_finish<float><<<g, THREADS, 0, stream()>>>((const double *)sums->data, R,
-                                                                  (double)S, (float *)y->data);
-            break;
-        case NG_F64:
-            global_fwd_finish<double><<<g, THREADS, 0, stream()>>>((const double *)sums->data, R,
-                                                                   (double)S, (double *)y->data);
-            break;
-        default:
-            ng_fail("global_avgpool: CUDA twin takes f32 or f64, not %s", ng_dtype_name(y->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(y->dtype, "global_avgpool",
+                        global_fwd_finish<T><<<g, THREADS, 0, stream()>>>(
+                            (const double *)sums->data, R, (double)S, (T *)y->data));
     NG_CUDA_CHECK_LAUNCH();
 }
 
 extern "C" void ng_global_avgpool_cuda_backward(const ng_tensor *dy, int64_t R, int64_t S,
                                                 ng_tensor *dx) {
     unsigned g = ng_cuda_blocks(R * S, THREADS);
-    switch (dx->dtype) {
-        case NG_F32:
-            global_bwd_kernel<float>
-                <<<g, THREADS, 0, stream()>>>((const float *)dy->data, R, S, (float *)dx->data);
-            break;
-        case NG_F64:
-            global_bwd_kernel<double>
-                <<<g, THREADS, 0, stream()>>>((const double *)dy->data, R, S, (double *)dx->data);
-            break;
-        default:
-            ng_fail("global_avgpool: CUDA twin takes f32 or f64, not %s", ng_dtype_name(dx->dtype));
-    }
+    NG_ACT_FLOAT_SWITCH(dx->dtype, "global_avgpool",
+                        global_bwd_kernel<T>
+                        <<<g, THREADS, 0, stream()>>>((const T *)dy->data, R, S, (T *)dx->data));
     NG_CUDA_CHECK_LAUNCH();
 }

@@ -29,7 +29,8 @@ void ng_vit_copy_blocks(ng_tensor *dst, int64_t dst_off, int64_t dst_stride, con
 
 /* LayerNorm over the last dim of x viewed as [rows, dim]: y = (x - mean) rstd w + b with
  * rstd = 1 / sqrt(var + eps) (biased variance); mean and rstd [rows] are kept for backward.
- * All tensors share x's dtype (f32 or f64) and device. (layernorm.c) */
+ * All tensors share x's device; with x (and y, dy, dx) in f32 or f64 the rest share its dtype,
+ * with x in f16 or bf16 (mixed precision) w, b, mean, rstd, dw, db are f32. (layernorm.c) */
 void ng_vit_layernorm_forward(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b,
                               double eps, ng_tensor *y, ng_tensor *mean, ng_tensor *rstd);
 /* From dy: dx is written (skipped when NULL), dw and db are accumulated (+=). */

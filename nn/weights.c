@@ -51,4 +51,5 @@ void ng_weights_load(ng_model *m, const char *path) {
     for (int i = 0; i < m->nbuffers; i++)
         load_one(f, path, m->buffers[i].buffer->name, &m->buffers[i].buffer->value);
     ng_safetensors_close(f);
+    ng_model_refresh_compute(m); /* a mixed model computes with the loaded weights too */
 }

@@ -5,13 +5,14 @@
 
 #include "nn/model.h"
 
-/* Writes every parameter and buffer (batch-norm running statistics) in the model's dtype, plus
- * optional metadata pairs. PyTorch's BatchNorm also keeps num_batches_tracked, which natgrad
- * does not: load natgrad files into PyTorch with load_state_dict(..., strict=False) when the model
- * has batch norm. */
+/* Writes every parameter and buffer (batch-norm running statistics) in the model's dtype (f32
+ * masters for a mixed-precision model), plus optional metadata pairs. PyTorch's BatchNorm also
+ * keeps num_batches_tracked, which natgrad does not: load natgrad files into PyTorch with
+ * load_state_dict(..., strict=False) when the model has batch norm. */
 void ng_weights_save(ng_model *m, const char *path, const char **meta);
 /* Loads every parameter and buffer by name; stored f16/bf16/f32/f64 values are converted to the
- * model's dtype. A missing tensor, an unexpected one, or a shape mismatch is an error naming it. */
+ * model's dtype (the f32 masters of a mixed-precision model, whose compute copy is then refreshed).
+ * A missing tensor, an unexpected one, or a shape mismatch is an error naming it. */
 void ng_weights_load(ng_model *m, const char *path);
 
 #endif

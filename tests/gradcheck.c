@@ -8,6 +8,7 @@
 
 #include "core/backend.h"
 #include "core/ops.h"
+#include "nn/activation.h"
 #include "nn/model.h"
 #include "testing.h"
 
@@ -34,9 +35,13 @@ void ng_gradcheck_set_running_stats(ng_model *m) {
     }
 }
 
+/* dt f32/f64 builds a plain model; f16/bf16 a mixed one with f32 masters. */
 static ng_model *build(ng_layer_maker make, ng_device dev, ng_dtype dt, uint64_t seed) {
     ng_model *m = ng_model_new(make());
-    ng_model_build(m, dev, dt, seed, ARENA_BYTES, ARENA_BYTES);
+    if (dt == NG_F16 || dt == NG_BF16)
+        ng_model_build_mixed(m, dev, dt, seed, ARENA_BYTES, ARENA_BYTES);
+    else
+        ng_model_build(m, dev, dt, seed, ARENA_BYTES, ARENA_BYTES);
     if (ng_gradcheck_prepare) ng_gradcheck_prepare(m);
     return m;
 }
@@ -132,8 +137,12 @@ typedef struct {
 
 static twin_run run_on(ng_model *m, const ng_tensor *xh, const ng_tensor *dyh, int training) {
     twin_run r;
-    ng_tensor x = ng_tensor_to(xh, m->device, "x"), dy = ng_tensor_to(dyh, m->device, "dy");
-    ng_tensor dx = ng_tensor_new(NG_F32, m->device, xh->ndim, xh->shape, "dx");
+    /* On the host the caller's tensors are used as they are: layers keep views of their input,
+     * and ng_mixedcheck looks at them after the run. */
+    int copy = m->device != xh->device;
+    ng_tensor x = copy ? ng_tensor_to(xh, m->device, "x") : *xh;
+    ng_tensor dy = copy ? ng_tensor_to(dyh, m->device, "dy") : *dyh;
+    ng_tensor dx = ng_tensor_new(xh->dtype, m->device, xh->ndim, xh->shape, "dx");
     ng_test_poison(&dx);
     ng_model_reset_arenas(m);
     ng_model_zero_grad(m);
@@ -143,41 +152,185 @@ static twin_run run_on(ng_model *m, const ng_tensor *xh, const ng_tensor *dyh, i
     m->root->ops->backward(m->root, &ctx, &dy, &dx);
     r.dx64 = ng_test_to_f64(&dx);
     r.grads64 = ng_test_to_f64(&m->flat_grads);
-    ng_tensor_free(&x);
-    ng_tensor_free(&dy);
+    if (copy) ng_tensor_free(&x), ng_tensor_free(&dy);
     ng_tensor_free(&dx);
     return r;
 }
 
-int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
-                 int training, double tol) {
+/* Output, input gradient and every parameter gradient of two runs, normwise. */
+static int compare_runs(const char *what, const char *vs, const ng_model *m, twin_run a, twin_run b,
+                        int64_t x_numel, double tol) {
+    char label[256];
+    int ok = 1;
+    snprintf(label, sizeof label, "%s: output %s", what, vs);
+    ok &= ng_test_rel_norm(label, a.y64, b.y64, a.y.numel, tol);
+    snprintf(label, sizeof label, "%s: input grad %s", what, vs);
+    ok &= ng_test_rel_norm(label, a.dx64, b.dx64, x_numel, tol);
+    for (int i = 0; i < m->nparams; i++) {
+        ng_param_entry *e = &m->params[i];
+        snprintf(label, sizeof label, "%s: grad %s %s", what, e->param->name, vs);
+        ok &= ng_test_rel_norm(label, a.grads64 + e->offset, b.grads64 + e->offset,
+                               e->param->value.numel, tol);
+    }
+    free(a.y64), free(a.dx64), free(a.grads64), free(b.y64), free(b.dx64), free(b.grads64);
+    return ok;
+}
+
+static int twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                     int training, ng_dtype dt, double tol) {
     if (!ng_test_have_gpu()) return 1;
     uint64_t seed = ng_test_seed();
-    ng_model *mc = build(make, NG_CPU, NG_F32, seed), *mg = build(make, NG_CUDA, NG_F32, seed);
-    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, ndim, in_shape, "x");
+    ng_model *mc = build(make, NG_CPU, dt, seed), *mg = build(make, NG_CUDA, dt, seed);
+    ng_tensor x = ng_tensor_new(dt, NG_CPU, ndim, in_shape, "x");
     ng_test_fill_uniform(&x, -1, 1);
     int out_ndim;
     int64_t out_shape[NG_MAX_DIMS];
     ng_layer_out_shape(mc->root, ndim, in_shape, &out_ndim, out_shape);
-    ng_tensor dy = ng_tensor_new(NG_F32, NG_CPU, out_ndim, out_shape, "dy");
+    ng_tensor dy = ng_tensor_new(dt, NG_CPU, out_ndim, out_shape, "dy");
     ng_test_fill_uniform(&dy, -1, 1);
     twin_run c = run_on(mc, &x, &dy, training), g = run_on(mg, &x, &dy, training);
-    char label[256];
-    int ok = 1;
-    snprintf(label, sizeof label, "%s: output cuda vs cpu", what);
-    ok &= ng_test_rel_norm(label, c.y64, g.y64, c.y.numel, tol);
-    snprintf(label, sizeof label, "%s: input grad cuda vs cpu", what);
-    ok &= ng_test_rel_norm(label, c.dx64, g.dx64, x.numel, tol);
-    for (int i = 0; i < mc->nparams; i++) {
-        ng_param_entry *e = &mc->params[i];
-        snprintf(label, sizeof label, "%s: grad %s cuda vs cpu", what, e->param->name);
-        ok &= ng_test_rel_norm(label, c.grads64 + e->offset, g.grads64 + e->offset,
-                               e->param->value.numel, tol);
-    }
-    free(c.y64), free(c.dx64), free(c.grads64), free(g.y64), free(g.dx64), free(g.grads64);
+    int ok = compare_runs(what, "cuda vs cpu", mc, c, g, x.numel, tol);
     ng_tensor_free(&x);
     ng_tensor_free(&dy);
     ng_model_free(mc);
     ng_model_free(mg);
+    return ok;
+}
+
+int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                 int training, double tol) {
+    return twincheck(what, make, ndim, in_shape, training, NG_F32, tol);
+}
+
+double ng_unit_roundoff(ng_dtype dt) {
+    switch (dt) {
+        case NG_F16:
+            return 0x1p-11;
+        case NG_BF16:
+            return 0x1p-8;
+        case NG_F64:
+            return 0x1p-53;
+        default:
+            return 0x1p-24;
+    }
+}
+
+double ng_mixed_tol(ng_dtype dt, int n, int64_t k) {
+    return 2.0 * n * ng_unit_roundoff(dt) + (double)k * 0x1p-24;
+}
+
+int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                       int training, ng_dtype compute, double tol) {
+    return twincheck(what, make, ndim, in_shape, training, compute, tol);
+}
+
+/* 1 when every ReLU of the two layer trees (the same architecture) saw its inputs on the same
+ * side of 0 in the last forward. A ReLU that switched in one run and not in the other is a jump
+ * of the gradient (a kink of the function), not a rounding error, so no format tolerance covers
+ * it: the mixed check draws new inputs instead. */
+static int same_relu_sides(const ng_layer *a, const ng_layer *b) {
+    if (!strcmp(a->ops->kind, "relu")) {
+        const ng_tensor *xa = ng_activation_input(a), *xb = ng_activation_input(b);
+        if (!xa || !xb || xa->numel != xb->numel) return 0;
+        double *va = ng_test_to_f64(xa), *vb = ng_test_to_f64(xb);
+        int64_t i = 0;
+        while (i < xa->numel && (va[i] > 0) == (vb[i] > 0)) i++;
+        free(va), free(vb);
+        if (i < xa->numel) return 0;
+    }
+    for (int i = 0; i < a->nchildren && i < b->nchildren; i++)
+        if (!same_relu_sides(a->children[i], b->children[i])) return 0;
+    return 1;
+}
+
+static double norm2(const double *v, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += v[i] * v[i];
+    return sqrt(s);
+}
+
+/* ||got - ref|| <= tol max(||ref||, floor); prints every error under NG_TEST_VERBOSE. */
+static int close_mixed(const char *label, const double *ref, const double *got, int64_t n,
+                       double floor, double tol) {
+    double d = 0;
+    for (int64_t i = 0; i < n; i++) d += (got[i] - ref[i]) * (got[i] - ref[i]);
+    double den = norm2(ref, n) > floor ? norm2(ref, n) : floor;
+    double rel = sqrt(d) / (den > 0 ? den : 1.0);
+    if (getenv("NG_TEST_VERBOSE"))
+        printf("%s: relative error %.3g (tolerance %.3g)\n", label, rel, tol);
+    NG_TEST(rel <= tol, "%s: relative error %g > %g", label, rel, tol);
+    return rel <= tol;
+}
+
+/* As compare_runs, except that a parameter is judged against its share of the whole gradient,
+ * sqrt(numel / total) ||all gradients||, when its own gradient is smaller: a conv bias followed
+ * by batch norm has a true gradient of 0, and its rounding noise has nothing of its own to be
+ * relative to. */
+static int compare_mixed(const char *what, const char *vs, const ng_model *m, twin_run a,
+                         twin_run b, int64_t x_numel, double tol) {
+    char label[256];
+    int ok = 1;
+    snprintf(label, sizeof label, "%s: output %s", what, vs);
+    ok &= close_mixed(label, a.y64, b.y64, a.y.numel, 0, tol);
+    snprintf(label, sizeof label, "%s: input grad %s", what, vs);
+    ok &= close_mixed(label, a.dx64, b.dx64, x_numel, 0, tol);
+    double all = norm2(a.grads64, m->numel);
+    for (int i = 0; i < m->nparams; i++) {
+        ng_param_entry *e = &m->params[i];
+        int64_t n = e->param->value.numel;
+        snprintf(label, sizeof label, "%s: grad %s %s", what, e->param->name, vs);
+        ok &= close_mixed(label, a.grads64 + e->offset, b.grads64 + e->offset, n,
+                          sqrt((double)n / (double)m->count) * all, tol);
+    }
+    free(a.y64), free(a.dx64), free(a.grads64), free(b.y64), free(b.dx64), free(b.grads64);
+    return ok;
+}
+
+static void free_run(twin_run r) {
+    free(r.y64), free(r.dx64), free(r.grads64);
+}
+
+int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                  int training, ng_dtype compute, ng_dtype ref, double tol) {
+    uint64_t seed = ng_test_seed();
+    ng_model *mm = build(make, NG_CPU, compute, seed), *mr = build(make, NG_CPU, ref, seed);
+    /* Masters rounded to the compute dtype first, so that both runs start from the same numbers
+     * and the comparison sees only the rounding of the computation itself. */
+    ng_cast(&mm->flat_params, &mm->flat_compute);
+    ng_model_refresh_compute(mm);
+    ng_cast(&mr->flat_params, &mm->flat_params);
+    if (mr->buffer_numel) ng_cast(&mr->flat_buffers, &mm->flat_buffers);
+    int out_ndim;
+    int64_t out_shape[NG_MAX_DIMS];
+    ng_layer_out_shape(mm->root, ndim, in_shape, &out_ndim, out_shape);
+    ng_tensor xm = ng_tensor_new(compute, NG_CPU, ndim, in_shape, "x");
+    ng_tensor xr = ng_tensor_new(ref, NG_CPU, ndim, in_shape, "x");
+    ng_tensor dym = ng_tensor_new(compute, NG_CPU, out_ndim, out_shape, "dy");
+    ng_tensor dyr = ng_tensor_new(ref, NG_CPU, out_ndim, out_shape, "dy");
+    char vs[64];
+    snprintf(vs, sizeof vs, "%s vs %s", ng_dtype_name(compute), ng_dtype_name(ref));
+    int ok = 0, tries = 0;
+    for (; tries < 20; tries++) {
+        ng_test_fill_uniform(&xm, -1, 1);
+        ng_cast(&xr, &xm);
+        ng_test_fill_uniform(&dym, -1, 1);
+        ng_cast(&dyr, &dym);
+        /* Running statistics move in training: both runs start from the same ones. */
+        if (mr->buffer_numel) ng_cast(&mr->flat_buffers, &mm->flat_buffers);
+        twin_run a = run_on(mr, &xr, &dyr, training), b = run_on(mm, &xm, &dym, training);
+        if (!same_relu_sides(mr->root, mm->root)) {
+            free_run(a), free_run(b);
+            continue;
+        }
+        ok = compare_mixed(what, vs, mm, a, b, xm.numel, tol);
+        NG_TEST(b.y.dtype == compute, "%s: output is %s, not %s", what, ng_dtype_name(b.y.dtype),
+                ng_dtype_name(compute));
+        break;
+    }
+    NG_TEST(tries < 20, "%s: a ReLU switched between the %s runs on 20 inputs in a row", what, vs);
+    if (tries) printf("%s %s: %d inputs redrawn (a ReLU switched)\n", what, vs, tries);
+    ng_tensor_free(&xm), ng_tensor_free(&xr), ng_tensor_free(&dym), ng_tensor_free(&dyr);
+    ng_model_free(mm);
+    ng_model_free(mr);
     return ok;
 }

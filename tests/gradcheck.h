@@ -38,4 +38,22 @@ int ng_gradcheck(const char *what, ng_layer_maker make, int ndim, const int64_t 
 int ng_twincheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                  int training, double tol);
 
+/* The unit roundoff of a compute format: 2^-11 (f16), 2^-8 (bf16), 2^-24 (f32), 2^-53 (f64). */
+double ng_unit_roundoff(ng_dtype dt);
+/* The normwise tolerance of a result that went through n stored roundings in dt (each may be
+ * amplified 2x by the layer it passes) and reductions of length k accumulated in f32:
+ * 2 n u + k 2^-24. The reasoning is written out in tests/test_mixed.c. */
+double ng_mixed_tol(ng_dtype dt, int n, int64_t k);
+
+/* ng_twincheck in a compute dtype (f16, bf16: mixed models with f32 masters on both devices). */
+int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                       int training, ng_dtype compute, double tol);
+
+/* The layer in compute dtype f16/bf16 (f32 masters) against the same layer in `ref` (f64 for a
+ * layer's maths, f32 for whole models) on the same numbers: masters rounded to the compute dtype,
+ * x and dy drawn in it. Output, input gradient and parameter gradients compared normwise with
+ * `tol` (derive it from the format: see tests/test_mixed.c). */
+int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                  int training, ng_dtype compute, ng_dtype ref, double tol);
+
 #endif

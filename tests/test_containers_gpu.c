@@ -23,5 +23,13 @@ int main(void) {
     ng_test_require_gpu("test_containers_gpu");
     ng_twincheck("linear", make_linear, 3, (int64_t[]){4, 17, 129}, 1, 1e-5);
     ng_twincheck("checkpointed blocks", make_blocks, 2, (int64_t[]){37, 33}, 1, 1e-5);
+    /* f16/bf16 twins: both store the same half values except where f32 (CUDA) and double (CPU)
+     * arithmetic round to different neighbours; tolerances as in tests/test_mixed.c. */
+    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+        ng_twincheck_mixed("linear, mixed", make_linear, 3, (int64_t[]){4, 17, 129}, 1, dt,
+                           ng_mixed_tol(dt, 2, 129));
+        ng_twincheck_mixed("checkpointed blocks, mixed", make_blocks, 2, (int64_t[]){37, 33}, 1, dt,
+                           ng_mixed_tol(dt, 14, 256));
+    }
     return ng_test_finish("test_containers_gpu");
 }

@@ -85,6 +85,14 @@ int main(void) {
     twins("cuDNN");
     ng_conv_use_cudnn(0);
     twins("im2col");
+    /* f16/bf16 take the im2col path on CUDA (cuDNN is used for f32/f64 only): columns copied,
+     * GEMM with f32 accumulation, col2im gathered in double and rounded once. */
+    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+        ng_twincheck_mixed("conv3d, mixed", make_c3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
+                           ng_mixed_tol(dt, 4, 81));
+        ng_twincheck_mixed("conv2d, mixed", make_c2, 4, (int64_t[]){3, 5, 17, 19}, 1, dt,
+                           ng_mixed_tol(dt, 4, 30));
+    }
     chunked();
     ng_conv_use_cudnn(1);
     ng_conv_geom g3 = {.nd = 3,

@@ -22,5 +22,17 @@ int main(void) {
     ng_arch_defaults("vgg", &cur);
     cur.width = 16, cur.depth = 3;
     ng_twincheck("vgg", make_cur, 4, (int64_t[]){3, 3, 32, 32}, 1, 1e-4);
+    /* Mixed precision: the ViT (n = 76 roundings on its longest chain, as in test_mixed.c for two
+     * blocks, here three: 110) and the checkpointed 3D-CNN (6 layers: 41). */
+    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+        ng_arch_defaults("vit", &cur);
+        cur.img = 28, cur.patch = 4, cur.width = 48, cur.depth = 3, cur.heads = 3, cur.classes = 10;
+        ng_twincheck_mixed("vit 28px, mixed", make_cur, 4, (int64_t[]){5, 1, 28, 28}, 1, dt,
+                           ng_mixed_tol(dt, 110, 192));
+        ng_arch_defaults("cnn3d", &cur);
+        cur.img = 17, cur.checkpoint = 1;
+        ng_twincheck_mixed("cnn3d 17^3 checkpointed, mixed", make_cur, 5,
+                           (int64_t[]){2, 1, 17, 17, 17}, 1, dt, ng_mixed_tol(dt, 41, 432));
+    }
     return ng_test_finish("test_models_gpu");
 }

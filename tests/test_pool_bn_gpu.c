@@ -75,5 +75,15 @@ int main(void) {
     ng_twincheck("batchnorm2d train, 3 blocks per channel", make_bn2_3, 4,
                  (int64_t[]){8, 3, 33, 35}, 1, 1e-5);
     running_twin();
+    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+        ng_twincheck_mixed("maxpool3d, mixed", make_max3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
+                           ng_mixed_tol(dt, 1, 0));
+        ng_twincheck_mixed("avgpool3d, mixed", make_avg3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
+                           ng_mixed_tol(dt, 5, 27));
+        ng_twincheck_mixed("batchnorm3d train, mixed", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 1,
+                           dt, ng_mixed_tol(dt, 2, 1980));
+        ng_twincheck_mixed("batchnorm3d eval, mixed", make_bn3, 5, (int64_t[]){2, 5, 9, 10, 11}, 0,
+                           dt, ng_mixed_tol(dt, 2, 0));
+    }
     return ng_test_finish("test_pool_bn_gpu");
 }

@@ -63,5 +63,12 @@ int main(void) {
     /* Philox gives the same dropout masks on both devices. */
     ng_twincheck("transformer block, dropout", make_block_drop, 3, tok, 1, 2e-5);
     ng_twincheck("vit", make_vit, 4, img, 1, 5e-5);
+    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+        ng_twincheck_mixed("layernorm, mixed", make_ln, 3, tok, 1, dt, ng_mixed_tol(dt, 2, 48));
+        ng_twincheck_mixed("attention, mixed", make_attn, 3, tok, 1, dt, ng_mixed_tol(dt, 12, 48));
+        ng_twincheck_mixed("patch_embed, mixed", make_pe, 4, img, 1, dt, ng_mixed_tol(dt, 4, 48));
+        ng_twincheck_mixed("transformer block, mixed", make_block, 3, tok, 1, dt,
+                           ng_mixed_tol(dt, 34, 192));
+    }
     return ng_test_finish("test_transformer_gpu");
 }
