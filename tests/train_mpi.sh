@@ -3,8 +3,9 @@
 # batch B (float tolerance) for flat, ring and hierarchical all-reduce and 2+1 / 2+2 simulated
 # nodes; the same N twice gives identical bits; stop + --resume auto on N ranks is bit-exact (with
 # sharded K-FAC state); distributed K-FAC follows one process's K-FAC; a step whose gradient is
-# not finite is skipped by every rank; a bad global batch is a clear exit 2; a rank killed with
-# SIGKILL ends the job within seconds, and --resume auto then finishes the run.
+# not finite is skipped by every rank; a bad global batch is a clear exit 2; SIGTERM to mpirun
+# stops every rank at one step and resumes bit-exactly; a rank killed with SIGKILL ends the job
+# within seconds, and --resume auto then finishes the run.
 # usage: train_mpi.sh MPIRUN PATH/TO/natgrad
 set -u
 mpirun=$1 ng=$2
@@ -92,6 +93,18 @@ data: {name: synthetic, synthetic: {train: 2000, test: 200, noise: 3.0}}
 train: {batch_size: 40, steps: 400, log_every: 1, checkpoint_every: 20, eval_every: 400}
 optimizer: {name: sgd, lr: 0.05}
 YAML
+# SIGTERM to mpirun: it reaches every rank, all stop after the same step with one checkpoint,
+# and --resume auto ends with the bits of a run never stopped.
+timeout 300 "$mpirun" --oversubscribe -np 2 "$ng" train --config "$work/long.yaml" --out "$work/whole" >"$work/whole.log" 2>&1 || bad "uninterrupted 2-rank run failed"
+timeout 120 "$mpirun" --oversubscribe -np 2 "$ng" train --config "$work/long.yaml" --out "$work/term" >"$work/term.log" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_for "$pid" has_lines "$work/term" 30 || bad "the run to be stopped logged nothing"
+kill -TERM "$(pgrep -P "$pid" | head -1)" # mpirun itself (timeout would signal its whole group)
+wait "$pid"
+grep -q "stopped by SIGTERM after step" "$work/term.log" && ok || bad "SIGTERM under mpirun: no stop message: $(tail -3 "$work/term.log")"
+timeout 300 "$mpirun" --oversubscribe -np 2 "$ng" train --config "$work/long.yaml" --out "$work/term" --resume auto >"$work/term2.log" 2>&1 || bad "resume after SIGTERM failed"
+cmp -s "$work/whole/final.safetensors" "$work/term/final.safetensors" && ok || bad "SIGTERM + resume on 2 ranks is not bit-exact"
 timeout 120 "$mpirun" --oversubscribe -np 2 "$ng" train --config "$work/long.yaml" --out "$work/kill" >"$work/kill.log" 2>&1 &
 pid=$!
 pids+=("$pid")
