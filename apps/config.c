@@ -20,7 +20,14 @@ static const char *const src_name[] = {"default", "file", "--set"};
 static const char *const type_name[] = {"int", "float", "bool", "string", "choice", "int list"};
 
 #define MAX_DEPTH 32 /* nesting of YAML mappings; also stops self-referencing aliases */
-#define MAX_KEY 256  /* longest dotted key */
+/* Nesting of mappings and lists together, checked on parser events before libyaml builds a
+ * document: libyaml's scanner rescans every open level for each token, so a deep file (100k
+ * '[') would take hours to reject. A config nests a few levels. */
+#define MAX_NEST 64
+/* Key/value pairs visited while walking the document: aliases let a small file name one
+ * mapping from many places, which would otherwise multiply the walk without bound. */
+#define MAX_PAIRS 100000
+#define MAX_KEY 256 /* longest dotted key */
 #define MAX_FILE (1 << 24)
 
 typedef struct {
@@ -41,6 +48,7 @@ struct ng_config {
     int n;
     cfg_value *v;
     char *path;
+    long pairs;     /* pairs walked so far, against MAX_PAIRS */
     char err[1024]; /* the pending error while loading */
 };
 
@@ -514,6 +522,9 @@ static int walk(ng_config *c, yaml_document_t *doc, yaml_node_t *map, const char
         yaml_node_t *k = yaml_document_get_node(doc, p->key),
                     *v = yaml_document_get_node(doc, p->value);
         int line = (int)k->start_mark.line + 1, i;
+        if (++c->pairs > MAX_PAIRS)
+            return failf(c, "%s line %d: more than %d keys once aliases (*name) are expanded",
+                         c->path, line, MAX_PAIRS);
         if (k->type != YAML_SCALAR_NODE)
             return failf(c, "%s line %d: a key must be a plain name, not a %s", c->path, line,
                          node_kind(k));
@@ -608,6 +619,32 @@ static int syntax_error(ng_config *c, const yaml_parser_t *p, const char *buf, s
                  has_tab ? " (YAML indents with spaces; this line has a tab)" : "", excerpt);
 }
 
+/* Reads the file as parser events only, counting open mappings and lists, and stops at the
+ * first one past MAX_NEST. A syntax error is left for the document pass to report. */
+static int check_nesting(ng_config *c, const char *buf, size_t len) {
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) return failf(c, "%s: out of memory reading YAML", c->path);
+    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+    int depth = 0, rc = 0;
+    for (;;) {
+        yaml_event_t e;
+        if (!yaml_parser_parse(&p, &e)) break;
+        yaml_event_type_t t = e.type;
+        int line = (int)e.start_mark.line + 1;
+        yaml_event_delete(&e);
+        if (t == YAML_STREAM_END_EVENT) break;
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT) depth++;
+        if (t == YAML_MAPPING_END_EVENT || t == YAML_SEQUENCE_END_EVENT) depth--;
+        if (depth > MAX_NEST) {
+            rc = failf(c, "%s line %d: mappings and lists nest deeper than %d levels", c->path,
+                       line, MAX_NEST);
+            break;
+        }
+    }
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 static int read_file(ng_config *c, const char *path) {
     struct stat st;
     if (stat(path, &st)) return failf(c, "--config: cannot open %s: %s", path, strerror(errno));
@@ -626,6 +663,10 @@ static int read_file(ng_config *c, const char *path) {
         return failf(c, "--config: cannot read %s", path);
     }
     buf[len] = 0;
+    if (check_nesting(c, buf, len)) {
+        free(buf);
+        return -1;
+    }
 
     yaml_parser_t p;
     yaml_document_t doc;
