@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/error.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "nn/containers.h"
@@ -149,6 +150,105 @@ static void test_malformed(void) {
     NG_TEST_ERROR(ng_safetensors_open(tmp_path("missing.safetensors")), "missing.safetensors");
 }
 
+/* A valid file of random tensors, then the same bytes with the header length one off either way,
+ * a gap, trailing bytes and an overlap: each is refused naming the file (and the tensor). */
+static void write_file(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+static void test_exact_coverage(void) {
+    int nt = 2 + (int)(0.5 * (ng_test_uniform() + 1) * 4);
+    ng_tensor ts[6];
+    ng_st_entry e[6];
+    char names[6][16];
+    for (int i = 0; i < nt; i++) {
+        snprintf(names[i], sizeof names[i], "t%d.weight", i);
+        ts[i] = ng_tensor_2d(NG_F32, NG_CPU, 1 + (int)(0.5 * (ng_test_uniform() + 1) * 5),
+                             1 + (int)(0.5 * (ng_test_uniform() + 1) * 5), names[i]);
+        ng_test_fill_uniform(&ts[i], -3, 3);
+        e[i] = (ng_st_entry){names[i], &ts[i]};
+    }
+    const char *good = tmp_path("good.safetensors"), *p = tmp_path("shift.safetensors");
+    ng_safetensors_save(good, e, nt, NULL);
+    FILE *f = fopen(good, "rb");
+    unsigned char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ng_safetensors *ok = ng_safetensors_open(good);
+    NG_TEST(ng_safetensors_count(ok) == nt, "the saved file opens with %d tensors", nt);
+    ng_safetensors_close(ok);
+    uint64_t hl = 0;
+    for (int b = 7; b >= 0; b--) hl = hl << 8 | buf[b];
+    for (int delta = -1; delta <= 1; delta += 2) {
+        unsigned char c[4096];
+        memcpy(c, buf, n);
+        uint64_t h2 = hl + (uint64_t)(int64_t)delta;
+        for (int b = 0; b < 8; b++) c[b] = (unsigned char)(h2 >> (8 * b));
+        write_file(p, c, n);
+        NG_TEST_ERROR(ng_safetensors_open(p), "shift.safetensors");
+        NG_TEST(strstr(ng_last_error(), "header length"),
+                "header length %+d is named as a likely cause: %s", delta, ng_last_error());
+    }
+    /* trailing bytes after the last tensor */
+    memcpy(buf + n, "\x01\x02\x03\x04", 4);
+    write_file(p, buf, n + 4);
+    NG_TEST_ERROR(ng_safetensors_open(p), "trailing bytes");
+    /* a gap: the first tensor's range starts 4 bytes in (the file grows by 4 at the end) */
+    char hdr[200];
+    size_t data = 12 + 8;
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[4,16]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}");
+    write_raw(p, hdr, data);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensor a starts at data byte 4");
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}");
+    write_raw(p, hdr, data);
+    NG_TEST_ERROR(ng_safetensors_open(p), "gap");
+    NG_TEST(strstr(ng_last_error(), "tensor b") && strstr(ng_last_error(), "a ends at 12"),
+            "the gap names both tensors: %s", ng_last_error());
+    /* an overlap and a repeated name */
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}");
+    write_raw(p, hdr, 16);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensors a and b overlap");
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}");
+    write_raw(p, hdr, 8);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensor a is listed twice");
+    /* no tensors and no data is a valid (empty) file; data without tensors is not */
+    write_raw(p, "{}", 0);
+    ng_safetensors *empty = ng_safetensors_open(p);
+    NG_TEST(ng_safetensors_count(empty) == 0, "an empty file opens");
+    ng_safetensors_close(empty);
+    write_raw(p, "{}", 3);
+    NG_TEST_ERROR(ng_safetensors_open(p), "trailing bytes");
+    /* JSON followed by non-padding bytes inside the header */
+    write_raw(p, "{}xy", 0);
+    NG_TEST_ERROR(ng_safetensors_open(p), "header length");
+    /* shapes whose counts overflow: refused naming the tensor, not wrapped to a small size */
+    write_raw(p,
+              "{\"big\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
+              "\"data_offsets\":[0,0]}}",
+              0);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensor big");
+    NG_TEST(strstr(ng_last_error(), "overflow"), "says overflow: %s", ng_last_error());
+    write_raw(p,
+              "{\"big\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
+              "\"data_offsets\":[0,0]}}",
+              0);
+    NG_TEST_ERROR(ng_safetensors_open(p), "overflow");
+    /* metadata: strings only, once */
+    write_raw(p, "{\"__metadata__\":{\"step\":3}}", 0);
+    NG_TEST_ERROR(ng_safetensors_open(p), "__metadata__");
+    for (int i = 0; i < nt; i++) ng_tensor_free(&ts[i]);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/ng_test_st_XXXXXX");
     NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
@@ -156,6 +256,7 @@ int main(void) {
     test_weights();
     test_buffers();
     test_malformed();
+    test_exact_coverage();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
