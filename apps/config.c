@@ -712,6 +712,36 @@ static int read_file(ng_config *c, const char *path) {
 
 /* ---- --set -------------------------------------------------------------------------------- */
 
+/* The length of the UTF-8 sequence at p and its code point, or 0 when it is not valid UTF-8
+ * (overlong forms, surrogates and code points past U+10FFFF included). */
+static int utf8_next(const unsigned char *p, uint32_t *cp) {
+    int n = p[0] < 0x80             ? 1
+            : (p[0] & 0xE0) == 0xC0 ? 2
+            : (p[0] & 0xF0) == 0xE0 ? 3
+            : (p[0] & 0xF8) == 0xF0 ? 4
+                                    : 0;
+    if (!n) return 0;
+    uint32_t c = n == 1 ? p[0] : p[0] & (0x7F >> n);
+    for (int k = 1; k < n; k++) {
+        if ((p[k] & 0xC0) != 0x80) return 0;
+        c = c << 6 | (p[k] & 0x3F);
+    }
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < least[n] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    *cp = c;
+    return n;
+}
+
+static int is_utf8(const char *s) {
+    uint32_t cp;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_next(p, &cp);
+        if (!n) return 0;
+        p += n;
+    }
+    return 1;
+}
+
 static int apply_set(ng_config *c, const char *arg) {
     const char *eq = strchr(arg, '=');
     char key[MAX_KEY];
@@ -724,6 +754,7 @@ static int apply_set(ng_config *c, const char *arg) {
         if (find_section(c->spec, c->n, k) >= 0) return not_a_key(c, k, " (from --set)");
         return unknown_key(c, k, 0);
     }
+    if (!is_utf8(eq + 1)) return failf(c, "%s: the value given with --set is not UTF-8 text", k);
     char *val = strdup(eq + 1), *v = trim(val);
     size_t l = strlen(v);
     if (l >= 2 && (v[0] == '"' || v[0] == '\'') && v[l - 1] == v[0]) {
@@ -876,19 +907,32 @@ static void write_float(FILE *f, double x) {
 }
 
 /* Double-quoted, so "no", "1e3" or "" stay strings. */
+/* A double-quoted YAML string that reads back to t: characters YAML does not allow raw in a
+ * file (controls, C1 controls, U+FFFE/U+FFFF) and those it reads as line breaks or a byte order
+ * mark (U+0085, U+2028, U+2029, U+FEFF) are escaped. */
 static void write_string(FILE *f, const char *t) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)t; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
+    for (const unsigned char *p = (const unsigned char *)t; *p;) {
+        uint32_t c = 0;
+        int n = utf8_next(p, &c);
+        if (!n) { /* values are checked to be UTF-8 when set; never here */
+            fprintf(f, "\\x%02x", *p++);
+            continue;
+        }
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", (int)c);
+        else if (c == '\n')
             fputs("\\n", f);
-        else if (*p == '\t')
+        else if (c == '\t')
             fputs("\\t", f);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(f, "\\x%02x", *p);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\x%02x", (unsigned)c);
+        else if (c < 0x80 || (c >= 0xA0 && c <= 0xD7FF && c != 0x2028 && c != 0x2029) ||
+                 (c >= 0xE000 && c <= 0xFFFD && c != 0xFEFF) || c >= 0x10000)
+            fwrite(p, 1, (size_t)n, f);
         else
-            fputc(*p, f);
+            fprintf(f, "\\u%04X", (unsigned)c);
+        p += n;
     }
     fputc('"', f);
 }

@@ -553,6 +553,55 @@ static void test_nesting(void) {
     free(big);
 }
 
+/* Any UTF-8 string value survives write_yaml and reading back, whatever YAML reads specially
+ * (C1 controls, line separators, a byte order mark); bytes that are not UTF-8 are refused. */
+static void test_string_escapes(void) {
+    static const char *const pieces[] = {"a",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "\t",
+                                         "\x01",
+                                         "\x7f",
+                                         "\xc2\x80",
+                                         "\xc2\x85",
+                                         "\xc2\xa0",
+                                         "\xe2\x80\xa8",
+                                         "\xe2\x80\xa9",
+                                         "\xef\xbb\xbf",
+                                         "\xef\xbf\xbd",
+                                         "\xf0\x9f\x99\x82",
+                                         "#",
+                                         ": ",
+                                         "\n",
+                                         "'",
+                                         "- "};
+    const int np = (int)(sizeof pieces / sizeof *pieces);
+    for (int trial = 0; trial < 20; trial++) {
+        char value[256] = "", set[300];
+        int n = (int)rand_int(1, 12);
+        for (int k = 0; k < n; k++) strcat(value, pieces[rand_int(0, np - 1)]);
+        snprintf(set, sizeof set, "data.dir=%s", value);
+        /* --set trims surrounding spaces and one pair of quotes: compare with what it keeps */
+        const char *sets[] = {set};
+        ng_config *c = ng_config_load(spec, nspec, NULL, sets, 1);
+        char *kept = strdup(ng_cfg_str(c, "data.dir"));
+        const char *path = write_cfg("rt_out.yaml", "");
+        FILE *f = fopen(path, "w");
+        ng_config_write_yaml(c, f, "escapes");
+        fclose(f);
+        ng_config_free(c);
+        ng_config *back = ng_config_load(spec, nspec, path, NULL, 0); /* exits 2 if unreadable */
+        NG_TEST(!strcmp(ng_cfg_str(back, "data.dir"), kept), "string value %d read back the same",
+                trial);
+        ng_config_free(back);
+        free(kept);
+    }
+    BAD_SET("data.dir=ab\xff", "data.dir", "not UTF-8");
+    BAD_SET("data.dir=\xed\xa0\x80", "data.dir", "not UTF-8"); /* a surrogate */
+    BAD_SET("data.dir=\xc0\xaf", "data.dir", "not UTF-8");     /* overlong '/' */
+}
+
 /* Under the default handler a bad config ends the program with status 2 and says why. */
 static void bad_config_child(void) {
     const char *path = write_cfg("child.yaml", "optimizer:\n  name: adam\n");
@@ -601,6 +650,7 @@ int main(void) {
     test_values_and_sets();
     test_errors();
     test_nesting();
+    test_string_escapes();
     test_round_trip();
     test_schema_help();
     test_exit_status();
