@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdarg.h>
@@ -24,7 +25,11 @@ struct ng_safetensors {
     char **names;
     ng_tensor *tensors;
     cJSON *meta;
+    ng_safetensors *next_open; /* the list of open files, for ng_safetensors_close_all */
 };
+
+static ng_safetensors *open_files;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *st_names[NG_NUM_DTYPES] = {
     [NG_F32] = "F32",   [NG_F64] = "F64", [NG_F16] = "F16",
@@ -343,11 +348,34 @@ ng_safetensors *ng_safetensors_open(const char *path) {
         ng_safetensors_close(s.f);
         ng_fail("%s", s.msg);
     }
+    pthread_mutex_lock(&open_lock);
+    s.f->next_open = open_files;
+    open_files = s.f;
+    pthread_mutex_unlock(&open_lock);
     return s.f;
+}
+
+int ng_safetensors_close_all(void) {
+    int n = 0;
+    for (;;) {
+        pthread_mutex_lock(&open_lock);
+        ng_safetensors *f = open_files;
+        pthread_mutex_unlock(&open_lock);
+        if (!f) return n;
+        ng_safetensors_close(f);
+        n++;
+    }
 }
 
 void ng_safetensors_close(ng_safetensors *f) {
     if (!f) return;
+    pthread_mutex_lock(&open_lock);
+    for (ng_safetensors **p = &open_files; *p; p = &(*p)->next_open)
+        if (*p == f) {
+            *p = f->next_open;
+            break;
+        }
+    pthread_mutex_unlock(&open_lock);
     for (int i = 0; i < f->n; i++) free(f->names[i]);
     free(f->names);
     free(f->tensors);

@@ -26,6 +26,9 @@ typedef struct ng_safetensors ng_safetensors;
  * ranges inside the data and not overlapping. */
 ng_safetensors *ng_safetensors_open(const char *path);
 void ng_safetensors_close(ng_safetensors *f);
+/* Closes every file still open and returns how many there were. For code that catches usage
+ * errors (tests, fuzzers): a caller that raised an error with a file open leaves it here. */
+int ng_safetensors_close_all(void);
 int ng_safetensors_count(const ng_safetensors *f);
 /* The i-th tensor (in file order of offsets) as a host view into the file's buffer. */
 ng_tensor ng_safetensors_get(const ng_safetensors *f, int i);

@@ -80,9 +80,9 @@ ng_tensor ng_tensor_view(const ng_tensor *t, int64_t offset, int ndim, const int
                          const char *name) {
     ng_tensor v = ng_tensor_wrap(NULL, t->dtype, t->device, ndim, shape, name);
     NG_CHECK(offset >= 0 && offset <= t->numel - v.numel,
-             "view '%s' of %s: elements [%lld, %lld) lie outside its %lld elements",
-             ng_tensor_name(&v), ng_tensor_name(t), (long long)offset,
-             (long long)(offset + v.numel), (long long)t->numel);
+             "view '%s' of %s: %lld elements from element %lld lie outside its %lld elements",
+             ng_tensor_name(&v), ng_tensor_name(t), (long long)v.numel, (long long)offset,
+             (long long)t->numel);
     v.data = (char *)t->data + (size_t)offset * ng_dtype_size(t->dtype);
     return v;
 }

@@ -34,6 +34,13 @@ static void write_raw(const char *path, const char *header, size_t data_bytes) {
     fclose(f);
 }
 
+/* A file of `header` and data_bytes of data that must be refused with a message naming needle. */
+static void expect_bad(const char *path, const char *header, size_t data_bytes,
+                       const char *needle) {
+    write_raw(path, header, data_bytes);
+    NG_TEST_ERROR(ng_safetensors_open(path), needle);
+}
+
 static void test_round_trip(void) {
     ng_dtype dts[6] = {NG_F32, NG_F64, NG_F16, NG_BF16, NG_I32, NG_U8};
     ng_tensor ts[6];
@@ -122,21 +129,18 @@ static void test_buffers(void) {
 
 static void test_malformed(void) {
     const char *p = tmp_path("bad.safetensors");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* truncated data */
-    write_raw(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
-    NG_TEST_ERROR(ng_safetensors_open(p), "Q4"); /* unknown dtype */
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* offsets disagree with the shape */
-    write_raw(p,
-              "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-              "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
-              12);
-    NG_TEST_ERROR(ng_safetensors_open(p), "overlap");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w");
-    write_raw(p, "{not json", 0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "JSON");
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8,
+               "w"); /* truncated data */
+    expect_bad(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+               "Q4"); /* unknown dtype */
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8,
+               "w"); /* offsets disagree with the shape */
+    expect_bad(p,
+               "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+               "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+               12, "overlap");
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12, "w");
+    expect_bad(p, "{not json", 0, "JSON");
     FILE *f = fopen(p, "wb");
     fputs("abc", f);
     fclose(f);
@@ -226,26 +230,21 @@ static void test_exact_coverage(void) {
     ng_safetensors *empty = ng_safetensors_open(p);
     NG_TEST(ng_safetensors_count(empty) == 0, "an empty file opens");
     ng_safetensors_close(empty);
-    write_raw(p, "{}", 3);
-    NG_TEST_ERROR(ng_safetensors_open(p), "trailing bytes");
+    expect_bad(p, "{}", 3, "trailing bytes");
     /* JSON followed by non-padding bytes inside the header */
-    write_raw(p, "{}xy", 0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "header length");
+    expect_bad(p, "{}xy", 0, "header length");
     /* shapes whose counts overflow: refused naming the tensor, not wrapped to a small size */
-    write_raw(p,
-              "{\"big\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
-              "\"data_offsets\":[0,0]}}",
-              0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "tensor big");
+    expect_bad(p,
+               "{\"big\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
+               "\"data_offsets\":[0,0]}}",
+               0, "tensor big");
     NG_TEST(strstr(ng_last_error(), "overflow"), "says overflow: %s", ng_last_error());
-    write_raw(p,
-              "{\"big\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
-              "\"data_offsets\":[0,0]}}",
-              0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "overflow");
+    expect_bad(p,
+               "{\"big\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
+               "\"data_offsets\":[0,0]}}",
+               0, "overflow");
     /* metadata: strings only, once */
-    write_raw(p, "{\"__metadata__\":{\"step\":3}}", 0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "__metadata__");
+    expect_bad(p, "{\"__metadata__\":{\"step\":3}}", 0, "__metadata__");
     for (int i = 0; i < nt; i++) ng_tensor_free(&ts[i]);
 }
 
