@@ -20,7 +20,8 @@ struct ng_safetensors {
     char *path;
     unsigned char *buf; /* the whole file */
     size_t size;
-    unsigned char *data; /* start of the data section */
+    unsigned char *data;    /* start of the data section */
+    unsigned char *aligned; /* copies of the tensors stored at offsets unaligned for their type */
     int n;
     char **names;
     ng_tensor *tensors;
@@ -281,6 +282,30 @@ static int check_coverage(open_state *s, size_t data_size) {
     return 1;
 }
 
+/* The format does not align tensors (a header length that is not a multiple of 8, or an F16
+ * tensor after a U8 one of odd length), but typed loads need alignment: such tensors are
+ * copied, each to an 8-byte boundary, into one side buffer. */
+static int align_tensors(open_state *s) {
+    ng_safetensors *f = s->f;
+    size_t need = 0;
+    for (int i = 0; i < f->n; i++) {
+        ng_tensor *t = &f->tensors[i];
+        if ((uintptr_t)t->data % ng_dtype_size(t->dtype)) need += (ng_tensor_bytes(t) + 7) / 8 * 8;
+    }
+    if (!need) return 1;
+    f->aligned = malloc(need);
+    if (!f->aligned) return bad(s, "%s: out of host memory for %zu bytes", f->path, need);
+    size_t at = 0;
+    for (int i = 0; i < f->n; i++) {
+        ng_tensor *t = &f->tensors[i];
+        if (!((uintptr_t)t->data % ng_dtype_size(t->dtype))) continue;
+        memcpy(f->aligned + at, t->data, ng_tensor_bytes(t));
+        t->data = f->aligned + at;
+        at += (ng_tensor_bytes(t) + 7) / 8 * 8;
+    }
+    return 1;
+}
+
 static int open_checked(open_state *s, const char *path) {
     ng_safetensors *f = s->f;
     if (!read_whole(s, path)) return 0;
@@ -332,7 +357,7 @@ static int open_checked(open_state *s, const char *path) {
             return bad(s, "%s: __metadata__ must be one JSON object of strings", path);
         if (!read_entry(s, it, data_size)) return 0;
     }
-    return check_coverage(s, data_size);
+    return check_coverage(s, data_size) && align_tensors(s);
 }
 
 ng_safetensors *ng_safetensors_open(const char *path) {
@@ -380,6 +405,7 @@ void ng_safetensors_close(ng_safetensors *f) {
     free(f->names);
     free(f->tensors);
     cJSON_Delete(f->meta);
+    free(f->aligned);
     free(f->buf);
     free(f->path);
     free(f);

@@ -248,6 +248,36 @@ static void test_exact_coverage(void) {
     for (int i = 0; i < nt; i++) ng_tensor_free(&ts[i]);
 }
 
+/* Tensors at offsets unaligned for their type (after a U8 tensor of odd length, behind a header
+ * whose length is not a multiple of 8) are valid files: they are viewed aligned, same bytes. */
+static void test_unaligned(void) {
+    const char *p = tmp_path("unaligned.safetensors");
+    for (int pad = 0; pad < 8; pad++) {
+        char hdr[300];
+        int u = 1 + 2 * (int)(0.5 * (ng_test_uniform() + 1) * 3); /* odd */
+        snprintf(hdr, sizeof hdr,
+                 "{\"u\":{\"dtype\":\"U8\",\"shape\":[%d],\"data_offsets\":[0,%d]},"
+                 "\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[%d,%d]},"
+                 "\"w\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[%d,%d]}}%*s",
+                 u, u, u, u + 6, u + 6, u + 22, pad, "");
+        write_raw(p, hdr, (size_t)u + 22);
+        ng_safetensors *f = ng_safetensors_open(p);
+        int ok = ng_safetensors_count(f) == 3;
+        for (int i = 0; ok && i < 3; i++) {
+            ng_tensor t = ng_safetensors_get(f, i);
+            size_t off = !strcmp(t.name, "u")   ? 0
+                         : !strcmp(t.name, "h") ? (size_t)u
+                                                : (size_t)u + 6;
+            ok = (uintptr_t)t.data % ng_dtype_size(t.dtype) == 0;
+            for (size_t b = 0; ok && b < ng_tensor_bytes(&t); b++)
+                ok = ((unsigned char *)t.data)[b] == (unsigned char)((off + b) * 37 & 0xff);
+        }
+        NG_TEST(ok, "unaligned tensors (header padded by %d) are viewed aligned with their bytes",
+                pad);
+        ng_safetensors_close(f);
+    }
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/ng_test_st_XXXXXX");
     NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
@@ -256,6 +286,7 @@ int main(void) {
     test_buffers();
     test_malformed();
     test_exact_coverage();
+    test_unaligned();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
