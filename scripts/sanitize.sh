@@ -11,7 +11,9 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-po
 NG_BUILD_DIR=$build bash "$root/scripts/build.sh" -DNG_CUDA=OFF -DNG_MPI=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_C_FLAGS=$flags" \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"
-export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1
+# allocator_may_return_null: an allocation too large for the host fails as in a plain build (a
+# usage error from ng_alloc) rather than ending the program inside ASan.
+export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:allocator_may_return_null=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=report_objects=1
 if [ $# -eq 0 ]; then set -- -LE slow; fi
