@@ -906,10 +906,9 @@ static void write_float(FILE *f, double x) {
         fprintf(f, "%s.0", b);
 }
 
-/* Double-quoted, so "no", "1e3" or "" stay strings. */
-/* A double-quoted YAML string that reads back to t: characters YAML does not allow raw in a
- * file (controls, C1 controls, U+FFFE/U+FFFF) and those it reads as line breaks or a byte order
- * mark (U+0085, U+2028, U+2029, U+FEFF) are escaped. */
+/* A double-quoted YAML string (so "no", "1e3" or "" stay strings) that reads back to t: characters
+ * YAML does not allow raw in a file (controls, C1 controls, U+FFFE/U+FFFF) and those it reads as
+ * line breaks or a byte order mark (U+0085, U+2028, U+2029, U+FEFF) are escaped. */
 static void write_string(FILE *f, const char *t) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)t; *p;) {
