@@ -51,13 +51,17 @@ int ng_cmd_bench(int argc, char **argv) {
             if (!v) return bad(a, v, "an architecture name");
             arch = v;
         } else if (!strcmp(a, "--batch")) {
-            if (!v || (batch = atoll(v)) <= 0) return bad(a, v, "a batch size > 0");
+            if (!v || (batch = atoll(v)) <= 0 || batch > (1 << 30))
+                return bad(a, v, "a batch size from 1 to 2^30");
         } else if (!strcmp(a, "--img")) {
-            if (!v || (img = atoll(v)) <= 0) return bad(a, v, "an image side > 0");
+            /* bounded so shape arithmetic (img^3 voxels, patches) stays far from overflow */
+            if (!v || (img = atoll(v)) <= 0 || img > 65536)
+                return bad(a, v, "an image side from 1 to 65536");
         } else if (!strcmp(a, "--steps")) {
             if (!v || (steps = atoi(v)) < 1 || steps > 1000) return bad(a, v, "1..1000 steps");
         } else if (!strcmp(a, "--arena-mib")) {
-            if (!v || (arena_mib = atol(v)) <= 0) return bad(a, v, "a size in MiB > 0");
+            if (!v || (arena_mib = atol(v)) <= 0 || arena_mib > (1L << 30))
+                return bad(a, v, "a size in MiB from 1 to 2^30");
         } else if (!strcmp(a, "--device")) {
             if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) return bad(a, v, "cpu or cuda");
             dev = strcmp(v, "cpu") ? NG_CUDA : NG_CPU;

@@ -29,7 +29,8 @@ static int parse_sizes(const char *s, int64_t *out, int cap) {
     while (*s && n < cap) {
         char *end;
         long long v = strtoll(s, &end, 10);
-        if (end == s || v <= 0) return -1;
+        /* 2^20 squared is 4 TiB of f32: larger is a typo, and its byte counts would overflow */
+        if (end == s || v <= 0 || v > (1 << 20)) return -1;
         out[n++] = v;
         s = *end == ',' ? end + 1 : end;
         if (*end && *end != ',') return -1;
@@ -83,7 +84,7 @@ int ng_cmd_bench_core(int argc, char **argv) {
         else {
             fprintf(stderr,
                     "natgrad: error: bench-core: bad option %s %s (--device cpu|cuda, --gemm and "
-                    "--eigh take comma-separated sizes > 0, --reps 1..64)\n",
+                    "--eigh take comma-separated sizes from 1 to 2^20, --reps 1..64)\n",
                     a, v);
             return 2;
         }

@@ -20,7 +20,14 @@ static const char *const src_name[] = {"default", "file", "--set"};
 static const char *const type_name[] = {"int", "float", "bool", "string", "choice", "int list"};
 
 #define MAX_DEPTH 32 /* nesting of YAML mappings; also stops self-referencing aliases */
-#define MAX_KEY 256  /* longest dotted key */
+/* Nesting of mappings and lists together, checked on parser events before libyaml builds a
+ * document: libyaml's scanner rescans every open level for each token, so a deep file (100k
+ * '[') would take hours to reject. A config nests a few levels. */
+#define MAX_NEST 64
+/* Key/value pairs visited while walking the document: aliases let a small file name one
+ * mapping from many places, which would otherwise multiply the walk without bound. */
+#define MAX_PAIRS 100000
+#define MAX_KEY 256 /* longest dotted key */
 #define MAX_FILE (1 << 24)
 
 typedef struct {
@@ -41,6 +48,7 @@ struct ng_config {
     int n;
     cfg_value *v;
     char *path;
+    long pairs;     /* pairs walked so far, against MAX_PAIRS */
     char err[1024]; /* the pending error while loading */
 };
 
@@ -514,6 +522,9 @@ static int walk(ng_config *c, yaml_document_t *doc, yaml_node_t *map, const char
         yaml_node_t *k = yaml_document_get_node(doc, p->key),
                     *v = yaml_document_get_node(doc, p->value);
         int line = (int)k->start_mark.line + 1, i;
+        if (++c->pairs > MAX_PAIRS)
+            return failf(c, "%s line %d: more than %d keys once aliases (*name) are expanded",
+                         c->path, line, MAX_PAIRS);
         if (k->type != YAML_SCALAR_NODE)
             return failf(c, "%s line %d: a key must be a plain name, not a %s", c->path, line,
                          node_kind(k));
@@ -608,6 +619,32 @@ static int syntax_error(ng_config *c, const yaml_parser_t *p, const char *buf, s
                  has_tab ? " (YAML indents with spaces; this line has a tab)" : "", excerpt);
 }
 
+/* Reads the file as parser events only, counting open mappings and lists, and stops at the
+ * first one past MAX_NEST. A syntax error is left for the document pass to report. */
+static int check_nesting(ng_config *c, const char *buf, size_t len) {
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) return failf(c, "%s: out of memory reading YAML", c->path);
+    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+    int depth = 0, rc = 0;
+    for (;;) {
+        yaml_event_t e;
+        if (!yaml_parser_parse(&p, &e)) break;
+        yaml_event_type_t t = e.type;
+        int line = (int)e.start_mark.line + 1;
+        yaml_event_delete(&e);
+        if (t == YAML_STREAM_END_EVENT) break;
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT) depth++;
+        if (t == YAML_MAPPING_END_EVENT || t == YAML_SEQUENCE_END_EVENT) depth--;
+        if (depth > MAX_NEST) {
+            rc = failf(c, "%s line %d: mappings and lists nest deeper than %d levels", c->path,
+                       line, MAX_NEST);
+            break;
+        }
+    }
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 static int read_file(ng_config *c, const char *path) {
     struct stat st;
     if (stat(path, &st)) return failf(c, "--config: cannot open %s: %s", path, strerror(errno));
@@ -626,6 +663,10 @@ static int read_file(ng_config *c, const char *path) {
         return failf(c, "--config: cannot read %s", path);
     }
     buf[len] = 0;
+    if (check_nesting(c, buf, len)) {
+        free(buf);
+        return -1;
+    }
 
     yaml_parser_t p;
     yaml_document_t doc;
@@ -671,6 +712,36 @@ static int read_file(ng_config *c, const char *path) {
 
 /* ---- --set -------------------------------------------------------------------------------- */
 
+/* The length of the UTF-8 sequence at p and its code point, or 0 when it is not valid UTF-8
+ * (overlong forms, surrogates and code points past U+10FFFF included). */
+static int utf8_next(const unsigned char *p, uint32_t *cp) {
+    int n = p[0] < 0x80             ? 1
+            : (p[0] & 0xE0) == 0xC0 ? 2
+            : (p[0] & 0xF0) == 0xE0 ? 3
+            : (p[0] & 0xF8) == 0xF0 ? 4
+                                    : 0;
+    if (!n) return 0;
+    uint32_t c = n == 1 ? p[0] : p[0] & (0x7F >> n);
+    for (int k = 1; k < n; k++) {
+        if ((p[k] & 0xC0) != 0x80) return 0;
+        c = c << 6 | (p[k] & 0x3F);
+    }
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < least[n] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    *cp = c;
+    return n;
+}
+
+static int is_utf8(const char *s) {
+    uint32_t cp;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_next(p, &cp);
+        if (!n) return 0;
+        p += n;
+    }
+    return 1;
+}
+
 static int apply_set(ng_config *c, const char *arg) {
     const char *eq = strchr(arg, '=');
     char key[MAX_KEY];
@@ -683,6 +754,7 @@ static int apply_set(ng_config *c, const char *arg) {
         if (find_section(c->spec, c->n, k) >= 0) return not_a_key(c, k, " (from --set)");
         return unknown_key(c, k, 0);
     }
+    if (!is_utf8(eq + 1)) return failf(c, "%s: the value given with --set is not UTF-8 text", k);
     char *val = strdup(eq + 1), *v = trim(val);
     size_t l = strlen(v);
     if (l >= 2 && (v[0] == '"' || v[0] == '\'') && v[l - 1] == v[0]) {
@@ -834,20 +906,32 @@ static void write_float(FILE *f, double x) {
         fprintf(f, "%s.0", b);
 }
 
-/* Double-quoted, so "no", "1e3" or "" stay strings. */
+/* A double-quoted YAML string (so "no", "1e3" or "" stay strings) that reads back to t: characters
+ * YAML does not allow raw in a file (controls, C1 controls, U+FFFE/U+FFFF) and those it reads as
+ * line breaks or a byte order mark (U+0085, U+2028, U+2029, U+FEFF) are escaped. */
 static void write_string(FILE *f, const char *t) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)t; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
+    for (const unsigned char *p = (const unsigned char *)t; *p;) {
+        uint32_t c = 0;
+        int n = utf8_next(p, &c);
+        if (!n) { /* values are checked to be UTF-8 when set; never here */
+            fprintf(f, "\\x%02x", *p++);
+            continue;
+        }
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", (int)c);
+        else if (c == '\n')
             fputs("\\n", f);
-        else if (*p == '\t')
+        else if (c == '\t')
             fputs("\\t", f);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(f, "\\x%02x", *p);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\x%02x", (unsigned)c);
+        else if (c < 0x80 || (c >= 0xA0 && c <= 0xD7FF && c != 0x2028 && c != 0x2029) ||
+                 (c >= 0xE000 && c <= 0xFFFD && c != 0xFEFF) || c >= 0x10000)
+            fwrite(p, 1, (size_t)n, f);
         else
-            fputc(*p, f);
+            fprintf(f, "\\u%04X", (unsigned)c);
+        p += n;
     }
     fputc('"', f);
 }

@@ -21,7 +21,7 @@ const char *ng_status_name(ng_status s);
 
 /* Reports a usage error and does not return under the default handler, which prints
  * "natgrad: error: <message>" and exits with NG_EXIT_USAGE. */
-void ng_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ng_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* A failing library call (CUDA, cuBLAS, ...): prints the library, file, line, the call and
  * the library's own message, then aborts, since the device state is no longer trusted. */

@@ -5,9 +5,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -17,12 +20,17 @@ struct ng_safetensors {
     char *path;
     unsigned char *buf; /* the whole file */
     size_t size;
-    unsigned char *data; /* start of the data section */
+    unsigned char *data;    /* start of the data section */
+    unsigned char *aligned; /* copies of the tensors stored at offsets unaligned for their type */
     int n;
     char **names;
     ng_tensor *tensors;
     cJSON *meta;
+    ng_safetensors *next_open; /* the list of open files, for ng_safetensors_close_all */
 };
+
+static ng_safetensors *open_files;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *st_names[NG_NUM_DTYPES] = {
     [NG_F32] = "F32",   [NG_F64] = "F64", [NG_F16] = "F16",
@@ -113,110 +121,295 @@ void ng_safetensors_save(const char *path, const ng_st_entry *e, int n, const ch
     free(buf);
 }
 
-static int cmp_by_offset(const void *a, const void *b, void *ctx) {
-    const ng_tensor *t = ctx;
-    const unsigned char *x = t[*(const int *)a].data, *y = t[*(const int *)b].data;
-    return (x > y) - (x < y);
+/* The reading state: on any error the message is formatted here, everything is freed, and only
+ * then is ng_fail raised, so a caught error (tests, fuzzers) leaks nothing. */
+typedef struct {
+    ng_safetensors *f;
+    cJSON *h;
+    int64_t *begin, *end; /* byte range of tensor i in the data section */
+    int *idx;
+    char msg[1024];
+} open_state;
+
+static int bad(open_state *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(open_state *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+    va_end(ap);
+    return 0;
 }
 
-/* Offsets must be exact integers: a double that is not one is a lie about offsets. */
-static int64_t get_int(cJSON *v, const char *path, const char *tensor, const char *what) {
-    NG_CHECK(cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9.0e15 &&
-                 v->valuedouble == (double)(int64_t)v->valuedouble,
-             "%s: tensor %s: %s must be a non-negative integer", path, tensor, what);
-    return (int64_t)v->valuedouble;
+/* Offsets and dims must be exact integers: a double that is not one is a lie about sizes. */
+static int get_int(open_state *s, cJSON *v, const char *tensor, const char *what, int64_t *out) {
+    if (!(cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9.0e15 &&
+          v->valuedouble == (double)(int64_t)v->valuedouble))
+        return bad(s, "%s: tensor %s: %s must be a non-negative integer", s->f->path, tensor, what);
+    *out = (int64_t)v->valuedouble;
+    return 1;
 }
 
-ng_safetensors *ng_safetensors_open(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    NG_CHECK(fp, "cannot open %s: %s", path, strerror(errno));
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    ng_safetensors *f = calloc(1, sizeof *f);
-    f->path = strdup(path);
-    f->size = size > 0 ? (size_t)size : 0;
+static int cmp_range(const void *a, const void *b, void *ctx) {
+    const open_state *s = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    if (s->begin[i] != s->begin[j])
+        return (s->begin[i] > s->begin[j]) - (s->begin[i] < s->begin[j]);
+    return (s->end[i] > s->end[j]) - (s->end[i] < s->end[j]);
+}
+
+static int cmp_name(const void *a, const void *b, void *ctx) {
+    const ng_safetensors *f = ctx;
+    return strcmp(f->names[*(const int *)a], f->names[*(const int *)b]);
+}
+
+static int read_whole(open_state *s, const char *path) {
+    ng_safetensors *f = s->f;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return bad(s, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return bad(s, "%s: not a regular file", path);
+    }
+    f->size = (size_t)st.st_size;
     f->buf = malloc(f->size ? f->size : 1);
-    size_t got = fread(f->buf, 1, f->size, fp);
-    fclose(fp);
-    NG_CHECK(got == f->size, "%s: read %zu of %zu bytes", path, got, f->size);
-    NG_CHECK(f->size >= 8, "%s: truncated: %zu bytes, not even the 8-byte header length", path,
-             f->size);
+    if (!f->buf) {
+        close(fd);
+        return bad(s, "%s: out of host memory for %zu bytes", path, f->size);
+    }
+    size_t got = 0;
+    while (got < f->size) {
+        ssize_t r = read(fd, f->buf + got, f->size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != f->size) return bad(s, "%s: read %zu of %zu bytes", path, got, f->size);
+    return 1;
+}
+
+/* One tensor's entry: dtype, shape and a byte range that matches the shape. */
+static int read_entry(open_state *s, cJSON *it, size_t data_size) {
+    ng_safetensors *f = s->f;
+    const char *path = f->path, *name = it->string;
+    cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+    cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
+    cJSON *of = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+    if (!(cJSON_IsString(dt) && cJSON_IsArray(sh) && cJSON_IsArray(of) &&
+          cJSON_GetArraySize(of) == 2))
+        return bad(s, "%s: tensor %s: needs dtype, shape and data_offsets [begin, end]", path,
+                   name);
+    int t = ng_st_dtype_from_name(dt->valuestring);
+    if (t < 0)
+        return bad(s, "%s: tensor %s: dtype %.40s is not supported (F32, F64, F16, BF16, I32, U8)",
+                   path, name, dt->valuestring);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > NG_MAX_DIMS)
+        return bad(s, "%s: tensor %s: %d dims, at most %d supported", path, name, nd, NG_MAX_DIMS);
+    int64_t shape[NG_MAX_DIMS], b = 0, e = 0, numel = 0;
+    for (int d = 0; d < nd; d++)
+        if (!get_int(s, cJSON_GetArrayItem(sh, d), name, "shape", &shape[d])) return 0;
+    if (!get_int(s, cJSON_GetArrayItem(of, 0), name, "data_offsets", &b) ||
+        !get_int(s, cJSON_GetArrayItem(of, 1), name, "data_offsets", &e))
+        return 0;
+    size_t es = ng_dtype_size((ng_dtype)t);
+    if (!ng_shape_numel(nd, shape, es, &numel))
+        return bad(s, "%s: tensor %s: the shape's element count overflows 64 bits", path, name);
+    if (!(b <= e && (uint64_t)e <= data_size))
+        return bad(s,
+                   "%s: tensor %s: data_offsets [%lld, %lld] lie outside the %zu data bytes "
+                   "(truncated file?)",
+                   path, name, (long long)b, (long long)e, data_size);
+    if (e - b != numel * (int64_t)es)
+        return bad(s, "%s: tensor %s: %s shape needs %lld bytes but data_offsets give %lld", path,
+                   name, dt->valuestring, (long long)(numel * (int64_t)es), (long long)(e - b));
+    int i = f->n++;
+    f->names[i] = strdup(name);
+    if (!f->names[i]) return bad(s, "%s: out of host memory", path);
+    f->tensors[i] = ng_tensor_wrap(f->data + b, (ng_dtype)t, NG_CPU, nd, shape, f->names[i]);
+    s->begin[i] = b, s->end[i] = e;
+    return 1;
+}
+
+/* The format's reference reader demands that the data section be exactly the tensors' ranges:
+ * sorted by offset they start at 0, each begins where the previous ends, and the last ends at
+ * the end of the file. A header length off by one byte shifts every range, and is caught here
+ * rather than loaded as shifted weights. */
+static int check_coverage(open_state *s, size_t data_size) {
+    ng_safetensors *f = s->f;
+    for (int i = 0; i < f->n; i++) s->idx[i] = i;
+    qsort_r(s->idx, (size_t)f->n, sizeof(int), cmp_range, s);
+    int64_t at = 0;
+    const char *prev = NULL;
+    for (int k = 0; k < f->n; k++) {
+        int i = s->idx[k];
+        if (s->begin[i] < at)
+            return bad(s, "%s: tensors %s and %s overlap in the data section", f->path, prev,
+                       f->names[i]);
+        if (s->begin[i] > at)
+            return bad(s,
+                       "%s: tensor %s starts at data byte %lld but %s ends at %lld: the data "
+                       "section has a gap (header length off?)",
+                       f->path, f->names[i], (long long)s->begin[i], prev ? prev : "the start",
+                       (long long)at);
+        at = s->end[i], prev = f->names[i];
+    }
+    if ((uint64_t)at != data_size)
+        return bad(s,
+                   "%s: the data section has %zu bytes but the tensors cover %lld (last: %s): "
+                   "trailing bytes or a header length off",
+                   f->path, data_size, (long long)at, prev ? prev : "none");
+    /* File order of offsets, so a reader walks the data front to back. */
+    ng_tensor *sorted = malloc(sizeof(ng_tensor) * (size_t)(f->n + 1));
+    char **names = malloc(sizeof(char *) * (size_t)(f->n + 1));
+    if (!sorted || !names) {
+        free(sorted), free(names);
+        return bad(s, "%s: out of host memory", f->path);
+    }
+    for (int k = 0; k < f->n; k++)
+        sorted[k] = f->tensors[s->idx[k]], names[k] = f->names[s->idx[k]];
+    memcpy(f->tensors, sorted, sizeof(ng_tensor) * (size_t)f->n);
+    memcpy(f->names, names, sizeof(char *) * (size_t)f->n);
+    free(sorted), free(names);
+    /* Names are unique (JSON objects may repeat keys; the reference reader does not accept it). */
+    for (int i = 0; i < f->n; i++) s->idx[i] = i;
+    qsort_r(s->idx, (size_t)f->n, sizeof(int), cmp_name, f);
+    for (int k = 1; k < f->n; k++)
+        if (!strcmp(f->names[s->idx[k - 1]], f->names[s->idx[k]]))
+            return bad(s, "%s: tensor %s is listed twice in the header", f->path,
+                       f->names[s->idx[k]]);
+    return 1;
+}
+
+/* The format does not align tensors (a header length that is not a multiple of 8, or an F16
+ * tensor after a U8 one of odd length), but typed loads need alignment: such tensors are
+ * copied, each to an 8-byte boundary, into one side buffer. */
+static int align_tensors(open_state *s) {
+    ng_safetensors *f = s->f;
+    size_t need = 0;
+    for (int i = 0; i < f->n; i++) {
+        ng_tensor *t = &f->tensors[i];
+        if (!((uintptr_t)t->data % ng_dtype_size(t->dtype))) continue;
+        if (!t->numel)
+            t->data = f->buf; /* nothing to read: any aligned address will do */
+        else
+            need += (ng_tensor_bytes(t) + 7) / 8 * 8;
+    }
+    if (!need) return 1;
+    f->aligned = malloc(need);
+    if (!f->aligned) return bad(s, "%s: out of host memory for %zu bytes", f->path, need);
+    size_t at = 0;
+    for (int i = 0; i < f->n; i++) {
+        ng_tensor *t = &f->tensors[i];
+        if (!((uintptr_t)t->data % ng_dtype_size(t->dtype))) continue;
+        memcpy(f->aligned + at, t->data, ng_tensor_bytes(t));
+        t->data = f->aligned + at;
+        at += (ng_tensor_bytes(t) + 7) / 8 * 8;
+    }
+    return 1;
+}
+
+static int open_checked(open_state *s, const char *path) {
+    ng_safetensors *f = s->f;
+    if (!read_whole(s, path)) return 0;
+    if (f->size < 8)
+        return bad(s, "%s: truncated: %zu bytes, not even the 8-byte header length", path, f->size);
     uint64_t hl = 0;
     for (int b = 7; b >= 0; b--) hl = hl << 8 | f->buf[b];
-    NG_CHECK(hl <= f->size - 8,
-             "%s: truncated or not safetensors: header of %llu bytes in a %zu-byte file", path,
-             (unsigned long long)hl, f->size);
-    cJSON *h = cJSON_ParseWithLength((const char *)f->buf + 8, (size_t)hl);
-    NG_CHECK(h && cJSON_IsObject(h), "%s: the header is not a JSON object", path);
+    if (hl > f->size - 8)
+        return bad(s, "%s: truncated or not safetensors: header of %llu bytes in a %zu-byte file",
+                   path, (unsigned long long)hl, f->size);
+    const char *json = (const char *)f->buf + 8, *end = NULL;
+    s->h = cJSON_ParseWithLengthOpts(json, (size_t)hl, &end, 0);
+    if (!s->h || !cJSON_IsObject(s->h))
+        return bad(s,
+                   "%s: the header (%llu bytes) is not a JSON object: not safetensors, or the "
+                   "header length is wrong",
+                   path, (unsigned long long)hl);
+    /* Only padding may follow the object: anything else means the header length is wrong. */
+    for (; end < json + hl; end++)
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r')
+            return bad(s,
+                       "%s: the header's JSON ends at byte %lld of %llu and other bytes follow "
+                       "(header length wrong?)",
+                       path, (long long)(end - json), (unsigned long long)hl);
     f->data = f->buf + 8 + hl;
     size_t data_size = f->size - 8 - (size_t)hl;
     int count = 0;
-    for (cJSON *it = h->child; it; it = it->next)
-        if (strcmp(it->string, "__metadata__")) count++;
+    for (cJSON *it = s->h->child; it; it = it->next) count++;
     f->names = calloc((size_t)count + 1, sizeof *f->names);
     f->tensors = calloc((size_t)count + 1, sizeof *f->tensors);
-    for (cJSON *it = h->child; it; it = it->next) {
-        const char *name = it->string;
-        if (!strcmp(name, "__metadata__")) {
-            f->meta = cJSON_Duplicate(it, 1);
-            continue;
+    s->begin = calloc((size_t)count + 1, sizeof *s->begin);
+    s->end = calloc((size_t)count + 1, sizeof *s->end);
+    s->idx = calloc((size_t)count + 1, sizeof *s->idx);
+    if (!f->names || !f->tensors || !s->begin || !s->end || !s->idx)
+        return bad(s, "%s: out of host memory for %d tensors", path, count);
+    for (cJSON *it = s->h->child; it; it = it->next) {
+        if (!strcmp(it->string, "__metadata__")) {
+            if (!cJSON_IsObject(it))
+                return bad(s, "%s: __metadata__ must be one JSON object of strings", path);
+            for (cJSON *v = it->child; v; v = v->next)
+                if (!cJSON_IsString(v))
+                    return bad(s, "%s: __metadata__ value %s is not a string", path, v->string);
+            f->meta = cJSON_DetachItemViaPointer(s->h, it);
+            break; /* the list changed under us; walk it again without the metadata */
         }
-        cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
-        cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
-        cJSON *of = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
-        NG_CHECK(cJSON_IsString(dt) && cJSON_IsArray(sh) && cJSON_IsArray(of) &&
-                     cJSON_GetArraySize(of) == 2,
-                 "%s: tensor %s: needs dtype, shape and data_offsets [begin, end]", path, name);
-        int t = ng_st_dtype_from_name(dt->valuestring);
-        NG_CHECK(t >= 0, "%s: tensor %s: dtype %s is not supported (F32, F64, F16, BF16, I32, U8)",
-                 path, name, dt->valuestring);
-        int nd = cJSON_GetArraySize(sh);
-        NG_CHECK(nd <= NG_MAX_DIMS, "%s: tensor %s: %d dims, at most %d supported", path, name, nd,
-                 NG_MAX_DIMS);
-        int64_t shape[NG_MAX_DIMS];
-        for (int d = 0; d < nd; d++)
-            shape[d] = get_int(cJSON_GetArrayItem(sh, d), path, name, "shape");
-        int64_t b = get_int(cJSON_GetArrayItem(of, 0), path, name, "data_offsets");
-        int64_t e = get_int(cJSON_GetArrayItem(of, 1), path, name, "data_offsets");
-        ng_tensor v = ng_tensor_wrap(NULL, (ng_dtype)t, NG_CPU, nd, shape, NULL);
-        NG_CHECK(b <= e && (uint64_t)e <= data_size,
-                 "%s: tensor %s: data_offsets [%lld, %lld] lie outside the %zu data bytes "
-                 "(truncated file?)",
-                 path, name, (long long)b, (long long)e, data_size);
-        NG_CHECK((size_t)(e - b) == ng_tensor_bytes(&v),
-                 "%s: tensor %s: %s shape needs %zu bytes but data_offsets give %lld", path, name,
-                 dt->valuestring, ng_tensor_bytes(&v), (long long)(e - b));
-        f->names[f->n] = strdup(name);
-        v.data = f->data + b;
-        v.name = f->names[f->n];
-        f->tensors[f->n++] = v;
     }
-    cJSON_Delete(h);
-    /* Ranges must not overlap: sort indices by start and compare neighbours. */
-    int *idx = malloc(sizeof(int) * (size_t)(f->n + 1));
-    for (int i = 0; i < f->n; i++) idx[i] = i;
-    qsort_r(idx, (size_t)f->n, sizeof(int), cmp_by_offset, f->tensors);
-    for (int i = 1; i < f->n; i++) {
-        ng_tensor *a = &f->tensors[idx[i - 1]], *b = &f->tensors[idx[i]];
-        NG_CHECK((unsigned char *)a->data + ng_tensor_bytes(a) <= (unsigned char *)b->data,
-                 "%s: tensors %s and %s overlap in the data section", path, a->name, b->name);
+    for (cJSON *it = s->h->child; it; it = it->next) {
+        if (!strcmp(it->string, "__metadata__"))
+            return bad(s, "%s: __metadata__ must be one JSON object of strings", path);
+        if (!read_entry(s, it, data_size)) return 0;
     }
-    /* File order of offsets, so a reader walks the data front to back. */
-    ng_tensor *sorted = malloc(sizeof(ng_tensor) * (size_t)(f->n + 1));
-    for (int i = 0; i < f->n; i++) sorted[i] = f->tensors[idx[i]];
-    memcpy(f->tensors, sorted, sizeof(ng_tensor) * (size_t)f->n);
-    free(sorted);
-    free(idx);
-    return f;
+    return check_coverage(s, data_size) && align_tensors(s);
+}
+
+ng_safetensors *ng_safetensors_open(const char *path) {
+    open_state s = {0};
+    s.f = calloc(1, sizeof *s.f);
+    NG_CHECK(s.f, "%s: out of host memory", path);
+    s.f->path = strdup(path);
+    int ok = s.f->path && open_checked(&s, path);
+    cJSON_Delete(s.h);
+    free(s.begin), free(s.end), free(s.idx);
+    if (!ok) {
+        if (!s.msg[0]) snprintf(s.msg, sizeof s.msg, "%s: out of host memory", path);
+        ng_safetensors_close(s.f);
+        ng_fail("%s", s.msg);
+    }
+    pthread_mutex_lock(&open_lock);
+    s.f->next_open = open_files;
+    open_files = s.f;
+    pthread_mutex_unlock(&open_lock);
+    return s.f;
+}
+
+int ng_safetensors_close_all(void) {
+    int n = 0;
+    for (;;) {
+        pthread_mutex_lock(&open_lock);
+        ng_safetensors *f = open_files;
+        pthread_mutex_unlock(&open_lock);
+        if (!f) return n;
+        ng_safetensors_close(f);
+        n++;
+    }
 }
 
 void ng_safetensors_close(ng_safetensors *f) {
     if (!f) return;
+    pthread_mutex_lock(&open_lock);
+    for (ng_safetensors **p = &open_files; *p; p = &(*p)->next_open)
+        if (*p == f) {
+            *p = f->next_open;
+            break;
+        }
+    pthread_mutex_unlock(&open_lock);
     for (int i = 0; i < f->n; i++) free(f->names[i]);
     free(f->names);
     free(f->tensors);
     cJSON_Delete(f->meta);
+    free(f->aligned);
     free(f->buf);
     free(f->path);
     free(f);

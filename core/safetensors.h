@@ -26,8 +26,12 @@ typedef struct ng_safetensors ng_safetensors;
  * ranges inside the data and not overlapping. */
 ng_safetensors *ng_safetensors_open(const char *path);
 void ng_safetensors_close(ng_safetensors *f);
+/* Closes every file still open and returns how many there were. For code that catches usage
+ * errors (tests, fuzzers): a caller that raised an error with a file open leaves it here. */
+int ng_safetensors_close_all(void);
 int ng_safetensors_count(const ng_safetensors *f);
-/* The i-th tensor (in file order of offsets) as a host view into the file's buffer. */
+/* The i-th tensor (in file order of offsets) as a host view into the file's buffer, aligned to
+ * its element size (a tensor stored at an unaligned offset is viewed in an aligned copy). */
 ng_tensor ng_safetensors_get(const ng_safetensors *f, int i);
 /* The tensor named `name` as a host view, or 0 when absent. */
 int ng_safetensors_find(const ng_safetensors *f, const char *name, ng_tensor *out);

@@ -12,14 +12,29 @@ const char *ng_tensor_name(const ng_tensor *t) {
     return t && t->name ? t->name : "tensor";
 }
 
-static int64_t shape_numel(int ndim, const int64_t *shape, const char *name) {
-    NG_CHECK(ndim >= 0 && ndim <= NG_MAX_DIMS, "tensor '%s': %d dims, at most %d allowed",
-             name ? name : "tensor", ndim, NG_MAX_DIMS);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        NG_CHECK(shape[i] >= 0, "tensor '%s': dim %d is %lld, must be >= 0", name ? name : "tensor",
-                 i, (long long)shape[i]);
-        n *= shape[i];
+int ng_shape_numel(int ndim, const int64_t *shape, size_t elem_size, int64_t *numel) {
+    /* Sizes come from files and configs: every product is checked, and so is the byte count,
+     * which must fit an int64 so pointer offsets and size_t arithmetic cannot wrap. */
+    int64_t n = 1, bytes;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n)) return 0;
+    if (__builtin_mul_overflow(n, (int64_t)elem_size, &bytes)) return 0;
+    *numel = n;
+    return 1;
+}
+
+static int64_t shape_numel(ng_dtype dtype, int ndim, const int64_t *shape, const char *name) {
+    const char *nm = name ? name : "tensor";
+    NG_CHECK(ndim >= 0 && ndim <= NG_MAX_DIMS, "tensor '%s': %d dims, at most %d allowed", nm, ndim,
+             NG_MAX_DIMS);
+    for (int i = 0; i < ndim; i++)
+        NG_CHECK(shape[i] >= 0, "tensor '%s': dim %d is %lld, must be >= 0", nm, i,
+                 (long long)shape[i]);
+    int64_t n = 0;
+    if (!ng_shape_numel(ndim, shape, ng_dtype_size(dtype), &n)) {
+        ng_tensor t = {.dtype = dtype, .ndim = ndim};
+        for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
+        ng_fail("tensor '%s': shape %s holds more than 2^63 bytes", nm, ng_tensor_desc(&t));
     }
     return n;
 }
@@ -29,7 +44,7 @@ ng_tensor ng_tensor_wrap(void *data, ng_dtype dtype, ng_device dev, int ndim, co
     NG_CHECK((unsigned)dtype < NG_NUM_DTYPES, "tensor '%s': bad dtype %d", name ? name : "tensor",
              (int)dtype);
     ng_tensor t = {.data = data, .dtype = dtype, .device = dev, .ndim = ndim, .name = name};
-    t.numel = shape_numel(ndim, shape, name);
+    t.numel = shape_numel(dtype, ndim, shape, name);
     for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
     return t;
 }
@@ -64,10 +79,10 @@ void ng_tensor_free(ng_tensor *t) {
 ng_tensor ng_tensor_view(const ng_tensor *t, int64_t offset, int ndim, const int64_t *shape,
                          const char *name) {
     ng_tensor v = ng_tensor_wrap(NULL, t->dtype, t->device, ndim, shape, name);
-    NG_CHECK(offset >= 0 && offset + v.numel <= t->numel,
-             "view '%s' of %s: elements [%lld, %lld) lie outside its %lld elements",
-             ng_tensor_name(&v), ng_tensor_name(t), (long long)offset,
-             (long long)(offset + v.numel), (long long)t->numel);
+    NG_CHECK(offset >= 0 && offset <= t->numel - v.numel,
+             "view '%s' of %s: %lld elements from element %lld lie outside its %lld elements",
+             ng_tensor_name(&v), ng_tensor_name(t), (long long)v.numel, (long long)offset,
+             (long long)t->numel);
     v.data = (char *)t->data + (size_t)offset * ng_dtype_size(t->dtype);
     return v;
 }

@@ -51,6 +51,9 @@ ng_tensor ng_tensor_to(const ng_tensor *t, ng_device dev, const char *name);
 void ng_tensor_copy(ng_tensor *dst, const ng_tensor *src);
 
 size_t ng_tensor_bytes(const ng_tensor *t);
+/* The element count of `shape` into *numel, or 0 when a dim is negative or the count or its
+ * bytes (elem_size each) overflow int64: for sizes read from files, before they are trusted. */
+int ng_shape_numel(int ndim, const int64_t *shape, size_t elem_size, int64_t *numel);
 int ng_tensor_same_shape(const ng_tensor *a, const ng_tensor *b);
 /* "f32 cuda [3,5,7]": for messages. Returns a pointer into a small rotating buffer. */
 const char *ng_tensor_desc(const ng_tensor *t);

@@ -112,9 +112,16 @@ ng_dataset *ng_mnist_load(const char *images, const char *labels, const char *na
         BAD("%s: images are %ux%u, MNIST's are %dx%d", images, rows, cols, SIDE, SIDE);
     if (n == 0) BAD("%s: holds no images", images);
     if (n != nl) BAD("%s holds %u images but %s holds %u labels", images, n, labels, nl);
-    if (il != 16 + (size_t)n * PIXELS)
-        BAD("%s: %zu bytes, but a header and %u images take %zu (%s)", images, il, n,
-            16 + (size_t)n * PIXELS, il < 16 + (size_t)n * PIXELS ? "truncated" : "trailing data");
+    /* The count is the file's word: every size made from it is checked (a 32-bit size_t
+     * would wrap at 5.5M images). */
+    size_t pixels, want, xbytes;
+    if (__builtin_mul_overflow((size_t)n, (size_t)PIXELS, &pixels) ||
+        __builtin_add_overflow(pixels, (size_t)16, &want) ||
+        __builtin_mul_overflow(pixels, sizeof(float), &xbytes))
+        BAD("%s: %u images of %dx%d do not fit in memory", images, n, SIDE, SIDE);
+    if (il != want)
+        BAD("%s: %zu bytes, but a header and %u images take %zu (%s)", images, il, n, want,
+            il < want ? "truncated" : "trailing data");
     if (ll != 8 + (size_t)n)
         BAD("%s: %zu bytes, but a header and %u labels take %zu (%s)", labels, ll, n, 8 + (size_t)n,
             ll < 8 + (size_t)n ? "truncated" : "trailing data");
@@ -123,7 +130,7 @@ ng_dataset *ng_mnist_load(const char *images, const char *labels, const char *na
             BAD("%s: label %u of example %u is not a digit 0-9", labels, s.lb[8 + i], i);
 
     ng_dataset *d = calloc(1, sizeof *d);
-    if (d) d->x = malloc(sizeof(float) * (size_t)n * PIXELS);
+    if (d) d->x = malloc(xbytes);
     if (d) d->y = malloc(sizeof(int32_t) * (size_t)n);
     if (!d || !d->x || !d->y) {
         ng_dataset_free(d);
@@ -137,7 +144,7 @@ ng_dataset *ng_mnist_load(const char *images, const char *labels, const char *na
     float lut[256];
     for (int v = 0; v < 256; v++) lut[v] = (float)((v / 255.0 - 0.1307) / 0.3081);
     const unsigned char *px = s.im + 16;
-    for (size_t i = 0; i < (size_t)n * PIXELS; i++) d->x[i] = lut[px[i]];
+    for (size_t i = 0; i < pixels; i++) d->x[i] = lut[px[i]];
     for (uint32_t i = 0; i < n; i++) d->y[i] = s.lb[8 + i];
     free(s.im);
     free(s.lb);

@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,8 +33,14 @@ ng_model *ng_model_new(ng_layer *root) {
     for (int i = 0; i < m->nparams; i++) {
         ng_param *p = m->params[i].param;
         for (int j = 0; j < i; j++)
-            NG_CHECK(strcmp(p->name, m->params[j].param->name),
-                     "model: two parameters are named %s", p->name);
+            if (!strcmp(p->name, m->params[j].param->name)) {
+                /* The model owns root: free both before failing, so a caught error leaks nothing.
+                 */
+                char msg[512];
+                snprintf(msg, sizeof msg, "model: two parameters are named %s", p->name);
+                ng_model_free(m);
+                ng_fail("%s", msg);
+            }
         m->params[i].offset = m->numel;
         m->numel += (p->value.numel + NG_PARAM_ALIGN - 1) / NG_PARAM_ALIGN * NG_PARAM_ALIGN;
         m->count += p->value.numel;

@@ -249,21 +249,22 @@ static ng_layer *make_pool(const char *kind, const char *name, int max, int nd,
                            const int64_t *kernel, const int64_t *stride, const int64_t *padding) {
     NG_CHECK(nd == 2 || nd == 3, "%s %s: nd is %d; 2 (images) or 3 (volumes)", kind, name, nd);
     NG_CHECK(kernel, "%s %s: no kernel size given", kind, name);
-    ng_layer *l = ng_layer_new(max ? &maxpool_ops : &avgpool_ops, name, sizeof(pool_state));
-    pool_state *s = l->impl;
-    s->max = max, s->nd = nd;
+    /* Checked before the layer exists, so a caught error leaks nothing. */
+    pool_state st = {.max = max, .nd = nd};
     for (int i = 0; i < 3; i++) {
         int real = i < nd;
-        s->kernel[i] = real ? kernel[i] : 1;
-        s->stride[i] = real && stride ? stride[i] : s->kernel[i];
-        s->padding[i] = real && padding ? padding[i] : 0;
-        NG_CHECK(s->kernel[i] >= 1 && s->stride[i] >= 1 && s->padding[i] >= 0 &&
-                     2 * s->padding[i] <= s->kernel[i],
+        st.kernel[i] = real ? kernel[i] : 1;
+        st.stride[i] = real && stride ? stride[i] : st.kernel[i];
+        st.padding[i] = real && padding ? padding[i] : 0;
+        NG_CHECK(st.kernel[i] >= 1 && st.stride[i] >= 1 && st.padding[i] >= 0 &&
+                     2 * st.padding[i] <= st.kernel[i],
                  "%s %s: dim %d has kernel %lld, stride %lld, padding %lld; kernel and stride "
                  "must be >= 1 and padding between 0 and half the kernel",
-                 kind, name, i, (long long)s->kernel[i], (long long)s->stride[i],
-                 (long long)s->padding[i]);
+                 kind, name, i, (long long)st.kernel[i], (long long)st.stride[i],
+                 (long long)st.padding[i]);
     }
+    ng_layer *l = ng_layer_new(max ? &maxpool_ops : &avgpool_ops, name, sizeof(pool_state));
+    *(pool_state *)l->impl = st;
     return l;
 }
 

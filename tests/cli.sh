@@ -26,6 +26,21 @@ expect 0 "all checks passed" -- smoke
 expect 2 "--reps" -- bench-core --reps 0
 expect 2 "--device" -- bench-core --device tpu
 expect 2 "--gemm" -- bench-core --gemm 12,x
+expect 2 "--img" -- bench --model vit --img 99999999999
+expect 2 "--arena-mib" -- bench --model mlp --arena-mib 17592186044416
+expect 2 "--batch" -- bench --model mlp --batch 4611686018427387904
+expect 2 "gemm" -- bench-core --device cpu --gemm 4294967296 --reps 1
 expect 0 "gemm" -- bench-core --device cpu --gemm 64 --eigh 32 --reps 1
+# A config nested 100k levels deep is refused at once (it used to take hours), with status 2.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+{ printf 'model:\n  width: '; head -c 100000 /dev/zero | tr '\0' '['; } >"$tmp/deep.yaml"
+start=$(date +%s)
+expect 2 "deep.yaml line 2: mappings and lists nest deeper than 64 levels" -- \
+  train --config "$tmp/deep.yaml" --out "$tmp/run"
+[ $(($(date +%s) - start)) -lt 30 ] && [ ! -e "$tmp/run" ] && pass=$((pass + 1)) || {
+  fail=$((fail + 1))
+  echo "FAIL: the deep config took over 30 s or left a run directory"
+}
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

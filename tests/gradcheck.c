@@ -334,3 +334,15 @@ int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t
     ng_model_free(mr);
     return ok;
 }
+
+void ng_test_forward_error(ng_layer *l, int ndim, const int64_t *shape, int training,
+                           const char *needle) {
+    ng_model *m = ng_model_new(l);
+    ng_model_build(m, NG_CPU, NG_F32, 1, 1 << 20, 1 << 20);
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, ndim, shape, "x");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_ctx ctx = ng_model_ctx(m, training, 1, 0);
+    NG_TEST_ERROR(ng_model_forward(m, &ctx, &x), needle);
+    ng_tensor_free(&x);
+    ng_model_free(m);
+}

@@ -2,7 +2,8 @@
  * - ng_gradcheck: a layer's backward (input and every parameter gradient) against central
  *   finite differences of L = <dy, f(x)> in float64 on the CPU, for random x, dy, parameters.
  * - ng_twincheck: the same layer built on CPU and on CUDA (f32, same seed, same inputs):
- *   forward outputs and all gradients compared. */
+ *   forward outputs and all gradients compared.
+ * - ng_test_forward_error: a forward that must fail with a usage error naming something. */
 #ifndef NG_GRADCHECK_H
 #define NG_GRADCHECK_H
 
@@ -55,5 +56,11 @@ int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const in
  * `tol` (derive it from the format: see tests/test_mixed.c). */
 int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                   int training, ng_dtype compute, ng_dtype ref, double tol);
+
+/* Builds a CPU f32 model of l (taking it), runs a forward on a random input of `shape` and expects
+ * a usage error that mentions `needle`. The model and input are made outside the caught call and
+ * freed after it, so the expected error leaks nothing. */
+void ng_test_forward_error(ng_layer *l, int ndim, const int64_t *shape, int training,
+                           const char *needle);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "apps/config.h"
@@ -499,6 +500,108 @@ static void test_schema_help(void) {
     free(buf);
 }
 
+/* Deep nesting is refused while parsing, before a document is built: 100k levels of '[' used
+ * to take time growing with the square of the depth. Depths and the nesting style are drawn at
+ * random; the bound on the time is loose (the old reader needed hours). */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void test_nesting(void) {
+    static const char *const opens[] = {"[", "{a: ", "- "};
+    static const char *const heads[] = {
+        "seed: 1\nmodel:\n  widths: ", "seed: 1\nmodel:\n  widths: ",
+        "seed: 1\nmodel:\n  widths:\n  "};
+    static const char *const lines[] = {"bad.yaml line 3", "bad.yaml line 3", "bad.yaml line 4"};
+    for (int style = 0; style < 3; style++) {
+        int depth = (int)rand_int(100000, 120000);
+        size_t w = strlen(opens[style]);
+        char *text = malloc(w * (size_t)depth + 64);
+        size_t n = (size_t)snprintf(text, 64, "%s", heads[style]);
+        for (int k = 0; k < depth; k++, n += w) memcpy(text + n, opens[style], w);
+        text[n] = 0;
+        double t0 = now_s();
+        BAD_FILE(text, lines[style], "nest deeper than 64 levels");
+        double dt = now_s() - t0;
+        NG_TEST(dt < 10, "%d levels of '%s' rejected in %.2f s", depth, opens[style], dt);
+        free(text);
+    }
+    /* block mappings, one level per line */
+    char text[8192];
+    size_t n = 0;
+    for (int k = 0; k < 70; k++) n += (size_t)snprintf(text + n, sizeof text - n, "%*sa:\n", k, "");
+    BAD_FILE(text, "nest deeper than 64", "line 65");
+    /* within the limit: the old checks still speak */
+    n = 0;
+    for (int k = 0; k < 20; k++) n += (size_t)snprintf(text + n, sizeof text - n, "[");
+    for (int k = 0; k < 20; k++) n += (size_t)snprintf(text + n, sizeof text - n, "]");
+    char file[9000];
+    snprintf(file, sizeof file, "model:\n  widths: %s\n", text);
+    BAD_FILE(file, "model.widths: item 1", "a list");
+    /* aliases may not multiply the walk: M references to a mapping of M references to an empty
+     * section visit M^2 pairs (a 16 MiB file would reach 10^12) */
+    int m = (int)rand_int(400, 600);
+    size_t cap = 40 * (size_t)m + 100;
+    char *big = malloc(cap);
+    n = (size_t)snprintf(big, cap, "data: &d {synthetic: &s {}");
+    for (int k = 1; k < m; k++) n += (size_t)snprintf(big + n, cap - n, ", synthetic: *s");
+    n += (size_t)snprintf(big + n, cap - n, "}\n");
+    for (int k = 1; k < m; k++) n += (size_t)snprintf(big + n, cap - n, "data: *d\n");
+    BAD_FILE(big, "more than 100000 keys", "aliases");
+    free(big);
+}
+
+/* Any UTF-8 string value survives write_yaml and reading back, whatever YAML reads specially
+ * (C1 controls, line separators, a byte order mark); bytes that are not UTF-8 are refused. */
+static void test_string_escapes(void) {
+    static const char *const pieces[] = {"a",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "\t",
+                                         "\x01",
+                                         "\x7f",
+                                         "\xc2\x80",
+                                         "\xc2\x85",
+                                         "\xc2\xa0",
+                                         "\xe2\x80\xa8",
+                                         "\xe2\x80\xa9",
+                                         "\xef\xbb\xbf",
+                                         "\xef\xbf\xbd",
+                                         "\xf0\x9f\x99\x82",
+                                         "#",
+                                         ": ",
+                                         "\n",
+                                         "'",
+                                         "- "};
+    const int np = (int)(sizeof pieces / sizeof *pieces);
+    for (int trial = 0; trial < 20; trial++) {
+        char value[256] = "", set[300];
+        int n = (int)rand_int(1, 12);
+        for (int k = 0; k < n; k++) strcat(value, pieces[rand_int(0, np - 1)]);
+        snprintf(set, sizeof set, "data.dir=%s", value);
+        /* --set trims surrounding spaces and one pair of quotes: compare with what it keeps */
+        const char *sets[] = {set};
+        ng_config *c = ng_config_load(spec, nspec, NULL, sets, 1);
+        char *kept = strdup(ng_cfg_str(c, "data.dir"));
+        const char *path = write_cfg("rt_out.yaml", "");
+        FILE *f = fopen(path, "w");
+        ng_config_write_yaml(c, f, "escapes");
+        fclose(f);
+        ng_config_free(c);
+        ng_config *back = ng_config_load(spec, nspec, path, NULL, 0); /* exits 2 if unreadable */
+        NG_TEST(!strcmp(ng_cfg_str(back, "data.dir"), kept), "string value %d read back the same",
+                trial);
+        ng_config_free(back);
+        free(kept);
+    }
+    BAD_SET("data.dir=ab\xff", "data.dir", "not UTF-8");
+    BAD_SET("data.dir=\xed\xa0\x80", "data.dir", "not UTF-8"); /* a surrogate */
+    BAD_SET("data.dir=\xc0\xaf", "data.dir", "not UTF-8");     /* overlong '/' */
+}
+
 /* Under the default handler a bad config ends the program with status 2 and says why. */
 static void bad_config_child(void) {
     const char *path = write_cfg("child.yaml", "optimizer:\n  name: adam\n");
@@ -546,6 +649,8 @@ int main(void) {
     test_file_forms();
     test_values_and_sets();
     test_errors();
+    test_nesting();
+    test_string_escapes();
     test_round_trip();
     test_schema_help();
     test_exit_status();

@@ -320,30 +320,18 @@ static void batchnorm_checkpointed(void) {
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
-static void expect_forward_error(ng_layer *l, int ndim, const int64_t *shape, int training,
-                                 const char *needle) {
-    ng_model *m = ng_model_new(l);
-    ng_model_build(m, NG_CPU, NG_F32, 1, 1 << 20, 1 << 20);
-    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, ndim, shape, "x");
-    ng_test_fill_uniform(&x, -1, 1);
-    ng_ctx ctx = ng_model_ctx(m, training, 1, 0);
-    NG_TEST_ERROR(ng_model_forward(m, &ctx, &x), needle);
-    ng_tensor_free(&x);
-    ng_model_free(m);
-}
-
 static void errors(void) {
-    expect_forward_error(ng_batchnorm("stage2.bn", 2, 8, 0.1, 1e-5), 4, (int64_t[]){2, 6, 3, 3}, 1,
-                         "stage2.bn: input has 6 channels, expected 8");
-    expect_forward_error(ng_batchnorm("stage2.bn", 3, 8, 0.1, 1e-5), 4, (int64_t[]){2, 8, 3, 3}, 1,
-                         "stage2.bn");
-    expect_forward_error(ng_batchnorm("stage2.bn", 2, 8, 0.1, 1e-5), 4, (int64_t[]){1, 8, 1, 1}, 1,
-                         "stage2.bn: training needs more than one value");
-    expect_forward_error(ng_maxpool("down.1", 3, (int64_t[]){3, 3, 3}, NULL, NULL), 5,
-                         (int64_t[]){1, 2, 4, 2, 4}, 1, "down.1: input is too small");
-    expect_forward_error(ng_avgpool("down.2", 2, (int64_t[]){2, 2}, NULL, NULL), 5,
-                         (int64_t[]){1, 2, 4, 2, 4}, 1, "down.2");
-    expect_forward_error(ng_global_avgpool("head.pool"), 2, (int64_t[]){4, 8}, 1, "head.pool");
+    ng_test_forward_error(ng_batchnorm("stage2.bn", 2, 8, 0.1, 1e-5), 4, (int64_t[]){2, 6, 3, 3}, 1,
+                          "stage2.bn: input has 6 channels, expected 8");
+    ng_test_forward_error(ng_batchnorm("stage2.bn", 3, 8, 0.1, 1e-5), 4, (int64_t[]){2, 8, 3, 3}, 1,
+                          "stage2.bn");
+    ng_test_forward_error(ng_batchnorm("stage2.bn", 2, 8, 0.1, 1e-5), 4, (int64_t[]){1, 8, 1, 1}, 1,
+                          "stage2.bn: training needs more than one value");
+    ng_test_forward_error(ng_maxpool("down.1", 3, (int64_t[]){3, 3, 3}, NULL, NULL), 5,
+                          (int64_t[]){1, 2, 4, 2, 4}, 1, "down.1: input is too small");
+    ng_test_forward_error(ng_avgpool("down.2", 2, (int64_t[]){2, 2}, NULL, NULL), 5,
+                          (int64_t[]){1, 2, 4, 2, 4}, 1, "down.2");
+    ng_test_forward_error(ng_global_avgpool("head.pool"), 2, (int64_t[]){4, 8}, 1, "head.pool");
     NG_TEST_ERROR(ng_maxpool("p3", 2, (int64_t[]){3, 3}, NULL, (int64_t[]){2, 0}), "p3");
     NG_TEST_ERROR(ng_batchnorm("bn9", 4, 8, 0.1, 1e-5), "bn9");
     ng_layer *gap = ng_global_avgpool("gap");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/error.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "nn/containers.h"
@@ -31,6 +32,13 @@ static void write_raw(const char *path, const char *header, size_t data_bytes) {
     fwrite(header, 1, n, f);
     for (size_t i = 0; i < data_bytes; i++) fputc((int)(i * 37 & 0xff), f);
     fclose(f);
+}
+
+/* A file of `header` and data_bytes of data that must be refused with a message naming needle. */
+static void expect_bad(const char *path, const char *header, size_t data_bytes,
+                       const char *needle) {
+    write_raw(path, header, data_bytes);
+    NG_TEST_ERROR(ng_safetensors_open(path), needle);
 }
 
 static void test_round_trip(void) {
@@ -121,21 +129,18 @@ static void test_buffers(void) {
 
 static void test_malformed(void) {
     const char *p = tmp_path("bad.safetensors");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* truncated data */
-    write_raw(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
-    NG_TEST_ERROR(ng_safetensors_open(p), "Q4"); /* unknown dtype */
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w"); /* offsets disagree with the shape */
-    write_raw(p,
-              "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-              "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
-              12);
-    NG_TEST_ERROR(ng_safetensors_open(p), "overlap");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12);
-    NG_TEST_ERROR(ng_safetensors_open(p), "w");
-    write_raw(p, "{not json", 0);
-    NG_TEST_ERROR(ng_safetensors_open(p), "JSON");
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 8,
+               "w"); /* truncated data */
+    expect_bad(p, "{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+               "Q4"); /* unknown dtype */
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8,
+               "w"); /* offsets disagree with the shape */
+    expect_bad(p,
+               "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+               "\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+               12, "overlap");
+    expect_bad(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}", 12, "w");
+    expect_bad(p, "{not json", 0, "JSON");
     FILE *f = fopen(p, "wb");
     fputs("abc", f);
     fclose(f);
@@ -149,6 +154,130 @@ static void test_malformed(void) {
     NG_TEST_ERROR(ng_safetensors_open(tmp_path("missing.safetensors")), "missing.safetensors");
 }
 
+/* A valid file of random tensors, then the same bytes with the header length one off either way,
+ * a gap, trailing bytes and an overlap: each is refused naming the file (and the tensor). */
+static void write_file(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+static void test_exact_coverage(void) {
+    int nt = 2 + (int)(0.5 * (ng_test_uniform() + 1) * 4);
+    ng_tensor ts[6];
+    ng_st_entry e[6];
+    char names[6][16];
+    for (int i = 0; i < nt; i++) {
+        snprintf(names[i], sizeof names[i], "t%d.weight", i);
+        ts[i] = ng_tensor_2d(NG_F32, NG_CPU, 1 + (int)(0.5 * (ng_test_uniform() + 1) * 5),
+                             1 + (int)(0.5 * (ng_test_uniform() + 1) * 5), names[i]);
+        ng_test_fill_uniform(&ts[i], -3, 3);
+        e[i] = (ng_st_entry){names[i], &ts[i]};
+    }
+    const char *good = tmp_path("good.safetensors"), *p = tmp_path("shift.safetensors");
+    ng_safetensors_save(good, e, nt, NULL);
+    FILE *f = fopen(good, "rb");
+    unsigned char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ng_safetensors *ok = ng_safetensors_open(good);
+    NG_TEST(ng_safetensors_count(ok) == nt, "the saved file opens with %d tensors", nt);
+    ng_safetensors_close(ok);
+    uint64_t hl = 0;
+    for (int b = 7; b >= 0; b--) hl = hl << 8 | buf[b];
+    for (int delta = -1; delta <= 1; delta += 2) {
+        unsigned char c[4096];
+        memcpy(c, buf, n);
+        uint64_t h2 = hl + (uint64_t)(int64_t)delta;
+        for (int b = 0; b < 8; b++) c[b] = (unsigned char)(h2 >> (8 * b));
+        write_file(p, c, n);
+        NG_TEST_ERROR(ng_safetensors_open(p), "shift.safetensors");
+        NG_TEST(strstr(ng_last_error(), "header length"),
+                "header length %+d is named as a likely cause: %s", delta, ng_last_error());
+    }
+    /* trailing bytes after the last tensor */
+    memcpy(buf + n, "\x01\x02\x03\x04", 4);
+    write_file(p, buf, n + 4);
+    NG_TEST_ERROR(ng_safetensors_open(p), "trailing bytes");
+    /* a gap: the first tensor's range starts 4 bytes in (the file grows by 4 at the end) */
+    char hdr[200];
+    size_t data = 12 + 8;
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[4,16]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}");
+    write_raw(p, hdr, data);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensor a starts at data byte 4");
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}");
+    write_raw(p, hdr, data);
+    NG_TEST_ERROR(ng_safetensors_open(p), "gap");
+    NG_TEST(strstr(ng_last_error(), "tensor b") && strstr(ng_last_error(), "a ends at 12"),
+            "the gap names both tensors: %s", ng_last_error());
+    /* an overlap and a repeated name */
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}");
+    write_raw(p, hdr, 16);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensors a and b overlap");
+    snprintf(hdr, sizeof hdr,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}");
+    write_raw(p, hdr, 8);
+    NG_TEST_ERROR(ng_safetensors_open(p), "tensor a is listed twice");
+    /* no tensors and no data is a valid (empty) file; data without tensors is not */
+    write_raw(p, "{}", 0);
+    ng_safetensors *empty = ng_safetensors_open(p);
+    NG_TEST(ng_safetensors_count(empty) == 0, "an empty file opens");
+    ng_safetensors_close(empty);
+    expect_bad(p, "{}", 3, "trailing bytes");
+    /* JSON followed by non-padding bytes inside the header */
+    expect_bad(p, "{}xy", 0, "header length");
+    /* shapes whose counts overflow: refused naming the tensor, not wrapped to a small size */
+    expect_bad(p,
+               "{\"big\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
+               "\"data_offsets\":[0,0]}}",
+               0, "tensor big");
+    NG_TEST(strstr(ng_last_error(), "overflow"), "says overflow: %s", ng_last_error());
+    expect_bad(p,
+               "{\"big\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
+               "\"data_offsets\":[0,0]}}",
+               0, "overflow");
+    /* metadata: strings only, once */
+    expect_bad(p, "{\"__metadata__\":{\"step\":3}}", 0, "__metadata__");
+    for (int i = 0; i < nt; i++) ng_tensor_free(&ts[i]);
+}
+
+/* Tensors at offsets unaligned for their type (after a U8 tensor of odd length, behind a header
+ * whose length is not a multiple of 8) are valid files: they are viewed aligned, same bytes. */
+static void test_unaligned(void) {
+    const char *p = tmp_path("unaligned.safetensors");
+    for (int pad = 0; pad < 8; pad++) {
+        char hdr[300];
+        int u = 1 + 2 * (int)(0.5 * (ng_test_uniform() + 1) * 3); /* odd */
+        snprintf(hdr, sizeof hdr,
+                 "{\"u\":{\"dtype\":\"U8\",\"shape\":[%d],\"data_offsets\":[0,%d]},"
+                 "\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[%d,%d]},"
+                 "\"w\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[%d,%d]}}%*s",
+                 u, u, u, u + 6, u + 6, u + 22, pad, "");
+        write_raw(p, hdr, (size_t)u + 22);
+        ng_safetensors *f = ng_safetensors_open(p);
+        int ok = ng_safetensors_count(f) == 3;
+        for (int i = 0; ok && i < 3; i++) {
+            ng_tensor t = ng_safetensors_get(f, i);
+            size_t off = !strcmp(t.name, "u")   ? 0
+                         : !strcmp(t.name, "h") ? (size_t)u
+                                                : (size_t)u + 6;
+            ok = (uintptr_t)t.data % ng_dtype_size(t.dtype) == 0;
+            for (size_t b = 0; ok && b < ng_tensor_bytes(&t); b++)
+                ok = ((unsigned char *)t.data)[b] == (unsigned char)((off + b) * 37 & 0xff);
+        }
+        NG_TEST(ok, "unaligned tensors (header padded by %d) are viewed aligned with their bytes",
+                pad);
+        ng_safetensors_close(f);
+    }
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/ng_test_st_XXXXXX");
     NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
@@ -156,6 +285,8 @@ int main(void) {
     test_weights();
     test_buffers();
     test_malformed();
+    test_exact_coverage();
+    test_unaligned();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

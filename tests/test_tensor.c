@@ -43,6 +43,37 @@ static void test_views(void) {
     ng_tensor_free(&d);
 }
 
+/* Shapes from files: element and byte counts that overflow int64 are errors naming the tensor,
+ * never a wrapped count (2^31 x 2^31 f32 once gave 0 bytes). Random dims around the edges. */
+static void test_shape_overflow(void) {
+    int64_t two31 = (int64_t)1 << 31, two32 = (int64_t)1 << 32;
+    NG_TEST_ERROR(ng_tensor_wrap(NULL, NG_F32, NG_CPU, 2, (int64_t[]){two31, two31}, "w31"), "w31");
+    NG_TEST_ERROR(ng_tensor_wrap(NULL, NG_U8, NG_CPU, 2, (int64_t[]){two32, two32}, "w32"), "w32");
+    NG_TEST_ERROR(
+        ng_tensor_wrap(NULL, NG_F64, NG_CPU, 3, (int64_t[]){1 << 21, 1 << 21, 1 << 19}, "w3"),
+        "2^63 bytes");
+    for (int k = 0; k < 200; k++) {
+        int nd = 1 + (int)(0.5 * (ng_test_uniform() + 1) * 4.999);
+        int64_t shape[5];
+        long double exact = 1;
+        for (int d = 0; d < nd; d++) {
+            int bits = (int)(0.5 * (ng_test_uniform() + 1) * 40);
+            shape[d] = ((int64_t)1 << bits) + (int64_t)(0.5 * (ng_test_uniform() + 1) * 1000);
+            exact *= (long double)shape[d];
+        }
+        size_t es = (size_t)1 << (int)(0.5 * (ng_test_uniform() + 1) * 3.999);
+        int64_t numel = -1;
+        int ok = ng_shape_numel(nd, shape, es, &numel);
+        int fits = exact * (long double)es <= (long double)INT64_MAX;
+        NG_TEST(ok == fits && (!ok || (long double)numel == exact),
+                "shape numel of %d dims (%Lg elements x %zu bytes): ok %d, numel %lld", nd, exact,
+                es, ok, (long long)numel);
+    }
+    ng_tensor a = ng_tensor_1d(NG_F32, NG_CPU, 10, "a");
+    NG_TEST_ERROR(ng_tensor_view(&a, INT64_MAX - 2, 1, (int64_t[]){5}, "far"), "far");
+    ng_tensor_free(&a);
+}
+
 static void test_arena(void) {
     ng_arena ar = ng_arena_new(NG_CPU, 4096, "acts");
     ng_tensor x = ng_arena_tensor(&ar, NG_F32, 1, (int64_t[]){100}, "x");
@@ -62,6 +93,7 @@ static void test_arena(void) {
 int main(void) {
     test_alloc_counts();
     test_views();
+    test_shape_overflow();
     test_arena();
     return ng_test_finish("test_tensor");
 }

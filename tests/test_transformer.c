@@ -500,36 +500,22 @@ static void test_vit_observer(void) {
 
 /* ---- bad input --------------------------------------------------------------------------- */
 
-/* Leaks its model when the forward fails (the error jumps out): small arenas keep that cheap. */
-static void forward_shape(ng_layer *l, int ndim, const int64_t *shape) {
-    ng_model *m = ng_model_new(l);
-    ng_model_build(m, NG_CPU, NG_F32, 1, 1 << 20, 1 << 20);
-    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, ndim, shape, "x");
-    ng_test_fill_uniform(&x, -1, 1);
-    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-    ng_model_forward(m, &ctx, &x);
-    ng_tensor_free(&x);
-    ng_model_free(m);
-}
-
 static void test_errors(void) {
-    NG_TEST_ERROR(forward_shape(ng_layernorm("blocks.2.norm1", 8, 1e-6), 3, (int64_t[]){2, 5, 7}),
-                  "blocks.2.norm1");
-    NG_TEST_ERROR(forward_shape(ng_attention("blocks.1.attn", 8, 2, 1), 3, (int64_t[]){2, 5, 6}),
-                  "blocks.1.attn");
-    NG_TEST_ERROR(forward_shape(ng_attention("blocks.1.attn", 8, 2, 1), 2, (int64_t[]){5, 8}),
-                  "blocks.1.attn");
+    ng_test_forward_error(ng_layernorm("blocks.2.norm1", 8, 1e-6), 3, (int64_t[]){2, 5, 7}, 1,
+                          "blocks.2.norm1");
+    ng_test_forward_error(ng_attention("blocks.1.attn", 8, 2, 1), 3, (int64_t[]){2, 5, 6}, 1,
+                          "blocks.1.attn");
+    ng_test_forward_error(ng_attention("blocks.1.attn", 8, 2, 1), 2, (int64_t[]){5, 8}, 1,
+                          "blocks.1.attn");
     NG_TEST_ERROR(ng_attention("blocks.3.attn", 10, 3, 1), "blocks.3.attn");
     NG_TEST_ERROR(ng_patch_embed("patch_embed", 30, 4, 3, 8), "image size 30 is not divisible");
-    NG_TEST_ERROR(
-        forward_shape(ng_patch_embed("patch_embed", 8, 4, 3, 6), 4, (int64_t[]){2, 3, 12, 12}),
-        "patch_embed");
-    NG_TEST_ERROR(
-        forward_shape(ng_patch_embed("patch_embed", 8, 4, 3, 6), 4, (int64_t[]){2, 1, 8, 8}),
-        "patch_embed");
-    NG_TEST_ERROR(forward_shape(ng_cls_pool("pool"), 2, (int64_t[]){2, 8}), "pool");
-    NG_TEST_ERROR(forward_shape(make_vit(), 4, (int64_t[]){2, 3, 16, 16}), "patch_embed");
-    NG_TEST_ERROR(forward_shape(make_block(), 3, (int64_t[]){2, 5, 9}), "blocks.0.norm1");
+    ng_test_forward_error(ng_patch_embed("patch_embed", 8, 4, 3, 6), 4, (int64_t[]){2, 3, 12, 12},
+                          1, "patch_embed");
+    ng_test_forward_error(ng_patch_embed("patch_embed", 8, 4, 3, 6), 4, (int64_t[]){2, 1, 8, 8}, 1,
+                          "patch_embed");
+    ng_test_forward_error(ng_cls_pool("pool"), 2, (int64_t[]){2, 8}, 1, "pool");
+    ng_test_forward_error(make_vit(), 4, (int64_t[]){2, 3, 16, 16}, 1, "patch_embed");
+    ng_test_forward_error(make_block(), 3, (int64_t[]){2, 5, 9}, 1, "blocks.0.norm1");
     ng_vit_config c = tiny_config(0);
     c.img_size = 10;
     NG_TEST_ERROR(ng_vit(&c), "img_size 10 is not divisible by patch 4");
