@@ -130,22 +130,32 @@ static void save_table(const char *path, const char **names, ng_tensor **ts, int
     free(e);
 }
 
-/* Reads a table back into the tensors it was saved from: every name present, same dtype and
- * shape, nothing extra. */
-static void load_table(ng_safetensors *f, const char **names, ng_tensor **ts, int n,
-                       const char *what) {
-    const char *p = ng_safetensors_path(f);
-    NG_CHECK(ng_safetensors_count(f) == n, "%s: %d tensors, the %s has %d state tensors", p,
-             ng_safetensors_count(f), what, n);
-    for (int i = 0; i < n; i++) {
+/* Reads the table in file p back into the tensors it was saved from: every name present, same
+ * dtype and shape, nothing extra. Every entry is checked before any is copied; on a mismatch the
+ * file is closed, the message left in err and 0 returned, so that the caller frees what it holds
+ * before failing (a caught error leaks nothing). */
+static int load_table(const char *p, const char **names, ng_tensor **ts, int n, const char *what,
+                      char *err, size_t cap) {
+    ng_safetensors *f = ng_safetensors_open(p);
+    err[0] = 0;
+    if (ng_safetensors_count(f) != n)
+        snprintf(err, cap, "%s: %d tensors, the %s has %d state tensors", p,
+                 ng_safetensors_count(f), what, n);
+    for (int i = 0; i < n && !err[0]; i++) {
         ng_tensor t;
-        NG_CHECK(ng_safetensors_find(f, names[i], &t), "%s: %s state %s is missing", p, what,
-                 names[i]);
-        NG_CHECK(t.dtype == ts[i]->dtype && ng_tensor_same_shape(&t, ts[i]),
-                 "%s: %s state %s is %s, expected %s", p, what, names[i], ng_tensor_desc(&t),
-                 ng_tensor_desc(ts[i]));
+        if (!ng_safetensors_find(f, names[i], &t))
+            snprintf(err, cap, "%s: %s state %s is missing", p, what, names[i]);
+        else if (t.dtype != ts[i]->dtype || !ng_tensor_same_shape(&t, ts[i]))
+            snprintf(err, cap, "%s: %s state %s is %s, expected %s", p, what, names[i],
+                     ng_tensor_desc(&t), ng_tensor_desc(ts[i]));
+    }
+    for (int i = 0; i < n && !err[0]; i++) {
+        ng_tensor t;
+        ng_safetensors_find(f, names[i], &t);
         ng_tensor_copy(ts[i], &t);
     }
+    ng_safetensors_close(f);
+    return !err[0];
 }
 
 /* K-FAC's state table, sized by a first call. */
@@ -331,12 +341,12 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     ng_weights_load(m, p);
 
     join(p, sizeof p, ckpt, "optimizer.safetensors");
-    ng_safetensors *f = ng_safetensors_open(p);
     const char *names[NG_OPTIM_MAX_STATE + 1];
     ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
-    load_table(f, names, ts, ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE), "optimizer");
+    char err[1024];
+    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
+    if (!load_table(p, names, ts, n, "optimizer", err, sizeof err)) ng_fail("%s", err);
     ng_optimizer_set_step(o, pos.optimizer_step);
-    ng_safetensors_close(f);
     NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
     join(p, sizeof p, ckpt, "kfac.safetensors");
     int r, w;
@@ -354,10 +364,9 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
         const char **kn;
         ng_tensor **kt;
         int kc = kfac_table(k, &kn, &kt);
-        f = ng_safetensors_open(p);
-        load_table(f, kn, kt, kc, "K-FAC");
-        ng_safetensors_close(f);
+        int ok = load_table(p, kn, kt, kc, "K-FAC", err, sizeof err);
         free(kn), free(kt);
+        if (!ok) ng_fail("%s", err);
     }
     return pos;
 }
