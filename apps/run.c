@@ -216,16 +216,35 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k
         free(kn), free(kt);
     }
     if (rank0) {
-        char epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32];
+        char epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32], scale[48],
+            clean[32];
+        snprintf(scale, sizeof scale, "%.17g", pos.loss_scale);
+        snprintf(clean, sizeof clean, "%lld", (long long)pos.scale_clean);
         snprintf(secs, sizeof secs, "%.17g", pos.train_s);
         snprintf(skipped, sizeof skipped, "%lld", (long long)pos.skipped);
         snprintf(streak, sizeof streak, "%lld", (long long)pos.skip_streak);
         snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
         snprintf(index, sizeof index, "%lld", (long long)pos.index);
         snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
-        const char *meta[] = {"format",  "pt",    "step",        step,      "epoch",
-                              epoch,     "index", index,         "train_s", secs,
-                              "skipped", skipped, "skip_streak", streak,    NULL};
+        const char *meta[] = {"format",
+                              "pt",
+                              "step",
+                              step,
+                              "epoch",
+                              epoch,
+                              "index",
+                              index,
+                              "train_s",
+                              secs,
+                              "skipped",
+                              skipped,
+                              "skip_streak",
+                              streak,
+                              "loss_scale",
+                              scale,
+                              "loss_scale_clean",
+                              clean,
+                              NULL};
         join(p, sizeof p, ck, "model.safetensors");
         ng_weights_save(m, p, meta);
         const char *names[NG_OPTIM_MAX_STATE + 1];
@@ -265,7 +284,17 @@ int ng_checkpoint_latest(const char *dir, char *out, size_t cap) {
 
 /* Metadata values of a safetensors file, copied out so that the file is closed before any check
  * of them can fail. A missing key reads as "", one too long for the copy as "?". */
-enum { META_STEP, META_EPOCH, META_INDEX, META_TRAIN_S, META_SKIPPED, META_STREAK, META_N };
+enum {
+    META_STEP,
+    META_EPOCH,
+    META_INDEX,
+    META_TRAIN_S,
+    META_SKIPPED,
+    META_STREAK,
+    META_SCALE,
+    META_CLEAN,
+    META_N
+};
 typedef char meta_text[96];
 static void read_meta(const char *path, const char *const *keys, meta_text *out) {
     ng_safetensors *f = ng_safetensors_open(path);
@@ -299,8 +328,10 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
     NG_CHECK(sscanf(basename(folder), "step-%lld%c", &named, &tail) == 1 && named >= 0,
              "%s: a checkpoint folder is named step-NNNNNNNN", ckpt);
 
-    static const char *const keys[META_N + 1] = {"step",    "epoch",       "index", "train_s",
-                                                 "skipped", "skip_streak", NULL};
+    static const char *const keys[META_N + 1] = {
+        "step",    "epoch",       "index",      "train_s",
+        "skipped", "skip_streak", "loss_scale", "loss_scale_clean",
+        NULL};
     meta_text v[META_N];
     join(p, sizeof p, ckpt, "model.safetensors");
     read_meta(p, keys, v);
@@ -309,7 +340,8 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
                            .index = meta_count(p, "index", v[META_INDEX], -1),
                            /* Checkpoints from before skipped steps were counted have none. */
                            .skipped = meta_count(p, "skipped", v[META_SKIPPED], 0),
-                           .skip_streak = meta_count(p, "skip_streak", v[META_STREAK], 0)};
+                           .skip_streak = meta_count(p, "skip_streak", v[META_STREAK], 0),
+                           .scale_clean = meta_count(p, "loss_scale_clean", v[META_CLEAN], 0)};
     NG_CHECK(pos.step == named, "%s: metadata 'step' is %lld but the folder is step %lld", p,
              (long long)pos.step, named);
     NG_CHECK(pos.epoch <= pos.step, "%s: metadata 'epoch' %lld is beyond step %lld", p,
@@ -319,6 +351,11 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
     pos.train_s = *secs ? strtod(secs, &end) : 0;
     NG_CHECK(!*secs || (!*end && isfinite(pos.train_s) && pos.train_s >= 0),
              "%s: metadata 'train_s' is '%s', not a finite number of seconds >= 0", p, secs);
+    /* Checkpoints from before mixed precision have no loss scale (0: the run's initial one). */
+    const char *sc = v[META_SCALE];
+    pos.loss_scale = *sc ? strtod(sc, &end) : 0;
+    NG_CHECK(!*sc || (!*end && isfinite(pos.loss_scale) && pos.loss_scale >= 0),
+             "%s: metadata 'loss_scale' is '%s', not a finite number >= 0", p, sc);
     NG_CHECK(pos.skipped <= pos.step && pos.skip_streak <= pos.skipped,
              "%s: metadata 'skipped' %lld / 'skip_streak' %lld do not fit step %lld", p,
              (long long)pos.skipped, (long long)pos.skip_streak, (long long)pos.step);

@@ -29,6 +29,8 @@ typedef struct {
     double train_s;               /* seconds spent in training steps so far (not evaluation) */
     int64_t optimizer_step;       /* steps the optimizer took: step - skipped */
     int64_t skipped, skip_streak; /* steps skipped for non-finite values: all, and in a row */
+    double loss_scale;            /* the dynamic loss scale (fp16), 0: none recorded */
+    int64_t scale_clean;          /* clean steps since the loss scale last changed */
 } ng_run_position;
 
 /* Reads and checks a checkpoint folder's position without loading any tensor: COMPLETE present,

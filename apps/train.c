@@ -164,7 +164,7 @@ static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, 
 static ng_model *build_model(const ng_train_setup *s) {
     ng_model *m = ng_model_new(ng_arch_build(&s->arch));
     size_t mib = (size_t)ng_cfg_int(s->cfg, "train.arena_mib");
-    ng_model_build(m, s->device, NG_F32, s->seed, (mib << 20) / 3 * 2, (mib << 20) / 3);
+    ng_model_build_mixed(m, s->device, s->compute, s->seed, (mib << 20) / 3 * 2, (mib << 20) / 3);
     return m;
 }
 
@@ -202,6 +202,7 @@ typedef struct {
     ng_grad_hook hook;               /* tells the buckets which parameters backward has finished */
     int64_t overlapped, buckets_run; /* buckets started during backward, and all */
     double backward_s, wait_s;       /* time in backward, and waiting for buckets after it */
+    ng_loss_scaler scaler;           /* the loss scale: dynamic in fp16, 1 otherwise */
 } trainer;
 
 /* The gradient-ready hook: the layer's parameters, as indices into the model's table, to the
@@ -218,6 +219,7 @@ static void grads_ready(void *self, const ng_layer *l) {
 
 typedef struct {
     double loss, acc, lr, gnorm; /* gnorm is NaN for a skipped step */
+    double scale;                /* the loss scale this step's backward ran with */
     const char *bad; /* NULL, or what was not finite (nonfinite_in): the step was skipped */
 } step_result;
 
@@ -261,7 +263,11 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     }
     int64_t correct = 0;
     step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
-    r.loss = ng_softmax_xent(&logits, &yv, s->smoothing, &dlogits, &correct);
+    /* The loss gradient is multiplied by the loss scale (fp16), so small gradients survive the
+     * half-precision backward; K-FAC divides it out of G, the unscale below out of the rest. */
+    r.scale = ng_loss_scaler_scale(&t->scaler);
+    if (kfac) ng_kfac_set_loss_scale(kfac, r.scale);
+    r.loss = ng_softmax_xent_scaled(&logits, &yv, s->smoothing, r.scale, &dlogits, &correct);
     ng_model_zero_grad(m);
     ctx.grad_ready = t->buckets ? &t->hook : NULL;
     double tb = ng_now();
@@ -279,15 +285,20 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     r.acc = (double)correct / (double)(b->b * t->world);
     if (step + 1 == t->poison_step) ng_fill(&m->params[m->nparams - 1].param->grad, NAN);
     r.bad = nonfinite_in(m, r.loss);
+    /* The same verdict on every rank (the gradient is averaged, the loss summed), so the scale
+     * moves alike everywhere; the divergence limit is train.max_skips, counted by the caller. */
+    ng_loss_scaler_update(&t->scaler, !r.bad);
     if (r.bad) {
         if (m->nbuffers) ng_tensor_copy(&m->flat_buffers, &t->buffers_before);
         return r;
     }
+    if (r.scale != 1.0) ng_scale(1.0 / r.scale, &m->flat_grads);
     r.gnorm = ng_clip_grad_norm(m, s->clip);
     if (kfac) ng_kfac_step(kfac, step, r.lr);
     ng_optimizer_step(t->opt, r.lr);
     if (s->sync_bn && m->nbuffers && t->world > 1)
         ng_comm_allreduce(t->comm, &m->flat_buffers, NG_COMM_AVG);
+    ng_model_refresh_compute(m); /* the half copy of the new master weights */
     return r;
 }
 
@@ -411,6 +422,12 @@ int ng_cmd_train(int argc, char **argv) {
     trainer t = {
         .s = &s, .m = m, .opt = opt, .kfac = kfac, .comm = comm, .rank = rank, .world = world};
     input_tensors(&s, s.batch / world, &t.x, &t.y);
+    ng_loss_scaler_init(&t.scaler, &s.scale);
+    if (resume_from && pos.loss_scale > 0) { /* where the interrupted run had got to */
+        t.scaler.scale = pos.loss_scale;
+        t.scaler.clean_steps = (double)pos.scale_clean;
+        t.scaler.skips = (double)pos.skip_streak;
+    }
     if (world > 1) {
         int64_t *start = malloc(sizeof *start * (size_t)m->nparams);
         NG_CHECK(start, "out of host memory");
@@ -475,18 +492,21 @@ int ng_cmd_train(int argc, char **argv) {
         pos.index = b.index + 1 == per_epoch ? 0 : b.index + 1;
         pos.train_s += ms * 1e-3;
         pos.optimizer_step = ng_optimizer_get_step(opt);
+        pos.loss_scale = ng_loss_scaler_scale(&t.scaler);
+        pos.scale_clean = (int64_t)t.scaler.clean_steps;
         int diverged = pos.skip_streak >= s.max_skips;
         double ips = window_imgs / (ng_now() - window_t0);
         if (done % s.log_every == 0 || done == s.steps || diverged) {
             snprintf(line, sizeof line,
                      "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
                      "\"accuracy\": %.6f, \"lr\": %s, \"grad_norm\": %s, \"images_per_s\": %s, "
-                     "\"step_ms\": %.3f, \"loss_scale\": 1, \"skipped\": %lld, "
+                     "\"step_ms\": %.3f, \"loss_scale\": %s, \"skipped\": %lld, "
                      "\"skipped_total\": %lld}",
                      (long long)done, (double)done / (double)per_epoch,
                      ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
                      ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
-                     (long long)skipped_since_log, (long long)pos.skipped);
+                     ng_json_num("%.9g", r.scale).s, (long long)skipped_since_log,
+                     (long long)pos.skipped);
             if (rank0) ng_metrics_line(&metrics, line);
             window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
         }

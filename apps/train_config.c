@@ -15,8 +15,17 @@ const ng_cfg_spec ng_train_spec[] = {
     {"seed", NG_CFG_INT, "0", 0, 4294967295.0, NULL, "seed of every random stream of the run"},
     {"device", NG_CFG_CHOICE, "auto", NONE, "auto|cpu|cuda",
      "where to train; auto = cuda if present"},
-    {"precision", NG_CFG_CHOICE, "fp32", NONE, "fp32",
-     "compute precision (fp16/bf16 arrive with mixed precision)"},
+    {"precision.compute", NG_CFG_CHOICE, "fp32", NONE, "fp32|bf16|fp16",
+     "compute dtype of activations and of the weights' working copy; master weights, gradients "
+     "and optimizer state stay fp32"},
+    {"precision.init_scale", NG_CFG_FLOAT, "65536", 1e-30, 1e30, NULL,
+     "fp16: the dynamic loss scale to start from"},
+    {"precision.growth_interval", NG_CFG_INT, "2000", 1, 1e12, NULL,
+     "fp16: clean steps in a row before the loss scale grows"},
+    {"precision.growth_factor", NG_CFG_FLOAT, "2", 1.000001, 1e6, NULL,
+     "fp16: what the loss scale grows by"},
+    {"precision.backoff_factor", NG_CFG_FLOAT, "0.5", 1e-6, 0.999999, NULL,
+     "fp16: what the loss scale shrinks by on a non-finite gradient (the step is skipped)"},
 
     {"model.arch", NG_CFG_STRING, "mlp", NONE, NULL,
      "mlp, lenet, vgg, nin, cnn3d, vit, or a vit_* preset"},
@@ -253,6 +262,20 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              "kfac.inverse: cholesky needs kfac.damping_mode=factored (the sum form needs the "
              "eigendecomposition)");
     s->kfac_fraction = ng_cfg_float(c, "kfac.grad_worker_fraction");
+
+    const char *prec = ng_cfg_str(c, "precision.compute");
+    s->compute = !strcmp(prec, "fp16") ? NG_F16 : !strcmp(prec, "bf16") ? NG_BF16 : NG_F32;
+    s->scale = ng_loss_scale_defaults(s->compute);
+    if (s->scale.dynamic) {
+        s->scale.init_scale = ng_cfg_float(c, "precision.init_scale");
+        s->scale.growth_interval = ng_cfg_int(c, "precision.growth_interval");
+        s->scale.growth_factor = ng_cfg_float(c, "precision.growth_factor");
+        s->scale.backoff_factor = ng_cfg_float(c, "precision.backoff_factor");
+    }
+    s->scale.max_skips = s->max_skips; /* one limit on skipped steps, whatever their cause */
+    NG_CHECK(!(s->kfac_enabled && s->kfac_true_fisher && s->compute != NG_F32),
+             "kfac.fisher: true samples labels from fp32 logits only; use precision.compute=fp32 "
+             "or kfac.fisher=empirical");
 
     ng_comm_config *cc = &s->comm;
     *cc = (ng_comm_config){.ranks_per_node = (int)ng_cfg_int(c, "comm.ranks_per_node")};

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
+#include "optim/loss_scale.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 
@@ -23,10 +24,12 @@ typedef struct {
     ng_schedule sched;
     int kfac_enabled, kfac_true_fisher;
     ng_kfac_config kfac;
-    double kfac_fraction; /* grad workers per layer / world (distributed K-FAC) */
-    ng_comm_config comm;  /* backend, nodes, all-reduce algorithm and table */
-    size_t bucket_bytes;  /* gradient buckets */
-    int sync_bn;          /* average batch-norm running statistics over the ranks */
+    double kfac_fraction;       /* grad workers per layer / world (distributed K-FAC) */
+    ng_dtype compute;           /* precision.compute: f32, f16 or bf16 */
+    ng_loss_scale_config scale; /* dynamic loss scaling (f16) */
+    ng_comm_config comm;        /* backend, nodes, all-reduce algorithm and table */
+    size_t bucket_bytes;        /* gradient buckets */
+    int sync_bn;                /* average batch-norm running statistics over the ranks */
     ng_device device;
     uint64_t seed;
     int64_t batch;         /* global batch size */

@@ -219,7 +219,7 @@ static int read_entry(open_state *s, cJSON *it, size_t data_size) {
     if (!(b <= e && (uint64_t)e <= data_size))
         return bad(s,
                    "%s: tensor %s: data_offsets [%lld, %lld] lie outside the %zu data bytes "
-                   "(truncated file?)",
+                   "(truncated file, or a header length off?)",
                    path, name, (long long)b, (long long)e, data_size);
     if (e - b != numel * (int64_t)es)
         return bad(s, "%s: tensor %s: %s shape needs %lld bytes but data_offsets give %lld", path,

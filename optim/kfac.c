@@ -209,6 +209,7 @@ ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c) {
     if (c->damping_steps == 0) k->c.damping_final = c->damping;
     k->chunk_bytes = DEFAULT_CHUNK_BYTES;
     k->batch_small = 1;
+    k->loss_scale = 1.0;
     k->batch_step = INT64_MIN;
     int cap = count_capture(m->root);
     k->layers = calloc((size_t)(cap ? cap : 1), sizeof *k->layers);
@@ -339,6 +340,11 @@ void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, n
     if (name) *name = L->layer->name;
     if (A) *A = L->A;
     if (G) *G = L->G;
+}
+
+void ng_kfac_set_loss_scale(ng_kfac *k, double s) {
+    NG_CHECK(s > 0 && isfinite(s), "kfac: loss scale %g must be finite and > 0", s);
+    k->loss_scale = s;
 }
 
 void ng_kfac_set_batch_small(ng_kfac *k, int on) {

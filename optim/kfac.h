@@ -140,6 +140,11 @@ int ng_kfac_sharded(const ng_kfac *k, int *rank, int *world);
 int ng_kfac_layers(const ng_kfac *k);
 void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, ng_tensor *G);
 
+/* The factor the loss gradient of the following backward passes is multiplied by (the dynamic
+ * loss scale of mixed precision): G is computed from dy / s, so the factors do not depend on
+ * it. 1 by default. */
+void ng_kfac_set_loss_scale(ng_kfac *k, double s);
+
 /* The most bytes of patch rows a conv's A factor expands at once (default 64 MiB), so that a
  * 512^3 volume never materialises all of its patches. Tests make it small to force chunks. */
 void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);

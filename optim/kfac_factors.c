@@ -124,8 +124,8 @@ void ng_kfac_capture_a(ng_kfac *k, ng_kfac_layer *L, const ng_tensor *x) {
 void ng_kfac_capture_g(ng_kfac *k, ng_kfac_layer *L, const ng_tensor *dy) {
     check_dtype(k, L, dy);
     if (!dy->numel) return;
-    double N = (double)k->N, beta = L->ng ? 1.0 : 0.0;
-    /* g = N dy, so 1/N sum g g^T = N sum dy dy^T. */
+    /* g = N dy, so 1/N sum g g^T = N sum dy dy^T; a loss-scaled dy is s dy, hence N / s^2. */
+    double N = (double)k->N / (k->loss_scale * k->loss_scale), beta = L->ng ? 1.0 : 0.0;
     if (L->kind == NG_KFAC_CONV) {
         NG_CHECK(dy->ndim == L->geom.nd + 2 && dy->shape[0] == k->N && dy->shape[1] == L->out,
                  "kfac: conv layer %s saw output gradient %s; expected [%lld, %lld, ...]",

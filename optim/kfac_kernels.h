@@ -90,6 +90,7 @@ struct ng_kfac {
     int nindex;
     ng_observer obs;
     int64_t batch_step, N;
+    double loss_scale; /* the backward's dy carry this factor (mixed precision); G removes it */
     int cap_a, cap_g;
     size_t chunk_bytes;
     void *scratch; /* device scratch for captures and preconditioning, grown on demand */
