@@ -81,7 +81,7 @@ static void *rs_inter_thread(void *arg) {
 
 /* Pieces of at least this many bytes, at most NG_RS_PIECES of them. */
 #define NG_RS_PIECE_BYTES ((int64_t)1 << 20)
-#define NG_RS_PIECES 16
+#define NG_RS_PIECES 64
 
 void ng_hier_rs(ng_comm *c, void *buf, int64_t n, ng_dtype dt, const ng_allreduce_opts *o) {
     int L = c->max_local_size, l = c->local_size;
