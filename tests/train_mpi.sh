@@ -86,12 +86,13 @@ grep -q '"step": 7,.*"skipped": 1,' "$work/nan/metrics.jsonl" && ok || bad "step
 [ "$(grep -c '"skipped": 1,' "$work/nan/metrics.jsonl")" = 1 ] && ok || bad "more than one step skipped"
 
 # SIGKILL of one rank mid-run: the job ends within seconds, the last complete checkpoint resumes.
+# (Steps of a few ms, so that a signal lands mid-run.)
 cat >"$work/long.yaml" <<'YAML'
 seed: 4
-model: {arch: mlp, width: 256, depth: 2}
+model: {arch: mlp, width: 1024, depth: 2}
 data: {name: synthetic, synthetic: {train: 2000, test: 200, noise: 3.0}}
-train: {batch_size: 40, steps: 400, log_every: 1, checkpoint_every: 20, eval_every: 400}
-optimizer: {name: sgd, lr: 0.05}
+train: {batch_size: 40, steps: 800, log_every: 1, checkpoint_every: 20, eval_every: 800}
+optimizer: {name: sgd, lr: 0.01}
 YAML
 # SIGTERM to mpirun: it reaches every rank, all stop after the same step with one checkpoint,
 # and --resume auto ends with the bits of a run never stopped.
