@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "comm/bucket.h"
-#include "mpi_seed.h"
+#include "mpi_testing.h"
 #include "testing.h"
 
 static ng_comm *world;
@@ -77,17 +77,8 @@ static void trial(int t) {
 }
 
 int main(int argc, char **argv) {
-    int rpn = 0;
-    for (int i = 1; i + 1 < argc; i += 2)
-        if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
-    world = ng_comm_init(&argc, &argv, &(ng_comm_config){.ranks_per_node = rpn});
+    world = ng_test_mpi_init(argc, argv);
     rank = ng_comm_rank(world), size = ng_comm_size(world);
-    ng_test_share_seed(world);
     for (int t = 0; t < 40; t++) trial(t);
-    char name[64];
-    snprintf(name, sizeof name, "test_bucket_mpi rank %d/%d", rank, size);
-    double bad = ng_test_finish(name) != 0;
-    ng_comm_scalars(world, &bad, 1, NG_COMM_SCALAR_MAX);
-    ng_comm_finalize(world);
-    return bad ? 1 : 0;
+    return ng_test_mpi_finish(world, "test_bucket_mpi");
 }

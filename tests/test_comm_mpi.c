@@ -10,6 +10,7 @@
 #include "comm/comm.h"
 #include "comm/comm_check.h"
 #include "core/error.h"
+#include "mpi_testing.h"
 #include "testing.h"
 
 static ng_comm *world;
@@ -285,11 +286,5 @@ int main(int argc, char **argv) {
     test_deterministic();
     test_split_and_errors();
 
-    char name[64];
-    snprintf(name, sizeof name, "test_comm_mpi rank %d/%d", rank, size);
-    int rc = ng_test_finish(name);
-    double failed = rc != 0;
-    ng_comm_scalars(world, &failed, 1, NG_COMM_SCALAR_MAX);
-    ng_comm_finalize(world);
-    return failed ? 1 : 0;
+    return ng_test_mpi_finish(world, "test_comm_mpi");
 }

@@ -15,7 +15,7 @@
 #include "nn/model.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
-#include "mpi_seed.h"
+#include "mpi_testing.h"
 #include "testing.h"
 
 #define STEPS 5
@@ -103,12 +103,8 @@ static void check(const char *what, const ng_arch *a, ng_kfac_config kc, int bat
 }
 
 int main(int argc, char **argv) {
-    int rpn = 0;
-    for (int i = 1; i + 1 < argc; i += 2)
-        if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
-    world = ng_comm_init(&argc, &argv, &(ng_comm_config){.ranks_per_node = rpn});
+    world = ng_test_mpi_init(argc, argv);
     rank = ng_comm_rank(world), size = ng_comm_size(world);
-    ng_test_share_seed(world);
 
     ng_arch a;
     ng_kfac_config kc = ng_kfac_default_config();
@@ -129,11 +125,5 @@ int main(int argc, char **argv) {
     a.img = 8, a.patch = 4, a.width = 8, a.depth = 1, a.heads = 2, a.classes = 3;
     check("vit tokens, KFAC-reduce", &a, kt, 2);
 
-    char name[64];
-    snprintf(name, sizeof name, "test_kfac_dist_mpi rank %d/%d", rank, size);
-    int status = ng_test_finish(name);
-    double bad = status != 0;
-    ng_comm_scalars(world, &bad, 1, NG_COMM_SCALAR_MAX);
-    ng_comm_finalize(world);
-    return bad ? 1 : 0;
+    return ng_test_mpi_finish(world, "test_kfac_dist_mpi");
 }
