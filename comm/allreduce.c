@@ -82,7 +82,7 @@ void ng_comm_set_table(ng_comm *c, const ng_allreduce_rule *rules, int n) {
              NG_AR_MAX_RULES);
     for (int i = 0; i < n; i++)
         NG_CHECK(rules[i].opts.algo != NG_AR_AUTO, "comm: all-reduce table row %d is 'auto'", i);
-    memcpy(c->table, rules, sizeof *rules * (size_t)n);
+    if (n) memcpy(c->table, rules, sizeof *rules * (size_t)n); /* rules may be NULL when n is 0 */
     c->table_n = n;
 }
 
