@@ -24,4 +24,15 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
   2>&1 | tee "$out/comm-bench.log"
+# Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
+# NCCL buckets and distributed K-FAC paths), each a short run of the main job.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+cfg="$root/experiments/configs/mnist_mlp.yaml"
+for p in fp32 fp16 bf16; do
+  "$ng" train --config "$cfg" --out "$out/train-$p" --set device=cuda --set train.steps=300 \
+    --set precision.compute=$p --set data.fallback_synthetic=true 2>&1 | tail -3 | tee -a "$out/train.log"
+done
+mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
+  --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
+  --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
 echo "results in $out"
