@@ -25,7 +25,8 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
   2>&1 | tee "$out/comm-bench.log"
 # Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
-# NCCL buckets and distributed K-FAC paths), each a short run of the main job.
+# NCCL communicator's setup; buckets and distributed K-FAC start at two ranks, i.e. two GPUs, as
+# NCCL refuses two ranks on one device), each a short run of the main job.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cfg="$root/experiments/configs/mnist_mlp.yaml"
 for p in fp32 fp16 bf16; do
