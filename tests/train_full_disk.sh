@@ -15,14 +15,15 @@ if ! mount -t tmpfs -o size=24m none "$mnt" 2>/dev/null; then
 fi
 at_exit+=("umount '$mnt'")
 
-# Steps of a few ms; checkpoints only at the end (they need room: the test is about metrics).
+# Steps of a few ms, about 5 s in all so that the disk fills mid-run even on a quiet machine;
+# checkpoints only at the end (they need room: the test is about metrics).
 cat >"$work/run.yaml" <<'YAML'
 seed: 7
 model: {arch: mlp, width: 256, depth: 2}
 data:
   name: synthetic
   synthetic: {train: 1000, test: 200, noise: 3.0}
-train: {batch_size: 50, steps: 400, log_every: 1, checkpoint_every: 400, eval_every: 400, keep_checkpoints: 1}
+train: {batch_size: 50, steps: 1500, log_every: 1, checkpoint_every: 1500, eval_every: 1500, keep_checkpoints: 1}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 YAML
 fill() { dd if=/dev/zero of="$mnt/fill" bs=64k >/dev/null 2>&1; } # until the disk is full
@@ -43,7 +44,7 @@ if wait_for "$pid" has_lines "$mnt/a" 20; then
   st=$?
   [ $st -eq 0 ] && grep -q "metrics.jsonl: written again after [0-9]* failed attempts" "$work/a.err" && ok ||
     bad "briefly full disk: status $st, want 0 and a recovery note: $(tail -3 "$work/a.err")"
-  [ "$(losses "$work/ref")" = "$(losses "$mnt/a")" ] && [ "$(losses "$mnt/a" | wc -l)" -eq 400 ] && ok ||
+  [ "$(losses "$work/ref")" = "$(losses "$mnt/a")" ] && [ "$(losses "$mnt/a" | wc -l)" -eq 1500 ] && ok ||
     bad "after a briefly full disk the metrics differ from the reference run (lines lost or torn)"
   cmp -s "$work/ref/final.safetensors" "$mnt/a/final.safetensors" && ok || bad "final weights differ"
 else

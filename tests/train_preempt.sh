@@ -9,15 +9,15 @@ set -u
 ng=$1
 source "$(dirname "$0")/train_lib.sh"
 
-# Steps of a few ms, so that a signal lands mid-run.
+# Steps of a few ms and enough of them (about 8 s) that a signal lands mid-run even on a quiet machine.
 cat >"$work/slow.yaml" <<'YAML'
 seed: 5
-model: {arch: mlp, width: 256, depth: 2, dropout: 0.1}
+model: {arch: mlp, width: 512, depth: 2, dropout: 0.1}
 data:
   name: synthetic
   synthetic: {train: 1000, test: 200, noise: 3.0}
   augment: {crop_pad: 1}
-train: {batch_size: 50, steps: 300, log_every: 1, checkpoint_every: 100, eval_every: 100}
+train: {batch_size: 50, steps: 1500, log_every: 1, checkpoint_every: 500, eval_every: 500}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 schedule: {name: cosine, warmup_steps: 5}
 YAML
@@ -39,7 +39,7 @@ if wait_for "$pid" has_lines "$work/p" 20; then
   [ $st -eq 143 ] && ok || bad "SIGTERM: exit status $st, want 143"
   msg=$(grep "stopped by SIGTERM" "$work/p.err")
   n=$(sed -n 's/.*stopped by SIGTERM after step \([0-9]*\);.*/\1/p' <<<"$msg")
-  if [ -n "$n" ] && [ "$n" -lt 300 ]; then
+  if [ -n "$n" ] && [ "$n" -lt 1500 ]; then
     ck=$(printf '%s/p/checkpoints/step-%08d' "$work" "$n")
     grep -q "checkpoint in $ck" <<<"$msg" && [ -f "$ck/COMPLETE" ] && [ ! -e "$work/p/final.safetensors" ] &&
       ok || bad "SIGTERM should leave a complete checkpoint at step $n and say so: $msg"
