@@ -347,6 +347,7 @@ int ng_cmd_train(int argc, char **argv) {
              "train.batch_size: %lld is not a multiple of the %d ranks (each rank takes "
              "batch_size / ranks examples)",
              (long long)s.batch, world);
+    if (s.kfac_enabled) ng_kfac_grad_workers(s.kfac_fraction, world); /* before DIR exists */
     char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);

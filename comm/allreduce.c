@@ -143,39 +143,63 @@ void ng_allreduce_run(ng_comm *c, void *buf, int64_t n, ng_dtype dt, const ng_al
     }
 }
 
+/* A whole number in [lo, hi], or 0 (NaN, fractions and huge values do not convert). */
+static int whole_in(const cJSON *v, double lo, double hi) {
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi &&
+           v->valuedouble == (double)(int64_t)v->valuedouble;
+}
+
 int ng_allreduce_table_load(const char *path, ng_allreduce_rule *rules, int cap) {
+    /* Everything is checked before it is used, and every error is formatted, the file and
+     * the JSON freed, and only then raised, so a caught error leaks nothing. */
+    char err[600] = "";
     FILE *f = fopen(path, "rb");
-    NG_CHECK(f, "comm: cannot read the all-reduce table %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)len + 1);
-    size_t got = fread(text, 1, (size_t)len, f);
-    text[got] = 0;
+    NG_CHECK(f, "comm.table: cannot read the all-reduce table %s", path);
+    char *text = malloc((1 << 20) + 1);
+    size_t got = text ? fread(text, 1, 1 << 20, f) : 0;
+    int too_big = text && got == (1 << 20) && fgetc(f) != EOF, unreadable = ferror(f);
     fclose(f);
-    cJSON *root = cJSON_Parse(text);
+    NG_CHECK(text, "out of host memory reading %s", path);
+    if (too_big || unreadable) {
+        free(text);
+        ng_fail("comm.table: %s is %s", path,
+                too_big ? "over 1 MiB, not an all-reduce table" : "not a readable file");
+    }
+    text[got] = 0;
+    cJSON *root = cJSON_ParseWithLength(text, got);
     free(text);
     cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "allreduce_table");
-    NG_CHECK(cJSON_IsArray(rows), "comm: %s has no \"allreduce_table\" array", path);
     int n = 0;
-    cJSON *row;
+    if (!cJSON_IsArray(rows))
+        snprintf(err, sizeof err, "comm.table: %s has no \"allreduce_table\" array", path);
+    const cJSON *row;
     cJSON_ArrayForEach(row, rows) {
-        NG_CHECK(n < cap, "comm: %s: more than %d rows", path, cap);
-        cJSON *mb = cJSON_GetObjectItemCaseSensitive(row, "max_bytes");
-        cJSON *al = cJSON_GetObjectItemCaseSensitive(row, "algo");
-        cJSON *ch = cJSON_GetObjectItemCaseSensitive(row, "chunk_bytes");
+        if (err[0]) break;
+        const cJSON *mb = cJSON_GetObjectItemCaseSensitive(row, "max_bytes");
+        const cJSON *al = cJSON_GetObjectItemCaseSensitive(row, "algo");
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(row, "chunk_bytes");
         ng_allreduce_rule r = {0};
-        NG_CHECK(cJSON_IsNumber(mb) && cJSON_IsString(al) &&
-                     !ng_allreduce_opts_parse(al->valuestring, &r.opts) &&
-                     r.opts.algo != NG_AR_AUTO,
-                 "comm: %s row %d needs \"max_bytes\" (a number, -1 for any) and \"algo\" "
-                 "(flat, ring, hier_rs, hier_leader or torus, with :intra/inter levels)",
-                 path, n);
-        r.max_bytes = (int64_t)mb->valuedouble;
-        if (cJSON_IsNumber(ch)) r.opts.chunk_bytes = (int64_t)ch->valuedouble;
-        rules[n++] = r;
+        if (n >= cap)
+            snprintf(err, sizeof err, "comm.table: %s: more than %d rows", path, cap);
+        else if (!whole_in(mb, -1, 0x1p62) || !cJSON_IsString(al) ||
+                 ng_allreduce_opts_parse(al->valuestring, &r.opts) || r.opts.algo == NG_AR_AUTO)
+            snprintf(err, sizeof err,
+                     "comm.table: %s row %d needs \"max_bytes\" (a whole number of bytes, -1 for "
+                     "any) and \"algo\" (flat, ring, hier_rs, hier_leader or torus, with "
+                     ":intra/inter levels)",
+                     path, n);
+        else if (ch && !whole_in(ch, 0, 0x1p40))
+            snprintf(err, sizeof err,
+                     "comm.table: %s row %d: \"chunk_bytes\" must be a whole number in [0, 2^40]",
+                     path, n);
+        else {
+            r.max_bytes = (int64_t)mb->valuedouble;
+            if (ch) r.opts.chunk_bytes = (int64_t)ch->valuedouble;
+            rules[n++] = r;
+        }
     }
     cJSON_Delete(root);
+    if (err[0]) ng_fail("%s", err);
     return n;
 }
 

@@ -129,6 +129,9 @@ int ng_kfac_state(ng_kfac *k, const char **names, ng_tensor **tensors, int cap);
  * equals one process's K-FAC on the global batch within float rounding. */
 struct ng_comm;
 void ng_kfac_distribute(ng_kfac *k, struct ng_comm *c, double grad_worker_fraction);
+/* g = grad_worker_fraction x world, the grad workers per layer; a usage error naming
+ * kfac.grad_worker_fraction unless g is a whole number that divides the world. */
+int ng_kfac_grad_workers(double grad_worker_fraction, int world);
 /* The rank that computes layer i's inverses (0 in one process). */
 int ng_kfac_owner(const ng_kfac *k, int i);
 /* 1 when this rank's state (ng_kfac_state) is its own shard, not the whole (grad-worker fraction

@@ -62,17 +62,21 @@ static int inverse_tensors(ng_kfac *k, ng_kfac_layer *L, ng_tensor **ts) {
     return 2;
 }
 
+int ng_kfac_grad_workers(double grad_worker_fraction, int world) {
+    double gf = grad_worker_fraction * world;
+    int g = (int)lround(gf);
+    NG_CHECK(grad_worker_fraction > 0 && grad_worker_fraction <= 1 && fabs(gf - g) < 1e-9 &&
+                 g >= 1 && world % g == 0,
+             "kfac.grad_worker_fraction: %g times %d ranks must be a whole number of grad workers "
+             "that divides the world (e.g. 1, 0.5, 1/%d)",
+             grad_worker_fraction, world, world);
+    return g;
+}
+
 void ng_kfac_distribute(ng_kfac *k, ng_comm *c, double grad_worker_fraction) {
     NG_CHECK(!k->dist, "kfac: K-FAC is already distributed");
     if (!c || ng_comm_size(c) == 1) return;
-    int size = ng_comm_size(c);
-    double gf = grad_worker_fraction * size;
-    int g = (int)lround(gf);
-    NG_CHECK(grad_worker_fraction > 0 && grad_worker_fraction <= 1 && fabs(gf - g) < 1e-9 &&
-                 g >= 1 && size % g == 0,
-             "kfac.grad_worker_fraction: %g times %d ranks must be a whole number of grad workers "
-             "that divides the world (e.g. 1, 0.5, 1/%d)",
-             grad_worker_fraction, size, size);
+    int size = ng_comm_size(c), g = ng_kfac_grad_workers(grad_worker_fraction, size);
     ng_kfac_dist *d = calloc(1, sizeof *d);
     NG_CHECK(d, "out of host memory distributing K-FAC");
     d->world = c, d->rank = ng_comm_rank(c), d->size = size, d->g = g;

@@ -1,9 +1,9 @@
 /* Fuzzers for every reader of outside bytes: config files and --set strings, safetensors (and
- * weights loaded from them), MNIST IDX/gzip files and checkpoint folders. A deterministic
- * mutator of our own (bit flips, inserts, deletes, splices, interesting integers, dictionary
- * tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from the printed
- * NG_TEST_SEED. Every input must end in success (with the result's own invariants holding) or
- * in a usage error that names the file, within a time limit; under ASan/UBSan also without a
+ * weights loaded from them), MNIST IDX/gzip files, checkpoint folders and all-reduce tables. A
+ * deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting integers,
+ * dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from the
+ * printed NG_TEST_SEED. Every input must end in success (with the result's own invariants holding)
+ * or in a usage error that names the file, within a time limit; under ASan/UBSan also without a
  * sanitizer report.
  *
  *   fuzz_readers CORPUS_DIR [INPUTS]      INPUTS (default 3000; NG_FUZZ_INPUTS overrides) are
@@ -31,6 +31,7 @@
 #include "apps/config.h"
 #include "apps/run.h"
 #include "apps/train_config.h"
+#include "comm/comm.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
@@ -241,6 +242,7 @@ static pool read_corpus(const char *dir) {
 static void free_pool(pool *c) {
     for (int i = 0; i < c->n; i++) free(c->v[i].p);
     free(c->v);
+    *c = (pool){0};
 }
 
 /* ---- catching errors, timeouts and crashes ----------------------------------------------------
@@ -438,6 +440,33 @@ static void run_set(const reader *r, const blob *in) {
     pending = text;
     ng_config *c = ng_config_load(ng_train_spec, ng_train_nspec, NULL, sets, n);
     round_trip(r, in, c);
+}
+
+/* allreduce_table (comm.table, written by comm-bench): a table that loads must hold only
+ * concrete algorithms and byte limits >= -1, and save and load back to the same rows. */
+/* clang-format off */
+static const token table_dict[] = {
+    T("{\"allreduce_table\": ["), T("]}"), T("\"max_bytes\": "), T("\"algo\": "),
+    T("\"chunk_bytes\": "), T("\"hier_rs:ring/flat\""), T("\"torus\""), T("\"auto\""),
+    T("-1"), T("1e308"), T("4096.5"), T("null"), T(","), T("{"), T("}")};
+/* clang-format on */
+
+static void run_table(const reader *r, const blob *in) {
+    put_file(r->must_name, in->p, in->n);
+    ng_allreduce_rule rules[NG_AR_MAX_RULES], back[NG_AR_MAX_RULES];
+    int n = ng_allreduce_table_load(r->must_name, rules, NG_AR_MAX_RULES);
+    for (int i = 0; i < n; i++)
+        if (rules[i].opts.algo <= NG_AR_AUTO || rules[i].opts.algo >= NG_AR_NUM ||
+            rules[i].max_bytes < -1 || rules[i].opts.chunk_bytes < 0)
+            failf(r, in, "row %d loaded as algo %d, max_bytes %lld, chunk %lld", i,
+                  (int)rules[i].opts.algo, (long long)rules[i].max_bytes,
+                  (long long)rules[i].opts.chunk_bytes);
+    char again[800];
+    snprintf(again, sizeof again, "%s.again", r->must_name);
+    ng_allreduce_table_save(again, rules, n);
+    if (ng_allreduce_table_load(again, back, NG_AR_MAX_RULES) != n ||
+        (n && memcmp(rules, back, sizeof *rules * (size_t)n)))
+        failf(r, in, "a loaded table does not read back the same after saving");
 }
 
 /* safetensors: open, walk every tensor's bytes, then load into a small model. */
@@ -769,17 +798,19 @@ int main(int argc, char **argv) {
         {.name = "safetensors", DICT(st_dict), .run = run_safetensors, .mutate = st_mutate},
         {.name = "mnist", DICT(idx_dict), .run = run_mnist, .mutate = default_mutate},
         {.name = "checkpoint", DICT(ckpt_dict), .run = run_checkpoint, .mutate = ckpt_mutate},
+        {.name = "allreduce_table", DICT(table_dict), .run = run_table, .mutate = default_mutate},
     };
     int nreaders = (int)(sizeof readers / sizeof *readers), active = 0;
     snprintf(readers[0].must_name, sizeof readers[0].must_name, "%s/fuzz.yaml", work);
     snprintf(readers[2].must_name, sizeof readers[2].must_name, "%s/fuzz.safetensors", work);
     snprintf(readers[3].must_name, sizeof readers[3].must_name, "%s/", work);
     snprintf(readers[4].must_name, sizeof readers[4].must_name, "%s", ck_dir);
+    snprintf(readers[5].must_name, sizeof readers[5].must_name, "%s/fuzz-table.json", work);
     for (int i = 0; i < nreaders; i++) {
         char d[1024];
         snprintf(d, sizeof d, "%s/%s", corpus, readers[i].name);
         readers[i].corpus = read_corpus(d);
-        if (only && strcmp(only, readers[i].name)) readers[i].corpus.n = 0;
+        if (only && strcmp(only, readers[i].name)) free_pool(&readers[i].corpus);
         if (readers[i].corpus.n)
             active++;
         else if (!only)

@@ -51,7 +51,8 @@ static void test_checkpoint(const char *dir) {
                            .optimizer_step = 1,
                            .skipped = 6,
                            .skip_streak = 2};
-    NG_TEST(ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL), "checkpoint of finite weights saved");
+    NG_TEST(ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL),
+            "checkpoint of finite weights saved");
     char ck[4096];
     NG_TEST(ng_checkpoint_latest(dir, ck, sizeof ck), "the checkpoint is found");
     ng_run_position got = ng_checkpoint_position(ck);

@@ -55,6 +55,17 @@ run 3 bad3 --set train.batch_size=50
 rc=$?
 if [ $rc -eq 2 ] && grep -q "train.batch_size: 50 is not a multiple of the 3 ranks" "$work/bad3.log"; then ok; else bad "batch 50 on 3 ranks: exit $rc, $(tail -2 "$work/bad3.log")"; fi
 [ -e "$work/bad3" ] && bad "a refused run left its directory behind" || ok
+# Bad comm and distributed K-FAC settings: exit 2 naming the key or file, nothing written.
+printf '{"allreduce_table": [{"max_bytes": 1e308, "algo": "ring"}]}\n' >"$work/bad-table.json"
+for spec in "1 comm.allreduce=hier_rx comm.allreduce" "1 comm.table=$work/none.json comm.table" \
+  "2 comm.table=$work/bad-table.json bad-table.json" \
+  "4 kfac.grad_worker_fraction=0.3 kfac.grad_worker_fraction"; do
+  set -- $spec
+  run "$1" badc --set "$2" --set kfac.enabled=true
+  rc=$?
+  [ $rc -eq 2 ] && grep -q "$3" "$work/badc.log" && ok || bad "--set $2 on $1 ranks: exit $rc, $(grep error "$work/badc.log" | head -2)"
+  [ -e "$work/badc" ] && bad "--set $2 left its run directory behind" || ok
+done
 # Same ranks twice: same bits.
 run 2 again --set comm.allreduce=flat || bad "second 2-rank run failed"
 cmp -s "$work/np2-flat/final.safetensors" "$work/again/final.safetensors" && ok || bad "two 2-rank runs differ"
