@@ -22,8 +22,9 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: natgrad bench --model ARCH [--batch N] [--device cpu|cuda] [--steps N]\n"
-            "                     [--img N] [--checkpoint] [--arena-mib N] [--json FILE]\n"
-            "ARCH: %s\n",
+            "                     [--img N] [--checkpoint SPEC] [--arena-mib N] [--json FILE]\n"
+            "ARCH: %s\n"
+            "SPEC: none, every K (segments of K blocks; all = every 1) or block indices 0,3,7\n",
             ng_arch_names());
 }
 
@@ -36,7 +37,8 @@ static int bad(const char *opt, const char *val, const char *want) {
 int ng_cmd_bench(int argc, char **argv) {
     const char *arch = NULL, *json = NULL;
     int64_t batch = 32, img = 0;
-    int steps = 10, ckpt = -1;
+    int steps = 10;
+    const char *ckpt = NULL;
     long arena_mib = 0;
     ng_device dev = ng_cuda_available() ? NG_CUDA : NG_CPU;
     for (int i = 1; i < argc; i++) {
@@ -45,8 +47,11 @@ int ng_cmd_bench(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--checkpoint")) {
-            ckpt = 1;
-            continue;
+            ng_ckpt_spec sp;
+            char why[128];
+            if (!v || !ng_ckpt_spec_parse(v, &sp, why, sizeof why))
+                return bad(a, v, "none, every K, all, or block indices such as 0,3,7");
+            ckpt = v;
         } else if (!strcmp(a, "--model")) {
             if (!v) return bad(a, v, "an architecture name");
             arch = v;
@@ -77,7 +82,9 @@ int ng_cmd_bench(int argc, char **argv) {
     if (!arch) return bad("--model", NULL, "is required");
     if (!ng_arch_defaults(arch, &ar)) return bad("--model", arch, "unknown architecture");
     if (img) ar.img = img;
-    if (ckpt >= 0) ar.checkpoint = ckpt;
+    char why[128], spec[256];
+    if (ckpt) ng_ckpt_spec_parse(ckpt, &ar.checkpoint, why, sizeof why);
+    ng_ckpt_spec_format(&ar.checkpoint, spec, sizeof spec);
     if (!arena_mib) arena_mib = dev == NG_CUDA ? 24576 : 4096;
 
     ng_model *m = ng_model_new(ng_arch_build(&ar));
@@ -105,8 +112,8 @@ int ng_cmd_bench(int argc, char **argv) {
     qsort(ms, (size_t)steps, sizeof(double), cmp_double);
     double med = ms[steps / 2];
     double act = m->acts.peak / 1048576.0, scratch = m->grads.peak / 1048576.0;
-    printf("natgrad bench: %s, batch %lld, %s, fp32, %s checkpointing, %d steps\n", arch,
-           (long long)batch, ng_device_name(dev), ar.checkpoint ? "with" : "no", steps);
+    printf("natgrad bench: %s, batch %lld, %s, fp32, checkpointing %s, %d steps\n", arch,
+           (long long)batch, ng_device_name(dev), spec, steps);
     printf("%-24s %6s %10s %10s %12s %12s %12s\n", "model", "batch", "ms/step", "img/s", "act MiB",
            "scratch MiB", "params");
     printf("%-24s %6lld %10.2f %10.1f %12.1f %12.1f %12lld\n", arch, (long long)batch, med,
@@ -116,9 +123,9 @@ int ng_cmd_bench(int argc, char **argv) {
         if (!f) return bad("--json", json, "cannot be written");
         fprintf(f,
                 "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"dtype\": \"f32\", "
-                "\"checkpoint\": %d, \"steps\": %d, \"ms_per_step\": %s, \"images_per_s\": %s, "
+                "\"checkpoint\": \"%s\", \"steps\": %d, \"ms_per_step\": %s, \"images_per_s\": %s, "
                 "\"activation_bytes\": %zu, \"scratch_bytes\": %zu, \"params\": %lld}\n",
-                arch, (long long)batch, ng_device_name(dev), ar.checkpoint, steps,
+                arch, (long long)batch, ng_device_name(dev), spec, steps,
                 ng_json_num("%.4f", med).s, ng_json_num("%.2f", batch / (med * 1e-3)).s,
                 m->acts.peak, m->grads.peak, (long long)m->count);
         fclose(f);

@@ -258,7 +258,9 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
         ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
         ng_kfac_begin(kfac, step, b->b, 0, 1);
         ng_model_zero_grad(m);
+        ctx.retain = 1; /* the forward serves the backward below too */
         ng_model_backward(m, &ctx, &dlogits);
+        ctx.retain = 0;
         ng_kfac_begin(kfac, step, b->b, 0, 0);
     }
     int64_t correct = 0;

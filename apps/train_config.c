@@ -39,8 +39,9 @@ const ng_cfg_spec ng_train_spec[] = {
      "dropout probability (mlp hidden layers, vit MLPs)"},
     {"model.batchnorm", NG_CFG_BOOL, "true", NONE, NULL,
      "batch norm after convolutions (vgg, cnn3d)"},
-    {"model.checkpoint", NG_CFG_BOOL, "false", NONE, NULL,
-     "activation checkpointing of each block"},
+    {"model.checkpoint", NG_CFG_STRING, "none", NONE, NULL,
+     "blocks run as activation-checkpoint segments: none, every K (K blocks a segment; all = every "
+     "1) or block indices 0,3,7 (each alone); true/false as all/none"},
 
     {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic", "data set"},
     {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
@@ -193,7 +194,12 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     if (strcmp(ng_cfg_source(c, "model.dropout"), "default"))
         a->dropout = ng_cfg_float(c, "model.dropout");
     a->batchnorm = ng_cfg_bool(c, "model.batchnorm");
-    a->checkpoint = ng_cfg_bool(c, "model.checkpoint");
+    char why[160];
+    const char *ck = ng_cfg_str(c, "model.checkpoint");
+    NG_CHECK(ng_ckpt_spec_parse(ck, &a->checkpoint, why, sizeof why),
+             "model.checkpoint: '%s': %s (none, every K, all, or block indices such as 0,3,7)", ck,
+             why);
+    ng_arch_check_checkpoint(a);
     NG_CHECK(strcmp(arch, "cnn3d") != 0,
              "model.arch: cnn3d trains on voxel volumes, which `natgrad train` does not load yet; "
              "use natgrad bench for it");

@@ -82,7 +82,12 @@ typedef struct {
     ng_arena *grads; /* activation gradients and backward scratch, used as a stack */
     int training;    /* dropout active, batch norm uses batch statistics */
     int recomputing; /* replaying a checkpoint segment: no capture, no running-stat updates */
-    ng_rng_key rng;  /* seed and step; layers add their own stream id */
+    /* 0: backward hands each layer's forward activations back to ctx->acts once the layer's
+     * backward is done (so a checkpoint replay reuses them, as PyTorch frees a graph); 1 keeps
+     * them for another backward over the same forward (PyTorch's retain_graph: the true
+     * Fisher's sampled-label pass). */
+    int retain;
+    ng_rng_key rng; /* seed and step; layers add their own stream id */
     ng_observer *observer;
     ng_grad_hook *grad_ready; /* NULL: nobody waits for gradients */
 } ng_ctx;

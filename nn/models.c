@@ -153,9 +153,10 @@ static ng_layer *vgg(const ng_arch *a) {
         snprintf(n, sizeof n, "stages.%d.pool", st);
         add(stage, ng_maxpool(n, 2, k2, k2, p0));
         snprintf(n, sizeof n, "stages.%d", st);
-        add(s, a->checkpoint ? ng_checkpoint(n, stage, 1) : stage);
+        add(s, stage);
         in = out;
     }
+    ng_checkpoint_blocks(s, 0, a->depth, &a->checkpoint);
     add(s, ng_global_avgpool("pool"));
     add(s, ng_linear("head", in, a->classes, 1));
     return s;
@@ -195,15 +196,34 @@ static ng_layer *cnn3d(const ng_arch *a) {
     for (int i = 0; i < a->depth; i++) {
         snprintf(n, sizeof n, "layers.%d", i);
         ng_layer *b = conv_block(n, 3, in, a->width, a->batchnorm, k3, p1);
-        add(s, a->checkpoint ? ng_checkpoint(n, b, 1) : b);
+        add(s, b);
         in = a->width;
     }
+    ng_checkpoint_blocks(s, 0, a->depth, &a->checkpoint);
     add(s, ng_global_avgpool("pool"));
     add(s, ng_linear("head", in, a->classes, 1));
     return s;
 }
 
+int ng_arch_blocks(const ng_arch *a) {
+    if (!strcmp(a->arch, "vgg") || !strcmp(a->arch, "cnn3d") || !strncmp(a->arch, "vit", 3))
+        return a->depth;
+    return 0;
+}
+
+void ng_arch_check_checkpoint(const ng_arch *a) {
+    if (!ng_ckpt_spec_active(&a->checkpoint)) return;
+    int n = ng_arch_blocks(a);
+    NG_CHECK(n > 0, "model.checkpoint: %s has no blocks to checkpoint (vgg, cnn3d and vit have)",
+             a->arch);
+    for (int b = n; b < NG_CKPT_MAX_BLOCKS; b++)
+        NG_CHECK(!(a->checkpoint.blocks >> b & 1),
+                 "model.checkpoint: block %d does not exist (%s has %d blocks: 0 to %d)", b,
+                 a->arch, n, n - 1);
+}
+
 ng_layer *ng_arch_build(const ng_arch *a) {
+    ng_arch_check_checkpoint(a);
     NG_CHECK(a->in_ch > 0 && a->img > 0 && a->classes > 0,
              "model %s: in_ch %lld, image %lld and classes %lld must be > 0", a->arch,
              (long long)a->in_ch, (long long)a->img, (long long)a->classes);

@@ -1,16 +1,36 @@
-/* The sequence container. Backward ping-pongs activation gradients between two scratch
- * buffers sized for the largest child input, so gradient memory is two activations, not all. */
+/* The sequence container, and activation checkpointing over runs of its children.
+ *
+ * Backward ping-pongs activation gradients between two scratch buffers sized for the largest
+ * child input, so gradient memory is two activations, not all.
+ *
+ * A checkpoint segment is a run of children [first, end): forward keeps the segment's input (it
+ * lives before the segment, outside it) and a copy of its output below an arena mark, and releases
+ * everything the interior allocated; backward replays the interior from the kept input (with
+ * ctx->recomputing set, so observers and batch-norm running statistics see each layer once per
+ * step, and with the same RNG keys, so dropout masks repeat), runs the interior's backward and
+ * releases the replay; unless ctx->retain, each child's forward activations go back to the arena
+ * as soon as its backward is done, so a replay reuses the memory of the blocks after it and
+ * checkpointing lowers the peak even for one segment. Segments are marks on the sequence, not
+ * layers: checkpointing on or off leaves the layer tree, its names and its RNG streams unchanged.
+ */
 #include <string.h>
 
 #include "core/error.h"
 #include "core/ops.h"
 #include "nn/containers.h"
 
+#define SEQ_MAX 64
+
 typedef struct {
     int n; /* children seen at the last forward */
-    int ndim[64];
-    int64_t shape[64][NG_MAX_DIMS]; /* input shape of each child at the last forward */
+    int ndim[SEQ_MAX];
+    int64_t shape[SEQ_MAX][NG_MAX_DIMS]; /* input shape of each child at the last forward */
     ng_dtype dtype;
+    int seg_end[SEQ_MAX];     /* > i when child i starts a segment [i, seg_end[i]); else 0 */
+    ng_tensor seg_x[SEQ_MAX]; /* the input a segment starting at i replays from */
+    /* ctx->acts before child i's forward (before the segment's output, for a segment start):
+     * what backward releases to once child i (or the segment) is done. */
+    ng_arena_mark fwd_mark[SEQ_MAX];
 } seq_state;
 
 void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
@@ -31,16 +51,69 @@ void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *
 
 static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     seq_state *s = l->impl;
-    NG_CHECK(l->nchildren <= 64, "sequence %s: more than 64 children; nest sequences", l->name);
+    NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
+             SEQ_MAX);
     ng_tensor cur = *x;
     s->n = l->nchildren;
     s->dtype = x->dtype;
     for (int i = 0; i < l->nchildren; i++) {
-        s->ndim[i] = cur.ndim;
-        memcpy(s->shape[i], cur.shape, sizeof cur.shape);
-        cur = l->children[i]->ops->forward(l->children[i], ctx, &cur);
+        int end = s->seg_end[i] > i ? s->seg_end[i] : 0;
+        ng_tensor y = {0};
+        ng_arena_mark mark = 0;
+        s->fwd_mark[i] = ng_arena_get_mark(ctx->acts);
+        if (end) {
+            /* The segment's output goes below the mark so it survives the release. */
+            int ndim = cur.ndim;
+            int64_t shape[NG_MAX_DIMS];
+            memcpy(shape, cur.shape, sizeof shape);
+            for (int j = i; j < end; j++) {
+                int64_t next[NG_MAX_DIMS];
+                ng_layer_out_shape(l->children[j], ndim, shape, &ndim, next);
+                memcpy(shape, next, sizeof next);
+            }
+            y = ng_arena_tensor(ctx->acts, cur.dtype, ndim, shape, l->children[end - 1]->name);
+            mark = ng_arena_get_mark(ctx->acts);
+            s->seg_x[i] = cur;
+        }
+        int last = end ? end - 1 : i;
+        for (int j = i; j <= last; j++) {
+            s->ndim[j] = cur.ndim;
+            memcpy(s->shape[j], cur.shape, sizeof cur.shape);
+            cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
+        }
+        if (end) {
+            NG_CHECK(cur.dtype == y.dtype,
+                     "sequence %s: checkpoint segment ending at %s changes "
+                     "the dtype",
+                     l->name, l->children[last]->name);
+            ng_copy(&y, &cur);
+            ng_arena_release(ctx->acts, mark);
+            cur = y;
+        }
+        i = last;
     }
     return cur;
+}
+
+/* Replays the forward of the segment that ends at child `last`, if one does; returns the acts
+ * mark to release back to once the segment's first child has run its backward, or -1. */
+static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
+    seq_state *s = l->impl;
+    for (int i = last; i >= 0; i--) {
+        if (s->seg_end[i] > i && s->seg_end[i] - 1 == last) {
+            ng_arena_mark mark = ng_arena_get_mark(ctx->acts);
+            int was = ctx->recomputing;
+            ctx->recomputing = 1;
+            ng_tensor cur = s->seg_x[i];
+            for (int j = i; j <= last; j++)
+                cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
+            ctx->recomputing = was;
+            *first = i;
+            return (int64_t)mark;
+        }
+        if (s->seg_end[i] > i) break; /* segments do not overlap: none ends at `last` */
+    }
+    return -1;
 }
 
 static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
@@ -61,15 +134,28 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     for (int b = 0; b < 2; b++)
         buf[b] = ng_arena_tensor(ctx->grads, s->dtype, 1, (int64_t[]){most}, "activation grad");
     ng_tensor cur = *dy;
+    int64_t replayed = -1; /* acts mark of the segment being run backward */
+    int first = -1;
     for (int i = s->n - 1; i >= 0; i--) {
         ng_layer *c = l->children[i];
+        if (replayed < 0) replayed = replay(l, ctx, i, &first);
         if (i == 0) {
             ng_layer_backward(c, ctx, &cur, dx);
-            break;
+        } else {
+            ng_tensor next =
+                ng_tensor_view(&buf[i & 1], 0, s->ndim[i], s->shape[i], "activation grad");
+            ng_layer_backward(c, ctx, &cur, &next);
+            cur = next;
         }
-        ng_tensor next = ng_tensor_view(&buf[i & 1], 0, s->ndim[i], s->shape[i], "activation grad");
-        ng_layer_backward(c, ctx, &cur, &next);
-        cur = next;
+        /* Done with child i (or with the segment it starts): its activations go back to the
+         * arena, so the replay of an earlier segment reuses them. */
+        if (replayed >= 0 && i == first) {
+            ng_arena_release(ctx->acts, (ng_arena_mark)replayed);
+            replayed = -1;
+            if (!ctx->retain) ng_arena_release(ctx->acts, s->fwd_mark[i]);
+        } else if (replayed < 0 && !ctx->retain) {
+            ng_arena_release(ctx->acts, s->fwd_mark[i]);
+        }
     }
     ng_arena_release(ctx->grads, mark);
 }
@@ -83,4 +169,33 @@ static const ng_layer_ops seq_ops = {
 
 ng_layer *ng_sequence(const char *name) {
     return ng_layer_new(&seq_ops, name, sizeof(seq_state));
+}
+
+void ng_sequence_checkpoint(ng_layer *seq, int first, int count) {
+    NG_CHECK(seq->ops == &seq_ops, "checkpoint segment: %s is a %s, not a sequence", seq->name,
+             seq->ops->kind);
+    NG_CHECK(first >= 0 && count >= 1 && first + count <= seq->nchildren &&
+                 first + count <= SEQ_MAX,
+             "sequence %s: checkpoint segment [%d, %d) is outside its %d children", seq->name,
+             first, first + count, seq->nchildren);
+    seq_state *s = seq->impl;
+    for (int i = 0; i < seq->nchildren && i < SEQ_MAX; i++) {
+        int end = s->seg_end[i];
+        NG_CHECK(end <= i || end <= first || i >= first + count,
+                 "sequence %s: checkpoint segment [%d, %d) overlaps [%d, %d)", seq->name, first,
+                 first + count, i, end);
+    }
+    s->seg_end[first] = first + count;
+}
+
+int ng_sequence_segments(const ng_layer *seq, int *firsts, int *ends, int cap) {
+    if (seq->ops != &seq_ops) return 0;
+    const seq_state *s = seq->impl;
+    int n = 0;
+    for (int i = 0; i < seq->nchildren && i < SEQ_MAX; i++) {
+        if (s->seg_end[i] <= i) continue;
+        if (n < cap) firsts[n] = i, ends[n] = s->seg_end[i];
+        n++;
+    }
+    return n;
 }

@@ -101,7 +101,8 @@ ng_layer *ng_transformer_block(const char *name, int64_t dim, int64_t heads, dou
     ng_layer *blk = ng_sequence(name);
     ng_layer_add_child(blk, ng_residual(sub(b, sizeof b, name, "attn_res"), attn));
     ng_layer_add_child(blk, ng_residual(sub(b, sizeof b, name, "mlp_res"), mlp));
-    return ng_checkpoint(name, blk, checkpoint);
+    if (checkpoint) ng_sequence_checkpoint(blk, 0, 2);
+    return blk;
 }
 
 /* ---- ViT --------------------------------------------------------------------------------- */
@@ -138,9 +139,10 @@ ng_layer *ng_vit(const ng_vit_config *c) {
     for (int64_t i = 0; i < c->depth; i++) {
         char name[32];
         snprintf(name, sizeof name, "blocks.%lld", (long long)i);
-        ng_layer_add_child(
-            m, ng_transformer_block(name, c->dim, c->heads, c->mlp_ratio, c->drop, c->checkpoint));
+        ng_layer_add_child(m,
+                           ng_transformer_block(name, c->dim, c->heads, c->mlp_ratio, c->drop, 0));
     }
+    ng_checkpoint_blocks(m, 1, (int)c->depth, &c->checkpoint);
     ng_layer_add_child(m, ng_layernorm("norm", c->dim, VIT_LN_EPS));
     ng_layer_add_child(m, ng_cls_pool("pool"));
     ng_layer_add_child(m, ng_linear("head", c->dim, c->classes, 1));
@@ -152,11 +154,11 @@ static const struct {
     const char *name;
     ng_vit_config c;
 } presets[] = {
-    {"vit_tiny_patch16_224", {224, 16, 3, 192, 12, 3, 1000, 4.0, 0.0, 0}},
-    {"vit_small_patch16_224", {224, 16, 3, 384, 12, 6, 1000, 4.0, 0.0, 0}},
-    {"vit_base_patch16_224", {224, 16, 3, 768, 12, 12, 1000, 4.0, 0.0, 0}},
-    {"vit_tiny_patch4_32", {32, 4, 3, 192, 12, 3, 10, 4.0, 0.0, 0}},
-    {"vit_tiny_patch4_28", {28, 4, 1, 192, 12, 3, 10, 4.0, 0.0, 0}},
+    {"vit_tiny_patch16_224", {224, 16, 3, 192, 12, 3, 1000, 4.0, 0.0, {0, 0}}},
+    {"vit_small_patch16_224", {224, 16, 3, 384, 12, 6, 1000, 4.0, 0.0, {0, 0}}},
+    {"vit_base_patch16_224", {224, 16, 3, 768, 12, 12, 1000, 4.0, 0.0, {0, 0}}},
+    {"vit_tiny_patch4_32", {32, 4, 3, 192, 12, 3, 10, 4.0, 0.0, {0, 0}}},
+    {"vit_tiny_patch4_28", {28, 4, 1, 192, 12, 3, 10, 4.0, 0.0, {0, 0}}},
 };
 
 int ng_vit_preset(const char *name, ng_vit_config *c) {

@@ -3,6 +3,7 @@
 #ifndef NG_TRANSFORMER_H
 #define NG_TRANSFORMER_H
 
+#include "nn/containers.h"
 #include "nn/layer.h"
 
 #ifdef __cplusplus
@@ -11,9 +12,9 @@ extern "C" {
 
 /* x + attn(norm1(x)), then x + mlp(norm2(x)) on [B, T, dim], mlp = fc1 (dim -> dim*mlp_ratio)
  * -> GELU (erf) -> fc2, LayerNorms with eps 1e-6, qkv with bias. With drop > 0, dropout follows
- * the attention projection and each MLP Linear (timm's proj_drop, drop1, drop2). The block is
- * always wrapped in a checkpoint segment, enabled when `checkpoint` is set, so turning
- * checkpointing on or off leaves the layer tree (and RNG streams) unchanged. Parameters
+ * the attention projection and each MLP Linear (timm's proj_drop, drop1, drop2). With
+ * `checkpoint` the block is one checkpoint segment by itself (ng_checkpoint); the ViT instead
+ * marks segments over its run of blocks (ng_vit_config.checkpoint). Parameters
  * "<name>.norm1.*", "<name>.attn.qkv.*", "<name>.attn.proj.*", "<name>.norm2.*",
  * "<name>.mlp.fc1.*", "<name>.mlp.fc2.*" in that order. */
 ng_layer *ng_transformer_block(const char *name, int64_t dim, int64_t heads, double mlp_ratio,
@@ -25,7 +26,7 @@ ng_layer *ng_cls_pool(const char *name);
 typedef struct {
     int64_t img_size, patch, in_ch, dim, depth, heads, classes;
     double mlp_ratio, drop;
-    int checkpoint;
+    ng_ckpt_spec checkpoint; /* which blocks run as checkpoint segments */
 } ng_vit_config;
 
 /* [B, in_ch, img, img] -> logits [B, classes]: patch_embed (with cls_token and pos_embed),

@@ -19,7 +19,7 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
 "$ng" bench --model vit_tiny_patch16_224 --batch 256 --device cuda --json "$out/vit_ti_b256.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
-"$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint --json "$out/cnn3d_128_ckpt.json"
+"$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
 # NCCL on one GPU (one rank): every algorithm degenerates to the identity, but the backend,
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \

@@ -79,15 +79,15 @@ int main(void) {
     a.img = 12, a.classes = 3;
     check_arch("lenet", &a, 2);
     ng_arch_defaults("vgg", &a);
-    a.img = 8, a.width = 3, a.depth = 2, a.classes = 3, a.checkpoint = 1;
+    a.img = 8, a.width = 3, a.depth = 2, a.classes = 3, a.checkpoint.every = 1;
     check_arch("vgg checkpointed", &a, 3);
     ng_arch_defaults("cnn3d", &a);
-    a.img = 5, a.width = 3, a.depth = 2, a.checkpoint = 1;
+    a.img = 5, a.width = 3, a.depth = 2, a.checkpoint.every = 1;
     check_arch("cnn3d checkpointed", &a, 2);
     for (int ck = 0; ck < 2; ck++) {
         ng_arch_defaults("vit", &a);
         a.img = 8, a.patch = 4, a.width = 8, a.depth = 2, a.heads = 2, a.classes = 3;
-        a.checkpoint = ck;
+        a.checkpoint.every = ck;
         check_arch(ck ? "vit checkpointed" : "vit", &a, 2);
     }
     return ng_test_finish("test_grad_hook");

@@ -158,6 +158,7 @@ static void test_gauss_newton(void) {
     ng_tensor x = rand_tensor(2, (int64_t[]){1, IN}, "x");
     ng_ctx ctx = ng_model_ctx(m, 1, 3, 0);
     ctx.observer = ng_kfac_observer(k);
+    ctx.retain = 1; /* one forward, OUT backwards */
     ng_kfac_begin(k, 0, 1, 1, 0);
     ng_model_forward(m, &ctx, &x);
     /* MSE's Hessian is a multiple of I: one backward per output unit e_k, G summed over them. */
@@ -600,7 +601,7 @@ static ng_layer *make_vit(void) {
                        .classes = 3,
                        .mlp_ratio = 2,
                        .drop = 0,
-                       .checkpoint = 0};
+                       .checkpoint = {0, 0}};
     return ng_vit(&c);
 }
 
@@ -1099,7 +1100,9 @@ static void test_true_fisher(void) {
         ng_sample_categorical(&logits, (ng_rng_key){.seed = 9, .stream = 4}, &sampled);
         ng_softmax_xent(&logits, &sampled, 0, &d, NULL);
         if (flow == 0) ng_kfac_begin(k, 0, N, 0, 1);
+        ctx.retain = 1; /* the second backward below runs over the same forward */
         ng_model_backward(m, &ctx, &d);
+        ctx.retain = 0;
         ng_model_zero_grad(m);
         ng_softmax_xent(&logits, &labels, 0, &d, NULL);
         ng_kfac_begin(k, 0, N, 0, 0);

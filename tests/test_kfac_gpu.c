@@ -48,7 +48,7 @@ static ng_layer *make_vit(void) {
                        .classes = 5,
                        .mlp_ratio = 2,
                        .drop = 0,
-                       .checkpoint = 1};
+                       .checkpoint = {.every = 1}};
     return ng_vit(&c);
 }
 

@@ -62,13 +62,13 @@ int main(void) {
     cur.img = 12, cur.classes = 3;
     ng_gradcheck("lenet", make_cur, 4, (int64_t[]){2, 1, 12, 12}, o);
     ng_arch_defaults("vgg", &cur);
-    cur.img = 8, cur.width = 3, cur.depth = 2, cur.classes = 3, cur.checkpoint = 1;
+    cur.img = 8, cur.width = 3, cur.depth = 2, cur.classes = 3, cur.checkpoint.every = 1;
     ng_gradcheck("vgg checkpointed", make_cur, 4, (int64_t[]){3, 3, 8, 8}, o);
     ng_arch_defaults("nin", &cur);
     cur.img = 8, cur.width = 3, cur.depth = 2, cur.classes = 3;
     ng_gradcheck("nin", make_cur, 4, (int64_t[]){2, 3, 8, 8}, o);
     ng_arch_defaults("cnn3d", &cur);
-    cur.img = 5, cur.width = 3, cur.depth = 2, cur.checkpoint = 1;
+    cur.img = 5, cur.width = 3, cur.depth = 2, cur.checkpoint.every = 1;
     ng_gradcheck("cnn3d checkpointed", make_cur, 5, (int64_t[]){2, 1, 5, 5, 5}, o);
     ng_arch_defaults("vit", &cur);
     cur.img = 8, cur.patch = 4, cur.width = 8, cur.depth = 2, cur.heads = 2, cur.classes = 3;

@@ -15,7 +15,7 @@ int main(void) {
     cur.img = 28, cur.patch = 4, cur.width = 48, cur.depth = 3, cur.heads = 3, cur.classes = 10;
     ng_twincheck("vit 28px", make_cur, 4, (int64_t[]){5, 1, 28, 28}, 1, 1e-4);
     ng_arch_defaults("cnn3d", &cur);
-    cur.img = 17, cur.checkpoint = 1;
+    cur.img = 17, cur.checkpoint.every = 1;
     ng_twincheck("cnn3d 17^3 checkpointed", make_cur, 5, (int64_t[]){2, 1, 17, 17, 17}, 1, 1e-4);
     ng_arch_defaults("lenet", &cur);
     ng_twincheck("lenet", make_cur, 4, (int64_t[]){7, 1, 28, 28}, 1, 1e-4);
@@ -30,7 +30,7 @@ int main(void) {
         ng_twincheck_mixed("vit 28px, mixed", make_cur, 4, (int64_t[]){5, 1, 28, 28}, 1, dt,
                            ng_mixed_tol(dt, 110, 192));
         ng_arch_defaults("cnn3d", &cur);
-        cur.img = 17, cur.checkpoint = 1;
+        cur.img = 17, cur.checkpoint.every = 1;
         ng_twincheck_mixed("cnn3d 17^3 checkpointed, mixed", make_cur, 5,
                            (int64_t[]){2, 1, 17, 17, 17}, 1, dt, ng_mixed_tol(dt, 41, 432));
     }

@@ -44,7 +44,7 @@ static ng_layer *make_vit(void) {
                        .classes = 10,
                        .mlp_ratio = 4.0,
                        .drop = 0,
-                       .checkpoint = 1};
+                       .checkpoint = {.every = 1}};
     return ng_vit(&c);
 }
 
