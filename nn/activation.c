@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
+#include "nn/plan.h"
 
 /* ---- CPU kernels --------------------------------------------------------------------------- */
 
@@ -268,11 +269,19 @@ static void dropout_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_t
         ng_copy(dx, dy);
 }
 
+static void dropout_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                         const int64_t *in, ng_dtype dt) {
+    (void)need_dx;
+    dropout_state *s = l->impl;
+    if (!backward && sim->training && s->p > 0) ng_sim_tensor(&sim->acts, dt, ndim, in);
+}
+
 static const ng_layer_ops dropout_ops = {
     .kind = "dropout",
     .out_shape = same_out_shape,
     .forward = dropout_forward,
     .backward = dropout_backward,
+    .plan = dropout_plan,
 };
 
 ng_layer *ng_dropout(const char *name, double p) {
@@ -354,11 +363,17 @@ static void flatten_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_t
     if (dx->data != dy->data) ng_copy(dx, dy);
 }
 
+static void flatten_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                         const int64_t *in, ng_dtype dt) {
+    (void)l, (void)sim, (void)backward, (void)need_dx, (void)ndim, (void)in, (void)dt; /* a view */
+}
+
 static const ng_layer_ops flatten_ops = {
     .kind = "flatten",
     .out_shape = flatten_out_shape,
     .forward = flatten_forward,
     .backward = flatten_backward,
+    .plan = flatten_plan,
 };
 
 ng_layer *ng_flatten(const char *name) {

@@ -13,6 +13,7 @@
 #include "nn/activation.h"
 #include "nn/linear.h"
 #include "nn/vit_kernels.h"
+#include "nn/plan.h"
 
 /* ---- permute ----------------------------------------------------------------------------- */
 
@@ -182,11 +183,42 @@ static void attn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     ng_arena_release(ctx->grads, gm);
 }
 
+static void attn_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                      const int64_t *in, ng_dtype dt) {
+    attn_state *s = l->impl;
+    ng_layer *qkv = l->children[0], *proj = l->children[1];
+    int64_t B = in[0], T = in[1], bh = B * s->heads, hd = s->hd;
+    int64_t qkv4[4] = {3, bh, T, hd}, heads[3] = {bh, T, hd}, probs[3] = {bh, T, T};
+    if (!backward) {
+        ng_sim_tensor(&sim->acts, dt, 4, qkv4);
+        size_t am = ng_sim_mark(&sim->acts);
+        ng_layer_plan(qkv, sim, 0, 0, ndim, in, dt);
+        ng_sim_release(&sim->acts, am);
+        ng_sim_tensor(&sim->acts, dt, 3, probs);
+        size_t gm = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, dt, 3, heads);
+        ng_sim_tensor(&sim->acts, dt, ndim, in); /* merged heads, proj's input */
+        ng_sim_release(&sim->grads, gm);
+        ng_layer_plan(proj, sim, 0, 0, ndim, in, dt);
+        return;
+    }
+    size_t gm = ng_sim_mark(&sim->grads);
+    ng_sim_tensor(&sim->grads, dt, 3, (int64_t[]){B, T, s->dim});
+    ng_layer_plan(proj, sim, 1, 1, ndim, in, dt);
+    ng_sim_tensor(&sim->grads, dt, 3, heads);
+    ng_sim_tensor(&sim->grads, dt, 4, qkv4);
+    ng_sim_tensor(&sim->grads, dt, 3, probs);
+    ng_sim_tensor(&sim->grads, dt, 3, (int64_t[]){B, T, 3 * s->dim});
+    ng_layer_plan(qkv, sim, 1, need_dx, ndim, in, dt);
+    ng_sim_release(&sim->grads, gm);
+}
+
 static const ng_layer_ops attn_ops = {
     .kind = "attention",
     .out_shape = attn_out_shape,
     .forward = attn_forward,
     .backward = attn_backward,
+    .plan = attn_plan,
 };
 
 ng_layer *ng_attention(const char *name, int64_t dim, int64_t heads, int qkv_bias) {

@@ -12,6 +12,7 @@
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
+#include "nn/plan.h"
 
 typedef struct {
     int nd;
@@ -184,11 +185,26 @@ static void bn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
     ng_arena_release(ctx->grads, m);
 }
 
+static void bn_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                    const int64_t *in, ng_dtype dt) {
+    (void)l, (void)need_dx;
+    int64_t C = in[1];
+    if (!backward) {
+        ng_sim_tensor(&sim->acts, dt, ndim, in);
+        ng_sim_tensor(&sim->acts, NG_F64, 1, &C); /* mean */
+        ng_sim_tensor(&sim->acts, NG_F64, 1, &C); /* invstd */
+    }
+    size_t m = ng_sim_mark(&sim->grads);
+    ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * C});
+    ng_sim_release(&sim->grads, m);
+}
+
 static const ng_layer_ops bn_ops = {
     .kind = "batchnorm",
     .out_shape = bn_out_shape,
     .forward = bn_forward,
     .backward = bn_backward,
+    .plan = bn_plan,
 };
 
 ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps) {

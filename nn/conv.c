@@ -13,6 +13,7 @@
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
+#include "nn/plan.h"
 
 /* The most scratch the im2col path takes from ctx->grads: big enough that GEMMs are efficient,
  * small enough that a 512^3 volume (whose column matrix would be tens of GiB) fits anywhere. */
@@ -450,12 +451,54 @@ static void conv_destroy(ng_layer *l) {
     s->cudnn = NULL;
 }
 
+/* The im2col chunks as gemm_forward and gemm_backward take them from an arena with room. */
+static void plan_columns(ng_mem_sim *sim, const ng_win3 *w, int64_t N, int64_t K, int64_t O,
+                         int bufs, ng_dtype dt) {
+    ng_arena roomy = {.capacity = SIZE_MAX / 2};
+    chunking c = plan_chunks(&roomy, w, N, K, O, bufs, ng_dtype_size(dt));
+    size_t m = ng_sim_mark(&sim->grads);
+    if (c.nb) {
+        ng_sim_tensor(&sim->grads, dt, 1, (int64_t[]){c.nb * ng_win3_out_size(w) * K * bufs});
+    } else {
+        ng_sim_tensor(&sim->grads, dt, 1, (int64_t[]){c.np * K * bufs});
+        ng_sim_tensor(&sim->grads, dt, 1, (int64_t[]){O * c.np});
+    }
+    ng_sim_release(&sim->grads, m);
+}
+
+static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                      const int64_t *in, ng_dtype dt) {
+    conv_state *s = l->impl;
+    int on;
+    int64_t out[NG_MAX_DIMS];
+    conv_out_shape(l, ndim, in, &on, out);
+    int64_t ny = 1, nx = 1;
+    for (int i = 0; i < on; i++) ny *= out[i];
+    for (int i = 0; i < ndim; i++) nx *= in[i];
+    if (!backward) ng_sim_tensor(&sim->acts, dt, on, out);
+    if (!ny || (backward && !nx)) return;
+    int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
+    if (!cudnn) {
+        int64_t out_sp[3];
+        ng_conv_out_spatial(&s->g, in + 2, out_sp, "conv");
+        ng_win3 w = ng_win3_from_conv(&s->g, in + 2, out_sp);
+        int64_t K = w.C * ng_win3_k_size(&w);
+        plan_columns(sim, &w, in[0], K, s->g.out_ch, backward && need_dx ? 2 : 1, dt);
+    }
+    if (backward && s->g.bias) {
+        size_t m = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * s->g.out_ch});
+        ng_sim_release(&sim->grads, m);
+    }
+}
+
 static const ng_layer_ops conv_ops = {
     .kind = "conv",
     .out_shape = conv_out_shape,
     .forward = conv_forward,
     .backward = conv_backward,
     .destroy = conv_destroy,
+    .plan = conv_plan,
 };
 
 ng_layer *ng_conv(const char *name, int nd, int64_t in_ch, int64_t out_ch, const int64_t *kernel,

@@ -13,6 +13,7 @@ extern "C" {
 #endif
 
 typedef struct ng_layer ng_layer;
+typedef struct ng_mem_sim ng_mem_sim; /* nn/plan.h */
 
 /* How a parameter starts; `a` is the std (normal; trunc_normal redraws values outside the
  * absolute bounds [-2, 2], as timm's trunc_normal_ does),
@@ -104,6 +105,11 @@ typedef struct {
      * views and writes the input gradient into dx (caller-allocated, x's shape) unless dx is
      * NULL. Scratch comes from ctx->grads and is released before returning. */
     void (*backward)(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx);
+    /* Replays forward's (backward 0) or backward's arena traffic on the counters of nn/plan.h,
+     * for an input of shape `in` in dtype dt; dx is wanted when need_dx. NULL: forward takes its
+     * output from ctx->acts and nothing else. */
+    void (*plan)(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim, const int64_t *in,
+                 ng_dtype dt);
     /* Frees what the layer allocated itself (not its children: ng_layer_free walks them). */
     void (*destroy)(ng_layer *l);
 } ng_layer_ops;

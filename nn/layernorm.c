@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "nn/activation_kernels.h"
 #include "nn/vit_kernels.h"
+#include "nn/plan.h"
 
 /* ---- CPU kernels ------------------------------------------------------------------------- */
 
@@ -253,11 +254,25 @@ static void ln_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
                               &l->params[0].grad, &l->params[1].grad);
 }
 
+static void ln_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                    const int64_t *in, ng_dtype dt) {
+    (void)need_dx;
+    if (backward) return;
+    ln_state *s = l->impl;
+    int64_t rows = 1;
+    for (int i = 0; i < ndim; i++) rows *= in[i];
+    rows /= s->dim;
+    ng_sim_tensor(&sim->acts, dt, ndim, in);
+    ng_sim_tensor(&sim->acts, stat_dtype(dt), 1, &rows);
+    ng_sim_tensor(&sim->acts, stat_dtype(dt), 1, &rows);
+}
+
 static const ng_layer_ops ln_ops = {
     .kind = "layernorm",
     .out_shape = ln_out_shape,
     .forward = ln_forward,
     .backward = ln_backward,
+    .plan = ln_plan,
 };
 
 ng_layer *ng_layernorm(const char *name, int64_t dim, double eps) {

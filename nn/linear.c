@@ -3,6 +3,7 @@
  * GEMMs against a ones vector, so the layer needs no kernels of its own and runs on any device
  * ng_gemm does. */
 #include "nn/linear.h"
+#include "nn/plan.h"
 
 #include "core/error.h"
 #include "core/ops.h"
@@ -71,11 +72,29 @@ static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_te
     }
 }
 
+static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                        const int64_t *in, ng_dtype dt) {
+    (void)need_dx;
+    linear_state *s = l->impl;
+    int on;
+    int64_t out[NG_MAX_DIMS];
+    linear_out_shape(l, ndim, in, &on, out);
+    if (!backward) ng_sim_tensor(&sim->acts, dt, on, out);
+    if (s->bias) { /* the ones column of the bias GEMM, both ways */
+        size_t m = ng_sim_mark(&sim->grads);
+        int64_t rows = 1;
+        for (int i = 0; i < ndim - 1; i++) rows *= in[i];
+        ng_sim_tensor(&sim->grads, dt, 2, (int64_t[]){rows, 1});
+        ng_sim_release(&sim->grads, m);
+    }
+}
+
 static const ng_layer_ops linear_ops = {
     .kind = "linear",
     .out_shape = linear_out_shape,
     .forward = linear_forward,
     .backward = linear_backward,
+    .plan = linear_plan,
 };
 
 ng_layer *ng_linear(const char *name, int64_t in, int64_t out, int bias) {

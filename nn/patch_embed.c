@@ -10,6 +10,7 @@
 #include "core/ops.h"
 #include "nn/linear.h"
 #include "nn/vit_kernels.h"
+#include "nn/plan.h"
 
 /* ---- block copy -------------------------------------------------------------------------- */
 
@@ -171,11 +172,39 @@ static void pe_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
     ng_arena_release(ctx->grads, gm);
 }
 
+static void pe_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                    const int64_t *in, ng_dtype dt) {
+    (void)ndim;
+    pe_state *s = l->impl;
+    ng_layer *proj = l->children[0];
+    int64_t B = in[0], C = s->in_ch, P = s->patch, N = s->grid * s->grid, D = s->dim;
+    int64_t T = s->tokens, cols[3] = {B, N, C * P * P};
+    if (!backward) {
+        ng_sim_tensor(&sim->acts, dt, 3, cols);
+        ng_sim_tensor(&sim->acts, dt, 3, (int64_t[]){B, T, D});
+        size_t am = ng_sim_mark(&sim->acts);
+        ng_layer_plan(proj, sim, 0, 0, 3, cols, dt);
+        ng_sim_release(&sim->acts, am);
+        size_t gm = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, dt, 2, (int64_t[]){B, 1});
+        ng_sim_release(&sim->grads, gm);
+        return;
+    }
+    size_t gm = ng_sim_mark(&sim->grads);
+    ng_sim_tensor(&sim->grads, dt, 2, (int64_t[]){B, 1});
+    ng_sim_tensor(&sim->grads, sim->master, 2, (int64_t[]){1, T * D});
+    ng_sim_tensor(&sim->grads, dt, 3, (int64_t[]){B, N, D});
+    if (need_dx) ng_sim_tensor(&sim->grads, dt, 3, cols);
+    ng_layer_plan(proj, sim, 1, need_dx, 3, cols, dt);
+    ng_sim_release(&sim->grads, gm);
+}
+
 static const ng_layer_ops pe_ops = {
     .kind = "patch_embed",
     .out_shape = pe_out_shape,
     .forward = pe_forward,
     .backward = pe_backward,
+    .plan = pe_plan,
 };
 
 ng_layer *ng_patch_embed(const char *name, int64_t img_size, int64_t patch, int64_t in_ch,

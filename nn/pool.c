@@ -12,6 +12,7 @@
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
+#include "nn/plan.h"
 
 typedef struct {
     int max, global, nd;
@@ -226,23 +227,47 @@ static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
                 ng_pool_cuda_backward(s->max, &w, planes, dy, am, dx));
 }
 
+static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                      const int64_t *in, ng_dtype dt) {
+    (void)need_dx;
+    if (backward) return;
+    pool_state *s = l->impl;
+    int on;
+    int64_t out[NG_MAX_DIMS];
+    pool_out_shape(l, ndim, in, &on, out);
+    ng_sim_tensor(&sim->acts, dt, on, out);
+    int64_t n = 1;
+    for (int i = 0; i < on; i++) n *= out[i];
+    if (!n) return;
+    if (s->global) {
+        size_t m = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * in[0] * in[1]});
+        ng_sim_release(&sim->grads, m);
+    } else if (s->max) {
+        ng_sim_tensor(&sim->acts, NG_I32, on, out); /* argmax */
+    }
+}
+
 static const ng_layer_ops maxpool_ops = {
     .kind = "maxpool",
     .out_shape = pool_out_shape,
     .forward = pool_forward,
     .backward = pool_backward,
+    .plan = pool_plan,
 };
 static const ng_layer_ops avgpool_ops = {
     .kind = "avgpool",
     .out_shape = pool_out_shape,
     .forward = pool_forward,
     .backward = pool_backward,
+    .plan = pool_plan,
 };
 static const ng_layer_ops global_avgpool_ops = {
     .kind = "global_avgpool",
     .out_shape = pool_out_shape,
     .forward = pool_forward,
     .backward = pool_backward,
+    .plan = pool_plan,
 };
 
 static ng_layer *make_pool(const char *kind, const char *name, int max, int nd,

@@ -2,6 +2,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "nn/containers.h"
+#include "nn/plan.h"
 
 static void res_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                           int64_t *out) {
@@ -30,11 +31,18 @@ static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     ng_axpy(1.0, dy, dx);
 }
 
+static void res_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
+                     const int64_t *in, ng_dtype dt) {
+    ng_layer_plan(l->children[0], s, backward, need_dx, ndim, in, dt);
+    if (!backward) ng_sim_tensor(&s->acts, dt, ndim, in);
+}
+
 static const ng_layer_ops res_ops = {
     .kind = "residual",
     .out_shape = res_out_shape,
     .forward = res_forward,
     .backward = res_backward,
+    .plan = res_plan,
 };
 
 ng_layer *ng_residual(const char *name, ng_layer *f) {

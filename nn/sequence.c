@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "nn/containers.h"
+#include "nn/plan.h"
 
 #define SEQ_MAX 64
 
@@ -160,11 +161,97 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     ng_arena_release(ctx->grads, mark);
 }
 
+/* The arena traffic of seq_forward and seq_backward, step for step. */
+static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *in, ng_dtype dt) {
+    seq_state *s = l->impl;
+    NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
+             SEQ_MAX);
+    int cn = ndim;
+    int64_t cur[NG_MAX_DIMS];
+    memcpy(cur, in, sizeof(int64_t) * (size_t)ndim);
+    s->n = l->nchildren;
+    s->dtype = dt;
+    for (int i = 0; i < l->nchildren; i++) {
+        int end = s->seg_end[i] > i ? s->seg_end[i] : 0;
+        size_t mark = 0;
+        s->fwd_mark[i] = ng_sim_mark(&sim->acts);
+        if (end) {
+            int on = cn;
+            int64_t out[NG_MAX_DIMS];
+            memcpy(out, cur, sizeof out);
+            for (int j = i; j < end; j++) {
+                int64_t next[NG_MAX_DIMS];
+                ng_layer_out_shape(l->children[j], on, out, &on, next);
+                memcpy(out, next, sizeof next);
+            }
+            ng_sim_tensor(&sim->acts, dt, on, out);
+            mark = ng_sim_mark(&sim->acts);
+        }
+        int last = end ? end - 1 : i;
+        for (int j = i; j <= last; j++) {
+            s->ndim[j] = cn;
+            memcpy(s->shape[j], cur, sizeof cur);
+            ng_layer_plan(l->children[j], sim, 0, 0, cn, cur, dt);
+            int64_t next[NG_MAX_DIMS];
+            ng_layer_out_shape(l->children[j], cn, cur, &cn, next);
+            memcpy(cur, next, sizeof next);
+        }
+        if (end) ng_sim_release(&sim->acts, mark);
+        i = last;
+    }
+}
+
+static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
+    seq_state *s = l->impl;
+    if (!l->nchildren) return;
+    int64_t most = 0;
+    for (int i = 1; i < s->n; i++) {
+        int64_t n = 1;
+        for (int d = 0; d < s->ndim[i]; d++) n *= s->shape[i][d];
+        if (n > most) most = n;
+    }
+    size_t gmark = ng_sim_mark(&sim->grads);
+    for (int b = 0; b < 2; b++) ng_sim_tensor(&sim->grads, s->dtype, 1, (int64_t[]){most});
+    int64_t replayed = -1;
+    int first = -1;
+    for (int i = s->n - 1; i >= 0; i--) {
+        if (replayed < 0) {
+            for (int a = i; a >= 0; a--) {
+                if (s->seg_end[a] > a && s->seg_end[a] - 1 == i) {
+                    replayed = (int64_t)ng_sim_mark(&sim->acts), first = a;
+                    for (int j = a; j <= i; j++)
+                        ng_layer_plan(l->children[j], sim, 0, 0, s->ndim[j], s->shape[j], s->dtype);
+                    break;
+                }
+                if (s->seg_end[a] > a) break;
+            }
+        }
+        ng_layer_plan(l->children[i], sim, 1, i > 0 || need_dx, s->ndim[i], s->shape[i], s->dtype);
+        if (replayed >= 0 && i == first) {
+            ng_sim_release(&sim->acts, (size_t)replayed);
+            replayed = -1;
+            if (!sim->retain) ng_sim_release(&sim->acts, s->fwd_mark[i]);
+        } else if (replayed < 0 && !sim->retain) {
+            ng_sim_release(&sim->acts, s->fwd_mark[i]);
+        }
+    }
+    ng_sim_release(&sim->grads, gmark);
+}
+
+static void seq_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                     const int64_t *in, ng_dtype dt) {
+    if (backward)
+        plan_backward(l, sim, need_dx);
+    else
+        plan_forward(l, sim, ndim, in, dt);
+}
+
 static const ng_layer_ops seq_ops = {
     .kind = "sequence",
     .out_shape = ng_children_out_shape,
     .forward = seq_forward,
     .backward = seq_backward,
+    .plan = seq_plan,
 };
 
 ng_layer *ng_sequence(const char *name) {

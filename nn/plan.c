@@ -1,0 +1,68 @@
+/* The arena counters, the default plan of a layer, and whole passes of a model. */
+#include "nn/plan.h"
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+void ng_sim_alloc(ng_sim_arena *a, size_t bytes) {
+    size_t start = (a->used + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
+    a->used = start + bytes;
+    if (a->used > a->peak) a->peak = a->used;
+}
+
+void ng_sim_tensor(ng_sim_arena *a, ng_dtype dt, int ndim, const int64_t *shape) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    ng_sim_alloc(a, n * ng_dtype_size(dt));
+}
+
+void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
+                   const int64_t *in, ng_dtype dt) {
+    if (l->ops->plan) {
+        l->ops->plan(l, s, backward, need_dx, ndim, in, dt);
+        return;
+    }
+    if (backward) return;
+    int on;
+    int64_t out[NG_MAX_DIMS];
+    ng_layer_out_shape(l, ndim, in, &on, out);
+    ng_sim_tensor(&s->acts, dt, on, out);
+}
+
+static ng_mem_sim start(ng_device dev, ng_dtype master, int training) {
+    return (ng_mem_sim){.device = dev, .master = master, .training = training};
+}
+
+/* ng_model_forward: a mixed model casts its master-dtype input into the activation arena. */
+static ng_dtype cast_input(ng_mem_sim *s, int ndim, const int64_t *in, ng_dtype master,
+                           ng_dtype compute) {
+    if (compute != master) ng_sim_tensor(&s->acts, compute, ndim, in);
+    return compute;
+}
+
+ng_arena_plan ng_plan_train_step(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
+                                 ng_dtype compute, ng_device dev, int true_fisher) {
+    ng_mem_sim s = start(dev, master, 1);
+    ng_dtype dt = cast_input(&s, ndim, in, master, compute);
+    ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
+    int on;
+    int64_t out[NG_MAX_DIMS];
+    ng_layer_out_shape(root, ndim, in, &on, out);
+    ng_sim_tensor(&s.grads, dt, on, out); /* dlogits */
+    if (true_fisher) {
+        ng_sim_tensor(&s.grads, NG_I32, 1, out); /* the sampled labels */
+        s.retain = 1;
+        ng_layer_plan(root, &s, 1, 0, ndim, in, dt);
+        s.retain = 0;
+    }
+    ng_layer_plan(root, &s, 1, 0, ndim, in, dt);
+    return (ng_arena_plan){s.acts.peak, s.grads.peak};
+}
+
+ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
+                           ng_dtype compute, ng_device dev) {
+    ng_mem_sim s = start(dev, master, 0);
+    ng_dtype dt = cast_input(&s, ndim, in, master, compute);
+    ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
+    return (ng_arena_plan){s.acts.peak, s.grads.peak};
+}

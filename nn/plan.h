@@ -1,0 +1,62 @@
+/* Activation memory planned from shapes. Every layer's `plan` op replays the arena traffic of its
+ * forward or its backward (what it takes from ctx->acts and ctx->grads, in order, and what it
+ * hands back) on counters instead of memory, so a model's arena peaks for any input size and
+ * dtype come without allocating or computing anything. The ops sit next to the allocations they
+ * mirror; tests/test_plan.c holds them to the measured peaks of real passes. */
+#ifndef NG_PLAN_H
+#define NG_PLAN_H
+
+#include <stddef.h>
+
+#include "nn/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An arena's counters: allocations round their start up to NG_ALIGN as ng_arena_alloc does. */
+typedef struct {
+    size_t used, peak;
+} ng_sim_arena;
+
+struct ng_mem_sim {
+    ng_sim_arena acts, grads;
+    ng_device device; /* the CUDA path of some layers takes its scratch elsewhere (cuDNN) */
+    ng_dtype master;  /* the parameters' gradients (f32 in mixed precision) */
+    int training;     /* dropout allocates only in training */
+    int retain;       /* as ng_ctx.retain: backward keeps the forward's activations */
+};
+
+void ng_sim_alloc(ng_sim_arena *a, size_t bytes);
+void ng_sim_tensor(ng_sim_arena *a, ng_dtype dt, int ndim, const int64_t *shape);
+static inline size_t ng_sim_mark(const ng_sim_arena *a) {
+    return a->used;
+}
+static inline void ng_sim_release(ng_sim_arena *a, size_t mark) {
+    a->used = mark;
+}
+
+/* Replays l's forward (backward 0) for an input of `in` in dtype dt, or its backward (1) after
+ * that forward, with an input gradient wanted when need_dx. A layer without a plan op allocates
+ * its output in acts and nothing else. */
+void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
+                   const int64_t *in, ng_dtype dt);
+
+/* The arenas' high-water marks, in bytes. */
+typedef struct {
+    size_t acts, grads;
+} ng_arena_plan;
+
+/* A training step as the trainer runs it: the input cast to the compute dtype (when it differs
+ * from the master dtype), forward, the loss gradient in the grads arena, backward (twice over one
+ * forward for the true Fisher: the first keeps the activations). `in` includes the batch. */
+ng_arena_plan ng_plan_train_step(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
+                                 ng_dtype compute, ng_device dev, int true_fisher);
+/* An evaluation forward (no dropout; activations stay until the arenas are reset). */
+ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
+                           ng_dtype compute, ng_device dev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

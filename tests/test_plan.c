@@ -1,0 +1,102 @@
+/* The memory plan against real passes: for every model of the zoo, plain and checkpointed, in f32,
+ * f16 and bf16, with and without dropout, the planned arena peaks of a training step (and of the
+ * true Fisher's two backwards over one forward, and of an evaluation forward) equal the
+ * high-water marks the arenas reach when the step runs: the plan replays the same traffic. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+#include "core/rng.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "nn/models.h"
+#include "nn/plan.h"
+#include "testing.h"
+
+static void check(const char *what, ng_arch a, const char *spec, ng_dtype compute, int batch,
+                  int true_fisher) {
+    char why[128];
+    NG_TEST(ng_ckpt_spec_parse(spec, &a.checkpoint, why, sizeof why), "spec %s: %s", spec, why);
+    int64_t in[NG_MAX_DIMS] = {batch};
+    int nd = ng_arch_input_shape(&a, in + 1) + 1;
+
+    ng_layer *shadow = ng_arch_build(&a); /* planned on a tree that is never built */
+    ng_arena_plan p = ng_plan_train_step(shadow, nd, in, NG_F32, compute, NG_CPU, true_fisher);
+    ng_arena_plan e = ng_plan_eval(shadow, nd, in, NG_F32, compute, NG_CPU);
+    ng_layer_free(shadow);
+
+    ng_model *m = ng_model_new(ng_arch_build(&a));
+    ng_model_build_mixed(m, NG_CPU, compute, ng_test_seed(), 512 << 20, 256 << 20);
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, nd, in, "input");
+    ng_rng_normal(&x, (ng_rng_key){.seed = 3, .stream = 1}, 0, 1);
+    ng_tensor labels = ng_tensor_1d(NG_I32, NG_CPU, batch, "labels");
+    for (int i = 0; i < batch; i++) ((int32_t *)labels.data)[i] = (int32_t)(i % a.classes);
+
+    ng_ctx ctx = ng_model_ctx(m, 1, 5, 1);
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    ng_tensor dy = ng_arena_tensor(&m->grads, y.dtype, y.ndim, y.shape, "dlogits");
+    if (true_fisher) {
+        ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){batch}, "sampled");
+        (void)sampled;
+        ng_softmax_xent(&y, &labels, 0, &dy, NULL);
+        ctx.retain = 1;
+        ng_model_backward(m, &ctx, &dy);
+        ctx.retain = 0;
+    }
+    ng_softmax_xent(&y, &labels, 0, &dy, NULL);
+    ng_model_backward(m, &ctx, &dy);
+    NG_TEST(p.acts == m->acts.peak && p.grads == m->grads.peak,
+            "%s, checkpoint %s, %s%s: planned activations %zu and scratch %zu bytes, measured %zu "
+            "and %zu",
+            what, spec, ng_dtype_name(compute), true_fisher ? ", true Fisher" : "", p.acts, p.grads,
+            m->acts.peak, m->grads.peak);
+
+    ng_model_reset_arenas(m);
+    m->acts.peak = m->grads.peak = 0;
+    ng_ctx ev = ng_model_ctx(m, 0, 5, 1);
+    ng_model_forward(m, &ev, &x);
+    NG_TEST(e.acts == m->acts.peak && e.grads == m->grads.peak,
+            "%s, checkpoint %s, %s: planned evaluation %zu and %zu bytes, measured %zu and %zu",
+            what, spec, ng_dtype_name(compute), e.acts, e.grads, m->acts.peak, m->grads.peak);
+    ng_tensor_free(&x);
+    ng_tensor_free(&labels);
+    ng_model_free(m);
+}
+
+static ng_arch arch(const char *name) {
+    ng_arch a;
+    NG_TEST(ng_arch_defaults(name, &a), "no architecture %s", name);
+    return a;
+}
+
+int main(void) {
+    static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16};
+    for (int d = 0; d < 3; d++) {
+        ng_dtype dt = dts[d];
+        ng_arch a = arch("mlp");
+        a.width = 64, a.dropout = 0.2;
+        check("mlp with dropout", a, "none", dt, 5, 0);
+        check("mlp with dropout", a, "none", dt, 5, 1);
+        a = arch("lenet");
+        check("lenet", a, "none", dt, 3, 0);
+        a = arch("nin");
+        a.img = 16, a.width = 8;
+        check("nin", a, "none", dt, 2, 0);
+        a = arch("vgg");
+        a.img = 16, a.width = 4, a.depth = 3;
+        const char *specs[] = {"none", "every 1", "every 2", "1", "0,2"};
+        for (int k = 0; k < 5; k++) check("vgg", a, specs[k], dt, 2, k == 1);
+        a = arch("cnn3d");
+        a.img = 10, a.width = 4, a.depth = 4;
+        for (int k = 0; k < 5; k++) check("cnn3d", a, specs[k], dt, 2, k == 2);
+        a = arch("vit");
+        a.img = 16, a.patch = 4, a.width = 32, a.heads = 2, a.depth = 4, a.dropout = 0.1;
+        for (int k = 0; k < 5; k++) check("vit with dropout", a, specs[k], dt, 3, k == 1);
+    }
+    /* a 3D-CNN big enough that a sample's im2col columns exceed the 64 MiB scratch cap, so the
+     * convolutions work in position chunks */
+    ng_arch big = arch("cnn3d");
+    big.img = 72, big.width = 8, big.depth = 2;
+    check("cnn3d 72^3", big, "every 1", NG_F32, 1, 0);
+    return ng_test_finish("test_plan");
+}
