@@ -10,6 +10,8 @@ static const struct {
 } commands[] = {
     {"train", "train a model from a YAML config (--help for options)", ng_cmd_train},
     {"eval", "evaluate saved weights on a config's test data", ng_cmd_eval},
+    {"plan", "a config's peak memory per category from its shapes; --measure, --search",
+     ng_cmd_plan},
     {"info", "what this build contains and which devices it sees", ng_cmd_info},
     {"smoke", "a quick check of the core: GEMM and eigh on CPU (and GPU) against float64",
      ng_cmd_smoke},

@@ -11,6 +11,7 @@
 
 #include "apps/clock.h"
 #include "apps/commands.h"
+#include "apps/memory_report.h"
 #include "apps/progress.h"
 #include "apps/run.h"
 #include "apps/stop.h"
@@ -161,10 +162,16 @@ static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, 
     return (eval_result){loss / (double)n, (double)correct / (double)n, n};
 }
 
-static ng_model *build_model(const ng_train_setup *s) {
+/* The arenas get what the plan says a step of `rank_batch` examples needs (and a little room),
+ * unless train.arena_mib fixes their size. */
+static ng_model *build_model(const ng_train_setup *s, int64_t rank_batch, ng_mem_figures *plan) {
+    ng_mem_predict(s, &s->arch, rank_batch, plan);
     ng_model *m = ng_model_new(ng_arch_build(&s->arch));
     size_t mib = (size_t)ng_cfg_int(s->cfg, "train.arena_mib");
-    ng_model_build_mixed(m, s->device, s->compute, s->seed, (mib << 20) / 3 * 2, (mib << 20) / 3);
+    size_t acts = ng_mem_arena_capacity(plan->arenas.acts),
+           grads = ng_mem_arena_capacity(plan->arenas.grads);
+    if (mib) acts = (mib << 20) / 3 * 2, grads = (mib << 20) / 3;
+    ng_model_build_mixed(m, s->device, s->compute, s->seed, acts, grads);
     return m;
 }
 
@@ -172,8 +179,10 @@ static ng_model *build_model(const ng_train_setup *s) {
 static void input_tensors(const ng_train_setup *s, int64_t batch, ng_tensor *x, ng_tensor *y) {
     int64_t shape[NG_MAX_DIMS] = {batch};
     for (int i = 0; i < s->train->ndim; i++) shape[i + 1] = s->train->shape[i];
+    ng_mem_category was = ng_mem_set_category(NG_MEM_DATA);
     *x = ng_tensor_new(NG_F32, s->device, s->train->ndim + 1, shape, "input");
     *y = ng_tensor_1d(NG_I32, s->device, batch, "labels");
+    ng_mem_set_category(was);
 }
 
 /* NULL when a step's loss and gradients are finite, else what is not: "loss", or the name of the
@@ -227,6 +236,15 @@ typedef struct {
  * optimizer. A non-finite loss or gradient skips the step before anything keeps it: the
  * optimizer does not step, batch-norm buffers are put back, and K-FAC, which folds a step's
  * statistics into its factors only in ng_kfac_step, drops them at the next ng_kfac_begin. */
+/* The measured peaks so far, for the metrics line (valid until the next call). */
+static const char *memory_json(const ng_model *m) {
+    static char text[512];
+    ng_mem_figures f;
+    ng_mem_measure(m, &f);
+    ng_mem_json(&f, text, sizeof text);
+    return text;
+}
+
 static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     const ng_train_setup *s = t->s;
     ng_model *m = t->m;
@@ -319,6 +337,21 @@ static void write_config(const ng_train_setup *s, const char *out, const char *h
     free(text), free(header), free(build);
 }
 
+/* The run's memory at its end: DIR/memory.json (predicted and measured per category, rank 0's
+ * device) and a table on stderr. */
+static void report_memory(const ng_model *m, const ng_mem_figures *planned, const char *out) {
+    ng_mem_figures meas;
+    ng_mem_measure(m, &meas);
+    char p[512], q[512], text[1200];
+    ng_mem_json(planned, p, sizeof p);
+    ng_mem_json(&meas, q, sizeof q);
+    snprintf(text, sizeof text,
+             "{\"device\": \"%s\", \"predicted_mib\": %s, \"measured_mib\": %s}\n",
+             ng_device_name(m->device), p, q);
+    ng_run_write(out, "memory.json", text);
+    ng_mem_table(stderr, planned, &meas);
+}
+
 /* `--resume auto` on a run that has finished: its recorded result, no training. */
 static int report_complete(const char *out, int print) {
     ng_run_result r;
@@ -394,8 +427,11 @@ int ng_cmd_train(int argc, char **argv) {
         }
     }
 
-    ng_model *m = build_model(&s);
+    ng_mem_figures planned;
+    ng_model *m = build_model(&s, s.batch / world, &planned);
+    ng_mem_category was = ng_mem_set_category(NG_MEM_OPTIMIZER);
     ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
+    ng_mem_set_category(was);
     ng_kfac *kfac = s.kfac_enabled ? ng_kfac_new(m, &s.kfac) : NULL;
     if (kfac) ng_kfac_distribute(kfac, comm, s.kfac_fraction);
     if (resume_from) pos = ng_checkpoint_load(ckpt, m, opt, kfac);
@@ -435,13 +471,18 @@ int ng_cmd_train(int argc, char **argv) {
         int64_t *start = malloc(sizeof *start * (size_t)m->nparams);
         NG_CHECK(start, "out of host memory");
         for (int i = 0; i < m->nparams; i++) start[i] = m->params[i].offset;
+        was = ng_mem_set_category(NG_MEM_COMM);
         t.buckets = ng_buckets_new(comm, &m->flat_grads, start, m->nparams, s.bucket_bytes);
+        ng_mem_set_category(was);
         t.hook = (ng_grad_hook){.self = &t, .ready = grads_ready};
         free(start);
     }
     /* Batch-norm statistics move in every training forward; a skipped step puts them back. */
-    if (m->nbuffers)
+    if (m->nbuffers) {
+        was = ng_mem_set_category(NG_MEM_PARAMS);
         t.buffers_before = ng_tensor_new(m->dtype, m->device, 1, m->flat_buffers.shape, "buffers");
+        ng_mem_set_category(was);
+    }
 
     if (rank0) {
         fprintf(stderr,
@@ -504,12 +545,12 @@ int ng_cmd_train(int argc, char **argv) {
                      "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
                      "\"accuracy\": %.6f, \"lr\": %s, \"grad_norm\": %s, \"images_per_s\": %s, "
                      "\"step_ms\": %.3f, \"loss_scale\": %s, \"skipped\": %lld, "
-                     "\"skipped_total\": %lld}",
+                     "\"skipped_total\": %lld, \"memory_mib\": %s}",
                      (long long)done, (double)done / (double)per_epoch,
                      ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
                      ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
                      ng_json_num("%.9g", r.scale).s, (long long)skipped_since_log,
-                     (long long)pos.skipped);
+                     (long long)pos.skipped, memory_json(m));
             if (rank0) ng_metrics_line(&metrics, line);
             window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
         }
@@ -613,7 +654,10 @@ int ng_cmd_train(int argc, char **argv) {
                     (long long)t.overlapped, (long long)t.buckets_run, 1e3 * t.backward_s / n,
                     1e3 * t.wait_s / n);
     }
-    if (rank0) ng_metrics_close(&metrics);
+    if (rank0) {
+        ng_metrics_close(&metrics);
+        report_memory(m, &planned, out);
+    }
     ng_buckets_free(t.buckets);
     ng_loader_free(loader);
     ng_tensor_free(&t.x), ng_tensor_free(&t.y);
@@ -637,7 +681,8 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_train_setup s;
     ng_train_setup_load(&s, a.config, a.sets, a.nsets);
     NG_CHECK(exists(a.weights), "--weights: %s does not exist", a.weights);
-    ng_model *m = build_model(&s);
+    ng_mem_figures planned;
+    ng_model *m = build_model(&s, s.batch, &planned);
     ng_weights_load(m, a.weights);
     ng_tensor x, y;
     input_tensors(&s, s.batch, &x, &y);

@@ -76,8 +76,9 @@ const ng_cfg_spec ng_train_spec[] = {
      "clip the global gradient norm; 0 = off"},
     {"train.label_smoothing", NG_CFG_FLOAT, "0", 0, 1, NULL,
      "label smoothing of the cross-entropy"},
-    {"train.arena_mib", NG_CFG_INT, "2048", 16, 1048576, NULL,
-     "activation + gradient arena size in MiB (2/3 activations)"},
+    {"train.arena_mib", NG_CFG_INT, "0", 0, 1048576, NULL,
+     "activation + gradient arena size in MiB (2/3 activations); 0 = what natgrad plan "
+     "predicts a step needs"},
 
     {"optimizer.name", NG_CFG_CHOICE, "sgd", NONE, "sgd|adamw", "base optimizer"},
     {"optimizer.lr", NG_CFG_FLOAT, "0.1", 0, 1e6, NULL, "peak learning rate"},

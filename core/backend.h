@@ -66,6 +66,8 @@ const ng_backend *ng_backend_for(ng_device dev, const char *what);
 const ng_backend *ng_backend_cuda(void);
 /* 1 when the build has CUDA and a device is visible. */
 int ng_cuda_available(void);
+/* The current CUDA device's memory in bytes; 0 without one. */
+size_t ng_cuda_total_memory(void);
 
 /* The CPU table is assembled in backend_cpu.c from these. */
 void ng_cpu_gemm(const ng_gemm_desc *d);

@@ -1,5 +1,6 @@
 /* The CUDA context, library handles, scratch workspace and status strings. */
 #include "cuda_context.h"
+#include "memory.h"
 
 #include <stdlib.h>
 
@@ -13,6 +14,13 @@ int ng_cuda_device_count(void) {
         return 0;
     }
     return n;
+}
+
+size_t ng_cuda_device_memory(void) {
+    ng_cuda_ctx();
+    size_t free_b = 0, total = 0;
+    NG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total));
+    return total;
 }
 
 ng_cuda_context *ng_cuda_ctx(void) {
@@ -37,8 +45,11 @@ void *ng_cuda_workspace(size_t bytes) {
     if (bytes > c->workspace_bytes) {
         /* Work queued on the stream may still read the old buffer. */
         NG_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-        if (c->workspace) NG_CUDA_CHECK(cudaFree(c->workspace));
-        NG_CUDA_CHECK(cudaMalloc(&c->workspace, bytes));
+        if (c->workspace) ng_free(NG_CUDA, c->workspace, c->workspace_bytes);
+        /* through the counting allocator, so a run's workspace peak includes cuDNN's */
+        ng_mem_category was = ng_mem_set_category(NG_MEM_WORKSPACE);
+        c->workspace = ng_alloc(NG_CUDA, bytes);
+        ng_mem_set_category(was);
         c->workspace_bytes = bytes;
     }
     return c->workspace;

@@ -25,6 +25,8 @@ ng_cuda_context *ng_cuda_ctx(void);
 void *ng_cuda_workspace(size_t bytes);
 /* Number of visible devices; 0 (not an error) when there is no driver or no GPU. */
 int ng_cuda_device_count(void);
+/* The current device's memory in bytes. */
+size_t ng_cuda_device_memory(void);
 
 /* Grid size for n elements with `threads` per block, capped for grid-stride loops. */
 static inline unsigned ng_cuda_blocks(int64_t n, int threads) {

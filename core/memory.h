@@ -15,16 +15,37 @@ extern "C" {
 /* Every buffer is aligned to this many bytes (enough for vector loads and cuBLAS). */
 #define NG_ALIGN 256
 
+/* What an allocation holds, for the per-category peaks a run reports (and natgrad plan predicts).
+ * An allocation counts under the category current on its thread when it is made. */
+typedef enum {
+    NG_MEM_OTHER,
+    NG_MEM_PARAMS,      /* master weights, their compute-dtype copy, batch-norm buffers */
+    NG_MEM_GRADS,       /* the flat gradient buffer */
+    NG_MEM_OPTIMIZER,   /* momentum, Adam moments */
+    NG_MEM_KFAC,        /* K-FAC factors, their sums and inverses */
+    NG_MEM_ACTIVATIONS, /* the activation arena */
+    NG_MEM_WORKSPACE,   /* the activation-gradient arena (im2col chunks), cuDNN, K-FAC scratch */
+    NG_MEM_DATA,        /* input batches on the device */
+    NG_MEM_COMM,        /* gradient buckets and collective scratch */
+    NG_MEM_NCAT
+} ng_mem_category;
+
+const char *ng_mem_category_name(ng_mem_category c);
+/* Sets this thread's category and returns the one it replaces (restore it after). */
+ng_mem_category ng_mem_set_category(ng_mem_category c);
+
 void *ng_alloc(ng_device dev, size_t bytes);
 /* `bytes` must be what was asked of ng_alloc: the counters stay exact without a lookup. */
 void ng_free(ng_device dev, void *p, size_t bytes);
 
 typedef struct {
     size_t current, peak, total_allocs;
+    size_t cat_current[NG_MEM_NCAT], cat_peak[NG_MEM_NCAT];
 } ng_mem_stats;
 
 ng_mem_stats ng_mem_stats_get(ng_device dev);
-/* Sets the peak to the current figure, so a benchmark can measure one phase. */
+/* Sets the peaks (total and per category) to the current figures, so a benchmark can measure
+ * one phase. */
 void ng_mem_reset_peak(ng_device dev);
 
 /* An arena: one buffer, bump allocation, release back to a mark. */

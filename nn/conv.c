@@ -475,7 +475,10 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     int64_t ny = 1, nx = 1;
     for (int i = 0; i < on; i++) ny *= out[i];
     for (int i = 0; i < ndim; i++) nx *= in[i];
-    if (!backward) ng_sim_tensor(&sim->acts, dt, on, out);
+    if (!backward) {
+        ng_sim_tensor(&sim->acts, dt, on, out);
+        ng_sim_capture(sim, l, ndim, in, dt);
+    }
     if (!ny || (backward && !nx)) return;
     int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
     if (!cudnn) {

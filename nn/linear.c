@@ -79,7 +79,10 @@ static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx,
     int on;
     int64_t out[NG_MAX_DIMS];
     linear_out_shape(l, ndim, in, &on, out);
-    if (!backward) ng_sim_tensor(&sim->acts, dt, on, out);
+    if (!backward) {
+        ng_sim_tensor(&sim->acts, dt, on, out);
+        ng_sim_capture(sim, l, ndim, in, dt);
+    }
     if (s->bias) { /* the ones column of the bias GEMM, both ways */
         size_t m = ng_sim_mark(&sim->grads);
         int64_t rows = 1;

@@ -59,6 +59,8 @@ static double normal_from(uint32_t a, uint32_t b) {
 }
 
 void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) {
+    /* host temporaries: not the parameters' memory */
+    ng_mem_category was = ng_mem_set_category(NG_MEM_OTHER);
     ng_tensor h = ng_tensor_new(NG_F64, NG_CPU, t->ndim, t->shape, "init");
     double *v = h.data;
     ng_rng_key k = {.seed = seed, .stream = stream};
@@ -101,6 +103,7 @@ void ng_init_tensor(ng_tensor *t, ng_init init, uint64_t seed, uint64_t stream) 
     ng_tensor_copy(t, &c);
     ng_tensor_free(&c);
     ng_tensor_free(&h);
+    ng_mem_set_category(was);
 }
 
 static void build(ng_model *m, ng_device dev, ng_dtype dtype, ng_dtype compute, uint64_t seed,
@@ -114,8 +117,11 @@ static void build(ng_model *m, ng_device dev, ng_dtype dtype, ng_dtype compute, 
     m->device = dev;
     m->dtype = dtype;
     m->compute_dtype = compute;
+    ng_mem_category was = ng_mem_set_category(NG_MEM_PARAMS);
     m->flat_params = ng_tensor_1d(dtype, dev, m->numel, "parameters");
+    ng_mem_set_category(NG_MEM_GRADS);
     m->flat_grads = ng_tensor_1d(dtype, dev, m->numel, "gradients");
+    ng_mem_set_category(NG_MEM_PARAMS);
     ng_fill(&m->flat_params, 0);
     ng_fill(&m->flat_grads, 0);
     for (int i = 0; i < m->nparams; i++) {
@@ -145,8 +151,11 @@ static void build(ng_model *m, ng_device dev, ng_dtype dtype, ng_dtype compute, 
                                   b->value.shape, b->name);
         ng_fill(&b->value, b->init);
     }
+    ng_mem_set_category(NG_MEM_ACTIVATIONS);
     m->acts = ng_arena_new(dev, act_bytes, "activations");
+    ng_mem_set_category(NG_MEM_WORKSPACE);
     m->grads = ng_arena_new(dev, grad_bytes, "activation gradients");
+    ng_mem_set_category(was);
 }
 
 void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, size_t act_bytes,

@@ -42,7 +42,16 @@ static ng_dtype cast_input(ng_mem_sim *s, int ndim, const int64_t *in, ng_dtype 
 
 ng_arena_plan ng_plan_train_step(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
                                  ng_dtype compute, ng_device dev, int true_fisher) {
+    return ng_plan_train_step_observed(root, ndim, in, master, compute, dev, true_fisher, NULL,
+                                       NULL);
+}
+
+ng_arena_plan ng_plan_train_step_observed(
+    ng_layer *root, int ndim, const int64_t *in, ng_dtype master, ng_dtype compute, ng_device dev,
+    int true_fisher, void (*capture)(void *, const ng_layer *, int, const int64_t *, ng_dtype),
+    void *capture_self) {
     ng_mem_sim s = start(dev, master, 1);
+    s.capture = capture, s.capture_self = capture_self;
     ng_dtype dt = cast_input(&s, ndim, in, master, compute);
     ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
     int on;

@@ -25,7 +25,18 @@ struct ng_mem_sim {
     ng_dtype master;  /* the parameters' gradients (f32 in mixed precision) */
     int training;     /* dropout allocates only in training */
     int retain;       /* as ng_ctx.retain: backward keeps the forward's activations */
+    int recomputing;  /* replaying a checkpoint segment: no capture */
+    /* Called by Linear and Conv plans where their forward tells the observer its input (K-FAC's
+     * plan sizes its scratch from these); NULL: nobody listens. */
+    void (*capture)(void *self, const ng_layer *l, int ndim, const int64_t *in, ng_dtype dt);
+    void *capture_self;
 };
+
+/* The observer's view of a plan, for Linear and Conv plans. */
+static inline void ng_sim_capture(ng_mem_sim *s, const ng_layer *l, int ndim, const int64_t *in,
+                                  ng_dtype dt) {
+    if (s->capture && !s->recomputing) s->capture(s->capture_self, l, ndim, in, dt);
+}
 
 void ng_sim_alloc(ng_sim_arena *a, size_t bytes);
 void ng_sim_tensor(ng_sim_arena *a, ng_dtype dt, int ndim, const int64_t *shape);
@@ -52,6 +63,11 @@ typedef struct {
  * forward for the true Fisher: the first keeps the activations). `in` includes the batch. */
 ng_arena_plan ng_plan_train_step(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
                                  ng_dtype compute, ng_device dev, int true_fisher);
+/* The same with a capture hook (see ng_mem_sim.capture); capture may be NULL. */
+ng_arena_plan ng_plan_train_step_observed(
+    ng_layer *root, int ndim, const int64_t *in, ng_dtype master, ng_dtype compute, ng_device dev,
+    int true_fisher, void (*capture)(void *, const ng_layer *, int, const int64_t *, ng_dtype),
+    void *capture_self);
 /* An evaluation forward (no dropout; activations stay until the arenas are reset). */
 ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
                            ng_dtype compute, ng_device dev);

@@ -219,8 +219,11 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
             for (int a = i; a >= 0; a--) {
                 if (s->seg_end[a] > a && s->seg_end[a] - 1 == i) {
                     replayed = (int64_t)ng_sim_mark(&sim->acts), first = a;
+                    int was = sim->recomputing;
+                    sim->recomputing = 1;
                     for (int j = a; j <= i; j++)
                         ng_layer_plan(l->children[j], sim, 0, 0, s->ndim[j], s->shape[j], s->dtype);
+                    sim->recomputing = was;
                     break;
                 }
                 if (s->seg_end[a] > a) break;

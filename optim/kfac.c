@@ -15,7 +15,7 @@
 #include "nn/linear.h"
 #include "optim/kfac_kernels.h"
 
-#define DEFAULT_CHUNK_BYTES ((size_t)64 << 20)
+#define DEFAULT_CHUNK_BYTES NG_KFAC_CHUNK_BYTES
 
 ng_kfac_config ng_kfac_default_config(void) {
     return (ng_kfac_config){.factor_decay = 0.95,
@@ -73,7 +73,9 @@ void *ng_kfac_scratch(ng_kfac *k, size_t bytes) {
         ng_sync(k->m->device); /* queued work may still read the old buffer */
         if (k->scratch) ng_free(k->m->device, k->scratch, k->scratch_bytes);
         k->scratch_bytes = bytes + bytes / 4;
+        ng_mem_category was = ng_mem_set_category(NG_MEM_WORKSPACE);
         k->scratch = ng_alloc(k->m->device, k->scratch_bytes);
+        ng_mem_set_category(was);
     }
     return k->scratch;
 }
@@ -202,6 +204,7 @@ ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c) {
     NG_CHECK(m && m->flat_grads.data, "kfac: the model must be built before K-FAC");
     NG_CHECK(c, "kfac: no config");
     check_config(c);
+    ng_mem_category was = ng_mem_set_category(NG_MEM_KFAC);
     ng_kfac *k = calloc(1, sizeof *k);
     NG_CHECK(k, "out of host memory creating K-FAC");
     k->m = m;
@@ -220,6 +223,7 @@ ng_kfac *ng_kfac_new(ng_model *m, const ng_kfac_config *c) {
     for (int i = 0; i < k->nindex; i++) k->slot_of[i] = -1;
     for (int i = 0; i < k->n; i++) k->slot_of[k->layers[i].layer->index] = i;
     k->obs = (ng_observer){.self = k, .input = obs_input, .output_grad = obs_output_grad};
+    ng_mem_set_category(was);
     return k;
 }
 

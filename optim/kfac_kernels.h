@@ -102,6 +102,8 @@ struct ng_kfac {
 };
 
 /* Scratch pieces carved from one buffer start at multiples of this, aligned for cuBLAS. */
+/* The most bytes a conv layer's patch rows take at once when A is formed. */
+#define NG_KFAC_CHUNK_BYTES ((size_t)64 << 20)
 static inline size_t ng_kfac_aligned(size_t bytes) {
     return (bytes + 255) / 256 * 256;
 }

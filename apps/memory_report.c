@@ -1,0 +1,106 @@
+/* Memory by category: predicted from shapes, measured from the allocator and the arenas. */
+#include "apps/memory_report.h"
+
+#include <string.h>
+
+#include "apps/metrics.h"
+#include "core/dtype.h"
+#include "optim/plan.h"
+
+size_t ng_mem_arena_capacity(size_t planned) {
+    return planned + planned / 64 + ((size_t)1 << 20);
+}
+
+void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batch,
+                    ng_mem_figures *f) {
+    memset(f, 0, sizeof *f);
+    ng_model *m = ng_model_new(ng_arch_build(a)); /* shapes only: nothing is allocated */
+    int64_t in[NG_MAX_DIMS] = {rank_batch};
+    int nd = ng_arch_input_shape(a, in + 1) + 1;
+    size_t es = ng_dtype_size(NG_F32), n = (size_t)m->numel;
+    int mixed = s->compute != NG_F32;
+    /* master weights, their compute copy, batch-norm buffers and the trainer's copy of them */
+    f->cat[NG_MEM_PARAMS] = n * es + (mixed ? n * ng_dtype_size(s->compute) : 0) +
+                            (size_t)m->buffer_numel * es * (m->nbuffers ? 2 : 1);
+    f->cat[NG_MEM_GRADS] = n * es;
+    f->cat[NG_MEM_OPTIMIZER] = ng_optimizer_plan_bytes(&s->optim, m->numel, es);
+    ng_kfac_planner *kp = s->kfac_enabled ? ng_kfac_planner_new(&s->kfac, NG_F32, s->device) : NULL;
+    ng_arena_plan tr = ng_plan_train_step_observed(m->root, nd, in, NG_F32, s->compute, s->device,
+                                                   s->kfac_enabled && s->kfac_true_fisher,
+                                                   kp ? ng_kfac_planner_capture : NULL, kp);
+    ng_arena_plan ev = ng_plan_eval(m->root, nd, in, NG_F32, s->compute, s->device);
+    f->arenas.acts = tr.acts > ev.acts ? tr.acts : ev.acts;
+    f->arenas.grads = tr.grads > ev.grads ? tr.grads : ev.grads;
+    f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
+    f->cat[NG_MEM_WORKSPACE] = f->arenas.grads;
+    if (kp) {
+        f->cat[NG_MEM_KFAC] = ng_kfac_planner_state(kp);
+        f->cat[NG_MEM_WORKSPACE] += ng_kfac_planner_scratch(kp);
+        ng_kfac_planner_free(kp);
+    }
+    /* ng_init_tensor's host temporaries (f64 and master dtype) of the largest parameter, counted
+     * on the host: the device's only when the device is the CPU */
+    if (s->device == NG_CPU)
+        for (int i = 0; i < m->nparams; i++) {
+            size_t b = (size_t)m->params[i].param->value.numel * (sizeof(double) + es);
+            if (b > f->cat[NG_MEM_OTHER]) f->cat[NG_MEM_OTHER] = b;
+        }
+    size_t example = 1;
+    for (int i = 1; i < nd; i++) example *= (size_t)in[i];
+    f->cat[NG_MEM_DATA] = (size_t)rank_batch * (example * es + sizeof(int32_t));
+    /* OTHER is the build's host temporaries, gone before the first step */
+    for (int c = 0; c < NG_MEM_NCAT; c++)
+        if (c != NG_MEM_OTHER) f->device_peak += f->cat[c];
+    f->device_peak += ng_mem_arena_capacity(f->arenas.acts) - f->arenas.acts +
+                      ng_mem_arena_capacity(f->arenas.grads) - f->arenas.grads;
+    ng_model_free(m);
+}
+
+void ng_mem_measure(const ng_model *m, ng_mem_figures *f) {
+    memset(f, 0, sizeof *f);
+    ng_mem_stats st = ng_mem_stats_get(m->device);
+    for (int c = 0; c < NG_MEM_NCAT; c++) f->cat[c] = st.cat_peak[c];
+    f->cat[NG_MEM_ACTIVATIONS] = m->acts.peak;
+    /* the workspace category holds the whole grads arena; count its high-water mark instead */
+    size_t other_ws = st.cat_peak[NG_MEM_WORKSPACE] > m->grads.capacity
+                          ? st.cat_peak[NG_MEM_WORKSPACE] - m->grads.capacity
+                          : 0;
+    f->cat[NG_MEM_WORKSPACE] = m->grads.peak + other_ws;
+    f->device_peak = st.peak;
+    f->arenas = (ng_arena_plan){m->acts.capacity, m->grads.capacity};
+}
+
+static double mib(size_t b) {
+    return (double)b / 1048576.0;
+}
+
+void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap) {
+    size_t n = (size_t)snprintf(out, cap, "{");
+    for (int c = 0; c < NG_MEM_NCAT && n < cap; c++)
+        n += (size_t)snprintf(out + n, cap - n, "\"%s\": %s, ", ng_mem_category_name(c),
+                              ng_json_num("%.3f", mib(f->cat[c])).s);
+    if (n < cap)
+        snprintf(out + n, cap - n, "\"device_peak\": %s}",
+                 ng_json_num("%.3f", mib(f->device_peak)).s);
+}
+
+void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *meas) {
+    fprintf(out, "%-12s %14s", "memory", "predicted MiB");
+    if (meas) fprintf(out, " %14s %9s", "measured MiB", "pred/meas");
+    fprintf(out, "\n");
+    for (int c = 0; c <= NG_MEM_NCAT; c++) {
+        size_t p = c < NG_MEM_NCAT ? pred->cat[c] : pred->device_peak;
+        size_t m = meas ? (c < NG_MEM_NCAT ? meas->cat[c] : meas->device_peak) : 0;
+        if (c < NG_MEM_NCAT && !p && !m) continue;
+        fprintf(out, "%-12s %14.2f", c < NG_MEM_NCAT ? ng_mem_category_name(c) : "device peak",
+                mib(p));
+        if (meas) {
+            fprintf(out, " %14.2f", mib(m));
+            if (m)
+                fprintf(out, " %9.3f", (double)p / (double)m);
+            else
+                fprintf(out, " %9s", "-");
+        }
+        fprintf(out, "\n");
+    }
+}
