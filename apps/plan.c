@@ -160,15 +160,27 @@ static int read_measured(const char *dir, ng_mem_figures *f) {
     return 1;
 }
 
+/* The scratch run directory goes however the run ends (a usage error exits from inside it). */
+static char scratch[64];
+static void remove_scratch(void) {
+    if (!scratch[0]) return;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
+    if (system(cmd) != 0) fprintf(stderr, "natgrad: warning: could not remove %s\n", scratch);
+    scratch[0] = 0;
+}
+
 static int measure(const char *config, const char *const *sets, int nsets, int ranks, int steps,
                    const ng_mem_figures *pred) {
     NG_CHECK(ranks == 1,
              "plan --measure: measures one process; run natgrad train under mpirun "
              "and read DIR/memory.json for %d ranks",
              ranks);
-    char dir[] = "/tmp/natgrad-plan-XXXXXX";
-    NG_CHECK(mkdtemp(dir), "plan --measure: cannot create a scratch directory in /tmp");
-    char run[64], st[64];
+    snprintf(scratch, sizeof scratch, "/tmp/natgrad-plan-XXXXXX");
+    NG_CHECK(mkdtemp(scratch), "plan --measure: cannot create a scratch directory in /tmp");
+    atexit(remove_scratch);
+    const char *dir = scratch;
+    char run[96], st[64];
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(st, sizeof st, "train.steps=%d", steps);
     const char *argv[300];
@@ -176,8 +188,10 @@ static int measure(const char *config, const char *const *sets, int nsets, int r
     argv[argc++] = "train";
     if (config) argv[argc++] = "--config", argv[argc++] = config;
     for (int i = 0; i < nsets; i++) argv[argc++] = "--set", argv[argc++] = sets[i];
-    const char *extra[] = {st, "train.eval_every=0", "train.checkpoint_every=0",
-                           "train.log_every=1000000", "train.arena_mib=0"};
+    /* a few steps of the same model, no warmup to outlast them, no checkpoint on the way */
+    const char *extra[] = {st, "schedule.warmup_steps=0", "train.eval_every=0",
+                           "train.checkpoint_every=0", "train.log_every=1000000",
+                           "train.arena_mib=0"};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
         argv[argc++] = "--set", argv[argc++] = extra[i];
     argv[argc++] = "--out", argv[argc++] = run;
@@ -185,9 +199,7 @@ static int measure(const char *config, const char *const *sets, int nsets, int r
     int rc = ng_cmd_train(argc, (char **)argv);
     ng_mem_figures meas;
     int ok = rc == 0 && read_measured(run, &meas);
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "natgrad: warning: could not remove %s\n", dir);
+    remove_scratch();
     NG_CHECK(ok, "plan --measure: the training run failed (status %d) or left no memory.json", rc);
     printf("\npredicted against measured (%d training steps, one process):\n", steps);
     ng_mem_table(stdout, pred, &meas);
