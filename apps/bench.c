@@ -1,11 +1,14 @@
-/* `natgrad bench`: forward+backward time, images/s, activation and gradient-scratch memory of a
- * model at a batch size, on the CPU or the GPU. Prints a table; --json writes the figures. */
+/* `natgrad bench`: forward+backward time, images/s, activation and gradient-scratch memory and
+ * the device's peak of a model at a batch size, on the CPU or the GPU, in fp32, bf16 or fp16,
+ * with any checkpoint spec. The arenas are sized by the memory plan (or --arena-mib), so the
+ * peak is what the step needs. Prints a table; --json writes the figures. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "apps/clock.h"
 #include "apps/commands.h"
+#include "apps/memory_report.h"
 #include "apps/metrics.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -22,7 +25,8 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: natgrad bench --model ARCH [--batch N] [--device cpu|cuda] [--steps N]\n"
-            "                     [--img N] [--checkpoint SPEC] [--arena-mib N] [--json FILE]\n"
+            "                     [--img N] [--checkpoint SPEC] [--precision fp32|bf16|fp16]\n"
+            "                     [--arena-mib N] [--json FILE]\n"
             "ARCH: %s\n"
             "SPEC: none, every K (segments of K blocks; all = every 1) or block indices 0,3,7\n",
             ng_arch_names());
@@ -39,6 +43,7 @@ int ng_cmd_bench(int argc, char **argv) {
     int64_t batch = 32, img = 0;
     int steps = 10;
     const char *ckpt = NULL;
+    ng_dtype compute = NG_F32;
     long arena_mib = 0;
     ng_device dev = ng_cuda_available() ? NG_CUDA : NG_CPU;
     for (int i = 1; i < argc; i++) {
@@ -52,6 +57,10 @@ int ng_cmd_bench(int argc, char **argv) {
             if (!v || !ng_ckpt_spec_parse(v, &sp, why, sizeof why))
                 return bad(a, v, "none, every K, all, or block indices such as 0,3,7");
             ckpt = v;
+        } else if (!strcmp(a, "--precision")) {
+            if (!v || (strcmp(v, "fp32") && strcmp(v, "bf16") && strcmp(v, "fp16")))
+                return bad(a, v, "fp32, bf16 or fp16");
+            compute = !strcmp(v, "fp32") ? NG_F32 : !strcmp(v, "bf16") ? NG_BF16 : NG_F16;
         } else if (!strcmp(a, "--model")) {
             if (!v) return bad(a, v, "an architecture name");
             arch = v;
@@ -85,12 +94,14 @@ int ng_cmd_bench(int argc, char **argv) {
     char why[128], spec[256];
     if (ckpt) ng_ckpt_spec_parse(ckpt, &ar.checkpoint, why, sizeof why);
     ng_ckpt_spec_format(&ar.checkpoint, spec, sizeof spec);
-    if (!arena_mib) arena_mib = dev == NG_CUDA ? 24576 : 4096;
-
     ng_model *m = ng_model_new(ng_arch_build(&ar));
-    ng_model_build(m, dev, NG_F32, 1, (size_t)arena_mib << 20, (size_t)arena_mib << 19);
     int64_t shape[5] = {batch};
     int nd = ng_arch_input_shape(&ar, shape + 1) + 1;
+    ng_arena_plan plan = ng_plan_train_step(m->root, nd, shape, NG_F32, compute, dev, 0);
+    size_t acts = ng_mem_arena_capacity(plan.acts), grads = ng_mem_arena_capacity(plan.grads);
+    if (arena_mib) acts = (size_t)arena_mib << 20, grads = (size_t)arena_mib << 19;
+    ng_mem_reset_peak(dev);
+    ng_model_build_mixed(m, dev, compute, 1, acts, grads);
     ng_tensor x = ng_tensor_new(NG_F32, dev, nd, shape, "input");
     ng_rng_normal(&x, (ng_rng_key){.seed = 5, .stream = 1}, 0, 1);
     ng_tensor lh = ng_tensor_1d(NG_I32, NG_CPU, batch, "labels");
@@ -112,22 +123,24 @@ int ng_cmd_bench(int argc, char **argv) {
     qsort(ms, (size_t)steps, sizeof(double), cmp_double);
     double med = ms[steps / 2];
     double act = m->acts.peak / 1048576.0, scratch = m->grads.peak / 1048576.0;
-    printf("natgrad bench: %s, batch %lld, %s, fp32, checkpointing %s, %d steps\n", arch,
-           (long long)batch, ng_device_name(dev), spec, steps);
-    printf("%-24s %6s %10s %10s %12s %12s %12s\n", "model", "batch", "ms/step", "img/s", "act MiB",
-           "scratch MiB", "params");
-    printf("%-24s %6lld %10.2f %10.1f %12.1f %12.1f %12lld\n", arch, (long long)batch, med,
-           batch / (med * 1e-3), act, scratch, (long long)m->count);
+    size_t peak = ng_mem_stats_get(dev).peak;
+    printf("natgrad bench: %s, batch %lld, %s, %s, checkpointing %s, %d steps\n", arch,
+           (long long)batch, ng_device_name(dev), ng_dtype_name(compute), spec, steps);
+    printf("%-24s %6s %10s %10s %12s %12s %12s %12s\n", "model", "batch", "ms/step", "img/s",
+           "act MiB", "scratch MiB", "peak MiB", "params");
+    printf("%-24s %6lld %10.2f %10.1f %12.1f %12.1f %12.1f %12lld\n", arch, (long long)batch, med,
+           batch / (med * 1e-3), act, scratch, peak / 1048576.0, (long long)m->count);
     if (json) {
         FILE *f = fopen(json, "w");
         if (!f) return bad("--json", json, "cannot be written");
         fprintf(f,
-                "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"dtype\": \"f32\", "
+                "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"dtype\": \"%s\", "
                 "\"checkpoint\": \"%s\", \"steps\": %d, \"ms_per_step\": %s, \"images_per_s\": %s, "
-                "\"activation_bytes\": %zu, \"scratch_bytes\": %zu, \"params\": %lld}\n",
-                arch, (long long)batch, ng_device_name(dev), spec, steps,
+                "\"activation_bytes\": %zu, \"scratch_bytes\": %zu, \"peak_bytes\": %zu, "
+                "\"params\": %lld}\n",
+                arch, (long long)batch, ng_device_name(dev), ng_dtype_name(compute), spec, steps,
                 ng_json_num("%.4f", med).s, ng_json_num("%.2f", batch / (med * 1e-3)).s,
-                m->acts.peak, m->grads.peak, (long long)m->count);
+                m->acts.peak, m->grads.peak, peak, (long long)m->count);
         fclose(f);
     }
     free(ms);

@@ -16,9 +16,12 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: natgrad plan [--config FILE] [--set key=value ...] [--ranks N]\n"
+               "                    [--device cpu|cuda]\n"
                "                    [--budget SIZE] [--measure [--steps N]]\n"
                "                    [--search resolution|batch]\n"
                "  --ranks N     data-parallel ranks sharing train.batch_size (default 1)\n"
+               "  --device D    plan for this device instead of the config's (a plan needs no\n"
+               "                device: a GPU run can be planned on a laptop, with --budget)\n"
                "  --budget SIZE device memory to fit, e.g. 139GiB, 80GB, 512MiB (default: the\n"
                "                device's memory)\n"
                "  --measure     also train --steps steps (default 3) in a scratch run directory\n"
@@ -189,8 +192,11 @@ static int measure(const char *config, const char *const *sets, int nsets, int r
     if (config) argv[argc++] = "--config", argv[argc++] = config;
     for (int i = 0; i < nsets; i++) argv[argc++] = "--set", argv[argc++] = sets[i];
     /* a few steps of the same model, no warmup to outlast them, no checkpoint on the way */
-    const char *extra[] = {st, "schedule.warmup_steps=0", "train.eval_every=0",
-                           "train.checkpoint_every=0", "train.log_every=1000000",
+    const char *extra[] = {st,
+                           "schedule.warmup_steps=0",
+                           "train.eval_every=0",
+                           "train.checkpoint_every=0",
+                           "train.log_every=1000000",
                            "train.arena_mib=0"};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
         argv[argc++] = "--set", argv[argc++] = extra[i];
@@ -211,7 +217,7 @@ static int measure(const char *config, const char *const *sets, int nsets, int r
 
 int ng_cmd_plan(int argc, char **argv) {
     const char *config = NULL, *sets[256] = {0}, *search_what = NULL;
-    int nsets = 0, ranks = 1, steps = 3, do_measure = 0;
+    int nsets = 0, ranks = 1, steps = 3, do_measure = 0, device = -1;
     size_t budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -230,6 +236,9 @@ int ng_cmd_plan(int argc, char **argv) {
             sets[nsets++] = v;
         } else if (!strcmp(a, "--ranks")) {
             if (!v || (ranks = atoi(v)) < 1 || ranks > 1 << 20) return bad(a, v, "1 or more");
+        } else if (!strcmp(a, "--device")) {
+            if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) return bad(a, v, "cpu or cuda");
+            device = strcmp(v, "cpu") ? NG_CUDA : NG_CPU;
         } else if (!strcmp(a, "--steps")) {
             if (!v || (steps = atoi(v)) < 1 || steps > 1000) return bad(a, v, "1..1000 steps");
         } else if (!strcmp(a, "--budget")) {
@@ -246,10 +255,17 @@ int ng_cmd_plan(int argc, char **argv) {
     }
     ng_train_setup s;
     ng_train_setup_load(&s, config, sets, nsets);
+    if (device >= 0) {
+        NG_CHECK(!do_measure || (ng_device)device == s.device,
+                 "plan --device: --measure runs on the config's device (set device=...)");
+        s.device = (ng_device)device;
+    }
     NG_CHECK(s.batch % ranks == 0, "train.batch_size: %lld is not a multiple of --ranks %d",
              (long long)s.batch, ranks);
     int64_t rank_batch = s.batch / ranks;
     if (!budget) budget = device_memory(s.device);
+    NG_CHECK(budget, "plan --budget: no %s device here to take the memory of; give --budget SIZE",
+             ng_device_name(s.device));
     ng_mem_figures pred;
     ng_mem_predict(&s, &s.arch, rank_batch, &pred);
     char spec[128];
