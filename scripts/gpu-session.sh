@@ -20,6 +20,16 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.
 "$ng" bench --model vit_tiny_patch16_224 --batch 256 --device cuda --json "$out/vit_ti_b256.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
+# Issue 10's figures: the 3D-CNN at 128^3 batch 2 in fp16, plain and checkpointed, beside PyTorch
+# on the same GPU; the largest cube natgrad plans (and then trains) against PyTorch's.
+for ck in none all; do
+  "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --precision fp16 --checkpoint $ck \
+    --json "$out/cnn3d_128_fp16_$ck.json"
+done
+python3 "$root/experiments/memory/torch_cnn3d.py" step --side 128 --batch 2 | tee "$out/torch_cnn3d_128.jsonl"
+"$ng" plan --set model.arch=cnn3d --set train.batch_size=1 --set device=cuda --search resolution \
+  2>&1 | tee "$out/plan_cnn3d_search.txt"
+python3 "$root/experiments/memory/torch_cnn3d.py" largest --batch 1 | tee "$out/torch_cnn3d_largest.jsonl"
 # NCCL on one GPU (one rank): every algorithm degenerates to the identity, but the backend,
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
