@@ -411,8 +411,7 @@ int ng_cmd_train(int argc, char **argv) {
                            .drop_last = 1,
                            .seed = s.seed,
                            .world = world,
-                           .augment = {.crop_pad = (int)ng_cfg_int(s.cfg, "data.augment.crop_pad"),
-                                       .hflip = ng_cfg_bool(s.cfg, "data.augment.hflip")},
+                           .augment = s.augment,
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
     ng_loader *loader = ng_loader_new(&lc);
     int64_t per_epoch = ng_loader_batches_per_epoch(loader);

@@ -246,6 +246,11 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              "data: examples must be square images [C,H,W] (cubes [C,D,D,D] for cnn3d) for "
              "model.arch %s",
              arch);
+    /* Augmentation is its own step after the source: checked here against the examples' shape,
+     * so a crop larger than the data stops before a run directory exists. */
+    s->augment = (ng_augment){.crop_pad = (int)ng_cfg_int(c, "data.augment.crop_pad"),
+                              .hflip = ng_cfg_bool(c, "data.augment.hflip")};
+    ng_augment_check(&s->augment, s->train->ndim, s->train->shape, s->train->name);
     a->in_ch = s->train->shape[0];
     a->img = s->train->shape[1];
     a->classes = s->train->classes;

@@ -5,6 +5,7 @@
 
 #include "apps/config.h"
 #include "comm/comm.h"
+#include "data/augment.h"
 #include "data/source.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
@@ -39,6 +40,7 @@ typedef struct {
     int64_t max_skips; /* consecutive skipped (non-finite) steps that stop the run */
     double clip, smoothing;
     ng_source *train, *test;
+    ng_augment augment; /* of training examples (data.augment.*) */
     char data_desc[256];
 } ng_train_setup;
 

@@ -413,6 +413,70 @@ static void test_augment(uint64_t seed) {
     ng_source_free(d);
 }
 
+/* Volumes [2,3,4,5] whose voxel p of example i is 1000 i + p: each output is its source shifted
+ * by (dz, dy, dx) in [-1, 1]^3 with zero fill, mirrored along W or not, and every depth shift
+ * occurs (images never draw one). */
+static void test_augment_volumes(uint64_t seed) {
+    const int64_t C = 2, D = 3, H = 4, W = 5, e = C * D * H * W;
+    ng_dataset *v = calloc(1, sizeof *v);
+    snprintf(v->name, sizeof v->name, "volumes");
+    v->n = N, v->ndim = 4, v->classes = LABELS;
+    v->shape[0] = C, v->shape[1] = D, v->shape[2] = H, v->shape[3] = W;
+    v->x = malloc(sizeof(float) * (size_t)(N * e));
+    v->y = malloc(sizeof(int32_t) * N);
+    for (int64_t i = 0; i < N; i++) {
+        v->y[i] = (int32_t)(i % LABELS);
+        for (int64_t p = 0; p < e; p++) v->x[i * e + p] = (float)(1000 * i + p);
+    }
+    ng_source *d = ng_source_dataset(v);
+    ng_loader_config c = base(d, seed);
+    c.shuffle = 1, c.augment.crop_pad = 1, c.augment.hflip = 1, c.prefetch = 1;
+    ng_loader *volatile l = ng_loader_new(&c);
+    int64_t nb = ng_loader_batches_per_epoch(l), total = 0, unexplained = 0, flipped = 0;
+    int64_t dz_seen[3] = {0};
+    for (int ep = 0; ep < 2; ep++)
+        for (int64_t i = 0; i < nb; i++) {
+            ng_batch b = ng_loader_next(l);
+            for (int64_t k = 0; k < b.b; k++, total++) {
+                const float *o = b.x + k * e;
+                float mx = 0;
+                for (int64_t p = 0; p < e; p++) mx = o[p] > mx ? o[p] : mx;
+                int64_t id = (int64_t)mx / 1000;
+                int found = 0;
+                for (int f = 0; f <= 1 && !found; f++)
+                    for (int dz = -1; dz <= 1 && !found; dz++)
+                        for (int dy = -1; dy <= 1 && !found; dy++)
+                            for (int dx = -1; dx <= 1 && !found; dx++) {
+                                int match = b.y[k] == id % LABELS;
+                                for (int64_t p = 0; p < e && match; p++) {
+                                    int64_t x = p % W, y = p / W % H, z = p / (W * H) % D,
+                                            ch = p / (W * H * D);
+                                    int64_t sz = z + dz, sy = y + dy, sx = (f ? W - 1 - x : x) + dx;
+                                    float want =
+                                        sz >= 0 && sz < D && sy >= 0 && sy < H && sx >= 0 && sx < W
+                                            ? (float)(1000 * id + ((ch * D + sz) * H + sy) * W + sx)
+                                            : 0.0f;
+                                    match = o[p] == want;
+                                }
+                                if (match) found = 1, dz_seen[dz + 1]++, flipped += f;
+                            }
+                unexplained += !found;
+            }
+        }
+    NG_TEST(total == 2 * N && !unexplained,
+            "volumes: %lld of %lld outputs are not a shifted/mirrored copy of their own example",
+            (long long)unexplained, (long long)total);
+    NG_TEST(dz_seen[0] > 0 && dz_seen[1] > 0 && dz_seen[2] > 0 && flipped > total * 3 / 10 &&
+                flipped < total * 7 / 10,
+            "volumes: depth shifts -1/0/1 seen %lld/%lld/%lld times, %lld of %lld flipped",
+            (long long)dz_seen[0], (long long)dz_seen[1], (long long)dz_seen[2], (long long)flipped,
+            (long long)total);
+    ng_loader_free(l);
+    c.augment.crop_pad = 3; /* the depth is 3 */
+    NG_TEST_ERROR(l = ng_loader_new(&c), "data.augment.crop_pad");
+    ng_source_free(d);
+}
+
 static void test_errors(ng_source *d, uint64_t seed) {
     ng_loader *volatile l = NULL;
     ng_loader_config c = base(d, seed);
@@ -468,5 +532,6 @@ int main(void) {
     test_seek(dd, seed);
     ng_source_free(dd);
     test_augment(seed);
+    test_augment_volumes(seed);
     return ng_test_finish("test_loader");
 }
