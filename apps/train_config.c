@@ -8,6 +8,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "data/shards.h"
 
 #define NONE 1, 0 /* min > max: unbounded */
 
@@ -42,10 +43,13 @@ const ng_cfg_spec ng_train_spec[] = {
     {"model.checkpoint", NG_CFG_BOOL, "false", NONE, NULL,
      "activation checkpointing of each block"},
 
-    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d",
-     "data source: MNIST images, synthetic images, or synthetic [C,D,D,D] volumes (cnn3d)"},
+    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|shards",
+     "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), or tar "
+     "shards (natgrad shards writes them)"},
     {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
-     "folder with the MNIST IDX files (.gz or raw)"},
+     "folder with the MNIST IDX files (.gz or raw), or with the shards train-*.tar, test-*.tar"},
+    {"data.shuffle_buffer", NG_CFG_INT, "1000", 1, 1e7, NULL,
+     "shards: examples held in the shuffle buffer (1 = the stored order)"},
     {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
      "use synthetic data when MNIST is not in data.dir"},
     {"data.synthetic.train", NG_CFG_INT, "8000", 1, 1e9, NULL, "synthetic training examples"},
@@ -171,6 +175,14 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
                  "data.name=synthetic",
                  split, ng_cfg_str(c, "data.dir"), ng_cfg_str(c, "data.dir"));
     }
+    if (!strcmp(name, "shards")) {
+        ng_shards_config sc = {.dir = ng_cfg_str(c, "data.dir"),
+                               .prefix = split,
+                               .shuffle_buffer = ng_cfg_int(c, "data.shuffle_buffer"),
+                               .seed = s->seed};
+        snprintf(s->data_desc, sizeof s->data_desc, "shards from %s", sc.dir);
+        return ng_shards_open(&sc);
+    }
     int test = !strcmp(split, "test");
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
     int64_t side = or_default(c, "data.synthetic.side", s->arch.img);
@@ -228,7 +240,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     /* The 3D-CNN takes volumes, every other model images: say so before loading anything. */
     const char *data = ng_cfg_str(c, "data.name");
     int volumes = !strcmp(data, "synthetic3d"), cnn3d = !strcmp(arch, "cnn3d");
-    NG_CHECK(volumes || !cnn3d,
+    NG_CHECK(volumes || !cnn3d || !strcmp(data, "shards"),
              "model.arch: cnn3d takes [C,D,D,D] volumes, and data.name %s gives images; set "
              "data.name=synthetic3d",
              data);

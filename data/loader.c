@@ -37,7 +37,7 @@ static void epoch_order(ng_loader *l, int64_t epoch) {
     if (l->perm_epoch == epoch) return;
     int64_t n = l->c.source->n;
     for (int64_t i = 0; i < n; i++) l->perm[i] = i;
-    if (l->c.shuffle) {
+    if (l->c.shuffle && !l->c.source->ordered) {
         ng_rng_key k = {.seed = l->c.seed, .stream = STREAM_SHUFFLE | (uint64_t)epoch};
         for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
             uint32_t w[4];

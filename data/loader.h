@@ -10,7 +10,7 @@
 typedef struct {
     ng_source *source; /* read by the loader's thread while the loader lives */
     int64_t batch;     /* per-rank batch size */
-    int shuffle;       /* permute each epoch */
+    int shuffle;       /* permute each epoch (ordered sources shuffle themselves) */
     int drop_last;     /* drop a final partial batch */
     uint64_t seed;
     int rank, world;    /* rank r of w takes every w-th index of the epoch's order, padded by

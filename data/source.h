@@ -29,6 +29,9 @@ struct ng_source {
     int64_t shape[4]; /* one example's shape: [C, H, W] images, [C, D, D, D] volumes */
     ng_dtype dtype;   /* of the filled elements (f32 for every source so far) */
     int64_t classes;
+    int ordered; /* 1: a stream that orders each epoch itself (tar shards with a shuffle buffer):
+                  * the loader asks for positions 0, 1, 2, ... of an epoch and does not permute,
+                  * and any other request costs a replay of the epoch from its start */
     void *impl;
 };
 
