@@ -1,10 +1,10 @@
 /* Fuzzers for every reader of outside bytes: config files and --set strings, safetensors (and
- * weights loaded from them), MNIST IDX/gzip files, checkpoint folders and all-reduce tables. A
- * deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting integers,
- * dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from the
- * printed NG_TEST_SEED. Tar shards are fuzzed as one shard file. Every input must end in success
- * (with the result's own invariants holding) or in a usage error that names the file, within a time
- * limit; under ASan/UBSan also without a sanitizer report.
+ * weights loaded from them), MNIST IDX/gzip files, checkpoint folders, all-reduce tables and tar
+ * shards. A deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting
+ * integers, dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from
+ * the printed NG_TEST_SEED. Every input must end in success (with the result's own invariants
+ * holding) or in a usage error that names the file, within a time limit; under ASan/UBSan also
+ * without a sanitizer report.
  *
  *   fuzz_readers CORPUS_DIR [INPUTS]      INPUTS (default 3000; NG_FUZZ_INPUTS overrides) are
  *                                         shared by the readers; NG_FUZZ_READER=name runs one
