@@ -19,6 +19,7 @@ static const struct {
      ng_cmd_bench},
     {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device",
      ng_cmd_bench_core},
+    {"shards", "write a config's data as tar shards (WebDataset layout)", ng_cmd_shards},
     {"comm-bench", "all-reduce algorithms over a sweep of sizes, checked and timed (mpirun)",
      ng_cmd_comm_bench},
 };

@@ -142,7 +142,7 @@ typedef struct {
 } eval_result;
 
 static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
-    ng_loader_config lc = {.data = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
+    ng_loader_config lc = {.source = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
     ng_loader *l = ng_loader_new(&lc);
     int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0;
     double loss = 0;
@@ -442,15 +442,14 @@ int ng_cmd_train(int argc, char **argv) {
     }
     free(history);
 
-    ng_loader_config lc = {.data = s.train,
+    ng_loader_config lc = {.source = s.train,
                            .batch = s.batch / world,
                            .rank = rank,
                            .shuffle = 1,
                            .drop_last = 1,
                            .seed = s.seed,
                            .world = world,
-                           .crop_pad = (int)ng_cfg_int(s.cfg, "data.augment.crop_pad"),
-                           .hflip = ng_cfg_bool(s.cfg, "data.augment.hflip"),
+                           .augment = s.augment,
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
     ng_loader *loader = ng_loader_new(&lc);
     int64_t per_epoch = ng_loader_batches_per_epoch(loader);

@@ -8,6 +8,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "data/shards.h"
 
 #define NONE 1, 0 /* min > max: unbounded */
 
@@ -43,15 +44,25 @@ const ng_cfg_spec ng_train_spec[] = {
      "blocks run as activation-checkpoint segments: none, every K (K blocks a segment; all = every "
      "1) or block indices 0,3,7 (each alone); true/false as all/none"},
 
-    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic", "data set"},
+    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|shards",
+     "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), or tar "
+     "shards (natgrad shards writes them)"},
     {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
-     "folder with the MNIST IDX files (.gz or raw)"},
+     "folder with the MNIST IDX files (.gz or raw), or with the shards train-*.tar, test-*.tar"},
+    {"data.shuffle_buffer", NG_CFG_INT, "1000", 1, 1e7, NULL,
+     "shards: examples held in the shuffle buffer (1 = the stored order)"},
     {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
      "use synthetic data when MNIST is not in data.dir"},
     {"data.synthetic.train", NG_CFG_INT, "8000", 1, 1e9, NULL, "synthetic training examples"},
     {"data.synthetic.test", NG_CFG_INT, "2000", 1, 1e9, NULL, "synthetic test examples"},
     {"data.synthetic.noise", NG_CFG_FLOAT, "1.0", 0, 100, NULL,
-     "std of the noise around each class mean"},
+     "std of the noise around each class mean (synthetic3d: around each blob)"},
+    {"data.synthetic.side", NG_CFG_INT, "0", 0, 4096, NULL,
+     "side of the synthetic images or volumes; 0 = the model's default input side"},
+    {"data.synthetic.channels", NG_CFG_INT, "0", 0, 1024, NULL,
+     "channels of the synthetic images or volumes; 0 = the model's default"},
+    {"data.synthetic.classes", NG_CFG_INT, "0", 0, 100000, NULL,
+     "classes of the synthetic data (synthetic3d: 2-13); 0 = the model's default"},
     {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
      "random crop after zero padding by this many pixels"},
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
@@ -145,13 +156,20 @@ const ng_cfg_spec ng_train_spec[] = {
 };
 const int ng_train_nspec = sizeof ng_train_spec / sizeof ng_train_spec[0];
 
-static ng_dataset *load_data(ng_train_setup *s, const char *split) {
+/* A model-default value unless the config sets one (0 = default). */
+static int64_t or_default(const ng_config *c, const char *key, int64_t dflt) {
+    int64_t v = ng_cfg_int(c, key);
+    return v ? v : dflt;
+}
+
+static ng_source *load_data(ng_train_setup *s, const char *split) {
     const ng_config *c = s->cfg;
-    if (!strcmp(ng_cfg_str(c, "data.name"), "mnist")) {
+    const char *name = ng_cfg_str(c, "data.name");
+    if (!strcmp(name, "mnist")) {
         ng_dataset *d = ng_mnist_find(ng_cfg_str(c, "data.dir"), split);
         if (d) {
             snprintf(s->data_desc, sizeof s->data_desc, "MNIST from %s", ng_cfg_str(c, "data.dir"));
-            return d;
+            return ng_source_dataset(d);
         }
         NG_CHECK(ng_cfg_bool(c, "data.fallback_synthetic"),
                  "data.dir: no MNIST %s files (train-images-idx3-ubyte[.gz], ...) in '%s'; fetch "
@@ -159,16 +177,41 @@ static ng_dataset *load_data(ng_train_setup *s, const char *split) {
                  "data.name=synthetic",
                  split, ng_cfg_str(c, "data.dir"), ng_cfg_str(c, "data.dir"));
     }
+    if (!strcmp(name, "shards")) {
+        ng_shards_config sc = {.dir = ng_cfg_str(c, "data.dir"),
+                               .prefix = split,
+                               .shuffle_buffer = ng_cfg_int(c, "data.shuffle_buffer"),
+                               .seed = s->seed};
+        snprintf(s->data_desc, sizeof s->data_desc, "shards from %s", sc.dir);
+        return ng_shards_open(&sc);
+    }
     int test = !strcmp(split, "test");
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
-    int64_t shape[3] = {s->arch.in_ch, s->arch.img, s->arch.img};
+    int64_t side = or_default(c, "data.synthetic.side", s->arch.img);
+    int64_t channels = or_default(c, "data.synthetic.channels", s->arch.in_ch);
+    int64_t classes = or_default(c, "data.synthetic.classes", s->arch.classes);
+    NG_CHECK(classes >= 2, "data.synthetic.classes: %lld, need 2 or more", (long long)classes);
+    double noise = ng_cfg_float(c, "data.synthetic.noise");
+    const char *label = test ? "synthetic-test" : "synthetic-train";
+    if (!strcmp(name, "synthetic3d")) {
+        ng_synthetic3d_config v = {.n = n,
+                                   .side = side,
+                                   .channels = channels,
+                                   .classes = classes,
+                                   .noise = noise,
+                                   .seed = s->seed,
+                                   .split = (uint64_t)test,
+                                   .name = test ? "synthetic3d-test" : "synthetic3d-train"};
+        snprintf(s->data_desc, sizeof s->data_desc, "synthetic %lld x %lld^3 volumes, %lld classes",
+                 (long long)channels, (long long)side, (long long)classes);
+        return ng_synthetic3d_new(&v);
+    }
+    int64_t shape[3] = {channels, side, side};
     /* Train and test share class means (the seed), and differ in their noise draws. */
-    ng_dataset *d =
-        ng_synthetic(n, 3, shape, s->arch.classes, ng_cfg_float(c, "data.synthetic.noise"), s->seed,
-                     (uint64_t)test, test ? "synthetic-test" : "synthetic-train");
+    ng_dataset *d = ng_synthetic(n, 3, shape, classes, noise, s->seed, (uint64_t)test, label);
     snprintf(s->data_desc, sizeof s->data_desc, "synthetic %lldx%lld, %lld classes",
-             (long long)s->arch.img, (long long)s->arch.img, (long long)s->arch.classes);
-    return d;
+             (long long)side, (long long)side, (long long)classes);
+    return ng_source_dataset(d);
 }
 
 void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
@@ -201,15 +244,32 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              "model.checkpoint: '%s': %s (none, every K, all, or block indices such as 0,3,7)", ck,
              why);
     ng_arch_check_checkpoint(a);
-    NG_CHECK(strcmp(arch, "cnn3d") != 0,
-             "model.arch: cnn3d trains on voxel volumes, which `natgrad train` does not load yet; "
-             "use natgrad bench for it");
+    /* The 3D-CNN takes volumes, every other model images: say so before loading anything. */
+    const char *data = ng_cfg_str(c, "data.name");
+    int volumes = !strcmp(data, "synthetic3d"), cnn3d = !strcmp(arch, "cnn3d");
+    NG_CHECK(volumes || !cnn3d || !strcmp(data, "shards"),
+             "model.arch: cnn3d takes [C,D,D,D] volumes, and data.name %s gives images; set "
+             "data.name=synthetic3d",
+             data);
+    NG_CHECK(!volumes || cnn3d,
+             "data.name: synthetic3d gives [C,D,D,D] volumes, which only model.arch cnn3d takes "
+             "(model.arch is %s)",
+             arch);
 
     /* Data first: its shape fixes the model's input. */
     s->train = load_data(s, "train");
     s->test = load_data(s, "test");
-    NG_CHECK(s->train->ndim == 3 && s->train->shape[1] == s->train->shape[2],
-             "data: examples must be square images [C,H,W] for model.arch %s", arch);
+    int sides = s->train->ndim - 1, square = 1;
+    for (int i = 2; i <= sides; i++) square &= s->train->shape[i] == s->train->shape[1];
+    NG_CHECK(s->train->ndim == (cnn3d ? 4 : 3) && square,
+             "data: examples must be square images [C,H,W] (cubes [C,D,D,D] for cnn3d) for "
+             "model.arch %s",
+             arch);
+    /* Augmentation is its own step after the source: checked here against the examples' shape,
+     * so a crop larger than the data stops before a run directory exists. */
+    s->augment = (ng_augment){.crop_pad = (int)ng_cfg_int(c, "data.augment.crop_pad"),
+                              .hflip = ng_cfg_bool(c, "data.augment.hflip")};
+    ng_augment_check(&s->augment, s->train->ndim, s->train->shape, s->train->name);
     a->in_ch = s->train->shape[0];
     a->img = s->train->shape[1];
     a->classes = s->train->classes;
@@ -319,7 +379,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
 }
 
 void ng_train_setup_free(ng_train_setup *s) {
-    ng_dataset_free(s->train);
-    ng_dataset_free(s->test);
+    ng_source_free(s->train);
+    ng_source_free(s->test);
     ng_config_free(s->cfg);
 }

@@ -5,7 +5,8 @@
 
 #include "apps/config.h"
 #include "comm/comm.h"
-#include "data/dataset.h"
+#include "data/augment.h"
+#include "data/source.h"
 #include "nn/models.h"
 #include "optim/kfac.h"
 #include "optim/loss_scale.h"
@@ -38,7 +39,8 @@ typedef struct {
     int64_t stop_at;   /* end this invocation after this step (0: at the end) */
     int64_t max_skips; /* consecutive skipped (non-finite) steps that stop the run */
     double clip, smoothing;
-    ng_dataset *train, *test;
+    ng_source *train, *test;
+    ng_augment augment; /* of training examples (data.augment.*) */
     char data_desc[256];
 } ng_train_setup;
 

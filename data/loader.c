@@ -21,6 +21,7 @@ struct ng_loader {
     int nslots;
     slot *slots;
     int64_t *perm, perm_epoch; /* the producer's cache of one epoch's order */
+    float *scratch;            /* one example before augmentation (NULL without it) */
     /* shared between threads, under mu */
     pthread_t thread;
     int running, stop;
@@ -31,13 +32,12 @@ struct ng_loader {
 
 /* Stream ids of the loader's Philox draws; disjoint from other users of the run's seed. */
 #define STREAM_SHUFFLE (UINT64_C(0x4c4f4144) << 32)
-#define STREAM_AUGMENT (UINT64_C(0x41554721) << 32)
 
 static void epoch_order(ng_loader *l, int64_t epoch) {
     if (l->perm_epoch == epoch) return;
-    int64_t n = l->c.data->n;
+    int64_t n = l->c.source->n;
     for (int64_t i = 0; i < n; i++) l->perm[i] = i;
-    if (l->c.shuffle) {
+    if (l->c.shuffle && !l->c.source->ordered) {
         ng_rng_key k = {.seed = l->c.seed, .stream = STREAM_SHUFFLE | (uint64_t)epoch};
         for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
             uint32_t w[4];
@@ -50,32 +50,20 @@ static void epoch_order(ng_loader *l, int64_t epoch) {
     l->perm_epoch = epoch;
 }
 
-/* One example into dst, cropped and flipped from words keyed by (seed, epoch, example). */
-static void put_example(ng_loader *l, int64_t epoch, int64_t idx, float *dst) {
-    const ng_dataset *d = l->c.data;
-    const float *src = d->x + idx * l->esize;
-    if (!l->c.crop_pad && !l->c.hflip) {
-        memcpy(dst, src, sizeof(float) * (size_t)l->esize);
+/* One example into dst, through the augmentation step when there is one. */
+static void put_example(ng_loader *l, int64_t epoch, int64_t idx, float *dst, int32_t *y) {
+    ng_source *src = l->c.source;
+    if (!l->scratch) {
+        ng_source_fill(src, epoch, idx, dst, y);
         return;
     }
-    uint32_t w[4];
-    ng_rng_block((ng_rng_key){.seed = l->c.seed, .stream = STREAM_AUGMENT | (uint64_t)epoch},
-                 (uint64_t)idx, w);
-    int64_t C = d->shape[0], H = d->shape[1], W = d->shape[2], p = l->c.crop_pad;
-    int64_t dy = p ? (int64_t)(w[0] % (uint32_t)(2 * p + 1)) - p : 0;
-    int64_t dx = p ? (int64_t)(w[1] % (uint32_t)(2 * p + 1)) - p : 0;
-    int flip = l->c.hflip && (w[2] & 1);
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t i = 0; i < H; i++)
-            for (int64_t j = 0; j < W; j++) {
-                int64_t si = i + dy, sj = (flip ? W - 1 - j : j) + dx;
-                dst[(c * H + i) * W + j] =
-                    si >= 0 && si < H && sj >= 0 && sj < W ? src[(c * H + si) * W + sj] : 0.0f;
-            }
+    ng_source_fill(src, epoch, idx, l->scratch, y);
+    ng_augment_example(&l->c.augment, l->c.seed, epoch, idx, src->ndim, src->shape, l->scratch,
+                       dst);
 }
 
 static void build(ng_loader *l, int64_t g, slot *s) {
-    int64_t epoch = g / l->nb, index = g % l->nb, n = l->c.data->n;
+    int64_t epoch = g / l->nb, index = g % l->nb, n = l->c.source->n;
     epoch_order(l, epoch);
     int64_t first = index * l->c.batch, b = l->per_rank - first;
     if (b > l->c.batch) b = l->c.batch;
@@ -83,8 +71,7 @@ static void build(ng_loader *l, int64_t g, slot *s) {
         /* Rank r takes positions r, r + w, ... of the epoch order padded by wrapping. */
         int64_t pos = (first + k) * l->c.world + l->c.rank;
         int64_t idx = l->perm[pos % n];
-        put_example(l, epoch, idx, s->x + k * l->esize);
-        s->y[k] = l->c.data->y[idx];
+        put_example(l, epoch, idx, s->x + k * l->esize, &s->y[k]);
     }
     s->b = b, s->g = g;
 }
@@ -130,22 +117,17 @@ static void halt(ng_loader *l) {
 
 ng_loader *ng_loader_new(const ng_loader_config *c) {
     NG_CHECK(c, "data loader: no configuration");
-    const ng_dataset *d = c->data;
-    NG_CHECK(d && d->n > 0 && d->x && d->y, "data loader: no data (an empty or missing data set)");
+    const ng_source *d = c->source;
+    NG_CHECK(d && d->n > 0, "data loader: no data (an empty or missing source)");
+    NG_CHECK(d->dtype == NG_F32, "data loader: source %s holds %s examples; batches are f32",
+             d->name, ng_dtype_name(d->dtype));
     NG_CHECK(c->batch > 0, "train.batch_size: %lld must be > 0", (long long)c->batch);
     NG_CHECK(c->world >= 1, "world: %d ranks, need 1 or more", c->world);
     NG_CHECK(c->rank >= 0 && c->rank < c->world, "rank: %d is outside [0, %d) for a world of %d",
              c->rank, c->world, c->world);
     NG_CHECK(c->prefetch >= 0 && c->prefetch <= 64, "data.prefetch: %d is outside [0, 64]",
              c->prefetch);
-    NG_CHECK(c->crop_pad >= 0, "data.augment.crop_pad: %d must be >= 0", c->crop_pad);
-    NG_CHECK(!(c->crop_pad || c->hflip) || d->ndim == 3,
-             "data.augment (crop_pad %d, hflip %d): crops and flips need [C,H,W] images, data %s "
-             "has %d dims",
-             c->crop_pad, c->hflip, d->name, d->ndim);
-    NG_CHECK(c->crop_pad == 0 || (c->crop_pad < d->shape[1] && c->crop_pad < d->shape[2]),
-             "data.augment.crop_pad: %d must be below the image sides (%lldx%lld in %s)",
-             c->crop_pad, (long long)d->shape[1], (long long)d->shape[2], d->name);
+    ng_augment_check(&c->augment, d->ndim, d->shape, d->name);
     /* Sizes are settled before anything is allocated, so a caught error leaks nothing. */
     int64_t per_rank = (d->n + c->world - 1) / c->world;
     int64_t nb = c->drop_last ? per_rank / c->batch : (per_rank + c->batch - 1) / c->batch;
@@ -156,13 +138,14 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
     ng_loader *l = calloc(1, sizeof *l);
     NG_CHECK(l, "data loader: out of host memory");
     l->c = *c;
-    l->esize = ng_dataset_example_size(d);
+    l->esize = ng_source_example_size(d);
     l->per_rank = per_rank;
     l->nb = nb;
     l->nslots = c->prefetch + 1;
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
     l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
-    int ok = l->slots && l->perm;
+    if (ng_augment_active(&c->augment)) l->scratch = malloc(sizeof(float) * (size_t)l->esize);
+    int ok = l->slots && l->perm && (l->scratch || !ng_augment_active(&c->augment));
     for (int i = 0; ok && i < l->nslots; i++) {
         l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
         l->slots[i].y = malloc(sizeof(int32_t) * (size_t)c->batch);
@@ -172,6 +155,7 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
         for (int i = 0; l->slots && i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
         free(l->slots);
         free(l->perm);
+        free(l->scratch);
         free(l);
         ng_fail("data loader: out of host memory for %d batches of %lld examples of %s",
                 c->prefetch + 1, (long long)c->batch, d->name);
@@ -220,6 +204,7 @@ void ng_loader_free(ng_loader *l) {
     for (int i = 0; i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
     free(l->slots);
     free(l->perm);
+    free(l->scratch);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

@@ -1,22 +1,22 @@
-/* Batches from a data set: seeded per-epoch shuffling, per-rank sharding, augmentation, and a
+/* Batches from a data source: seeded per-epoch shuffling, per-rank sharding, augmentation, and a
  * thread that prepares batches ahead. Every batch is a function of (seed, epoch, index) only, so
  * a loader moved with ng_loader_seek continues bit-identically, whatever was prefetched. */
 #ifndef NG_LOADER_H
 #define NG_LOADER_H
 
-#include "data/dataset.h"
+#include "data/augment.h"
+#include "data/source.h"
 
 typedef struct {
-    const ng_dataset *data;
-    int64_t batch; /* per-rank batch size */
-    int shuffle;   /* permute each epoch */
-    int drop_last; /* drop a final partial batch */
+    ng_source *source; /* read by the loader's thread while the loader lives */
+    int64_t batch;     /* per-rank batch size */
+    int shuffle;       /* permute each epoch (ordered sources shuffle themselves) */
+    int drop_last;     /* drop a final partial batch */
     uint64_t seed;
-    int rank, world; /* rank r of w takes every w-th index of the epoch's order, padded by
-                      * wrapping so every rank gets the same count (as DistributedSampler) */
-    int crop_pad;    /* random crop after zero padding by this many pixels; [C,H,W] data only */
-    int hflip;       /* random horizontal flip, p = 0.5 */
-    int prefetch;    /* batches prepared ahead by a thread; 0 = none, built in ng_loader_next */
+    int rank, world;    /* rank r of w takes every w-th index of the epoch's order, padded by
+                         * wrapping so every rank gets the same count (as DistributedSampler) */
+    ng_augment augment; /* applied to each example after the source fills it */
+    int prefetch;       /* batches prepared ahead by a thread; 0 = none, built in ng_loader_next */
 } ng_loader_config;
 
 typedef struct {

@@ -5,6 +5,7 @@
 set -euo pipefail
 pkgs=(cmake ninja-build gcc g++ make pkg-config git
       libopenblas-dev liblapacke-dev libyaml-dev libcjson-dev zlib1g-dev
+      libarchive-dev libspng-dev
       libopenmpi-dev openmpi-bin clang-format
       iproute2 util-linux) # ip, tc and unshare for the namespace cluster (scripts/cluster.sh)
 missing=()

@@ -1,10 +1,10 @@
 /* Fuzzers for every reader of outside bytes: config files and --set strings, safetensors (and
- * weights loaded from them), MNIST IDX/gzip files, checkpoint folders and all-reduce tables. A
- * deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting integers,
- * dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from the
- * printed NG_TEST_SEED. Every input must end in success (with the result's own invariants holding)
- * or in a usage error that names the file, within a time limit; under ASan/UBSan also without a
- * sanitizer report.
+ * weights loaded from them), MNIST IDX/gzip files, checkpoint folders, all-reduce tables and tar
+ * shards. A deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting
+ * integers, dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from
+ * the printed NG_TEST_SEED. Every input must end in success (with the result's own invariants
+ * holding) or in a usage error that names the file, within a time limit; under ASan/UBSan also
+ * without a sanitizer report.
  *
  *   fuzz_readers CORPUS_DIR [INPUTS]      INPUTS (default 3000; NG_FUZZ_INPUTS overrides) are
  *                                         shared by the readers; NG_FUZZ_READER=name runs one
@@ -26,6 +26,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <spng.h>
 #include <zlib.h>
 
 #include "apps/config.h"
@@ -36,6 +37,7 @@
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "data/dataset.h"
+#include "data/shards.h"
 #include "nn/containers.h"
 #include "nn/linear.h"
 #include "nn/weights.h"
@@ -469,6 +471,43 @@ static void run_table(const reader *r, const blob *in) {
         failf(r, in, "a loaded table does not read back the same after saving");
 }
 
+/* Tar shards: an input is the one shard of a folder, opened (the scan) and read for an epoch
+ * through a small shuffle buffer; what loads must have labels below its class count. The source
+ * of the last input is freed at the start of the next (an error leaves it open). */
+/* clang-format off */
+static const token shard_dict[] = {
+    T("\x93NUMPY\x01\x00"), T("'descr': '<f4'"), T("'descr': '|u1'"), T("'shape': ("),
+    T("'fortran_order': False"), T(", "), T(")"), T("ustar"), T("ustar\x0000"), T(".npy"),
+    T(".cls"), T(".png"), T("\x89PNG\r\n\x1a\n"), T("IHDR"), T("IDAT"), T("IEND"),
+    T("0000000"), T("00000001000"), T("2147483647"), T("-1"), T("\x00\x00\x00\x00")};
+/* clang-format on */
+static char shard_dir[600];
+static ng_source *shard_src;
+static float *shard_x;
+
+static void shards_release(void) {
+    ng_source_free(shard_src);
+    free(shard_x);
+    shard_src = NULL, shard_x = NULL;
+}
+
+static void run_shards(const reader *r, const blob *in) {
+    shards_release();
+    char p[800];
+    snprintf(p, sizeof p, "%s/train-000000.tar", shard_dir);
+    put_file(p, in->p, in->n);
+    ng_shards_config c = {.dir = shard_dir, .prefix = "train", .shuffle_buffer = 4, .seed = 5};
+    shard_src = ng_shards_open(&c);
+    shard_x = malloc(sizeof(float) * (size_t)ng_source_example_size(shard_src));
+    for (int64_t i = 0; i < shard_src->n; i++) {
+        int32_t y = -1;
+        ng_source_fill(shard_src, 0, i, shard_x, &y);
+        if (y < 0 || y >= shard_src->classes)
+            failf(r, in, "example %lld has label %d of %lld classes", (long long)i, y,
+                  (long long)shard_src->classes);
+    }
+}
+
 /* safetensors: open, walk every tensor's bytes, then load into a small model. */
 /* clang-format off */
 static const token st_dict[] = {
@@ -720,6 +759,69 @@ static void write_seeds(const char *corpus) {
     ng_optimizer_free(o);
     ng_model_free(m);
 
+    /* shards: three random [1,4,4] f4 examples as written by natgrad shards, and two 4x4 grey
+     * PNG examples in a tar of our own */
+    snprintf(d, sizeof d, "%s/shards", corpus);
+    mkdir(d, 0755);
+    {
+        int64_t shape[3] = {1, 4, 4};
+        ng_source *src =
+            ng_source_dataset(ng_synthetic(3, 3, shape, 3, 1.0, rnd(), 0, "fuzz-seed"));
+        char sd[700];
+        snprintf(sd, sizeof sd, "%s/seed-shards", work);
+        mkdir(sd, 0755);
+        ng_shards_write(src, sd, "train", 1 << 20);
+        ng_source_free(src);
+        blob b;
+        snprintf(p, sizeof p, "%s/train-000000.tar", sd);
+        if (!read_blob(p, &b)) exit(1);
+        seed_file(d, "a-npy.tar", b.p, b.n);
+        free(b.p);
+        /* A tar of two PNG members and their labels, by hand (ustar, 512-byte blocks). */
+        unsigned char px[16], tar[8192] = {0};
+        size_t at = 0;
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < 16; i++) px[i] = (unsigned char)(rnd() & 0xff);
+            spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+            spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+            struct spng_ihdr ih = {
+                .width = 4, .height = 4, .bit_depth = 8, .color_type = SPNG_COLOR_TYPE_GRAYSCALE};
+            spng_set_ihdr(ctx, &ih);
+            spng_encode_image(ctx, px, 16, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
+            size_t len = 0;
+            int err = 0;
+            unsigned char *png = spng_get_png_buffer(ctx, &len, &err);
+            spng_ctx_free(ctx);
+            const char label[2] = {(char)('0' + k), 0};
+            const struct {
+                const char *name;
+                const unsigned char *data;
+                size_t n;
+            } m[2] = {{k ? "b.png" : "a.png", png, len},
+                      {k ? "b.cls" : "a.cls", (const unsigned char *)label, 1}};
+            for (int j = 0; j < 2; j++) {
+                unsigned char *h = tar + at;
+                snprintf((char *)h, 100, "%s", m[j].name);
+                memcpy(h + 100, "0000644", 8);
+                memcpy(h + 108, "0000000", 8);
+                memcpy(h + 116, "0000000", 8);
+                snprintf((char *)h + 124, 12, "%011o", (unsigned)m[j].n);
+                memcpy(h + 136, "00000000000", 12);
+                h[156] = '0';
+                memcpy(h + 257, "ustar", 6);
+                memcpy(h + 263, "00", 2);
+                unsigned sum = 0;
+                memset(h + 148, ' ', 8);
+                for (int i = 0; i < 512; i++) sum += h[i];
+                snprintf((char *)h + 148, 8, "%06o", sum);
+                memcpy(tar + at + 512, m[j].data, m[j].n);
+                at += 512 + (m[j].n + 511) / 512 * 512;
+            }
+            free(png);
+        }
+        seed_file(d, "b-png.tar", tar, at + 1024);
+    }
+
     /* MNIST: three random digits, raw and gzipped */
     snprintf(d, sizeof d, "%s/mnist", corpus);
     mkdir(d, 0755);
@@ -799,6 +901,7 @@ int main(int argc, char **argv) {
         {.name = "mnist", DICT(idx_dict), .run = run_mnist, .mutate = default_mutate},
         {.name = "checkpoint", DICT(ckpt_dict), .run = run_checkpoint, .mutate = ckpt_mutate},
         {.name = "allreduce_table", DICT(table_dict), .run = run_table, .mutate = default_mutate},
+        {.name = "shards", DICT(shard_dict), .run = run_shards, .mutate = default_mutate},
     };
     int nreaders = (int)(sizeof readers / sizeof *readers), active = 0;
     snprintf(readers[0].must_name, sizeof readers[0].must_name, "%s/fuzz.yaml", work);
@@ -806,6 +909,9 @@ int main(int argc, char **argv) {
     snprintf(readers[3].must_name, sizeof readers[3].must_name, "%s/", work);
     snprintf(readers[4].must_name, sizeof readers[4].must_name, "%s", ck_dir);
     snprintf(readers[5].must_name, sizeof readers[5].must_name, "%s/fuzz-table.json", work);
+    snprintf(shard_dir, sizeof shard_dir, "%s/shards", work);
+    mkdir(shard_dir, 0755);
+    snprintf(readers[6].must_name, sizeof readers[6].must_name, "%s", shard_dir);
     for (int i = 0; i < nreaders; i++) {
         char d[1024];
         snprintf(d, sizeof d, "%s/%s", corpus, readers[i].name);
@@ -847,6 +953,7 @@ int main(int argc, char **argv) {
         free_pool(&r->corpus);
     }
     fprintf(stderr, "fuzz_readers: %ld inputs in %.1f s\n", all, dt);
+    shards_release();
     ng_optimizer_free(ck_optim);
     ng_model_free(ck_model);
     ng_model_free(st_model);

@@ -15,7 +15,7 @@
 
 /* n examples of shape {C,H,W} (ndim 3) where example i's pixel p is i (distinct = 0) or
  * 1000 i + p (distinct = 1); labels i % LABELS. Both are exact in float32. */
-static ng_dataset *crafted(int64_t n, int64_t C, int64_t H, int64_t W, int distinct) {
+static ng_source *crafted(int64_t n, int64_t C, int64_t H, int64_t W, int distinct) {
     ng_dataset *d = calloc(1, sizeof *d);
     snprintf(d->name, sizeof d->name, "crafted");
     d->n = n, d->ndim = 3, d->classes = LABELS;
@@ -27,11 +27,11 @@ static ng_dataset *crafted(int64_t n, int64_t C, int64_t H, int64_t W, int disti
         d->y[i] = (int32_t)(i % LABELS);
         for (int64_t p = 0; p < e; p++) d->x[i * e + p] = (float)(distinct ? 1000 * i + p : i);
     }
-    return d;
+    return ng_source_dataset(d);
 }
 
-static ng_loader_config base(const ng_dataset *d, uint64_t seed) {
-    return (ng_loader_config){.data = d, .batch = 10, .seed = seed, .rank = 0, .world = 1};
+static ng_loader_config base(ng_source *d, uint64_t seed) {
+    return (ng_loader_config){.source = d, .batch = 10, .seed = seed, .rank = 0, .world = 1};
 }
 
 /* The example a constant-pixel batch row holds, or -1 when its pixels or label disagree. */
@@ -55,7 +55,7 @@ static int64_t epoch_ids(ng_loader *l, int64_t epoch, int64_t e, int64_t *ids, i
     return m;
 }
 
-static void test_world1(const ng_dataset *d, uint64_t seed) {
+static void test_world1(ng_source *d, uint64_t seed) {
     int64_t e = 16, ids[2][N + 16] = {{0}}, first[2][N + 16] = {{0}};
     for (int shuffle = 0; shuffle < 2; shuffle++)
         for (int drop = 0; drop < 2; drop++)
@@ -121,7 +121,7 @@ static void test_world1(const ng_dataset *d, uint64_t seed) {
 
 /* World 4: rank r's k-th example is position k*4 + r of the world-1 order, positions past n
  * wrapping to the start, so every rank has ceil(n/4) examples. */
-static void test_world4(const ng_dataset *d, uint64_t seed) {
+static void test_world4(ng_source *d, uint64_t seed) {
     const int W = 4;
     int64_t e = 16;
     for (int shuffle = 0; shuffle < 2; shuffle++)
@@ -199,7 +199,7 @@ typedef struct {
 } stream;
 
 static stream record(const ng_loader_config *c, int64_t count) {
-    stream s = {.count = count, .e = ng_dataset_example_size(c->data), .batch = c->batch};
+    stream s = {.count = count, .e = ng_source_example_size(c->source), .batch = c->batch};
     s.x = calloc((size_t)(count * c->batch * s.e), sizeof(float));
     s.y = calloc((size_t)(count * c->batch), sizeof(int32_t));
     s.b = calloc((size_t)count, sizeof(int64_t));
@@ -248,7 +248,7 @@ static void seek_errors(ng_loader *l, int64_t nb) {
 
 /* Seeks around a loader with config c and compares with the recorded stream ref. */
 static void seek_trials(const ng_loader_config *c, const stream *ref, int64_t nb) {
-    int prefetch = c->prefetch, aug = c->hflip;
+    int prefetch = c->prefetch, aug = c->augment.hflip;
     int64_t count = ref->count;
     ng_loader *l = ng_loader_new(c);
     int ok = 1;
@@ -277,10 +277,10 @@ static void seek_trials(const ng_loader_config *c, const stream *ref, int64_t nb
     ng_loader_free(l);
 }
 
-static void test_seek(const ng_dataset *d, uint64_t seed) {
+static void test_seek(ng_source *d, uint64_t seed) {
     for (int aug = 0; aug < 2; aug++) {
         ng_loader_config c = base(d, seed);
-        c.shuffle = 1, c.crop_pad = aug, c.hflip = aug;
+        c.shuffle = 1, c.augment.crop_pad = aug, c.augment.hflip = aug;
         const int64_t nb = 11, count = 4 * nb; /* 4 epochs recorded, seeks land in the first 3 */
         stream ref = record(&c, count);
         c.prefetch = 3;
@@ -308,12 +308,12 @@ static void test_seek(const ng_dataset *d, uint64_t seed) {
  * the source shifted by (dy, dx) in [-pad, pad] with zero fill, mirrored or not. */
 static void test_augment(uint64_t seed) {
     const int64_t C = 2, H = 5, W = 6, e = C * H * W;
-    ng_dataset *d = crafted(N, C, H, W, 1);
+    ng_source *d = crafted(N, C, H, W, 1);
     const int cases[4][2] = {{1, 1}, {2, 1}, {2, 0}, {0, 1}};
     for (int t = 0; t < 4; t++) {
         int pad = cases[t][0], hflip = cases[t][1];
         ng_loader_config c = base(d, seed);
-        c.shuffle = 1, c.crop_pad = pad, c.hflip = hflip, c.prefetch = 2;
+        c.shuffle = 1, c.augment.crop_pad = pad, c.augment.hflip = hflip, c.prefetch = 2;
         ng_loader *l = ng_loader_new(&c);
         int64_t nb = ng_loader_batches_per_epoch(l), total = 0, stray = 0, unexplained = 0;
         int64_t flipped = 0, shifted = 0, mirror = 0, mirror_ok = 0, changed = 0;
@@ -334,7 +334,9 @@ static void test_augment(uint64_t seed) {
                         continue;
                     }
                     once[id]++;
-                    const float *src = d->x + id * e;
+                    float src[2 * 5 * 6];
+                    int32_t label;
+                    ng_source_fill(d, ep, id, src, &label);
                     for (int64_t p = 0; p < e; p++) {
                         double v = o[p] - 1000.0 * (double)id;
                         stray += o[p] != 0 && !(v >= 0 && v < (double)e && v == (double)(int64_t)v);
@@ -408,10 +410,74 @@ static void test_augment(uint64_t seed) {
                 pad, hflip, (long long)changed);
         ng_loader_free(l);
     }
-    ng_dataset_free(d);
+    ng_source_free(d);
 }
 
-static void test_errors(const ng_dataset *d, uint64_t seed) {
+/* Volumes [2,3,4,5] whose voxel p of example i is 1000 i + p: each output is its source shifted
+ * by (dz, dy, dx) in [-1, 1]^3 with zero fill, mirrored along W or not, and every depth shift
+ * occurs (images never draw one). */
+static void test_augment_volumes(uint64_t seed) {
+    const int64_t C = 2, D = 3, H = 4, W = 5, e = C * D * H * W;
+    ng_dataset *v = calloc(1, sizeof *v);
+    snprintf(v->name, sizeof v->name, "volumes");
+    v->n = N, v->ndim = 4, v->classes = LABELS;
+    v->shape[0] = C, v->shape[1] = D, v->shape[2] = H, v->shape[3] = W;
+    v->x = malloc(sizeof(float) * (size_t)(N * e));
+    v->y = malloc(sizeof(int32_t) * N);
+    for (int64_t i = 0; i < N; i++) {
+        v->y[i] = (int32_t)(i % LABELS);
+        for (int64_t p = 0; p < e; p++) v->x[i * e + p] = (float)(1000 * i + p);
+    }
+    ng_source *d = ng_source_dataset(v);
+    ng_loader_config c = base(d, seed);
+    c.shuffle = 1, c.augment.crop_pad = 1, c.augment.hflip = 1, c.prefetch = 1;
+    ng_loader *volatile l = ng_loader_new(&c);
+    int64_t nb = ng_loader_batches_per_epoch(l), total = 0, unexplained = 0, flipped = 0;
+    int64_t dz_seen[3] = {0};
+    for (int ep = 0; ep < 2; ep++)
+        for (int64_t i = 0; i < nb; i++) {
+            ng_batch b = ng_loader_next(l);
+            for (int64_t k = 0; k < b.b; k++, total++) {
+                const float *o = b.x + k * e;
+                float mx = 0;
+                for (int64_t p = 0; p < e; p++) mx = o[p] > mx ? o[p] : mx;
+                int64_t id = (int64_t)mx / 1000;
+                int found = 0;
+                for (int f = 0; f <= 1 && !found; f++)
+                    for (int dz = -1; dz <= 1 && !found; dz++)
+                        for (int dy = -1; dy <= 1 && !found; dy++)
+                            for (int dx = -1; dx <= 1 && !found; dx++) {
+                                int match = b.y[k] == id % LABELS;
+                                for (int64_t p = 0; p < e && match; p++) {
+                                    int64_t x = p % W, y = p / W % H, z = p / (W * H) % D,
+                                            ch = p / (W * H * D);
+                                    int64_t sz = z + dz, sy = y + dy, sx = (f ? W - 1 - x : x) + dx;
+                                    float want =
+                                        sz >= 0 && sz < D && sy >= 0 && sy < H && sx >= 0 && sx < W
+                                            ? (float)(1000 * id + ((ch * D + sz) * H + sy) * W + sx)
+                                            : 0.0f;
+                                    match = o[p] == want;
+                                }
+                                if (match) found = 1, dz_seen[dz + 1]++, flipped += f;
+                            }
+                unexplained += !found;
+            }
+        }
+    NG_TEST(total == 2 * N && !unexplained,
+            "volumes: %lld of %lld outputs are not a shifted/mirrored copy of their own example",
+            (long long)unexplained, (long long)total);
+    NG_TEST(dz_seen[0] > 0 && dz_seen[1] > 0 && dz_seen[2] > 0 && flipped > total * 3 / 10 &&
+                flipped < total * 7 / 10,
+            "volumes: depth shifts -1/0/1 seen %lld/%lld/%lld times, %lld of %lld flipped",
+            (long long)dz_seen[0], (long long)dz_seen[1], (long long)dz_seen[2], (long long)flipped,
+            (long long)total);
+    ng_loader_free(l);
+    c.augment.crop_pad = 3; /* the depth is 3 */
+    NG_TEST_ERROR(l = ng_loader_new(&c), "data.augment.crop_pad");
+    ng_source_free(d);
+}
+
+static void test_errors(ng_source *d, uint64_t seed) {
     ng_loader *volatile l = NULL;
     ng_loader_config c = base(d, seed);
     c.batch = 0;
@@ -425,9 +491,9 @@ static void test_errors(const ng_dataset *d, uint64_t seed) {
     c.world = 0;
     NG_TEST_ERROR(l = ng_loader_new(&c), "world");
     c = base(d, seed);
-    c.crop_pad = 4; /* the images are 4x4 */
+    c.augment.crop_pad = 4; /* the images are 4x4 */
     NG_TEST_ERROR(l = ng_loader_new(&c), "data.augment.crop_pad");
-    c.crop_pad = -1;
+    c.augment.crop_pad = -1;
     NG_TEST_ERROR(l = ng_loader_new(&c), "crop_pad");
     c = base(d, seed);
     c.prefetch = 65;
@@ -439,32 +505,33 @@ static void test_errors(const ng_dataset *d, uint64_t seed) {
     NG_TEST_ERROR(l = ng_loader_new(&c), "no data");
 
     /* Flat [n, 16] examples have no image to crop or mirror. */
-    ng_dataset *flat = crafted(N, 1, 4, 4, 0);
+    ng_source *flat = crafted(N, 1, 4, 4, 0);
     flat->ndim = 1, flat->shape[0] = 16;
     c = base(flat, seed);
-    c.crop_pad = 1;
+    c.augment.crop_pad = 1;
     NG_TEST_ERROR(l = ng_loader_new(&c), "data.augment");
-    c.crop_pad = 0, c.hflip = 1;
+    c.augment.crop_pad = 0, c.augment.hflip = 1;
     NG_TEST_ERROR(l = ng_loader_new(&c), "data.augment");
-    c.hflip = 0;
+    c.augment.hflip = 0;
     l = ng_loader_new(&c);
     ng_batch b = ng_loader_next(l);
     NG_TEST(b.b == 10 && b.x[15] == 0.0f && b.x[16] == 1.0f,
             "flat data without augmentation loads");
     ng_loader_free(l);
-    ng_dataset_free(flat);
+    ng_source_free(flat);
 }
 
 int main(void) {
     uint64_t seed = ng_test_seed();
-    ng_dataset *d = crafted(N, 1, 4, 4, 0);
+    ng_source *d = crafted(N, 1, 4, 4, 0);
     test_world1(d, seed);
     test_world4(d, seed);
     test_errors(d, seed);
-    ng_dataset_free(d);
-    ng_dataset *dd = crafted(N, 1, 4, 4, 1);
+    ng_source_free(d);
+    ng_source *dd = crafted(N, 1, 4, 4, 1);
     test_seek(dd, seed);
-    ng_dataset_free(dd);
+    ng_source_free(dd);
     test_augment(seed);
+    test_augment_volumes(seed);
     return ng_test_finish("test_loader");
 }

@@ -1,0 +1,82 @@
+/* `natgrad shards`: writes the train and test sources of a config as tar shards (WebDataset
+ * layout), so a generated or converted data set is made once and read back with
+ * data.name=shards. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "apps/commands.h"
+#include "apps/train_config.h"
+#include "core/error.h"
+#include "data/shards.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: natgrad shards --from CONFIG --out DIR [--shard-mib N] [--set key=value ...]\n"
+            "  writes the config's training and test data (data.*) as DIR/train-NNNNNN.tar and\n"
+            "  DIR/test-NNNNNN.tar of about N MiB each (default 256); train from them with\n"
+            "  --set data.name=shards --set data.dir=DIR\n");
+}
+
+int ng_cmd_shards(int argc, char **argv) {
+    const char *from = NULL, *out = NULL, *mib_s = "256", *sets[256];
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        const char **dst = !strcmp(o, "--from")        ? &from
+                           : !strcmp(o, "--out")       ? &out
+                           : !strcmp(o, "--shard-mib") ? &mib_s
+                                                       : NULL;
+        if (!dst && strcmp(o, "--set")) {
+            fprintf(stderr, "natgrad: error: shards: unknown option '%s'\n", o);
+            usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "natgrad: error: shards: option %s needs a value\n", o);
+            return 2;
+        }
+        if (dst) {
+            *dst = argv[++i];
+        } else {
+            if (!strchr(argv[i + 1], '=') || nsets == 256) {
+                fprintf(stderr, "natgrad: error: --set takes key=value, got '%s'\n", argv[i + 1]);
+                return 2;
+            }
+            sets[nsets++] = argv[++i];
+        }
+    }
+    if (!from || !out) {
+        fprintf(stderr, "natgrad: error: shards: --from CONFIG and --out DIR are required\n");
+        usage(stderr);
+        return 2;
+    }
+    char *end;
+    double mib = strtod(mib_s, &end);
+    NG_CHECK(end != mib_s && !*end && mib > 0 && mib <= 1048576,
+             "--shard-mib: '%s' is not a size in MiB in (0, 1048576]", mib_s);
+    /* The config and its data are checked (and the sources opened) before DIR is touched. */
+    ng_train_setup s;
+    ng_train_setup_load(&s, from, sets, nsets);
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/train-000000.tar", out);
+    NG_CHECK(access(probe, F_OK) != 0, "--out: %s already holds shards (%s)", out, probe);
+    NG_CHECK(mkdir(out, 0755) == 0 || errno == EEXIST, "--out: cannot create %s: %s", out,
+             strerror(errno));
+    int64_t bytes = (int64_t)(mib * 1048576.0);
+    int64_t nt = ng_shards_write(s.train, out, "train", bytes);
+    int64_t ne = ng_shards_write(s.test, out, "test", bytes);
+    printf("wrote %lld training examples in %lld shards and %lld test examples in %lld shards "
+           "(%s) to %s\n",
+           (long long)s.train->n, (long long)nt, (long long)s.test->n, (long long)ne, s.data_desc,
+           out);
+    ng_train_setup_free(&s);
+    return 0;
+}

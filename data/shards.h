@@ -1,0 +1,36 @@
+/* Tar shards in the WebDataset layout: each example is a group of consecutive members sharing a
+ * key (KEY.npy or KEY.png, and KEY.cls holding the label in decimal), read with libarchive as a
+ * stream, so the data set need not fit in memory. */
+#ifndef NG_SHARDS_H
+#define NG_SHARDS_H
+
+#include <stdint.h>
+
+#include "data/source.h"
+
+typedef struct {
+    const char *dir;        /* the shards are DIR/PREFIX-NNNNNN.tar */
+    const char *prefix;     /* "train", "test", ... */
+    int64_t shuffle_buffer; /* examples held for shuffling; 1 = the stored order */
+    uint64_t seed;
+} ng_shards_config;
+
+/* A source over the shards (ordered: it shuffles itself). Opening scans every shard's headers
+ * and labels (data members are skipped, except the first, which fixes the example shape): the
+ * count, shape and classes (largest label + 1) are known before training, and a missing label,
+ * a member of no known kind, or a shard that is not a tar file is a usage error naming the shard
+ * and the member. Each epoch streams the shards in an order drawn from (seed, epoch) through a
+ * buffer of shuffle_buffer examples, from which Philox keyed by (seed, epoch, position) picks the
+ * next: the same seed gives the same stream. npy members must be little-endian f4 or u1 (u1 and
+ * PNG pixels are scaled to [0, 1]); PNG is grey (one channel) or RGB (alpha dropped). A member
+ * whose shape differs from the first example's, or that does not decode, is an error naming the
+ * shard and the member when the example is read. */
+ng_source *ng_shards_open(const ng_shards_config *c);
+
+/* Writes every example of a source, in its order, as DIR/PREFIX-NNNNNN.tar shards of about
+ * shard_bytes each (an example is never split; each shard holds at least one), members
+ * KEY.npy (f4, the example's shape) and KEY.cls, KEY the example's index in 9 digits. Each shard
+ * is written to a .tmp name, fsynced and renamed. Returns the number of shards. */
+int64_t ng_shards_write(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes);
+
+#endif

@@ -1,0 +1,59 @@
+/* What all sources share, and the in-memory data set as a source. */
+#include "data/source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+int64_t ng_source_example_size(const ng_source *s) {
+    int64_t e = 1;
+    for (int i = 0; i < s->ndim; i++) e *= s->shape[i];
+    return e;
+}
+
+void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y) {
+    NG_CHECK(i >= 0 && i < s->n && epoch >= 0,
+             "data source %s: example %lld of epoch %lld is outside its %lld examples", s->name,
+             (long long)i, (long long)epoch, (long long)s->n);
+    s->ops->fill(s, epoch, i, x, y);
+}
+
+void ng_source_free(ng_source *s) {
+    if (!s) return;
+    if (s->ops->destroy) s->ops->destroy(s);
+    free(s);
+}
+
+static void dataset_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y) {
+    (void)epoch;
+    const ng_dataset *d = s->impl;
+    int64_t e = ng_dataset_example_size(d);
+    memcpy(x, d->x + i * e, sizeof(float) * (size_t)e);
+    *y = d->y[i];
+}
+
+static void dataset_destroy(ng_source *s) {
+    ng_dataset_free(s->impl);
+}
+
+static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy};
+
+ng_source *ng_source_dataset(ng_dataset *d) {
+    NG_CHECK(d && d->n > 0 && d->x && d->y, "data source: no data (an empty or missing data set)");
+    ng_source *s = calloc(1, sizeof *s);
+    if (!s) {
+        ng_dataset_free(d);
+        ng_fail("data source: out of host memory");
+    }
+    *s = (ng_source){.ops = &dataset_ops,
+                     .n = d->n,
+                     .ndim = d->ndim,
+                     .dtype = NG_F32,
+                     .classes = d->classes,
+                     .impl = d};
+    snprintf(s->name, sizeof s->name, "%s", d->name);
+    memcpy(s->shape, d->shape, sizeof s->shape);
+    return s;
+}

@@ -1,0 +1,66 @@
+/* Data sources: where examples come from. A source has a size, one example's shape and dtype, a
+ * class count, and fills example i (of epoch e, for sources whose examples change with the epoch)
+ * into a caller's buffer with its label. The loader (data/loader.h) reads any source, and
+ * augmentation (data/augment.h) is a step of its own after the source. */
+#ifndef NG_SOURCE_H
+#define NG_SOURCE_H
+
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "data/dataset.h"
+
+typedef struct ng_source ng_source;
+
+typedef struct {
+    /* Example i in [0, n) of epoch `epoch` into x (ng_source_example_size elements of the
+     * source's dtype) and its label, in [0, classes), into *y. A function of (source, epoch, i)
+     * only, whatever was filled before: that is what makes loader positions resumable. Called
+     * by one thread at a time per source. */
+    void (*fill)(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
+    void (*destroy)(ng_source *s); /* frees impl; the struct itself is freed by ng_source_free */
+} ng_source_ops;
+
+struct ng_source {
+    const ng_source_ops *ops;
+    char name[64];    /* in every error about the source */
+    int64_t n;        /* examples */
+    int ndim;         /* dims of one example */
+    int64_t shape[4]; /* one example's shape: [C, H, W] images, [C, D, D, D] volumes */
+    ng_dtype dtype;   /* of the filled elements (f32 for every source so far) */
+    int64_t classes;
+    int ordered; /* 1: a stream that orders each epoch itself (tar shards with a shuffle buffer):
+                  * the loader asks for positions 0, 1, 2, ... of an epoch and does not permute,
+                  * and any other request costs a replay of the epoch from its start */
+    void *impl;
+};
+
+/* An in-memory data set (MNIST, the synthetic set) as a source; the source owns d from here on
+ * and frees it. Example i is row i whatever the epoch. */
+ng_source *ng_source_dataset(ng_dataset *d);
+
+/* Synthetic 3D volumes [C, side, side, side], made on the fly from (seed, split, index) with
+ * Philox, so no data set is held in memory and any side the host memory allows for one batch
+ * works. Example i belongs to class i % classes (balanced); its volume is one elongated Gaussian
+ * blob of amplitude 1 whose long axis points along the class's direction (the three axes, then the
+ * six face diagonals, then the four body diagonals of the cube: 2 to 13 classes), centred at a
+ * random place in the middle half of the cube, the same blob in every channel, plus independent
+ * N(0, noise^2) noise per voxel. The class is a local shape, not a place, so a convolutional net
+ * with global pooling can learn it. `split` keys the blob places and noise: a train and a test
+ * split of one seed share nothing but the rule. */
+typedef struct {
+    int64_t n, side, channels, classes;
+    double noise;
+    uint64_t seed, split;
+    const char *name;
+} ng_synthetic3d_config;
+ng_source *ng_synthetic3d_new(const ng_synthetic3d_config *c);
+/* The unit direction of class c's long axis (c < 13), for tests and docs. */
+void ng_synthetic3d_direction(int64_t c, double d[3]);
+
+/* Checks i in [0, n) and calls the source's fill. */
+void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
+int64_t ng_source_example_size(const ng_source *s);
+void ng_source_free(ng_source *s);
+
+#endif

@@ -1,0 +1,423 @@
+/* Tar shards (data/shards.h): a source written as shards reads back the same examples and
+ * labels, each once per epoch; the stream is a function of (seed, epoch) and any position can be
+ * replayed; the loader over shards resumes bit-exactly; PNG members decode to the pixels encoded;
+ * and shards broken in the tar header, a member's size, the data, a PNG chunk or the label give
+ * an error naming the shard and the member. */
+#define _GNU_SOURCE /* memmem */
+#include <archive.h>
+#include <archive_entry.h>
+#include <math.h>
+#include <spng.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "data/loader.h"
+#include "data/shards.h"
+#include "testing.h"
+
+static char tmp[256];
+
+static const char *folder(const char *name) {
+    static char buf[32][320];
+    static int k;
+    snprintf(buf[k % 32], sizeof buf[0], "%s/%s", tmp, name);
+    mkdir(buf[k % 32], 0700);
+    return buf[k++ % 32];
+}
+
+static int64_t pick(int64_t n) {
+    int64_t v = (int64_t)((ng_test_uniform() + 1.0) * 0.5 * (double)n);
+    return v < n ? v : n - 1;
+}
+
+/* A random in-memory source of n examples [2, 5, 3] and 4 classes. */
+static ng_source *random_source(int64_t n, uint64_t seed) {
+    int64_t shape[3] = {2, 5, 3};
+    return ng_source_dataset(ng_synthetic(n, 3, shape, 4, 1.0, seed, 0, "random"));
+}
+
+/* One epoch of a source, in its order. */
+static void read_epoch(ng_source *s, int64_t epoch, float *x, int32_t *y) {
+    int64_t e = ng_source_example_size(s);
+    for (int64_t i = 0; i < s->n; i++) ng_source_fill(s, epoch, i, x + i * e, y + i);
+}
+
+/* Which example of the reference each read example is (bytes and label), -1 if none. */
+static int64_t which(const float *x, int32_t y, const float *ref, const int32_t *ry, int64_t n,
+                     int64_t e) {
+    for (int64_t j = 0; j < n; j++)
+        if (ry[j] == y && !memcmp(ref + j * e, x, sizeof(float) * (size_t)e)) return j;
+    return -1;
+}
+
+static void test_roundtrip(uint64_t seed) {
+    const int64_t n = 57, e = 30;
+    ng_source *src = random_source(n, seed);
+    float ref[57 * 30], x[2][57 * 30];
+    int32_t ry[57], y[2][57];
+    read_epoch(src, 0, ref, ry);
+    const char *dir = folder("roundtrip");
+    /* A group is 512 + 512 (npy: 128 + 120 bytes, padded) + 512 + 512 (cls) bytes: 8 examples
+     * per 16 KiB shard. */
+    int64_t shards = ng_shards_write(src, dir, "train", 16384);
+    NG_TEST(shards == 8, "57 examples of 2 KiB groups in 16 KiB shards: %lld shards, want 8",
+            (long long)shards);
+    for (int64_t buffer = 1; buffer <= 64; buffer *= 8) {
+        ng_shards_config c = {
+            .dir = dir, .prefix = "train", .shuffle_buffer = buffer, .seed = seed};
+        ng_source *s = ng_shards_open(&c);
+        NG_TEST(s->n == n && s->ndim == 3 && s->shape[0] == 2 && s->shape[1] == 5 &&
+                    s->shape[2] == 3 && s->classes == 4 && s->ordered && s->dtype == NG_F32,
+                "shards: n %lld, %d dims [%lld,%lld,%lld], classes %lld", (long long)s->n, s->ndim,
+                (long long)s->shape[0], (long long)s->shape[1], (long long)s->shape[2],
+                (long long)s->classes);
+        int64_t moved = 0;
+        for (int ep = 0; ep < 2; ep++) {
+            read_epoch(s, ep, x[ep], y[ep]);
+            int64_t seen[57] = {0}, bad = 0, once = 0;
+            for (int64_t i = 0; i < n; i++) {
+                int64_t j = which(x[ep] + i * e, y[ep][i], ref, ry, n, e);
+                if (j < 0)
+                    bad++;
+                else
+                    seen[j]++;
+                moved += j != i;
+            }
+            for (int64_t j = 0; j < n; j++) once += seen[j] == 1;
+            NG_TEST(!bad && once == n,
+                    "shuffle buffer %lld epoch %d: every example read back once, bytes and label "
+                    "(%lld unknown, %lld of %lld once)",
+                    (long long)buffer, ep, (long long)bad, (long long)once, (long long)n);
+        }
+        int64_t differ = 0;
+        for (int64_t i = 0; i < n; i++) differ += y[0][i] != y[1][i] || x[0][i * e] != x[1][i * e];
+        NG_TEST(moved > n && differ > n / 2,
+                "shuffle buffer %lld: the order is shuffled (%lld moved) and differs by epoch "
+                "(%lld)",
+                (long long)buffer, (long long)moved, (long long)differ);
+        /* Replays: any position of any epoch, after anything, is the recorded example. */
+        int ok = 1;
+        for (int t = 0; t < 20; t++) {
+            int ep = (int)pick(2);
+            int64_t i = pick(n);
+            float v[30];
+            int32_t l;
+            ng_source_fill(s, ep, i, v, &l);
+            ok &= l == y[ep][i] && !memcmp(v, x[ep] + i * e, sizeof v);
+        }
+        NG_TEST(ok, "shuffle buffer %lld: positions replayed in any order are the same examples",
+                (long long)buffer);
+        ng_source *again = ng_shards_open(&c);
+        float z[57 * 30];
+        int32_t zy[57];
+        read_epoch(again, 1, z, zy);
+        NG_TEST(!memcmp(z, x[1], sizeof z) && !memcmp(zy, y[1], sizeof zy),
+                "shuffle buffer %lld: the same seed gives the same stream", (long long)buffer);
+        ng_source_free(again);
+        c.seed = seed + 1;
+        again = ng_shards_open(&c);
+        read_epoch(again, 1, z, zy);
+        NG_TEST(memcmp(zy, y[1], sizeof zy) != 0,
+                "shuffle buffer %lld: another seed, another order", (long long)buffer);
+        ng_source_free(again);
+        if (buffer == 1) { /* the stored order inside each shard: runs of 8 consecutive keys */
+            int64_t runs = 0;
+            for (int64_t i = 1; i < n; i++)
+                runs += which(x[0] + i * e, y[0][i], ref, ry, n, e) !=
+                        which(x[0] + (i - 1) * e, y[0][i - 1], ref, ry, n, e) + 1;
+            NG_TEST(runs <= 7, "shuffle buffer 1: shards are read whole (%lld breaks, want <= 7)",
+                    (long long)runs);
+        }
+        ng_source_free(s);
+    }
+
+    /* The loader over shards: prefetch and seek give the uninterrupted stream bit for bit. */
+    ng_shards_config c = {.dir = dir, .prefix = "train", .shuffle_buffer = 16, .seed = seed};
+    ng_source *s = ng_shards_open(&c);
+    ng_loader_config lc = {.source = s, .batch = 5, .shuffle = 1, .seed = seed, .world = 1};
+    ng_loader *l = ng_loader_new(&lc);
+    int64_t nb = ng_loader_batches_per_epoch(l);
+    float *rec = malloc(sizeof(float) * (size_t)(3 * nb * 5 * e));
+    int32_t ryb[3 * 12 * 5];
+    for (int64_t g = 0; g < 3 * nb; g++) {
+        ng_batch b = ng_loader_next(l);
+        memcpy(rec + g * 5 * e, b.x, sizeof(float) * (size_t)(b.b * e));
+        memcpy(ryb + g * 5, b.y, sizeof(int32_t) * (size_t)b.b);
+    }
+    ng_loader_free(l);
+    lc.prefetch = 3;
+    l = ng_loader_new(&lc);
+    int ok = 1;
+    for (int t = 0; t < 10; t++) {
+        int64_t ep = pick(3), ix = pick(nb);
+        ng_loader_seek(l, ep, ix);
+        for (int k = 0; k < 3 && ep * nb + ix + k < 3 * nb; k++) {
+            ng_batch b = ng_loader_next(l);
+            int64_t g = ep * nb + ix + k;
+            ok &= !memcmp(b.x, rec + g * 5 * e, sizeof(float) * (size_t)(b.b * e)) &&
+                  !memcmp(b.y, ryb + g * 5, sizeof(int32_t) * (size_t)b.b);
+        }
+    }
+    NG_TEST(ok, "loader over shards: seeks with a prefetching thread continue the stream exactly");
+    ng_loader_free(l);
+    free(rec);
+    ng_source_free(s);
+    ng_source_free(src);
+}
+
+/* ---- hand-made shards ---------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    const void *data;
+    size_t len;
+} member;
+
+static void write_tar(const char *path, const member *m, int n) {
+    struct archive *a = archive_write_new();
+    archive_write_set_format_ustar(a);
+    archive_write_set_bytes_in_last_block(a, 1);
+    if (archive_write_open_filename(a, path) != ARCHIVE_OK) ng_test_fail("cannot write %s", path);
+    for (int i = 0; i < n; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, m[i].name);
+        archive_entry_set_size(e, (la_int64_t)m[i].len);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_write_header(a, e);
+        archive_write_data(a, m[i].data, m[i].len);
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+}
+
+/* An 8-bit PNG of h x w pixels with c channels (1 grey, 3 RGB) from interleaved px. */
+static unsigned char *png(const unsigned char *px, int h, int w, int c, size_t *len) {
+    spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+    spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+    struct spng_ihdr ih = {.width = (uint32_t)w,
+                           .height = (uint32_t)h,
+                           .bit_depth = 8,
+                           .color_type =
+                               c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR};
+    spng_set_ihdr(ctx, &ih);
+    int r = spng_encode_image(ctx, px, (size_t)(h * w * c), SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
+    int err = 0;
+    unsigned char *out = spng_get_png_buffer(ctx, len, &err);
+    spng_ctx_free(ctx);
+    if (r || err || !out) ng_test_fail("cannot encode a PNG: %s", spng_strerror(r ? r : err));
+    return out;
+}
+
+static void test_png(uint64_t seed) {
+    (void)seed;
+    for (int c = 1; c <= 3; c += 2) {
+        const int h = 6, w = 7, n = 5;
+        unsigned char px[5][6 * 7 * 3];
+        unsigned char *enc[5];
+        size_t len[5];
+        member m[10];
+        char names[10][32], cls[5][4];
+        for (int i = 0; i < n; i++) {
+            for (int p = 0; p < h * w * c; p++)
+                px[i][p] = (unsigned char)(128 + 127 * ng_test_uniform());
+            enc[i] = png(px[i], h, w, c, &len[i]);
+            snprintf(names[2 * i], 32, "sample%02d.png", i);
+            snprintf(names[2 * i + 1], 32, "sample%02d.cls", i);
+            snprintf(cls[i], 4, "%d", i % 3);
+            m[2 * i] = (member){names[2 * i], enc[i], len[i]};
+            m[2 * i + 1] = (member){names[2 * i + 1], cls[i], strlen(cls[i])};
+        }
+        const char *dir = folder(c == 1 ? "png1" : "png3");
+        char path[400];
+        snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        write_tar(path, m, 2 * n);
+        ng_shards_config sc = {.dir = dir, .prefix = "train", .shuffle_buffer = 1, .seed = 1};
+        ng_source *s = ng_shards_open(&sc);
+        NG_TEST(s->n == n && s->ndim == 3 && s->shape[0] == c && s->shape[1] == h &&
+                    s->shape[2] == w && s->classes == 3,
+                "PNG shards with %d channels: n %lld, shape [%lld,%lld,%lld], classes %lld", c,
+                (long long)s->n, (long long)s->shape[0], (long long)s->shape[1],
+                (long long)s->shape[2], (long long)s->classes);
+        int64_t wrong = 0;
+        for (int i = 0; i < n; i++) {
+            float x[3 * 6 * 7];
+            int32_t y;
+            ng_source_fill(s, 0, i, x, &y); /* buffer 1, one shard: the stored order */
+            wrong += y != i % 3;
+            for (int ch = 0; ch < c; ch++)
+                for (int p = 0; p < h * w; p++)
+                    wrong += x[ch * h * w + p] != (float)px[i][p * c + ch] / 255.0f;
+        }
+        NG_TEST(!wrong,
+                "PNG shards with %d channels: %lld pixels or labels differ from the encoded", c,
+                (long long)wrong);
+        ng_source_free(s);
+        for (int i = 0; i < n; i++) free(enc[i]);
+    }
+}
+
+__attribute__((noinline)) static unsigned char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long l = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)l);
+    *len = fread(b, 1, (size_t)l, f);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const unsigned char *b, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, len, f) != len) ng_test_fail("cannot write %s", path);
+    if (f) fclose(f);
+}
+
+/* Opens the shards of dir and reads one epoch: an error is expected naming the shard and `what`
+ * (the member), with `why` in it too. */
+__attribute__((noinline)) static void expect_broken(const char *dir, const char *shard,
+                                                    const char *what, const char *why) {
+    ng_source *volatile s = NULL;
+    ng_shards_config c = {.dir = dir, .prefix = "train", .shuffle_buffer = 4, .seed = 3};
+    float *volatile x = NULL;
+    NG_TEST_ERROR(
+        {
+            s = ng_shards_open(&c);
+            x = malloc(sizeof(float) * (size_t)ng_source_example_size(s));
+            int32_t y;
+            for (int64_t i = 0; i < s->n; i++) ng_source_fill(s, 0, i, x, &y);
+        },
+        shard);
+    const char *msg = ng_last_error();
+    NG_TEST(strstr(msg, what) && strstr(msg, why),
+            "broken shard %s: the error should name '%s' "
+            "and say '%s': %s",
+            shard, what, why, msg);
+    free(x);
+    ng_source_free(s);
+}
+
+static void test_broken(uint64_t seed) {
+    ng_source *src = random_source(6, seed);
+    const char *good = folder("good");
+    ng_shards_write(src, good, "train", 1 << 20);
+    char gp[400];
+    snprintf(gp, sizeof gp, "%s/train-000000.tar", good);
+    size_t len = 0;
+    unsigned char *t = slurp(gp, &len);
+    /* Layout: per example, a 512-byte header + 512 bytes of npy (10 + 118 header + 30 floats =
+     * 248, padded), then a header + 512 bytes of cls. Example k starts at 2048 k. */
+    NG_TEST(t && len == 6 * 2048 + 1024, "the written shard has the expected layout (%zu bytes)",
+            len);
+    char path[400], shard[400];
+    struct {
+        const char *name, *member, *why;
+        size_t at, cut;      /* a byte to change, or a length to cut to */
+        unsigned char value; /* the new byte */
+    } cases[] = {
+        /* the tar header of example 3's npy: its checksum no longer matches */
+        {"header", "000000002", "", 3 * 2048 + 100, 0, 'Z'},
+        /* example 2's npy size 248 -> 760 (octal 370 -> 1370), its header checksum fixed: the
+         * member swallows the next header and the one read after it is garbage */
+        {"size", "000000002", "", 2 * 2048 + 124 + 7, 0, '1'},
+        /* the file cut inside example 4's npy data */
+        {"truncated", "000000004", "", 0, 4 * 2048 + 700, 0},
+        /* example 3's npy magic */
+        {"npy-magic", "000000003.npy", "NUMPY", 3 * 2048 + 512 + 1, 0, 'X'},
+        /* example 5's npy shape: 2 -> 3 */
+        {"npy-shape", "000000005.npy", "shape", 0, 0, '3'},
+        /* example 1's label: a letter */
+        {"label", "000000001.cls", "class number", 1 * 2048 + 1536, 0, 'x'},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *dir = folder(cases[k].name);
+        snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        unsigned char *b = malloc(len);
+        memcpy(b, t, len);
+        size_t l = len;
+        size_t at = cases[k].at;
+        if (!at) { /* the '2' of example 5's npy shape "(2, 5, 3)" */
+            const unsigned char *p = memmem(t + 5 * 2048 + 512, 128, "(2, 5, 3)", 9);
+            at = p ? (size_t)(p - t) + 1 : 0;
+        }
+        if (cases[k].cut)
+            l = cases[k].cut;
+        else if (at)
+            b[at] = cases[k].value;
+        if (!strcmp(cases[k].name, "size")) { /* a valid header that lies about the size */
+            unsigned char *h = b + 2 * 2048;
+            unsigned sum = 0;
+            memset(h + 148, ' ', 8);
+            for (int i = 0; i < 512; i++) sum += h[i];
+            snprintf((char *)h + 148, 8, "%06o", sum);
+        }
+        spit(path, b, l);
+        free(b);
+        snprintf(shard, sizeof shard, "%s", path);
+        expect_broken(dir, shard, cases[k].member, cases[k].why);
+    }
+    /* A missing label: the cls member of example 2 left out. */
+    {
+        const char *dir = folder("nolabel");
+        snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        member m[3] = {{"000000001.npy", t + 2048 + 512, 248},
+                       {"000000001.cls", "1", 1},
+                       {"000000002.npy", t + 2 * 2048 + 512, 248}};
+        write_tar(path, m, 3);
+        expect_broken(dir, path, "000000002", "no label");
+    }
+    /* Not a tar file at all. */
+    {
+        const char *dir = folder("garbage");
+        snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        spit(path, (const unsigned char *)"this is not a tar file, just some text\n", 39);
+        expect_broken(dir, path, "train-000000.tar", "");
+    }
+    /* A PNG whose image data chunk is damaged (a CRC mismatch). */
+    {
+        unsigned char px[4 * 4];
+        for (int p = 0; p < 16; p++) px[p] = (unsigned char)(100 + 100 * ng_test_uniform());
+        size_t pl;
+        unsigned char *p0 = png(px, 4, 4, 1, &pl), *p1 = png(px, 4, 4, 1, &pl);
+        p1[pl - 12 - 6] ^= 0x5a; /* inside IDAT, before its CRC and the IEND chunk */
+        member m[4] = {{"a.png", p0, pl}, {"a.cls", "0", 1}, {"b.png", p1, pl}, {"b.cls", "1", 1}};
+        const char *dir = folder("pngcrc");
+        snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        write_tar(path, m, 4);
+        expect_broken(dir, path, "b.png", "PNG");
+        free(p0), free(p1);
+    }
+    /* No shards at all. */
+    ng_shards_config c = {.dir = folder("empty"), .prefix = "train", .shuffle_buffer = 4};
+    NG_TEST_ERROR(ng_shards_open(&c), "no shards");
+    c.dir = "/nonexistent/shards";
+    NG_TEST_ERROR(ng_shards_open(&c), "/nonexistent/shards");
+    c.dir = good, c.shuffle_buffer = 0;
+    NG_TEST_ERROR(ng_shards_open(&c), "data.shuffle_buffer");
+    free(t);
+    ng_source_free(src);
+}
+
+int main(void) {
+    uint64_t seed = ng_test_seed();
+    snprintf(tmp, sizeof tmp, "%s/ng-test-shards-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) {
+        fprintf(stderr, "cannot make a temporary folder %s\n", tmp);
+        return 1;
+    }
+    test_roundtrip(seed);
+    test_png(seed);
+    test_broken(seed);
+    int status = ng_test_finish("test_shards");
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return status;
+}
