@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# natgrad plan against real runs: for an MLP, LeNet with K-FAC, a checkpointed fp16 ViT with
-# K-FAC and a bf16 VGG checkpointed at a list of stages, `plan --measure` predicts every memory
+# natgrad plan against real runs: for an MLP with AdamW, LeNet with K-FAC, a checkpointed fp16
+# ViT with K-FAC, the 3D-CNN on synthetic volumes (checkpointed; fp16 with K-FAC) and a bf16 VGG
+# checkpointed at a list of stages, `plan --measure` predicts every memory
 # category and the device peak within 10% of what the training steps measure (the arenas are
 # planned exactly, so most categories match to the byte). --search finds larger sides with
 # checkpointing and in half precision, each within the budget. Training runs report their peaks
@@ -42,6 +43,12 @@ run_measure mlp_adamw optimizer.name=adamw optimizer.lr=0.001
 run_measure lenet_kfac model.arch=lenet kfac.enabled=true train.batch_size=20
 run_measure vit_fp16_kfac model.arch=vit model.width=32 model.depth=4 model.heads=2 \
   model.checkpoint="every 1" precision.compute=fp16 kfac.enabled=true train.batch_size=20
+run_measure cnn3d_ckpt model.arch=cnn3d model.width=8 model.depth=4 model.checkpoint="every 1" \
+  data.name=synthetic3d data.synthetic.side=12 data.synthetic.classes=3 data.synthetic.train=64 \
+  data.augment.crop_pad=0 data.augment.hflip=false train.batch_size=4
+run_measure cnn3d_kfac_fp16 model.arch=cnn3d model.width=4 model.depth=3 precision.compute=fp16 \
+  kfac.enabled=true data.name=synthetic3d data.synthetic.side=8 data.synthetic.classes=3 \
+  data.synthetic.train=64 data.augment.crop_pad=0 data.augment.hflip=false train.batch_size=4
 run_measure vgg_bf16 model.arch=vgg model.width=8 model.depth=3 model.checkpoint="0,2" \
   precision.compute=bf16 data.synthetic.train=100 train.batch_size=10 data.augment.crop_pad=0
 
