@@ -28,7 +28,9 @@ ng_kfac_config ng_kfac_default_config(void) {
                             .pi_damping = 0,
                             .inverse = NG_KFAC_EIGEN,
                             .kl_clip = 0.001,
-                            .tokens = NG_KFAC_EXPAND};
+                            .tokens = NG_KFAC_EXPAND,
+                            .fisher = NG_KFAC_EMPIRICAL,
+                            .grad_worker_fraction = 1.0};
 }
 
 double ng_kfac_damping(const ng_kfac_config *c, int64_t step) {
@@ -37,6 +39,10 @@ double ng_kfac_damping(const ng_kfac_config *c, int64_t step) {
                : step >= c->damping_steps ? 1.0
                                           : (double)step / (double)c->damping_steps;
     return c->damping * pow(c->damping_final / c->damping, t);
+}
+
+double ng_kfac_step_damping(const ng_kfac *k, int64_t step) {
+    return ng_kfac_damping(&k->c, step);
 }
 
 static void check_config(const ng_kfac_config *c) {
@@ -270,7 +276,7 @@ void ng_kfac_step(ng_kfac *k, int64_t step, double lr) {
     k->batch_step = INT64_MIN;
     k->cap_a = k->cap_g = 0;
 
-    double gamma = ng_kfac_damping(&k->c, step);
+    double gamma = ng_kfac_step_damping(k, step);
     int inv_now = step % k->c.inv_every == 0;
     /* due: the layers whose inverses are updated this step (the same on every rank); mine: those
      * this rank computes. */

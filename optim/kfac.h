@@ -62,6 +62,7 @@ extern "C" {
 enum { NG_KFAC_DAMP_FACTORED = 0, NG_KFAC_DAMP_SUM = 1 };
 enum { NG_KFAC_EIGEN = 0, NG_KFAC_CHOLESKY = 1 };
 enum { NG_KFAC_EXPAND = 0, NG_KFAC_REDUCE = 1 };
+enum { NG_KFAC_EMPIRICAL = 0, NG_KFAC_TRUE_FISHER = 1 };
 
 typedef struct {
     double factor_decay;             /* running average weight of the old factor, in [0, 1) */
@@ -74,10 +75,14 @@ typedef struct {
     int inverse;                     /* NG_KFAC_EIGEN or NG_KFAC_CHOLESKY (factored only) */
     double kl_clip;                  /* 0 = off */
     int tokens;                      /* NG_KFAC_EXPAND or NG_KFAC_REDUCE */
+    /* Used by the optimizer part (ng_kfac_optimizer_new), not by ng_kfac_new: */
+    int fisher;                  /* NG_KFAC_EMPIRICAL or NG_KFAC_TRUE_FISHER (kfac_optimizer.c) */
+    double grad_worker_fraction; /* ng_kfac_distribute's, in (0, 1] */
 } ng_kfac_config;
 
 /* kfac-pytorch's defaults: decay 0.95, factor and inverse updates every step, damping 0.001
- * (constant), sum damping, eigen, kl_clip 0.001, expand. */
+ * (constant), sum damping, eigen, kl_clip 0.001, expand; empirical Fisher, grad-worker fraction
+ * 1. */
 ng_kfac_config ng_kfac_default_config(void);
 
 /* gamma at `step`: damping * (damping_final / damping)^(min(step, damping_steps) / damping_steps),
@@ -85,6 +90,9 @@ ng_kfac_config ng_kfac_default_config(void);
 double ng_kfac_damping(const ng_kfac_config *c, int64_t step);
 
 typedef struct ng_kfac ng_kfac;
+
+/* The gamma ng_kfac_step applies at `step`: ng_kfac_damping of its config. */
+double ng_kfac_step_damping(const ng_kfac *k, int64_t step);
 
 /* Registers every layer of the built model with l->capture (Linear, Conv 2d/3d, the patch-embed
  * projection), keeping their names; all other parameters keep their plain gradient. A bad config
@@ -154,6 +162,21 @@ void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);
 /* Whether factors of side <= 32 of one step are eigendecomposed together in batched calls (on by
  * default; cuSOLVER syevjBatched on the GPU). Tests turn it off to compare the two paths. */
 void ng_kfac_set_batch_small(ng_kfac *k, int on);
+
+/* K-FAC as a part of the optimizer interface (optimizer.h), in front of `inner` (which it owns
+ * from then on): its observer feeds the factors in the step's passes, the loss scale reaches G,
+ * and it preconditions the gradient (ng_kfac_step with the step of the last begin) before inner
+ * steps. With c->fisher NG_KFAC_TRUE_FISHER it asks for the sampled backward, whose output
+ * gradients alone feed G. Its state is ng_kfac_state's, in checkpoint file "kfac" (sharded when
+ * ng_kfac_sharded says so); distributing it calls ng_kfac_distribute with
+ * c->grad_worker_fraction. Metrics: "kfac_damping", the gamma of the step. */
+struct ng_optimizer;
+struct ng_optimizer_ops;
+extern const struct ng_optimizer_ops ng_kfac_ops;
+struct ng_optimizer *ng_kfac_optimizer_new(ng_model *m, const ng_kfac_config *c,
+                                           struct ng_optimizer *inner);
+/* The K-FAC object of such a part (for tests and logs). */
+ng_kfac *ng_kfac_of(struct ng_optimizer *part);
 
 #ifdef __cplusplus
 }
