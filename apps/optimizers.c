@@ -42,6 +42,9 @@ static void read_kfac(const ng_config *c, void *settings) {
     k->damping_final = ng_cfg_float(c, "kfac.damping_final");
     k->damping_steps = ng_cfg_int(c, "kfac.damping_steps");
     if (k->damping_final == 0) k->damping_final = k->damping;
+    k->damping_units = strcmp(ng_cfg_str(c, "kfac.damping_units"), "kfac-pytorch")
+                           ? NG_KFAC_UNITS_PER_EXAMPLE
+                           : NG_KFAC_UNITS_KFAC_PYTORCH;
     k->damping_mode = strcmp(ng_cfg_str(c, "kfac.damping_mode"), "sum") ? NG_KFAC_DAMP_FACTORED
                                                                         : NG_KFAC_DAMP_SUM;
     k->pi_damping = ng_cfg_bool(c, "kfac.pi_damping");

@@ -72,6 +72,14 @@
          NULL,                                                                                     \
          "damping reached after damping_steps (geometric); 0 = constant"},                         \
         {"kfac.damping_steps", NG_CFG_INT, "0", 0, 1e12, NULL, "steps of the damping schedule"},   \
+        {"kfac.damping_units",                                                                     \
+         NG_CFG_CHOICE,                                                                            \
+         "per-example",                                                                            \
+         1,                                                                                        \
+         0,                                                                                        \
+         "per-example|kfac-pytorch",                                                               \
+         "per-example: gamma next to G of per-example gradients (batch-independent); "             \
+         "kfac-pytorch: gamma as kfac-pytorch sets it, applied as N^2 gamma (N: batch per rank)"}, \
         {"kfac.damping_mode",                                                                      \
          NG_CFG_CHOICE,                                                                            \
          "sum",                                                                                    \

@@ -17,6 +17,24 @@
  *     A = 1/(N P) sum_{n,p} a a^T                      G = 1/N sum_{n,p} g g^T
  * For R = 1 every form is standard K-FAC: A = E[a a^T], G = E[g g^T].
  *
+ * Damping units. G is built from per-example gradients g = N dy, so it does not shrink as the
+ * batch grows, and neither does the gamma that is meaningful next to it: natgrad's damping is in
+ * these per-example units (the default, kfac.damping_units: per-example). kfac-pytorch builds G
+ * from dy itself, the gradient of the mean loss: G_kp = 1/rows sum dy dy^T (A the same as here).
+ * So for a Linear layer on [N, in] inputs G = N^2 G_kp, hence (A kron G + gamma I)^-1 =
+ * N^-2 (A kron G_kp + gamma / N^2 I)^-1: natgrad's gamma means what kfac-pytorch's gamma / N^2
+ * means, and with gamma = N^2 gamma_kp the preconditioned gradient is kfac-pytorch's divided by
+ * N^2 (its direction is the same; lr and kl_clip, which see its length, do not carry over).
+ * With damping_units NG_KFAC_UNITS_KFAC_PYTORCH the configured damping (and damping_final) is
+ * kfac-pytorch's and ng_kfac_step applies gamma = N^2 x damping, N = this rank's batch (under
+ * data parallelism kfac-pytorch's dy is that of the rank's own mean loss too). The conversion is
+ * exact for Linear layers on [N, in]; kfac-pytorch scales other layers differently: Linear on
+ * tokens (R rows per example) G = N^2 R G_kp, convolutions (P output positions; kfac-pytorch
+ * divides patches and output gradients by P) A = P^2 A_kp and G = N^2 P^3 G_kp, so there one
+ * gamma corresponds to kfac-pytorch's gamma / (N^2 R) or / (N^2 P^5), which N^2 does not
+ * cover. In the factored mode with pi_damping the same gamma = N^2 gamma_kp corresponds (pi
+ * takes the other factor N); without pi no single gamma corresponds.
+ *
  * Batch factors and passes: a step's batch factor is the SUM of the contributions of every pass
  * captured since the step's ng_kfac_begin calls began (each normalised as above with its own
  * rows and the begin's N). So G over several backward passes of one forward adds up, which is
@@ -63,6 +81,7 @@ enum { NG_KFAC_DAMP_FACTORED = 0, NG_KFAC_DAMP_SUM = 1 };
 enum { NG_KFAC_EIGEN = 0, NG_KFAC_CHOLESKY = 1 };
 enum { NG_KFAC_EXPAND = 0, NG_KFAC_REDUCE = 1 };
 enum { NG_KFAC_EMPIRICAL = 0, NG_KFAC_TRUE_FISHER = 1 };
+enum { NG_KFAC_UNITS_PER_EXAMPLE = 0, NG_KFAC_UNITS_KFAC_PYTORCH = 1 };
 
 typedef struct {
     double factor_decay;             /* running average weight of the old factor, in [0, 1) */
@@ -75,6 +94,7 @@ typedef struct {
     int inverse;                     /* NG_KFAC_EIGEN or NG_KFAC_CHOLESKY (factored only) */
     double kl_clip;                  /* 0 = off */
     int tokens;                      /* NG_KFAC_EXPAND or NG_KFAC_REDUCE */
+    int damping_units; /* NG_KFAC_UNITS_PER_EXAMPLE (damping as is) or _KFAC_PYTORCH (x N^2) */
     /* Used by the optimizer part (ng_kfac_optimizer_new), not by ng_kfac_new: */
     int fisher;                  /* NG_KFAC_EMPIRICAL or NG_KFAC_TRUE_FISHER (kfac_optimizer.c) */
     double grad_worker_fraction; /* ng_kfac_distribute's, in (0, 1] */
@@ -91,7 +111,8 @@ double ng_kfac_damping(const ng_kfac_config *c, int64_t step);
 
 typedef struct ng_kfac ng_kfac;
 
-/* The gamma ng_kfac_step applies at `step`: ng_kfac_damping of its config. */
+/* The gamma ng_kfac_step applies at `step`: ng_kfac_damping of its config, times N^2 (N: the
+ * n_examples of the last ng_kfac_begin, this rank's batch) in kfac-pytorch units. */
 double ng_kfac_step_damping(const ng_kfac *k, int64_t step);
 
 /* Registers every layer of the built model with l->capture (Linear, Conv 2d/3d, the patch-embed
