@@ -7,10 +7,12 @@
 
 #include "core/error.h"
 #include "optim/kfac.h"
+#include "optim/smoothing.h"
 
 /* ---- sgd and adamw: the base optimizers, sharing the optimizer.* keys ---------------------- */
 
-static void read_base(const ng_config *c, void *settings) {
+static void read_base(const ng_optim_env *e, void *settings) {
+    const ng_config *c = e->cfg;
     ng_optim_config *o = settings;
     o->name = ng_cfg_str(c, "optimizer.name");
     o->momentum = ng_cfg_float(c, "optimizer.momentum");
@@ -30,7 +32,8 @@ static ng_optimizer *build_base(const void *settings, ng_model *m, ng_optimizer 
 
 /* ---- kfac: a preconditioner in front of SGD ----------------------------------------------- */
 
-static void read_kfac(const ng_config *c, void *settings) {
+static void read_kfac(const ng_optim_env *e, void *settings) {
+    const ng_config *c = e->cfg;
     ng_kfac_config *k = settings;
     *k = ng_kfac_default_config();
     k->fisher =
@@ -69,9 +72,36 @@ static ng_optimizer *build_kfac(const void *settings, ng_model *m, ng_optimizer 
     return ng_kfac_optimizer_new(m, settings, inner);
 }
 
+/* ---- smoothing: a wrapper in front of any chain ------------------------------------------- */
+
+static void read_smoothing(const ng_optim_env *e, void *settings) {
+    const ng_config *c = e->cfg;
+    ng_smoothing_config *s = settings;
+    const char *sched = ng_cfg_str(c, "smoothing.schedule");
+    *s = (ng_smoothing_config){
+        .noise = strcmp(ng_cfg_str(c, "smoothing.noise"), "uniform") ? NG_SMOOTH_GAUSSIAN
+                                                                     : NG_SMOOTH_UNIFORM,
+        .amplitude = ng_cfg_float(c, "smoothing.amplitude"),
+        .schedule = !strcmp(sched, "linear")   ? NG_SMOOTH_LINEAR
+                    : !strcmp(sched, "cosine") ? NG_SMOOTH_COSINE
+                                               : NG_SMOOTH_CONSTANT,
+        .decay_steps = ng_cfg_int(c, "smoothing.decay_steps"),
+        .scale_by_weight = ng_cfg_bool(c, "smoothing.scale_by_weight"),
+        .layers = strcmp(ng_cfg_str(c, "smoothing.layers"), "kfac") ? NG_SMOOTH_ALL
+                                                                    : NG_SMOOTH_KFAC_LAYERS,
+        .seed = (uint64_t)ng_cfg_int(c, "seed")};
+    if (!s->decay_steps) s->decay_steps = e->steps;
+}
+
+static ng_optimizer *build_smoothing(const void *settings, ng_model *m, ng_optimizer *inner) {
+    return ng_smoothing_new(m, settings, inner);
+}
+
 /* ---- the registry: front parts outer first, then the bases -------------------------------- */
 
 static const ng_optim_kind kinds[] = {
+    {"smoothing", &ng_smoothing_ops, "smoothing.enabled", NULL, sizeof(ng_smoothing_config),
+     read_smoothing, NULL, build_smoothing},
     /* K-FAC preconditions SGD only: AdamW's per-element scaling would undo its preconditioning. */
     {"kfac", &ng_kfac_ops, "kfac.enabled", "sgd", sizeof(ng_kfac_config), read_kfac,
      check_world_kfac, build_kfac},
@@ -92,7 +122,8 @@ static int listed(const char *list, const char *name) {
     return 0;
 }
 
-void ng_optim_plan_read(ng_optim_plan *p, const ng_config *c) {
+void ng_optim_plan_read(ng_optim_plan *p, const ng_optim_env *e) {
+    const ng_config *c = e->cfg;
     memset(p, 0, sizeof *p);
     const char *base = ng_cfg_str(c, "optimizer.name");
     const ng_optim_kind *b = NULL;
@@ -109,7 +140,7 @@ void ng_optim_plan_read(ng_optim_plan *p, const ng_config *c) {
         void *s = calloc(1, k->size);
         NG_CHECK(s, "out of host memory reading the optimizer config");
         p->kind[p->n] = k, p->settings[p->n++] = s;
-        k->read(c, s);
+        k->read(e, s);
     }
 }
 

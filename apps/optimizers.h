@@ -117,12 +117,68 @@
          "expand|reduce",                                                                          \
          "Linear layers on token sequences: KFAC-expand or KFAC-reduce"},                          \
                                                                                                    \
+        {"smoothing.enabled",                                                                      \
+         NG_CFG_BOOL,                                                                              \
+         "false",                                                                                  \
+         1,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "loss smoothing: forward and backward at w + eps, a fresh eps per step and rank, then "   \
+         "the optimizer steps w"},                                                                 \
+        {"smoothing.noise",                                                                        \
+         NG_CFG_CHOICE,                                                                            \
+         "gaussian",                                                                               \
+         1,                                                                                        \
+         0,                                                                                        \
+         "gaussian|uniform",                                                                       \
+         "eps ~ N(0, a^2), or uniform in [-a, a] (SmoothOut)"},                                    \
+        {"smoothing.amplitude",                                                                    \
+         NG_CFG_FLOAT,                                                                             \
+         "0.01",                                                                                   \
+         0,                                                                                        \
+         1e3,                                                                                      \
+         NULL,                                                                                     \
+         "a: the noise's std (gaussian) or half-width (uniform); 0 = no smoothing"},               \
+        {"smoothing.schedule",                                                                     \
+         NG_CFG_CHOICE,                                                                            \
+         "constant",                                                                               \
+         1,                                                                                        \
+         0,                                                                                        \
+         "constant|linear|cosine",                                                                 \
+         "a over the steps: constant, linear decay or cosine to 0 at smoothing.decay_steps"},      \
+        {"smoothing.decay_steps",                                                                  \
+         NG_CFG_INT,                                                                               \
+         "0",                                                                                      \
+         0,                                                                                        \
+         1e12,                                                                                     \
+         NULL,                                                                                     \
+         "steps of the linear / cosine decay; 0 = the run's steps"},                               \
+        {"smoothing.scale_by_weight",                                                              \
+         NG_CFG_BOOL,                                                                              \
+         "false",                                                                                  \
+         1,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         "scale a by each parameter's RMS (relative noise per layer)"},                            \
+        {"smoothing.layers",                                                                       \
+         NG_CFG_CHOICE,                                                                            \
+         "all",                                                                                    \
+         1,                                                                                        \
+         0,                                                                                        \
+         "all|kfac",                                                                               \
+         "perturb every parameter, or only those of the layers K-FAC covers (Linear, Conv)"},      \
     {                                                                                              \
         "kfac.grad_worker_fraction", NG_CFG_FLOAT, "1", 1e-9, 1, NULL,                             \
             "under mpirun: share of ranks holding each layer's inverses (KAISA); 1 = all "         \
             "(inverses "                                                                           \
             "broadcast), 1/world = the owner only (preconditioned gradients broadcast)"            \
     }
+
+/* What a kind's config reading may need besides its keys. */
+typedef struct {
+    const ng_config *cfg;
+    int64_t steps; /* the run's optimizer steps (train.steps, or from train.epochs) */
+} ng_optim_env;
 
 /* One kind. A base is chosen by optimizer.name == name; a front part by its BOOL enable key. */
 typedef struct {
@@ -132,7 +188,7 @@ typedef struct {
     const char *bases;           /* front parts: "sgd", "sgd|adamw": the bases it may precede */
     size_t size;                 /* bytes of its settings */
     /* Reads its keys into settings and checks them; usage errors name the key. */
-    void (*read)(const ng_config *c, void *settings);
+    void (*read)(const ng_optim_env *e, void *settings);
     /* What depends on the number of ranks, checked before the run directory exists (NULL: none). */
     void (*check_world)(const void *settings, int world);
     ng_optimizer *(*build)(const void *settings, ng_model *m, ng_optimizer *inner);
@@ -148,7 +204,7 @@ typedef struct {
 } ng_optim_plan;
 
 /* Reads and checks every key of the chosen kinds (usage errors name the key). */
-void ng_optim_plan_read(ng_optim_plan *p, const ng_config *c);
+void ng_optim_plan_read(ng_optim_plan *p, const ng_optim_env *e);
 void ng_optim_plan_check_world(const ng_optim_plan *p, int world);
 /* Builds the chain on a built model and, under mpirun (comm of several ranks), distributes it. */
 struct ng_comm;

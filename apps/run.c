@@ -184,6 +184,12 @@ static int state_finite(ng_model *m, ng_optimizer *o) {
     return ok;
 }
 
+/* Whether a part keeps a state file: every part with a state table (a base always, for its step
+ * count); a part that keeps nothing between steps (loss smoothing) has none. */
+static int has_file(const ng_optimizer *part) {
+    return part->ops->state != NULL;
+}
+
 /* A part's state file in a checkpoint folder: "<file>.safetensors", or this rank's shard
  * "<file>.rankR-of-W.safetensors" when the part is sharded. Returns whether it is a shard. */
 static int part_file(char *out, size_t cap, const char *ck, const ng_optimizer *part) {
@@ -224,6 +230,7 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_run_pos
     ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
     int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS);
     for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
         int sharded = part_file(p, sizeof p, ck, parts[i]);
         if (!sharded && !rank0) continue;
         const char **names;
@@ -418,6 +425,7 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     /* Every file is checked to be there before any tensor is read. */
     check_no_foreign_state(ckpt, parts, np);
     for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
         int r = 0, w = 1, sharded = part_file(p, sizeof p, ckpt, parts[i]);
         ng_optimizer_sharded(parts[i], &r, &w);
         if (sharded)
@@ -434,6 +442,7 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     join(p, sizeof p, ckpt, "model.safetensors");
     ng_weights_load(m, p);
     for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
         part_file(p, sizeof p, ckpt, parts[i]);
         const char **names;
         ng_tensor **ts;
