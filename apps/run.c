@@ -168,12 +168,19 @@ static int part_table(ng_optimizer *part, const char ***names, ng_tensor ***ts) 
     return ng_optimizer_state(part, *names, *ts, n);
 }
 
+/* The parts of the chain o, outer first, into parts[NG_OPTIM_MAX_PARTS]. */
+static int chain_parts(ng_optimizer *o, ng_optimizer **parts) {
+    int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS);
+    NG_CHECK(np <= NG_OPTIM_MAX_PARTS, "optimizer: %d parts, at most %d", np, NG_OPTIM_MAX_PARTS);
+    return np;
+}
+
 /* Whether weights, buffers and every part's state are finite: what a checkpoint may hold. */
 static int state_finite(ng_model *m, ng_optimizer *o) {
     if (!ng_all_finite(&m->flat_params) || (m->nbuffers && !ng_all_finite(&m->flat_buffers)))
         return 0;
     ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
-    int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS), ok = 1;
+    int np = chain_parts(o, parts), ok = 1;
     for (int p = 0; p < np && ok; p++) {
         const char **names;
         ng_tensor **ts;
@@ -228,7 +235,7 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_run_pos
     char ostep[32];
     snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
     ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
-    int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS);
+    int np = chain_parts(o, parts);
     for (int i = 0; i < np; i++) {
         if (!has_file(parts[i])) continue;
         int sharded = part_file(p, sizeof p, ck, parts[i]);
@@ -421,7 +428,7 @@ ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *
     char p[4096], err[8192]; /* room for the path and two tensor descriptions */
     ng_run_position pos = ng_checkpoint_position(ckpt);
     ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
-    int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS);
+    int np = chain_parts(o, parts);
     /* Every file is checked to be there before any tensor is read. */
     check_no_foreign_state(ckpt, parts, np);
     for (int i = 0; i < np; i++) {
