@@ -185,11 +185,11 @@ void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);
 void ng_kfac_set_batch_small(ng_kfac *k, int on);
 
 /* K-FAC as a part of the optimizer interface (optimizer.h), in front of `inner` (which it owns
- * from then on): its observer feeds the factors in the step's passes, the loss scale reaches G,
- * and it preconditions the gradient (ng_kfac_step with the step of the last begin) before inner
- * steps. With c->fisher NG_KFAC_TRUE_FISHER it asks for the sampled backward, whose output
- * gradients alone feed G. Its state is ng_kfac_state's, in checkpoint file "kfac" (sharded when
- * ng_kfac_sharded says so); distributing it calls ng_kfac_distribute with
+ * from then on; on an error it stays the caller's): its observer feeds the factors in the step's
+ * passes, the loss scale reaches G, and it preconditions the gradient (ng_kfac_step with the step
+ * of the last begin) before inner steps. With c->fisher NG_KFAC_TRUE_FISHER it asks for the sampled
+ * backward, whose output gradients alone feed G. Its state is ng_kfac_state's, in checkpoint file
+ * "kfac" (sharded when ng_kfac_sharded says so); distributing it calls ng_kfac_distribute with
  * c->grad_worker_fraction. Metrics: "kfac_damping", the gamma of the step. */
 struct ng_optimizer;
 struct ng_optimizer_ops;

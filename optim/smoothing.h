@@ -49,7 +49,8 @@ extern const ng_optimizer_ops ng_smoothing_ops;
 /* a(t) of the config. */
 double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step);
 
-/* The wrapper in front of `inner` (owned from then on). A bad config is a usage error naming the
+/* The wrapper in front of `inner` (owned from then on; on an error it stays the caller's). A bad
+ * config is a usage error naming the
  * smoothing.* key. Its state is none (eps is a function of the key); metrics:
  * "smoothing_amplitude", a(t) of the step. Keeps a copy of the flat parameters (one more [numel]
  * buffer). */

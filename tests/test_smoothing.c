@@ -270,14 +270,19 @@ static void test_schedules(void) {
 
 static void test_errors(void) {
     ng_model *m = build_mlp(1);
+    ng_optimizer *inner = ng_optimizer_new(m, &sgd_cfg); /* stays ours: every call below fails */
     ng_smoothing_config c = config(NG_SMOOTH_GAUSSIAN, -1);
-    NG_TEST_ERROR(ng_smoothing_new(m, &c, ng_optimizer_new(m, &sgd_cfg)), "smoothing.amplitude");
+    NG_TEST_ERROR(ng_smoothing_new(m, &c, inner), "smoothing.amplitude");
     c = config(5, 0.1);
     NG_TEST_ERROR(ng_smoothing_new(m, &c, NULL), "optimizer");
-    NG_TEST_ERROR(ng_smoothing_new(m, &c, ng_optimizer_new(m, &sgd_cfg)), "smoothing.noise");
+    NG_TEST_ERROR(ng_smoothing_new(m, &c, inner), "smoothing.noise");
     c = config(NG_SMOOTH_GAUSSIAN, 0.1);
     c.schedule = NG_SMOOTH_COSINE, c.decay_steps = 0;
-    NG_TEST_ERROR(ng_smoothing_new(m, &c, ng_optimizer_new(m, &sgd_cfg)), "smoothing.decay_steps");
+    NG_TEST_ERROR(ng_smoothing_new(m, &c, inner), "smoothing.decay_steps");
+    c = config(NG_SMOOTH_GAUSSIAN, 0.1);
+    c.layers = 7;
+    NG_TEST_ERROR(ng_smoothing_new(m, &c, inner), "smoothing.layers");
+    ng_optimizer_free(inner);
     ng_model_free(m);
 }
 
