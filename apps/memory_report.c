@@ -11,6 +11,29 @@ size_t ng_mem_arena_capacity(size_t planned) {
     return planned + planned / 64 + ((size_t)1 << 20);
 }
 
+/* The optimizer chain's state, part by part (the registry's kinds, apps/optimizers.c), and the
+ * K-FAC part's settings when the chain has one (its memory depends on the layers' shapes). */
+static const ng_kfac_config *chain_memory(const ng_optim_plan *p, const ng_model *m, size_t es,
+                                          ng_mem_figures *f) {
+    const ng_kfac_config *k = NULL;
+    for (int i = 0; i < p->n; i++) {
+        const char *name = p->kind[i]->name;
+        if (!strcmp(name, "kfac")) {
+            k = p->settings[i];
+        } else if (!strcmp(name, "smoothing")) { /* the kept weights and a noise buffer */
+            int64_t largest = 0;
+            for (int j = 0; j < m->nparams; j++)
+                if (m->params[j].param->value.numel > largest)
+                    largest = m->params[j].param->value.numel;
+            f->cat[NG_MEM_OPTIMIZER] += (size_t)(m->numel + largest) * es;
+        } else { /* a base: sgd, adamw */
+            f->cat[NG_MEM_OPTIMIZER] +=
+                ng_optimizer_plan_bytes((const ng_optim_config *)p->settings[i], m->numel, es);
+        }
+    }
+    return k;
+}
+
 void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batch,
                     ng_mem_figures *f) {
     memset(f, 0, sizeof *f);
@@ -23,10 +46,10 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     f->cat[NG_MEM_PARAMS] = n * es + (mixed ? n * ng_dtype_size(s->compute) : 0) +
                             (size_t)m->buffer_numel * es * (m->nbuffers ? 2 : 1);
     f->cat[NG_MEM_GRADS] = n * es;
-    f->cat[NG_MEM_OPTIMIZER] = ng_optimizer_plan_bytes(&s->optim, m->numel, es);
-    ng_kfac_planner *kp = s->kfac_enabled ? ng_kfac_planner_new(&s->kfac, NG_F32, s->device) : NULL;
+    const ng_kfac_config *kc = chain_memory(&s->optim, m, es, f);
+    ng_kfac_planner *kp = kc ? ng_kfac_planner_new(kc, NG_F32, s->device) : NULL;
     ng_arena_plan tr = ng_plan_train_step_observed(m->root, nd, in, NG_F32, s->compute, s->device,
-                                                   s->kfac_enabled && s->kfac_true_fisher,
+                                                   kc && kc->fisher == NG_KFAC_TRUE_FISHER,
                                                    kp ? ng_kfac_planner_capture : NULL, kp);
     ng_arena_plan ev = ng_plan_eval(m->root, nd, in, NG_F32, s->compute, s->device);
     f->arenas.acts = tr.acts > ev.acts ? tr.acts : ev.acts;

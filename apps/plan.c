@@ -272,11 +272,14 @@ int ng_cmd_plan(int argc, char **argv) {
     ng_ckpt_spec_format(&s.arch.checkpoint, spec, sizeof spec);
     int64_t in[NG_MAX_DIMS];
     int nd = ng_arch_input_shape(&s.arch, in);
+    char chain[160] = "";
+    for (int i = 0; i < s.optim.n; i++) /* the optimizer chain, outer part first */
+        snprintf(chain + strlen(chain), sizeof chain - strlen(chain), "%s%s", i ? " + " : "",
+                 s.optim.kind[i]->name);
     printf("natgrad plan: %s, input [%lld", s.arch.arch, (long long)rank_batch);
     for (int i = 0; i < nd; i++) printf(", %lld", (long long)in[i]);
-    printf("], %s, %s, checkpoint %s, optimizer %s%s, %d rank%s\n", ng_dtype_name(s.compute),
-           ng_device_name(s.device), spec, s.optim.name, s.kfac_enabled ? " + K-FAC" : "", ranks,
-           ranks == 1 ? "" : "s");
+    printf("], %s, %s, checkpoint %s, optimizer %s, %d rank%s\n", ng_dtype_name(s.compute),
+           ng_device_name(s.device), spec, chain, ranks, ranks == 1 ? "" : "s");
     ng_mem_table(stdout, &pred, NULL);
     printf("fits %.2f GiB: %s (%.1f%% of it)\n", gib(budget),
            pred.device_peak <= budget ? "yes" : "no", 100.0 * pred.device_peak / budget);

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "apps/optimizers.h"
 #include "nn/weights.h"
 
 static void join(char *out, size_t cap, const char *a, const char *b) {
@@ -158,48 +159,70 @@ static int load_table(const char *p, const char **names, ng_tensor **ts, int n, 
     return !err[0];
 }
 
-/* K-FAC's state table, sized by a first call. */
-static int kfac_table(ng_kfac *k, const char ***names, ng_tensor ***ts) {
-    int n = ng_kfac_state(k, NULL, NULL, 0);
+/* A part's state table, sized by a first call; the caller frees both arrays. */
+static int part_table(ng_optimizer *part, const char ***names, ng_tensor ***ts) {
+    int n = ng_optimizer_state_count(part);
     *names = malloc(sizeof **names * (size_t)(n + 1));
     *ts = malloc(sizeof **ts * (size_t)(n + 1));
-    return ng_kfac_state(k, *names, *ts, n);
+    NG_CHECK(*names && *ts, "out of host memory listing %s state", part->ops->title);
+    return ng_optimizer_state(part, *names, *ts, n);
 }
 
-/* Whether weights, buffers and optimizer state are all finite: what a checkpoint may hold. */
+/* The parts of the chain o, outer first, into parts[NG_OPTIM_MAX_PARTS]. */
+static int chain_parts(ng_optimizer *o, ng_optimizer **parts) {
+    int np = ng_optimizer_parts(o, parts, NG_OPTIM_MAX_PARTS);
+    NG_CHECK(np <= NG_OPTIM_MAX_PARTS, "optimizer: %d parts, at most %d", np, NG_OPTIM_MAX_PARTS);
+    return np;
+}
+
+/* Whether weights, buffers and every part's state are finite: what a checkpoint may hold. */
 static int state_finite(ng_model *m, ng_optimizer *o) {
     if (!ng_all_finite(&m->flat_params) || (m->nbuffers && !ng_all_finite(&m->flat_buffers)))
         return 0;
-    const char *names[NG_OPTIM_MAX_STATE + 1];
-    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
-    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
-    for (int i = 0; i < n; i++)
-        if (!ng_all_finite(ts[i])) return 0;
-    return 1;
+    ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
+    int np = chain_parts(o, parts), ok = 1;
+    for (int p = 0; p < np && ok; p++) {
+        const char **names;
+        ng_tensor **ts;
+        int n = part_table(parts[p], &names, &ts);
+        for (int i = 0; i < n && ok; i++) ok = ng_all_finite(ts[i]);
+        free(names), free(ts);
+    }
+    return ok;
 }
 
-/* The K-FAC state file of this process in a checkpoint folder: its shard, or the whole state. */
-static void kfac_file(char *out, size_t cap, const char *ck, ng_kfac *k) {
-    int r, w;
-    char name[64] = "kfac.safetensors";
-    if (ng_kfac_sharded(k, &r, &w))
-        snprintf(name, sizeof name, "kfac.rank%d-of-%d.safetensors", r, w);
+/* Whether a part keeps a state file: every part with a state table (a base always, for its step
+ * count); a part that keeps nothing between steps (loss smoothing) has none. */
+static int has_file(const ng_optimizer *part) {
+    return part->ops->state != NULL;
+}
+
+/* A part's state file in a checkpoint folder: "<file>.safetensors", or this rank's shard
+ * "<file>.rankR-of-W.safetensors" when the part is sharded. Returns whether it is a shard. */
+static int part_file(char *out, size_t cap, const char *ck, const ng_optimizer *part) {
+    int r, w, sharded = ng_optimizer_sharded(part, &r, &w);
+    char name[256];
+    if (sharded)
+        snprintf(name, sizeof name, "%s.rank%d-of-%d.safetensors", part->ops->file, r, w);
+    else
+        snprintf(name, sizeof name, "%s.safetensors", part->ops->file);
     join(out, cap, ck, name);
+    return sharded;
 }
 
 static void barrier(ng_comm *c) {
     if (c) ng_comm_barrier(c);
 }
 
-int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                       ng_run_position pos, int64_t keep, ng_comm *c) {
+int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_run_position pos,
+                       int64_t keep, ng_comm *c) {
     /* One decision for all ranks (their batch-norm buffers may differ). */
     double bad = !state_finite(m, o);
     if (c) ng_comm_scalars(c, &bad, 1, NG_COMM_SCALAR_MAX);
     if (bad) return 0;
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)pos.step);
-    int rank0 = !c || ng_comm_rank(c) == 0, r, w, sharded = k && ng_kfac_sharded(k, &r, &w);
+    int rank0 = !c || ng_comm_rank(c) == 0;
     char ck[4096], p[4096];
     ckpt_path(ck, sizeof ck, dir, pos.step);
     if (rank0) {
@@ -207,17 +230,25 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k
         mkdir_p(ck);
     }
     barrier(c); /* the folder exists, empty, before any rank writes into it */
-    if (k && (sharded || rank0)) {
-        const char **kn;
-        ng_tensor **kt;
-        int kc = kfac_table(k, &kn, &kt);
-        kfac_file(p, sizeof p, ck, k);
-        save_table(p, kn, kt, kc, NULL);
-        free(kn), free(kt);
+    /* Every part's state: rank 0 writes the replicated ones, every rank its own shards. The base's
+     * file carries the chain's step count. */
+    char ostep[32];
+    snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
+    ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
+    int np = chain_parts(o, parts);
+    for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
+        int sharded = part_file(p, sizeof p, ck, parts[i]);
+        if (!sharded && !rank0) continue;
+        const char **names;
+        ng_tensor **ts;
+        int n = part_table(parts[i], &names, &ts);
+        save_table(p, names, ts, n,
+                   i == np - 1 ? (const char *[]){"optimizer_step", ostep, NULL} : NULL);
+        free(names), free(ts);
     }
     if (rank0) {
-        char epoch[32], index[32], ostep[32], secs[48], skipped[32], streak[32], scale[48],
-            clean[32];
+        char epoch[32], index[32], secs[48], skipped[32], streak[32], scale[48], clean[32];
         snprintf(scale, sizeof scale, "%.17g", pos.loss_scale);
         snprintf(clean, sizeof clean, "%lld", (long long)pos.scale_clean);
         snprintf(secs, sizeof secs, "%.17g", pos.train_s);
@@ -225,7 +256,6 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k
         snprintf(streak, sizeof streak, "%lld", (long long)pos.skip_streak);
         snprintf(epoch, sizeof epoch, "%lld", (long long)pos.epoch);
         snprintf(index, sizeof index, "%lld", (long long)pos.index);
-        snprintf(ostep, sizeof ostep, "%lld", (long long)ng_optimizer_get_step(o));
         const char *meta[] = {"format",
                               "pt",
                               "step",
@@ -247,11 +277,6 @@ int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k
                               NULL};
         join(p, sizeof p, ck, "model.safetensors");
         ng_weights_save(m, p, meta);
-        const char *names[NG_OPTIM_MAX_STATE + 1];
-        ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
-        int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
-        join(p, sizeof p, ck, "optimizer.safetensors");
-        save_table(p, names, ts, n, (const char *[]){"optimizer_step", ostep, NULL});
     }
     barrier(c); /* every shard is on disk */
     if (!rank0) return 1;
@@ -371,40 +396,70 @@ ng_run_position ng_checkpoint_position(const char *ckpt) {
     return pos;
 }
 
-ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o, ng_kfac *k) {
-    char p[4096];
+/* A state file in the checkpoint folder that no part of this run reads (the run that wrote it had
+ * a part this one lacks) is a usage error naming it. */
+static void check_no_foreign_state(const char *ckpt, ng_optimizer **parts, int np) {
+    DIR *d = opendir(ckpt);
+    NG_CHECK(d, "cannot read checkpoint folder %s: %s", ckpt, strerror(errno));
+    char foreign[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) && !foreign[0]) {
+        const char *n = e->d_name, *ext = strstr(n, ".safetensors");
+        if (!ext || ext[12] || !strcmp(n, "model.safetensors")) continue;
+        size_t stem = strcspn(n, "."); /* "kfac" of kfac.safetensors and kfac.rank1-of-4... */
+        int known = 0;
+        for (int i = 0; i < np && !known; i++)
+            known = strlen(parts[i]->ops->file) == stem && !strncmp(parts[i]->ops->file, n, stem);
+        if (!known) snprintf(foreign, sizeof foreign, "%.*s", (int)stem, n);
+    }
+    closedir(d);
+    if (!foreign[0]) return;
+    char chain[128];
+    ng_optimizer_describe(parts[0], chain, sizeof chain);
+    const ng_optim_kind *k = ng_optim_kind_of_file(foreign);
+    if (k)
+        ng_fail("%s: the checkpoint holds %s state (%s.*) but this run (%s) does not use %s (%s)",
+                ckpt, k->ops->title, foreign, chain, k->ops->title, k->enable_key);
+    ng_fail("%s: the checkpoint holds optimizer state %s.* that no part of this run (%s) reads",
+            ckpt, foreign, chain);
+}
+
+ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o) {
+    char p[4096], err[8192]; /* room for the path and two tensor descriptions */
     ng_run_position pos = ng_checkpoint_position(ckpt);
+    ng_optimizer *parts[NG_OPTIM_MAX_PARTS];
+    int np = chain_parts(o, parts);
+    /* Every file is checked to be there before any tensor is read. */
+    check_no_foreign_state(ckpt, parts, np);
+    for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
+        int r = 0, w = 1, sharded = part_file(p, sizeof p, ckpt, parts[i]);
+        ng_optimizer_sharded(parts[i], &r, &w);
+        if (sharded)
+            NG_CHECK(
+                access(p, F_OK) == 0,
+                "%s: no %s shard for rank %d of %d; a run whose %s state is sharded resumes on "
+                "as many ranks as wrote its checkpoint",
+                p, parts[i]->ops->title, r, w, parts[i]->ops->title);
+        else
+            NG_CHECK(access(p, F_OK) == 0,
+                     "%s: the checkpoint has no %s state, which this run (%s) uses", p,
+                     parts[i]->ops->title, parts[i]->ops->kind);
+    }
     join(p, sizeof p, ckpt, "model.safetensors");
     ng_weights_load(m, p);
-
-    join(p, sizeof p, ckpt, "optimizer.safetensors");
-    const char *names[NG_OPTIM_MAX_STATE + 1];
-    ng_tensor *ts[NG_OPTIM_MAX_STATE + 1];
-    char err[1024];
-    int n = ng_optimizer_state(o, names, ts, NG_OPTIM_MAX_STATE);
-    if (!load_table(p, names, ts, n, "optimizer", err, sizeof err)) ng_fail("%s", err);
-    ng_optimizer_set_step(o, pos.optimizer_step);
-    NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
-    join(p, sizeof p, ckpt, "kfac.safetensors");
-    int r, w;
-    if (k && ng_kfac_sharded(k, &r, &w)) {
-        kfac_file(p, sizeof p, ckpt, k);
-        NG_CHECK(access(p, F_OK) == 0,
-                 "%s: no K-FAC shard for rank %d of %d; a run with kfac.grad_worker_fraction < 1 "
-                 "resumes on as many ranks as wrote its checkpoint",
-                 p, r, w);
-    }
-    NG_CHECK(!k == (access(p, F_OK) != 0),
-             "%s: the checkpoint %s K-FAC state but this run %s K-FAC (kfac.enabled)", ckpt,
-             k ? "has no" : "holds", k ? "uses" : "does not use");
-    if (k) {
-        const char **kn;
-        ng_tensor **kt;
-        int kc = kfac_table(k, &kn, &kt);
-        int ok = load_table(p, kn, kt, kc, "K-FAC", err, sizeof err);
-        free(kn), free(kt);
+    for (int i = 0; i < np; i++) {
+        if (!has_file(parts[i])) continue;
+        part_file(p, sizeof p, ckpt, parts[i]);
+        const char **names;
+        ng_tensor **ts;
+        int n = part_table(parts[i], &names, &ts);
+        int ok = load_table(p, names, ts, n, parts[i]->ops->title, err, sizeof err);
+        free(names), free(ts);
         if (!ok) ng_fail("%s", err);
     }
+    ng_optimizer_set_step(o, pos.optimizer_step);
+    NG_CHECK(state_finite(m, o), "%s: non-finite weights or optimizer state", ckpt);
     return pos;
 }
 

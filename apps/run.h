@@ -2,8 +2,9 @@
  * complete or ignored. Layout:
  *   DIR/config.yaml                      resolved config with versions and git revision
  *   DIR/metrics.jsonl                    one JSON object per logged step and per evaluation
- *   DIR/checkpoints/step-00000500/       model.safetensors, optimizer.safetensors,
- *                                        kfac.safetensors (with K-FAC), COMPLETE
+ *   DIR/checkpoints/step-00000500/       model.safetensors, one file per optimizer part:
+ *                                        optimizer.safetensors (the base), kfac.safetensors
+ *                                        (with K-FAC) or its shards, COMPLETE
  *   DIR/final.safetensors                the weights at the end of the run
  *   DIR/result.json                      the final evaluation, written with final.safetensors
  *   DIR/.lock                            flock'ed by the process using DIR; holds its pid
@@ -19,7 +20,6 @@
 #include "apps/config.h"
 #include "apps/metrics.h"
 #include "nn/model.h"
-#include "optim/kfac.h"
 #include "optim/optimizer.h"
 
 /* What a checkpoint restores besides tensors. */
@@ -45,23 +45,25 @@ void ng_run_dir_create(const char *dir);
 /* Writes DIR/name atomically. */
 void ng_run_write(const char *dir, const char *name, const char *text);
 
-/* Saves weights, buffers, optimizer state and K-FAC state (k may be NULL) for `pos`, then writes
- * COMPLETE; keeps the newest `keep` complete checkpoints and removes older ones. Returns 0 and
- * writes nothing when a weight, buffer or optimizer state is not finite (such a state is never a
- * checkpoint). With a communicator c of several ranks every rank calls it: rank 0 writes the
- * replicated state (weights, optimizer, K-FAC unless sharded), each rank its own K-FAC shard
- * (kfac.rankR-of-W.safetensors) when K-FAC is sharded, and rank 0 writes COMPLETE after all of
- * them (barriers between). c NULL: this process alone. */
+/* Saves weights, buffers and the state of every part of the optimizer chain o for `pos`, then
+ * writes COMPLETE; keeps the newest `keep` complete checkpoints and removes older ones. Each part
+ * goes to "<its file>.safetensors" (optimizer.safetensors for the base, with the chain's step
+ * count as metadata "optimizer_step"). Returns 0 and writes nothing when a weight, buffer or
+ * optimizer state is not finite (such a state is never a checkpoint). With a communicator c of
+ * several ranks every rank calls it: rank 0 writes the replicated state, each rank its own shard
+ * ("<file>.rankR-of-W.safetensors") of a sharded part (K-FAC with grad_worker_fraction < 1), and
+ * rank 0 writes COMPLETE after all of them (barriers between). c NULL: this process alone. */
 struct ng_comm;
-int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_kfac *k,
-                       ng_run_position pos, int64_t keep, struct ng_comm *c);
+int ng_checkpoint_save(const char *dir, ng_model *m, ng_optimizer *o, ng_run_position pos,
+                       int64_t keep, struct ng_comm *c);
 /* The newest complete checkpoint's folder under DIR/checkpoints (into out), or 0 when none.
  * Folders without COMPLETE (a crash mid-write) are ignored. */
 int ng_checkpoint_latest(const char *dir, char *out, size_t cap);
-/* Restores a checkpoint folder into m, o and k; returns its position (ng_checkpoint_position).
- * A sharded K-FAC reads its own rank's shard, which must exist (same world size as the run that
- * wrote it). Errors name the file. */
-ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o, ng_kfac *k);
+/* Restores a checkpoint folder into m and every part of o; returns its position
+ * (ng_checkpoint_position). Every part's file must be there (a sharded part reads this rank's
+ * shard: same world size as the run that wrote it), and no state file of a part this run lacks.
+ * Errors name the file. */
+ng_run_position ng_checkpoint_load(const char *ckpt, ng_model *m, ng_optimizer *o);
 
 /* The final evaluation of a finished run, in DIR/result.json (written atomically). */
 typedef struct {

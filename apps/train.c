@@ -200,8 +200,7 @@ static const char *nonfinite_in(ng_model *m, double loss) {
 typedef struct {
     const ng_train_setup *s;
     ng_model *m;
-    ng_optimizer *opt;
-    ng_kfac *kfac;            /* NULL without K-FAC */
+    ng_optimizer *opt;        /* the chain: base optimizer and the parts in front of it */
     ng_tensor x, y;           /* the device's input [batch, C, H, W] and labels [batch] */
     ng_tensor buffers_before; /* the flat buffers before a step's forward (models with some) */
     int64_t poison_step;      /* a test hook, see ng_cmd_train */
@@ -232,10 +231,6 @@ typedef struct {
     const char *bad; /* NULL, or what was not finite (nonfinite_in): the step was skipped */
 } step_result;
 
-/* One step on batch b: forward, loss, backward, and, when all is finite, clip, K-FAC and the
- * optimizer. A non-finite loss or gradient skips the step before anything keeps it: the
- * optimizer does not step, batch-norm buffers are put back, and K-FAC, which folds a step's
- * statistics into its factors only in ng_kfac_step, drops them at the next ng_kfac_begin. */
 /* The measured peaks so far, for the metrics line (valid until the next call). */
 static const char *memory_json(const ng_model *m) {
     static char text[512];
@@ -245,10 +240,15 @@ static const char *memory_json(const ng_model *m) {
     return text;
 }
 
+/* One step on batch b through the optimizer interface: forward, loss, backward, and, when all is
+ * finite, clip and the optimizer's step. A non-finite loss or gradient skips the step before
+ * anything keeps it: the optimizer does not step and batch-norm buffers are put back; a part that
+ * gathers statistics in the passes (K-FAC) keeps them only in its step and drops them at the next
+ * begin. */
 static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     const ng_train_setup *s = t->s;
     ng_model *m = t->m;
-    ng_kfac *kfac = t->kfac;
+    ng_optimizer *opt = t->opt;
     ng_tensor xv, yv;
     upload(b, &t->x, &t->y, &xv, &yv);
     ng_model_reset_arenas(m);
@@ -257,15 +257,13 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
      * the plain seed, so a one-rank run is the same as before). */
     uint64_t seed = s->seed ^ ((uint64_t)t->rank * UINT64_C(0x9E3779B97F4A7C15));
     ng_ctx ctx = ng_model_ctx(m, 1, seed, (uint64_t)step);
-    if (kfac) { /* inputs feed A in this forward; G comes from the labels chosen below */
-        ctx.observer = ng_kfac_observer(kfac);
-        ng_kfac_begin(kfac, step, b->b, 1, !s->kfac_true_fisher);
-    }
+    ctx.observer = ng_optimizer_observer(opt);
+    ng_optimizer_begin(opt, step, b->b);
     ng_tensor logits = ng_model_forward(m, &ctx, &xv);
     ng_tensor dlogits =
         ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
-    if (kfac && s->kfac_true_fisher) {
-        /* The true Fisher: G from a backward on labels drawn from the model, whose parameter
+    if (ng_optimizer_sampled_backward(opt)) {
+        /* E.g. K-FAC's true Fisher: a backward on labels drawn from the model, whose parameter
          * gradients are then dropped. */
         ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b->b}, "sampled");
         ng_sample_categorical(&logits,
@@ -274,24 +272,26 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
                                            .offset = (uint64_t)step << 32},
                               &sampled);
         ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
-        ng_kfac_begin(kfac, step, b->b, 0, 1);
+        ng_optimizer_pass(opt, NG_PASS_SAMPLED);
         ng_model_zero_grad(m);
         ctx.retain = 1; /* the forward serves the backward below too */
         ng_model_backward(m, &ctx, &dlogits);
         ctx.retain = 0;
-        ng_kfac_begin(kfac, step, b->b, 0, 0);
     }
+    ng_optimizer_pass(opt, NG_PASS_LOSS);
     int64_t correct = 0;
     step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
     /* The loss gradient is multiplied by the loss scale (fp16), so small gradients survive the
-     * half-precision backward; K-FAC divides it out of G, the unscale below out of the rest. */
+     * half-precision backward; the optimizer's parts divide it out of what they gather (K-FAC's
+     * G), the unscale below out of the gradient. */
     r.scale = ng_loss_scaler_scale(&t->scaler);
-    if (kfac) ng_kfac_set_loss_scale(kfac, r.scale);
+    ng_optimizer_set_loss_scale(opt, r.scale);
     r.loss = ng_softmax_xent_scaled(&logits, &yv, s->smoothing, r.scale, &dlogits, &correct);
     ng_model_zero_grad(m);
     ctx.grad_ready = t->buckets ? &t->hook : NULL;
     double tb = ng_now();
     ng_model_backward(m, &ctx, &dlogits);
+    ng_optimizer_after_backward(opt);
     if (t->buckets) { /* the average over the ranks: every rank now holds the same gradient */
         ng_sync(s->device);
         double tw = ng_now();
@@ -314,8 +314,7 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
     }
     if (r.scale != 1.0) ng_scale(1.0 / r.scale, &m->flat_grads);
     r.gnorm = ng_clip_grad_norm(m, s->clip);
-    if (kfac) ng_kfac_step(kfac, step, r.lr);
-    ng_optimizer_step(t->opt, r.lr);
+    ng_optimizer_step(opt, r.lr);
     if (s->sync_bn && m->nbuffers && t->world > 1)
         ng_comm_allreduce(t->comm, &m->flat_buffers, NG_COMM_AVG);
     ng_model_refresh_compute(m); /* the half copy of the new master weights */
@@ -382,7 +381,7 @@ int ng_cmd_train(int argc, char **argv) {
              "train.batch_size: %lld is not a multiple of the %d ranks (each rank takes "
              "batch_size / ranks examples)",
              (long long)s.batch, world);
-    if (s.kfac_enabled) ng_kfac_grad_workers(s.kfac_fraction, world); /* before DIR exists */
+    ng_optim_plan_check_world(&s.optim, world); /* before DIR exists */
     char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);
@@ -430,11 +429,9 @@ int ng_cmd_train(int argc, char **argv) {
     ng_mem_figures planned;
     ng_model *m = build_model(&s, s.batch / world, &planned);
     ng_mem_category was = ng_mem_set_category(NG_MEM_OPTIMIZER);
-    ng_optimizer *opt = ng_optimizer_new(m, &s.optim);
+    ng_optimizer *opt = ng_optim_plan_build(&s.optim, m, comm);
     ng_mem_set_category(was);
-    ng_kfac *kfac = s.kfac_enabled ? ng_kfac_new(m, &s.kfac) : NULL;
-    if (kfac) ng_kfac_distribute(kfac, comm, s.kfac_fraction);
-    if (resume_from) pos = ng_checkpoint_load(ckpt, m, opt, kfac);
+    if (resume_from) pos = ng_checkpoint_load(ckpt, m, opt);
     ng_metrics metrics = {0};
     if (rank0) {
         write_config(&s, out, history);
@@ -457,8 +454,7 @@ int ng_cmd_train(int argc, char **argv) {
              "%s/model.safetensors: metadata 'index' %lld is beyond the %lld batches of an epoch",
              ckpt, (long long)pos.index, (long long)per_epoch);
     ng_loader_seek(loader, pos.epoch, pos.index);
-    trainer t = {
-        .s = &s, .m = m, .opt = opt, .kfac = kfac, .comm = comm, .rank = rank, .world = world};
+    trainer t = {.s = &s, .m = m, .opt = opt, .comm = comm, .rank = rank, .world = world};
     input_tensors(&s, s.batch / world, &t.x, &t.y);
     ng_loss_scaler_init(&t.scaler, &s.scale);
     if (resume_from && pos.loss_scale > 0) { /* where the interrupted run had got to */
@@ -484,12 +480,14 @@ int ng_cmd_train(int argc, char **argv) {
     }
 
     if (rank0) {
+        char chain[128];
+        ng_optimizer_describe(opt, chain, sizeof chain);
         fprintf(stderr,
                 "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
                 "%lld steps (%.1f epochs), %s -> %s\n",
                 s.arch.arch, (long long)m->count, ng_device_name(s.device), s.data_desc,
                 (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
-                (double)s.steps / (double)per_epoch, s.optim.name, out);
+                (double)s.steps / (double)per_epoch, chain, out);
         if (world > 1)
             fprintf(stderr,
                     "on %d ranks (%d nodes, %s backend): %lld examples each, all-reduce %s, %d "
@@ -510,7 +508,7 @@ int ng_cmd_train(int argc, char **argv) {
     int64_t first_step = pos.step;
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     prog.quiet = !rank0;
-    char line[1024];
+    char line[2048];
     eval_result ev = {0, 0, 0};
     double window_t0 = ng_now();
     int64_t window_imgs = 0, skipped_since_log = 0;
@@ -540,16 +538,18 @@ int ng_cmd_train(int argc, char **argv) {
         int diverged = pos.skip_streak >= s.max_skips;
         double ips = window_imgs / (ng_now() - window_t0);
         if (done % s.log_every == 0 || done == s.steps || diverged) {
+            char fields[512]; /* the optimizer's own, e.g. K-FAC's damping */
+            ng_optimizer_metrics(opt, fields, sizeof fields);
             snprintf(line, sizeof line,
                      "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
                      "\"accuracy\": %.6f, \"lr\": %s, \"grad_norm\": %s, \"images_per_s\": %s, "
                      "\"step_ms\": %.3f, \"loss_scale\": %s, \"skipped\": %lld, "
-                     "\"skipped_total\": %lld, \"memory_mib\": %s}",
+                     "\"skipped_total\": %lld%s, \"memory_mib\": %s}",
                      (long long)done, (double)done / (double)per_epoch,
                      ng_json_num("%.9g", r.loss).s, r.acc, ng_json_num("%.9g", r.lr).s,
                      ng_json_num("%.9g", r.gnorm).s, ng_json_num("%.1f", ips).s, ms,
                      ng_json_num("%.9g", r.scale).s, (long long)skipped_since_log,
-                     (long long)pos.skipped, memory_json(m));
+                     (long long)pos.skipped, fields, memory_json(m));
             if (rank0) ng_metrics_line(&metrics, line);
             window_t0 = ng_now(), window_imgs = 0, skipped_since_log = 0;
         }
@@ -589,7 +589,7 @@ int ng_cmd_train(int argc, char **argv) {
         int stop = sig || (s.stop_at && done == s.stop_at && done < s.steps);
         int saved = 0;
         if (done % s.ckpt_every == 0 || done == s.steps || stop) {
-            saved = ng_checkpoint_save(out, m, opt, kfac, pos, s.keep_ckpts, comm);
+            saved = ng_checkpoint_save(out, m, opt, pos, s.keep_ckpts, comm);
             if (!saved)
                 ng_progress_note(&prog,
                                  "step %lld: no checkpoint, weights or optimizer state are not "
@@ -662,7 +662,6 @@ int ng_cmd_train(int argc, char **argv) {
     ng_tensor_free(&t.x), ng_tensor_free(&t.y);
     if (m->nbuffers) ng_tensor_free(&t.buffers_before);
     ng_optimizer_free(opt);
-    ng_kfac_free(kfac);
     ng_model_free(m);
     ng_train_setup_free(&s);
     ng_comm_finalize(comm);

@@ -91,45 +91,7 @@ const ng_cfg_spec ng_train_spec[] = {
      "activation + gradient arena size in MiB (2/3 activations); 0 = what natgrad plan "
      "predicts a step needs"},
 
-    {"optimizer.name", NG_CFG_CHOICE, "sgd", NONE, "sgd|adamw", "base optimizer"},
-    {"optimizer.lr", NG_CFG_FLOAT, "0.1", 0, 1e6, NULL, "peak learning rate"},
-    {"optimizer.momentum", NG_CFG_FLOAT, "0.9", 0, 1, NULL, "sgd momentum"},
-    {"optimizer.nesterov", NG_CFG_BOOL, "false", NONE, NULL, "sgd Nesterov momentum"},
-    {"optimizer.weight_decay", NG_CFG_FLOAT, "0", 0, 10, NULL,
-     "weight decay (not on biases and norms)"},
-    {"optimizer.decoupled", NG_CFG_BOOL, "false", NONE, NULL,
-     "sgd: decoupled weight decay (SGDW) instead of L2"},
-    {"optimizer.beta1", NG_CFG_FLOAT, "0.9", 0, 0.999999, NULL, "adamw beta1"},
-    {"optimizer.beta2", NG_CFG_FLOAT, "0.999", 0, 0.999999999, NULL, "adamw beta2"},
-    {"optimizer.eps", NG_CFG_FLOAT, "1e-8", 1e-30, 1, NULL, "adamw epsilon"},
-
-    {"kfac.enabled", NG_CFG_BOOL, "false", NONE, NULL,
-     "precondition the gradients with K-FAC before the optimizer steps"},
-    {"kfac.fisher", NG_CFG_CHOICE, "empirical", NONE, "empirical|true",
-     "G from the data's labels, or from labels sampled from the model (one extra backward)"},
-    {"kfac.factor_decay", NG_CFG_FLOAT, "0.95", 0, 0.999999, NULL,
-     "running-average weight of the old factors"},
-    {"kfac.factor_every", NG_CFG_INT, "10", 1, 1e9, NULL, "steps between factor updates"},
-    {"kfac.inv_every", NG_CFG_INT, "100", 1, 1e9, NULL,
-     "steps between eigendecompositions / inverses"},
-    {"kfac.damping", NG_CFG_FLOAT, "0.001", 1e-12, 1e6, NULL, "Tikhonov damping gamma"},
-    {"kfac.damping_final", NG_CFG_FLOAT, "0", 0, 1e6, NULL,
-     "damping reached after damping_steps (geometric); 0 = constant"},
-    {"kfac.damping_steps", NG_CFG_INT, "0", 0, 1e12, NULL, "steps of the damping schedule"},
-    {"kfac.damping_mode", NG_CFG_CHOICE, "sum", NONE, "sum|factored",
-     "sum: (A kron G + gamma I)^-1 (kfac-pytorch); factored: (G + gG I)^-1 dW (A + gA I)^-1"},
-    {"kfac.pi_damping", NG_CFG_BOOL, "false", NONE, NULL,
-     "factored mode: split gamma between A and G by pi"},
-    {"kfac.inverse", NG_CFG_CHOICE, "eigen", NONE, "eigen|cholesky",
-     "eigendecomposition, or damped Cholesky inverses (factored only)"},
-    {"kfac.kl_clip", NG_CFG_FLOAT, "0.001", 0, 1e6, NULL,
-     "KL clipping of the preconditioned step (0 = off)"},
-    {"kfac.tokens", NG_CFG_CHOICE, "expand", NONE, "expand|reduce",
-     "Linear layers on token sequences: KFAC-expand or KFAC-reduce"},
-
-    {"kfac.grad_worker_fraction", NG_CFG_FLOAT, "1", 1e-9, 1, NULL,
-     "under mpirun: share of ranks holding each layer's inverses (KAISA); 1 = all (inverses "
-     "broadcast), 1/world = the owner only (preconditioned gradients broadcast)"},
+    NG_OPTIM_CFG_ROWS,
 
     {"comm.allreduce", NG_CFG_STRING, "auto", NONE, NULL,
      "gradient all-reduce: auto|flat|ring|hier_rs|hier_leader|torus, levels as "
@@ -297,38 +259,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     s->clip = ng_cfg_float(c, "train.clip_grad_norm");
     s->smoothing = ng_cfg_float(c, "train.label_smoothing");
 
-    ng_optim_config *o = &s->optim;
-    o->name = ng_cfg_str(c, "optimizer.name");
-    o->momentum = ng_cfg_float(c, "optimizer.momentum");
-    o->nesterov = ng_cfg_bool(c, "optimizer.nesterov");
-    o->weight_decay = ng_cfg_float(c, "optimizer.weight_decay");
-    o->decoupled = ng_cfg_bool(c, "optimizer.decoupled");
-    o->beta1 = ng_cfg_float(c, "optimizer.beta1");
-    o->beta2 = ng_cfg_float(c, "optimizer.beta2");
-    o->eps = ng_cfg_float(c, "optimizer.eps");
-    NG_CHECK(!o->nesterov || o->momentum > 0, "optimizer.nesterov: needs optimizer.momentum > 0");
-
-    s->kfac_enabled = ng_cfg_bool(c, "kfac.enabled");
-    s->kfac_true_fisher = !strcmp(ng_cfg_str(c, "kfac.fisher"), "true");
-    ng_kfac_config *k = &s->kfac;
-    *k = ng_kfac_default_config();
-    k->factor_decay = ng_cfg_float(c, "kfac.factor_decay");
-    k->factor_every = ng_cfg_int(c, "kfac.factor_every");
-    k->inv_every = ng_cfg_int(c, "kfac.inv_every");
-    k->damping = ng_cfg_float(c, "kfac.damping");
-    k->damping_final = ng_cfg_float(c, "kfac.damping_final");
-    k->damping_steps = ng_cfg_int(c, "kfac.damping_steps");
-    if (k->damping_final == 0) k->damping_final = k->damping;
-    k->damping_mode = strcmp(ng_cfg_str(c, "kfac.damping_mode"), "sum") ? NG_KFAC_DAMP_FACTORED
-                                                                        : NG_KFAC_DAMP_SUM;
-    k->pi_damping = ng_cfg_bool(c, "kfac.pi_damping");
-    k->inverse = strcmp(ng_cfg_str(c, "kfac.inverse"), "eigen") ? NG_KFAC_CHOLESKY : NG_KFAC_EIGEN;
-    k->kl_clip = ng_cfg_float(c, "kfac.kl_clip");
-    k->tokens = strcmp(ng_cfg_str(c, "kfac.tokens"), "expand") ? NG_KFAC_REDUCE : NG_KFAC_EXPAND;
-    NG_CHECK(!(k->inverse == NG_KFAC_CHOLESKY && k->damping_mode == NG_KFAC_DAMP_SUM),
-             "kfac.inverse: cholesky needs kfac.damping_mode=factored (the sum form needs the "
-             "eigendecomposition)");
-    s->kfac_fraction = ng_cfg_float(c, "kfac.grad_worker_fraction");
+    ng_optim_plan_read(&s->optim, &(ng_optim_env){.cfg = c, .steps = s->steps});
 
     const char *prec = ng_cfg_str(c, "precision.compute");
     s->compute = !strcmp(prec, "fp16") ? NG_F16 : !strcmp(prec, "bf16") ? NG_BF16 : NG_F32;
@@ -340,10 +271,6 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
         s->scale.backoff_factor = ng_cfg_float(c, "precision.backoff_factor");
     }
     s->scale.max_skips = s->max_skips; /* one limit on skipped steps, whatever their cause */
-    NG_CHECK(!(s->kfac_enabled && s->kfac_true_fisher && s->compute != NG_F32),
-             "kfac.fisher: true samples labels from fp32 logits only; use precision.compute=fp32 "
-             "or kfac.fisher=empirical");
-
     ng_comm_config *cc = &s->comm;
     *cc = (ng_comm_config){.ranks_per_node = (int)ng_cfg_int(c, "comm.ranks_per_node")};
     const char *ar = ng_cfg_str(c, "comm.allreduce");
@@ -356,8 +283,6 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              cc->table_file);
     s->bucket_bytes = (size_t)(ng_cfg_float(c, "comm.bucket_mib") * 1048576.0);
     s->sync_bn = ng_cfg_bool(c, "model.sync_bn");
-    NG_CHECK(!s->kfac_enabled || !strcmp(s->optim.name, "sgd"),
-             "kfac.enabled: K-FAC preconditions SGD (optimizer.name=sgd), not %s", s->optim.name);
 
     ng_schedule *sc = &s->sched;
     sc->kind = (ng_sched_kind)ng_schedule_kind_from_name(ng_cfg_str(c, "schedule.name"));
@@ -379,6 +304,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
 }
 
 void ng_train_setup_free(ng_train_setup *s) {
+    ng_optim_plan_free(&s->optim);
     ng_source_free(s->train);
     ng_source_free(s->test);
     ng_config_free(s->cfg);

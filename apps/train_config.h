@@ -4,13 +4,12 @@
 #define NG_TRAIN_CONFIG_H
 
 #include "apps/config.h"
+#include "apps/optimizers.h"
 #include "comm/comm.h"
 #include "data/augment.h"
 #include "data/source.h"
 #include "nn/models.h"
-#include "optim/kfac.h"
 #include "optim/loss_scale.h"
-#include "optim/optimizer.h"
 #include "optim/schedule.h"
 
 extern const ng_cfg_spec ng_train_spec[];
@@ -21,11 +20,8 @@ extern const int ng_train_nspec;
 typedef struct {
     ng_config *cfg;
     ng_arch arch;
-    ng_optim_config optim;
+    ng_optim_plan optim; /* the optimizer chain: base and the parts in front of it */
     ng_schedule sched;
-    int kfac_enabled, kfac_true_fisher;
-    ng_kfac_config kfac;
-    double kfac_fraction;       /* grad workers per layer / world (distributed K-FAC) */
     ng_dtype compute;           /* precision.compute: f32, f16 or bf16 */
     ng_loss_scale_config scale; /* dynamic loss scaling (f16) */
     ng_comm_config comm;        /* backend, nodes, all-reduce algorithm and table */

@@ -28,7 +28,10 @@ ng_kfac_config ng_kfac_default_config(void) {
                             .pi_damping = 0,
                             .inverse = NG_KFAC_EIGEN,
                             .kl_clip = 0.001,
-                            .tokens = NG_KFAC_EXPAND};
+                            .tokens = NG_KFAC_EXPAND,
+                            .damping_units = NG_KFAC_UNITS_PER_EXAMPLE,
+                            .fisher = NG_KFAC_EMPIRICAL,
+                            .grad_worker_fraction = 1.0};
 }
 
 double ng_kfac_damping(const ng_kfac_config *c, int64_t step) {
@@ -37,6 +40,14 @@ double ng_kfac_damping(const ng_kfac_config *c, int64_t step) {
                : step >= c->damping_steps ? 1.0
                                           : (double)step / (double)c->damping_steps;
     return c->damping * pow(c->damping_final / c->damping, t);
+}
+
+double ng_kfac_step_damping(const ng_kfac *k, int64_t step) {
+    double gamma = ng_kfac_damping(&k->c, step);
+    if (k->c.damping_units == NG_KFAC_UNITS_PER_EXAMPLE) return gamma;
+    /* kfac-pytorch's G is 1/N^2 of ours (kfac.h): its gamma means N^2 gamma here. */
+    NG_CHECK(k->N >= 1, "kfac.damping_units: kfac-pytorch units need the batch of ng_kfac_begin");
+    return gamma * (double)k->N * (double)k->N;
 }
 
 static void check_config(const ng_kfac_config *c) {
@@ -61,6 +72,10 @@ static void check_config(const ng_kfac_config *c) {
              "(A kron G + gamma I) has no Kronecker-factored inverse, use eigen");
     NG_CHECK(c->kl_clip >= 0 && isfinite(c->kl_clip), "kfac.kl_clip: %g must be >= 0 (0 = off)",
              c->kl_clip);
+    NG_CHECK(c->damping_units == NG_KFAC_UNITS_PER_EXAMPLE ||
+                 c->damping_units == NG_KFAC_UNITS_KFAC_PYTORCH,
+             "kfac.damping_units: %d is not one of per-example (%d), kfac-pytorch (%d)",
+             c->damping_units, NG_KFAC_UNITS_PER_EXAMPLE, NG_KFAC_UNITS_KFAC_PYTORCH);
     NG_CHECK(c->tokens == NG_KFAC_EXPAND || c->tokens == NG_KFAC_REDUCE,
              "kfac.tokens: %d is not one of expand (%d), reduce (%d)", c->tokens, NG_KFAC_EXPAND,
              NG_KFAC_REDUCE);
@@ -274,7 +289,7 @@ void ng_kfac_step(ng_kfac *k, int64_t step, double lr) {
     k->batch_step = INT64_MIN;
     k->cap_a = k->cap_g = 0;
 
-    double gamma = ng_kfac_damping(&k->c, step);
+    double gamma = ng_kfac_step_damping(k, step);
     int inv_now = step % k->c.inv_every == 0;
     /* due: the layers whose inverses are updated this step (the same on every rank); mine: those
      * this rank computes. */

@@ -17,6 +17,24 @@
  *     A = 1/(N P) sum_{n,p} a a^T                      G = 1/N sum_{n,p} g g^T
  * For R = 1 every form is standard K-FAC: A = E[a a^T], G = E[g g^T].
  *
+ * Damping units. G is built from per-example gradients g = N dy, so it does not shrink as the
+ * batch grows, and neither does the gamma that is meaningful next to it: natgrad's damping is in
+ * these per-example units (the default, kfac.damping_units: per-example). kfac-pytorch builds G
+ * from dy itself, the gradient of the mean loss: G_kp = 1/rows sum dy dy^T (A the same as here).
+ * So for a Linear layer on [N, in] inputs G = N^2 G_kp, hence (A kron G + gamma I)^-1 =
+ * N^-2 (A kron G_kp + gamma / N^2 I)^-1: natgrad's gamma means what kfac-pytorch's gamma / N^2
+ * means, and with gamma = N^2 gamma_kp the preconditioned gradient is kfac-pytorch's divided by
+ * N^2 (its direction is the same; lr and kl_clip, which see its length, do not carry over).
+ * With damping_units NG_KFAC_UNITS_KFAC_PYTORCH the configured damping (and damping_final) is
+ * kfac-pytorch's and ng_kfac_step applies gamma = N^2 x damping, N = this rank's batch (under
+ * data parallelism kfac-pytorch's dy is that of the rank's own mean loss too). The conversion is
+ * exact for Linear layers on [N, in]; kfac-pytorch scales other layers differently: Linear on
+ * tokens (R rows per example) G = N^2 R G_kp, convolutions (P output positions; kfac-pytorch
+ * divides patches and output gradients by P) A = P^2 A_kp and G = N^2 P^3 G_kp, so there one
+ * gamma corresponds to kfac-pytorch's gamma / (N^2 R) or / (N^2 P^5), which N^2 does not
+ * cover. In the factored mode with pi_damping the same gamma = N^2 gamma_kp corresponds (pi
+ * takes the other factor N); without pi no single gamma corresponds.
+ *
  * Batch factors and passes: a step's batch factor is the SUM of the contributions of every pass
  * captured since the step's ng_kfac_begin calls began (each normalised as above with its own
  * rows and the begin's N). So G over several backward passes of one forward adds up, which is
@@ -62,6 +80,8 @@ extern "C" {
 enum { NG_KFAC_DAMP_FACTORED = 0, NG_KFAC_DAMP_SUM = 1 };
 enum { NG_KFAC_EIGEN = 0, NG_KFAC_CHOLESKY = 1 };
 enum { NG_KFAC_EXPAND = 0, NG_KFAC_REDUCE = 1 };
+enum { NG_KFAC_EMPIRICAL = 0, NG_KFAC_TRUE_FISHER = 1 };
+enum { NG_KFAC_UNITS_PER_EXAMPLE = 0, NG_KFAC_UNITS_KFAC_PYTORCH = 1 };
 
 typedef struct {
     double factor_decay;             /* running average weight of the old factor, in [0, 1) */
@@ -74,10 +94,15 @@ typedef struct {
     int inverse;                     /* NG_KFAC_EIGEN or NG_KFAC_CHOLESKY (factored only) */
     double kl_clip;                  /* 0 = off */
     int tokens;                      /* NG_KFAC_EXPAND or NG_KFAC_REDUCE */
+    int damping_units; /* NG_KFAC_UNITS_PER_EXAMPLE (damping as is) or _KFAC_PYTORCH (x N^2) */
+    /* Used by the optimizer part (ng_kfac_optimizer_new), not by ng_kfac_new: */
+    int fisher;                  /* NG_KFAC_EMPIRICAL or NG_KFAC_TRUE_FISHER (kfac_optimizer.c) */
+    double grad_worker_fraction; /* ng_kfac_distribute's, in (0, 1] */
 } ng_kfac_config;
 
 /* kfac-pytorch's defaults: decay 0.95, factor and inverse updates every step, damping 0.001
- * (constant), sum damping, eigen, kl_clip 0.001, expand. */
+ * (constant), sum damping, eigen, kl_clip 0.001, expand; empirical Fisher, grad-worker fraction
+ * 1. */
 ng_kfac_config ng_kfac_default_config(void);
 
 /* gamma at `step`: damping * (damping_final / damping)^(min(step, damping_steps) / damping_steps),
@@ -85,6 +110,10 @@ ng_kfac_config ng_kfac_default_config(void);
 double ng_kfac_damping(const ng_kfac_config *c, int64_t step);
 
 typedef struct ng_kfac ng_kfac;
+
+/* The gamma ng_kfac_step applies at `step`: ng_kfac_damping of its config, times N^2 (N: the
+ * n_examples of the last ng_kfac_begin, this rank's batch) in kfac-pytorch units. */
+double ng_kfac_step_damping(const ng_kfac *k, int64_t step);
 
 /* Registers every layer of the built model with l->capture (Linear, Conv 2d/3d, the patch-embed
  * projection), keeping their names; all other parameters keep their plain gradient. A bad config
@@ -154,6 +183,21 @@ void ng_kfac_set_chunk_bytes(ng_kfac *k, size_t bytes);
 /* Whether factors of side <= 32 of one step are eigendecomposed together in batched calls (on by
  * default; cuSOLVER syevjBatched on the GPU). Tests turn it off to compare the two paths. */
 void ng_kfac_set_batch_small(ng_kfac *k, int on);
+
+/* K-FAC as a part of the optimizer interface (optimizer.h), in front of `inner` (which it owns
+ * from then on; on an error it stays the caller's): its observer feeds the factors in the step's
+ * passes, the loss scale reaches G, and it preconditions the gradient (ng_kfac_step with the step
+ * of the last begin) before inner steps. With c->fisher NG_KFAC_TRUE_FISHER it asks for the sampled
+ * backward, whose output gradients alone feed G. Its state is ng_kfac_state's, in checkpoint file
+ * "kfac" (sharded when ng_kfac_sharded says so); distributing it calls ng_kfac_distribute with
+ * c->grad_worker_fraction. Metrics: "kfac_damping", the gamma of the step. */
+struct ng_optimizer;
+struct ng_optimizer_ops;
+extern const struct ng_optimizer_ops ng_kfac_ops;
+struct ng_optimizer *ng_kfac_optimizer_new(ng_model *m, const ng_kfac_config *c,
+                                           struct ng_optimizer *inner);
+/* The K-FAC object of such a part (for tests and logs). */
+ng_kfac *ng_kfac_of(struct ng_optimizer *part);
 
 #ifdef __cplusplus
 }

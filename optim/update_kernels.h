@@ -52,14 +52,25 @@ void ng_optim_adamw_cuda(ng_adamw_args a, ng_tensor *p, const ng_tensor *g, ng_t
 
 #ifndef __CUDACC__
 #include "optim/optimizer.h"
-/* sgd.c and adamw.c: the config checks (usage errors naming the optimizer.* key) and one step,
- * which computes the host scalars for the step after `step` steps taken and dispatches. */
-void ng_sgd_check(const ng_optim_config *c);
-void ng_sgd_update(const ng_optim_config *c, double lr, int64_t step, ng_tensor *p,
-                   const ng_tensor *g, ng_tensor *buf, const ng_tensor *mask);
-void ng_adamw_check(const ng_optim_config *c);
-void ng_adamw_update(const ng_optim_config *c, double lr, int64_t step, ng_tensor *p,
-                     const ng_tensor *g, ng_tensor *m, ng_tensor *v, const ng_tensor *mask);
+/* What SGD and AdamW share (optimizer.c): the interface head, the config, flat state buffers with
+ * the model's offsets and the weight-decay mask. */
+typedef struct {
+    ng_optimizer head;
+    ng_optim_config c;
+    ng_tensor state[NG_OPTIM_MAX_STATE];
+    const char *state_names[NG_OPTIM_MAX_STATE];
+    int nstate;
+    ng_tensor mask; /* u8 [numel], NG_MASK_* per flat element */
+} ng_first_order;
+ng_first_order *ng_first_order_new(ng_model *m, const ng_optim_config *c,
+                                   const ng_optimizer_ops *ops, const char *const *state_names,
+                                   int nstate);
+int ng_first_order_state(ng_optimizer *part, const char **names, ng_tensor **tensors, int cap);
+void ng_first_order_destroy(ng_optimizer *part);
+/* sgd.c and adamw.c: the constructors, which check the config (usage errors naming the
+ * optimizer.* key). */
+ng_optimizer *ng_sgd_new(ng_model *m, const ng_optim_config *c);
+ng_optimizer *ng_adamw_new(ng_model *m, const ng_optim_config *c);
 #endif
 
 /* ---- the element formulas, host and device ------------------------------------------------- */

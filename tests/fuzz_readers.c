@@ -636,7 +636,7 @@ static void run_checkpoint(const reader *r, const blob *in) {
         else
             put_file(p, b->p, b->n);
     }
-    ng_run_position pos = ng_checkpoint_load(ck_dir, ck_model, ck_optim, NULL);
+    ng_run_position pos = ng_checkpoint_load(ck_dir, ck_model, ck_optim);
     if (pos.step < 0 || pos.epoch < 0 || pos.index < 0)
         failf(r, in, "negative position read back: step %lld epoch %lld index %lld",
               (long long)pos.step, (long long)pos.epoch, (long long)pos.index);
@@ -740,7 +740,7 @@ static void write_seeds(const char *corpus) {
     snprintf(run, sizeof run, "%s/seed-run", work);
     ng_run_dir_create(run);
     ng_checkpoint_save(
-        run, m, o, NULL,
+        run, m, o,
         (ng_run_position){.step = 7, .epoch = 1, .index = 3, .train_s = 0.25, .optimizer_step = 7},
         1, NULL);
     for (int k = 0; k < 3; k++) {

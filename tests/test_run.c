@@ -51,8 +51,7 @@ static void test_checkpoint(const char *dir) {
                            .optimizer_step = 1,
                            .skipped = 6,
                            .skip_streak = 2};
-    NG_TEST(ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL),
-            "checkpoint of finite weights saved");
+    NG_TEST(ng_checkpoint_save(dir, m, o, pos, 2, NULL), "checkpoint of finite weights saved");
     char ck[4096];
     NG_TEST(ng_checkpoint_latest(dir, ck, sizeof ck), "the checkpoint is found");
     ng_run_position got = ng_checkpoint_position(ck);
@@ -64,7 +63,7 @@ static void test_checkpoint(const char *dir) {
 
     ng_model *m2 = tiny_model(ng_test_seed() + 1);
     ng_optimizer *o2 = ng_optimizer_new(m2, &(ng_optim_config){.name = "sgd", .momentum = 0.9});
-    got = ng_checkpoint_load(ck, m2, o2, NULL);
+    got = ng_checkpoint_load(ck, m2, o2);
     NG_TEST(got.step == 7 && ng_optimizer_get_step(o2) == 1, "load: step and optimizer step");
     NG_TEST(!memcmp(m->flat_params.data, m2->flat_params.data, (size_t)m->numel * sizeof(float)),
             "load restores the weights bit for bit");
@@ -72,7 +71,7 @@ static void test_checkpoint(const char *dir) {
     /* A NaN weight: no checkpoint at all, the newest stays the old one. */
     ng_fill(&m->params[0].param->value, NAN);
     pos.step = 8;
-    NG_TEST(!ng_checkpoint_save(dir, m, o, NULL, pos, 2, NULL), "non-finite weights are not saved");
+    NG_TEST(!ng_checkpoint_save(dir, m, o, pos, 2, NULL), "non-finite weights are not saved");
     char p[4200];
     snprintf(p, sizeof p, "%s/checkpoints/step-00000008", dir);
     NG_TEST(access(p, F_OK) != 0, "no folder for the refused checkpoint");

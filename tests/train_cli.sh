@@ -52,6 +52,21 @@ out=$("$ng" train --config "$work/small.yaml" --out "$work/k2" --resume "$work/k
   --allow-config-change 2>&1)
 [ $? -eq 2 ] && grep -q "K-FAC" <<<"$out" && ok || bad "a K-FAC checkpoint without K-FAC: $out"
 
+# Loss smoothing (a wrapper in front of the optimizer): amplitude 0 is plain SGD bit for bit; a
+# stopped and resumed run draws the same perturbations as the uninterrupted one.
+"$ng" train --config "$work/small.yaml" --out "$work/z0" --set smoothing.enabled=true \
+  --set smoothing.amplitude=0 >/dev/null 2>&1 || bad "smoothing with amplitude 0 failed"
+cmp -s "$work/a/final.safetensors" "$work/z0/final.safetensors" && ok || bad "amplitude 0 is not plain SGD"
+sm=(--set smoothing.enabled=true --set smoothing.amplitude=0.02 --set smoothing.schedule=cosine
+  --set smoothing.scale_by_weight=true)
+"$ng" train --config "$work/small.yaml" --out "$work/z1" "${sm[@]}" >/dev/null 2>&1 || bad "smoothing run failed"
+"$ng" train --config "$work/small.yaml" --out "$work/z2" "${sm[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/z2" "${sm[@]}" --resume auto >/dev/null 2>&1 ||
+  bad "smoothing resume failed"
+cmp -s "$work/z1/final.safetensors" "$work/z2/final.safetensors" && ok || bad "smoothing resumed weights differ"
+cmp -s "$work/a/final.safetensors" "$work/z1/final.safetensors" && bad "smoothing changed nothing" || ok
+grep -Eq '"smoothing_amplitude": 0.02[,}]' "$work/z1/metrics.jsonl" && ok || bad "no smoothing_amplitude in metrics"
+
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
   local needle=$1
@@ -76,6 +91,8 @@ expect_bad "model.arch" --set model.arch=resnet
 expect_bad "kfac.damping" --set kfac.enabled=true --set kfac.damping=0
 expect_bad "kfac.inverse" --set kfac.enabled=true --set kfac.inverse=cholesky --set kfac.damping_mode=sum
 expect_bad "kfac.enabled" --set kfac.enabled=true --set optimizer.name=adamw
+expect_bad "kfac.damping_units" --set kfac.enabled=true --set kfac.damping_units=torch
+expect_bad "smoothing.noise" --set smoothing.enabled=true --set smoothing.noise=laplace
 printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
 rm -rf "$work/bad"
 out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)

@@ -1,0 +1,62 @@
+/* Loss smoothing (Naganuma & Yokota, CCGrid 2019; SmoothOut, Wen et al. 2018): a wrapper part of
+ * the optimizer interface in front of any chain. It trains on the smoothed objective
+ * E_eps[L(w + eps)]: at each step's begin every rank adds its own perturbation eps to the weights,
+ * forward and backward run at w + eps, after the backward the weights are put back bit for bit
+ * (a copy of w is kept), and the parts behind it step w with that gradient. Across ranks the
+ * averaged gradient is a Monte-Carlo estimate over as many samples as there are ranks.
+ *
+ * eps of each perturbed parameter p at step t on rank r: a(t) * s_p * z, with z drawn by Philox
+ * keyed (seed, stream NG_STREAM_SMOOTHING + r, offset t << 32 + the blocks of the parameters
+ * before p), so a resumed run draws what an uninterrupted one would, and no two ranks draw alike:
+ *   z ~ N(0, 1) (gaussian) or U(-1, 1] (uniform);
+ *   s_p = 1, or with scale_by_weight the RMS of p at the step, ||p|| / sqrt(numel p) (relative
+ *   noise per parameter, as SmoothOut's per-layer scaling);
+ *   a(t) = amplitude x 1 (constant), x (1 - t/T) (linear), x (1 + cos(pi t/T)) / 2 (cosine),
+ *   t clamped to T = decay_steps.
+ * Which parameters: all of the model, or those of the layers K-FAC covers (Linear, Conv: the
+ * layers offering the observer interface). */
+#ifndef NG_SMOOTHING_H
+#define NG_SMOOTHING_H
+
+#include <stdint.h>
+
+#include "optim/optimizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The Philox stream of the perturbations; the rank is added. */
+#define NG_STREAM_SMOOTHING (UINT64_C(0x534D4F4F) << 32)
+
+enum { NG_SMOOTH_GAUSSIAN = 0, NG_SMOOTH_UNIFORM = 1 };
+enum { NG_SMOOTH_CONSTANT = 0, NG_SMOOTH_LINEAR = 1, NG_SMOOTH_COSINE = 2 };
+enum { NG_SMOOTH_ALL = 0, NG_SMOOTH_KFAC_LAYERS = 1 };
+
+typedef struct {
+    int noise;           /* NG_SMOOTH_GAUSSIAN (std a) or NG_SMOOTH_UNIFORM (in [-a, a]) */
+    double amplitude;    /* a >= 0, finite; 0 is the identity */
+    int schedule;        /* NG_SMOOTH_CONSTANT, _LINEAR or _COSINE */
+    int64_t decay_steps; /* T >= 1 of linear and cosine */
+    int scale_by_weight; /* 1: times each parameter's RMS */
+    int layers;          /* NG_SMOOTH_ALL or NG_SMOOTH_KFAC_LAYERS */
+    uint64_t seed;       /* the run's seed */
+    int rank;            /* this rank's draws; ng_optimizer_distribute sets it from the ranks */
+} ng_smoothing_config;
+
+extern const ng_optimizer_ops ng_smoothing_ops;
+
+/* a(t) of the config. */
+double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step);
+
+/* The wrapper in front of `inner` (owned from then on; on an error it stays the caller's). A bad
+ * config is a usage error naming the
+ * smoothing.* key. Its state is none (eps is a function of the key); metrics:
+ * "smoothing_amplitude", a(t) of the step. Keeps a copy of the flat parameters (one more [numel]
+ * buffer). */
+ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
