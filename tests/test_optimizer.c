@@ -68,7 +68,9 @@ static void step_chain(ng_model *m, ng_optimizer *o, const batches *b, int64_t s
         ng_softmax_xent(&logits, &smp, 0.0, &d, NULL);
         ng_optimizer_pass(o, NG_PASS_SAMPLED);
         ng_model_zero_grad(m);
+        ctx.retain = 1; /* the forward serves the loss backward below too */
         ng_model_backward(m, &ctx, &d);
+        ctx.retain = 0;
     }
     ng_optimizer_pass(o, NG_PASS_LOSS);
     ng_optimizer_set_loss_scale(o, 1.0);
@@ -94,7 +96,9 @@ static void step_direct(ng_model *m, ng_kfac *k, ng_optimizer *sgd, int true_fis
         ng_softmax_xent(&logits, &smp, 0.0, &d, NULL);
         ng_kfac_begin(k, step, N, 0, 1);
         ng_model_zero_grad(m);
+        ctx.retain = 1;
         ng_model_backward(m, &ctx, &d);
+        ctx.retain = 0;
         ng_kfac_begin(k, step, N, 0, 0);
     }
     ng_softmax_xent(&logits, &b->y[step], 0.0, &d, NULL);
