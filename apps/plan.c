@@ -194,6 +194,7 @@ static int measure(const char *config, const char *const *sets, int nsets, int r
     /* a few steps of the same model, no warmup to outlast them, no checkpoint on the way */
     const char *extra[] = {st,
                            "schedule.warmup_steps=0",
+                           "schedule.warmup_epochs=0",
                            "train.eval_every=0",
                            "train.checkpoint_every=0",
                            "train.log_every=1000000",
