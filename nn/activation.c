@@ -165,17 +165,26 @@ static void check_backward(const ng_layer *l, const ng_tensor *saved, const ng_t
 
 /* ---- ReLU and GELU ------------------------------------------------------------------------- */
 
+/* ReLU keeps its output for backward (relu'(x) is 1 exactly where relu(x) > 0), which lets it
+ * write that output over its input when the sequence says nothing else reads the input
+ * (ctx->inplace): after batch norm or a convolution the ReLU then costs no activation memory.
+ * GELU keeps its input. */
 typedef struct {
     ng_act_kind kind;
-    ng_tensor x; /* saved input */
+    ng_tensor x; /* what backward reads: the output (ReLU) or the input (GELU) */
 } act_state;
+
+static int is_relu(const act_state *s) {
+    return s->kind == NG_ACT_RELU;
+}
 
 static ng_tensor act_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     act_state *s = l->impl;
-    ng_tensor y = new_output(l, ctx, x);
-    s->x = *x;
+    ng_tensor y = is_relu(s) && ctx->inplace ? *x : new_output(l, ctx, x);
+    if (is_relu(s) && ctx->inplace) need_float(l->ops->kind, l->name, x);
     if (x->numel)
         NG_DISPATCH(x, cpu_act_forward(s->kind, x, &y), ng_cuda_act_forward(s->kind, x, &y));
+    s->x = is_relu(s) ? y : *x;
     return y;
 }
 
@@ -188,11 +197,18 @@ static void act_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
                 ng_cuda_act_backward(s->kind, &s->x, dy, dx));
 }
 
+static void act_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                     const int64_t *in, ng_dtype dt) {
+    (void)need_dx;
+    if (!backward && !(is_relu(l->impl) && sim->inplace)) ng_sim_tensor(&sim->acts, dt, ndim, in);
+}
+
 static const ng_layer_ops relu_ops = {
     .kind = "relu",
     .out_shape = same_out_shape,
     .forward = act_forward,
     .backward = act_backward,
+    .plan = act_plan,
 };
 
 static const ng_layer_ops gelu_ops = {
@@ -200,6 +216,7 @@ static const ng_layer_ops gelu_ops = {
     .out_shape = same_out_shape,
     .forward = act_forward,
     .backward = act_backward,
+    .plan = act_plan,
 };
 
 ng_layer *ng_relu(const char *name) {

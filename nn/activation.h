@@ -14,8 +14,9 @@ ng_layer *ng_relu(const char *name);
 /* y = x Phi(x) with the erf form (tanh_approx = 0), or torch.nn.GELU(approximate='tanh'):
  * y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (tanh_approx = 1). */
 ng_layer *ng_gelu(const char *name, int tanh_approx);
-/* The input the last forward of a ReLU or GELU layer kept for backward, or NULL for any other
- * layer (or before a forward): lets a test see on which side of ReLU's kink each unit fell. */
+/* What the last forward of a ReLU or GELU layer kept for backward (GELU: its input; ReLU: its
+ * output, positive exactly where its input was), or NULL for any other layer (or before a
+ * forward): lets a test see on which side of ReLU's kink each unit fell. */
 const ng_tensor *ng_activation_input(const ng_layer *l);
 /* Inverted dropout, active only when ctx->training and p > 0: kept elements are scaled by
  * 1/(1-p). The mask is element i kept iff u_i <= 1-p, u_i the Philox uniform of ng_rng_bernoulli

@@ -205,6 +205,7 @@ static const ng_layer_ops bn_ops = {
     .forward = bn_forward,
     .backward = bn_backward,
     .plan = bn_plan,
+    .out_unread = 1,
 };
 
 ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps) {

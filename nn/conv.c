@@ -502,6 +502,7 @@ static const ng_layer_ops conv_ops = {
     .backward = conv_backward,
     .destroy = conv_destroy,
     .plan = conv_plan,
+    .out_unread = 1,
 };
 
 ng_layer *ng_conv(const char *name, int nd, int64_t in_ch, int64_t out_ch, const int64_t *kernel,

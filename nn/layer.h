@@ -88,6 +88,10 @@ typedef struct {
      * them for another backward over the same forward (PyTorch's retain_graph: the true
      * Fisher's sampled-label pass). */
     int retain;
+    /* Set by a sequence around one child's forward when nothing but that child reads the child's
+     * input (the previous child's fresh output, which its own backward does not read): the
+     * child may write its output over it (ReLU does). Containers clear it for their children. */
+    int inplace;
     ng_rng_key rng; /* seed and step; layers add their own stream id */
     ng_observer *observer;
     ng_grad_hook *grad_ready; /* NULL: nobody waits for gradients */
@@ -95,6 +99,9 @@ typedef struct {
 
 typedef struct {
     const char *kind;
+    /* 1 when forward's output is a fresh arena tensor that this layer's backward never reads:
+     * the next layer of a sequence may then overwrite it (ctx->inplace). */
+    int out_unread;
     /* Output shape for an input shape; dim 0 is the batch. Fails naming the layer when the
      * input shape does not fit. */
     void (*out_shape)(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim, int64_t *out);

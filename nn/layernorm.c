@@ -273,6 +273,7 @@ static const ng_layer_ops ln_ops = {
     .forward = ln_forward,
     .backward = ln_backward,
     .plan = ln_plan,
+    .out_unread = 1,
 };
 
 ng_layer *ng_layernorm(const char *name, int64_t dim, double eps) {

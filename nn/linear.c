@@ -98,6 +98,7 @@ static const ng_layer_ops linear_ops = {
     .forward = linear_forward,
     .backward = linear_backward,
     .plan = linear_plan,
+    .out_unread = 1,
 };
 
 ng_layer *ng_linear(const char *name, int64_t in, int64_t out, int bias) {

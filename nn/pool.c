@@ -254,6 +254,7 @@ static const ng_layer_ops maxpool_ops = {
     .forward = pool_forward,
     .backward = pool_backward,
     .plan = pool_plan,
+    .out_unread = 1,
 };
 static const ng_layer_ops avgpool_ops = {
     .kind = "avgpool",
@@ -261,6 +262,7 @@ static const ng_layer_ops avgpool_ops = {
     .forward = pool_forward,
     .backward = pool_backward,
     .plan = pool_plan,
+    .out_unread = 1,
 };
 static const ng_layer_ops global_avgpool_ops = {
     .kind = "global_avgpool",
@@ -268,6 +270,7 @@ static const ng_layer_ops global_avgpool_ops = {
     .forward = pool_forward,
     .backward = pool_backward,
     .plan = pool_plan,
+    .out_unread = 1,
 };
 
 static ng_layer *make_pool(const char *kind, const char *name, int max, int nd,

@@ -14,6 +14,7 @@ static void res_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *o
 
 static ng_tensor res_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_layer *f = l->children[0];
+    ctx->inplace = 0; /* x is added after the branch */
     ng_tensor fx = f->ops->forward(f, ctx, x);
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, x->ndim, x->shape, l->name);
     ng_add(x, &fx, &y);
@@ -33,6 +34,7 @@ static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
 
 static void res_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
                      const int64_t *in, ng_dtype dt) {
+    s->inplace = 0;
     ng_layer_plan(l->children[0], s, backward, need_dx, ndim, in, dt);
     if (!backward) ng_sim_tensor(&s->acts, dt, ndim, in);
 }
@@ -43,6 +45,7 @@ static const ng_layer_ops res_ops = {
     .forward = res_forward,
     .backward = res_backward,
     .plan = res_plan,
+    .out_unread = 1,
 };
 
 ng_layer *ng_residual(const char *name, ng_layer *f) {

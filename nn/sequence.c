@@ -34,6 +34,12 @@ typedef struct {
     ng_arena_mark fwd_mark[SEQ_MAX];
 } seq_state;
 
+/* Whether child j may write its output over its input: the input is the previous child's fresh
+ * output that nothing else reads (not the sequence's input, not a segment's kept input). */
+static int may_overwrite(const ng_layer *l, const seq_state *s, int j) {
+    return j > 0 && s->seg_end[j] <= j && l->children[j - 1]->ops->out_unread;
+}
+
 void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                            int64_t *out) {
     int64_t cur[NG_MAX_DIMS];
@@ -80,7 +86,9 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         for (int j = i; j <= last; j++) {
             s->ndim[j] = cur.ndim;
             memcpy(s->shape[j], cur.shape, sizeof cur.shape);
+            ctx->inplace = may_overwrite(l, s, j);
             cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
+            ctx->inplace = 0;
         }
         if (end) {
             NG_CHECK(cur.dtype == y.dtype,
@@ -106,8 +114,11 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
             int was = ctx->recomputing;
             ctx->recomputing = 1;
             ng_tensor cur = s->seg_x[i];
-            for (int j = i; j <= last; j++)
+            for (int j = i; j <= last; j++) {
+                ctx->inplace = may_overwrite(l, s, j);
                 cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
+                ctx->inplace = 0;
+            }
             ctx->recomputing = was;
             *first = i;
             return (int64_t)mark;
@@ -191,7 +202,9 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
         for (int j = i; j <= last; j++) {
             s->ndim[j] = cn;
             memcpy(s->shape[j], cur, sizeof cur);
+            sim->inplace = may_overwrite(l, s, j);
             ng_layer_plan(l->children[j], sim, 0, 0, cn, cur, dt);
+            sim->inplace = 0;
             int64_t next[NG_MAX_DIMS];
             ng_layer_out_shape(l->children[j], cn, cur, &cn, next);
             memcpy(cur, next, sizeof next);
@@ -221,8 +234,11 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
                     replayed = (int64_t)ng_sim_mark(&sim->acts), first = a;
                     int was = sim->recomputing;
                     sim->recomputing = 1;
-                    for (int j = a; j <= i; j++)
+                    for (int j = a; j <= i; j++) {
+                        sim->inplace = may_overwrite(l, s, j);
                         ng_layer_plan(l->children[j], sim, 0, 0, s->ndim[j], s->shape[j], s->dtype);
+                        sim->inplace = 0;
+                    }
                     sim->recomputing = was;
                     break;
                 }

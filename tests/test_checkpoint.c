@@ -2,7 +2,7 @@
  * spec form (every K with K dividing the blocks or not, a list), the gradients are bit-identical
  * to the plain run, observers (K-FAC) see every layer once with the same tensors, batch-norm
  * running statistics are updated once, and the activation peak falls (at least 2x for a 12-block
- * ViT with one block a segment, and for the 3D-CNN per stage). Bad specs fail naming the key. */
+ * ViT with one block a segment, 1.5x for the 6-block 3D-CNN per stage). Bad specs fail naming the key. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,7 +134,10 @@ static void test_peak_falls(void) {
     ng_arch d = arch("cnn3d");
     d.img = 12, d.width = 8, d.depth = 6;
     p = run(d, "none", NG_F32, 2, seed), c = run(d, "every 1", NG_F32, 2, seed);
-    NG_TEST(c.act_peak * 2 <= p.act_peak, "cnn3d per stage: checkpointed peak %zu, plain %zu",
+    /* A block keeps its conv's output and batch norm's (the ReLU writes over the latter): 2d
+     * tensors for d blocks plain, d kept outputs and one replayed block's 2 checkpointed, so the
+     * peak falls by 2d / (d + 2), 1.5x for 6 blocks (test_plan holds both to the plan exactly). */
+    NG_TEST(c.act_peak * 3 <= p.act_peak * 2, "cnn3d per stage: checkpointed peak %zu, plain %zu",
             c.act_peak, p.act_peak);
     done(&p), done(&c);
 }
