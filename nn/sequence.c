@@ -1,7 +1,8 @@
 /* The sequence container, and activation checkpointing over runs of its children.
  *
- * Backward ping-pongs activation gradients between two scratch buffers sized for the largest
- * child input, so gradient memory is two activations, not all.
+ * Backward ping-pongs activation gradients between two scratch buffers, so gradient memory is
+ * two activations, not all; one of the two is the caller's dx where it is big enough (a block
+ * inside a sequence then adds one buffer, not two).
  *
  * A checkpoint segment is a run of children [first, end): forward keeps the segment's input (it
  * lives before the segment, outside it) and a copy of its output below an arena mark, and releases
@@ -128,6 +129,27 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
     return -1;
 }
 
+/* Where the gradient w.r.t. child i's input goes (i >= 1): odd i in buffer 0; even i in the
+ * caller's dx when it is big enough (dx is written last, by child 0, and nothing reads it
+ * before), else in buffer 1. Neighbours have opposite parity, so no child reads and writes the
+ * same memory. Sizes of the two buffers, in elements (0: not needed). */
+static int64_t child_numel(const seq_state *s, int i) {
+    int64_t n = 1;
+    for (int d = 0; d < s->ndim[i]; d++) n *= s->shape[i][d];
+    return n;
+}
+static int in_dx(const seq_state *s, int i, int64_t dx_numel) {
+    return !(i & 1) && child_numel(s, i) <= dx_numel;
+}
+static void grad_buffers(const seq_state *s, int64_t dx_numel, int64_t most[2]) {
+    most[0] = most[1] = 0;
+    for (int i = 1; i < s->n; i++) {
+        int64_t n = child_numel(s, i);
+        int b = i & 1 ? 0 : 1;
+        if (!in_dx(s, i, dx_numel) && n > most[b]) most[b] = n;
+    }
+}
+
 static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     seq_state *s = l->impl;
     NG_CHECK(s->n == l->nchildren, "sequence %s: backward without a forward", l->name);
@@ -135,16 +157,14 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
         if (dx) ng_copy(dx, dy);
         return;
     }
-    int64_t most = 0;
-    for (int i = 1; i < s->n; i++) {
-        int64_t n = 1;
-        for (int d = 0; d < s->ndim[i]; d++) n *= s->shape[i][d];
-        if (n > most) most = n;
-    }
+    int64_t most[2], dxn = dx ? dx->numel : -1;
+    grad_buffers(s, dxn, most);
     ng_arena_mark mark = ng_arena_get_mark(ctx->grads);
-    ng_tensor buf[2];
+    ng_tensor buf[2] = {{0}, {0}};
     for (int b = 0; b < 2; b++)
-        buf[b] = ng_arena_tensor(ctx->grads, s->dtype, 1, (int64_t[]){most}, "activation grad");
+        if (most[b])
+            buf[b] =
+                ng_arena_tensor(ctx->grads, s->dtype, 1, (int64_t[]){most[b]}, "activation grad");
     ng_tensor cur = *dy;
     int64_t replayed = -1; /* acts mark of the segment being run backward */
     int first = -1;
@@ -154,8 +174,8 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
         if (i == 0) {
             ng_layer_backward(c, ctx, &cur, dx);
         } else {
-            ng_tensor next =
-                ng_tensor_view(&buf[i & 1], 0, s->ndim[i], s->shape[i], "activation grad");
+            ng_tensor *into = in_dx(s, i, dxn) ? dx : &buf[i & 1 ? 0 : 1];
+            ng_tensor next = ng_tensor_view(into, 0, s->ndim[i], s->shape[i], "activation grad");
             ng_layer_backward(c, ctx, &cur, &next);
             cur = next;
         }
@@ -217,14 +237,11 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
 static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
     seq_state *s = l->impl;
     if (!l->nchildren) return;
-    int64_t most = 0;
-    for (int i = 1; i < s->n; i++) {
-        int64_t n = 1;
-        for (int d = 0; d < s->ndim[i]; d++) n *= s->shape[i][d];
-        if (n > most) most = n;
-    }
+    int64_t most[2];
+    grad_buffers(s, need_dx ? child_numel(s, 0) : -1, most);
     size_t gmark = ng_sim_mark(&sim->grads);
-    for (int b = 0; b < 2; b++) ng_sim_tensor(&sim->grads, s->dtype, 1, (int64_t[]){most});
+    for (int b = 0; b < 2; b++)
+        if (most[b]) ng_sim_tensor(&sim->grads, s->dtype, 1, (int64_t[]){most[b]});
     int64_t replayed = -1;
     int first = -1;
     for (int i = s->n - 1; i >= 0; i--) {
