@@ -98,10 +98,9 @@ int ng_cmd_bench(int argc, char **argv) {
     int64_t shape[5] = {batch};
     int nd = ng_arch_input_shape(&ar, shape + 1) + 1;
     ng_arena_plan plan = ng_plan_train_step(m->root, nd, shape, NG_F32, compute, dev, 0);
-    size_t acts = ng_mem_arena_capacity(plan.acts), grads = ng_mem_arena_capacity(plan.grads);
-    if (arena_mib) acts = (size_t)arena_mib << 20, grads = (size_t)arena_mib << 19;
+    size_t bytes = arena_mib ? (size_t)arena_mib << 20 : ng_mem_arena_capacity(plan.joint);
     ng_mem_reset_peak(dev);
-    ng_model_build_mixed(m, dev, compute, 1, acts, grads);
+    ng_model_build_mixed(m, dev, compute, 1, bytes, 0);
     ng_tensor x = ng_tensor_new(NG_F32, dev, nd, shape, "input");
     ng_rng_normal(&x, (ng_rng_key){.seed = 5, .stream = 1}, 0, 1);
     ng_tensor lh = ng_tensor_1d(NG_I32, NG_CPU, batch, "labels");

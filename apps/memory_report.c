@@ -54,6 +54,7 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     ng_arena_plan ev = ng_plan_eval(m->root, nd, in, NG_F32, s->compute, s->device);
     f->arenas.acts = tr.acts > ev.acts ? tr.acts : ev.acts;
     f->arenas.grads = tr.grads > ev.grads ? tr.grads : ev.grads;
+    f->arenas.joint = tr.joint > ev.joint ? tr.joint : ev.joint;
     f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
     f->cat[NG_MEM_WORKSPACE] = f->arenas.grads;
     if (kp) {
@@ -71,11 +72,11 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     size_t example = 1;
     for (int i = 1; i < nd; i++) example *= (size_t)in[i];
     f->cat[NG_MEM_DATA] = (size_t)rank_batch * (example * es + sizeof(int32_t));
-    /* OTHER is the build's host temporaries, gone before the first step */
+    /* OTHER is the build's host temporaries, gone before the first step; activations and the
+     * activation gradients share the arena buffer, which holds the most of both at once */
     for (int c = 0; c < NG_MEM_NCAT; c++)
-        if (c != NG_MEM_OTHER) f->device_peak += f->cat[c];
-    f->device_peak += ng_mem_arena_capacity(f->arenas.acts) - f->arenas.acts +
-                      ng_mem_arena_capacity(f->arenas.grads) - f->arenas.grads;
+        if (c != NG_MEM_OTHER && c != NG_MEM_ACTIVATIONS) f->device_peak += f->cat[c];
+    f->device_peak += ng_mem_arena_capacity(f->arenas.joint) - f->arenas.grads;
     ng_model_free(m);
 }
 
@@ -85,12 +86,10 @@ void ng_mem_measure(const ng_model *m, ng_mem_figures *f) {
     for (int c = 0; c < NG_MEM_NCAT; c++) f->cat[c] = st.cat_peak[c];
     f->cat[NG_MEM_ACTIVATIONS] = m->acts.peak;
     /* the workspace category holds the whole grads arena; count its high-water mark instead */
-    size_t other_ws = st.cat_peak[NG_MEM_WORKSPACE] > m->grads.capacity
-                          ? st.cat_peak[NG_MEM_WORKSPACE] - m->grads.capacity
-                          : 0;
-    f->cat[NG_MEM_WORKSPACE] = m->grads.peak + other_ws;
+    /* the arena buffer counts as activations; its two ends' high-water marks are reported */
+    f->cat[NG_MEM_WORKSPACE] = m->grads.peak + st.cat_peak[NG_MEM_WORKSPACE];
     f->device_peak = st.peak;
-    f->arenas = (ng_arena_plan){m->acts.capacity, m->grads.capacity};
+    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak};
 }
 
 static double mib(size_t b) {
@@ -125,5 +124,12 @@ void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *m
                 fprintf(out, " %9s", "-");
         }
         fprintf(out, "\n");
+        if (c == NG_MEM_WORKSPACE) { /* the shared buffer of the two arenas */
+            fprintf(out, "%-12s %14.2f", " both arenas", mib(pred->arenas.joint));
+            if (meas)
+                fprintf(out, " %14.2f %9.3f", mib(meas->arenas.joint),
+                        meas->arenas.joint ? (double)pred->arenas.joint / meas->arenas.joint : 0);
+            fprintf(out, "\n");
+        }
     }
 }

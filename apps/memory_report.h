@@ -18,7 +18,9 @@ typedef struct {
      * predicted, the categories' sum (less OTHER, the build's host temporaries, freed before
      * training) plus the arenas' slack. */
     size_t device_peak;
-    ng_arena_plan arenas; /* predicted: the arena capacities a planned run allocates */
+    /* The two arenas' high-water marks and the most both held at once (their shared buffer:
+     * what a planned run allocates, with ng_mem_arena_capacity's room) */
+    ng_arena_plan arenas;
 } ng_mem_figures;
 
 /* The memory of training `a` (the setup's model, possibly at another input side or batch) with

@@ -168,10 +168,8 @@ static ng_model *build_model(const ng_train_setup *s, int64_t rank_batch, ng_mem
     ng_mem_predict(s, &s->arch, rank_batch, plan);
     ng_model *m = ng_model_new(ng_arch_build(&s->arch));
     size_t mib = (size_t)ng_cfg_int(s->cfg, "train.arena_mib");
-    size_t acts = ng_mem_arena_capacity(plan->arenas.acts),
-           grads = ng_mem_arena_capacity(plan->arenas.grads);
-    if (mib) acts = (mib << 20) / 3 * 2, grads = (mib << 20) / 3;
-    ng_model_build_mixed(m, s->device, s->compute, s->seed, acts, grads);
+    size_t bytes = mib ? mib << 20 : ng_mem_arena_capacity(plan->arenas.joint);
+    ng_model_build_mixed(m, s->device, s->compute, s->seed, bytes, 0);
     return m;
 }
 

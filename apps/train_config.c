@@ -88,8 +88,8 @@ const ng_cfg_spec ng_train_spec[] = {
     {"train.label_smoothing", NG_CFG_FLOAT, "0", 0, 1, NULL,
      "label smoothing of the cross-entropy"},
     {"train.arena_mib", NG_CFG_INT, "0", 0, 1048576, NULL,
-     "activation + gradient arena size in MiB (2/3 activations); 0 = what natgrad plan "
-     "predicts a step needs"},
+     "the arena buffer in MiB (activations from one end, activation gradients from the other); "
+     "0 = what natgrad plan predicts a step needs"},
 
     NG_OPTIM_CFG_ROWS,
 

@@ -119,25 +119,53 @@ void ng_mem_reset_peak(ng_device dev) {
 }
 
 ng_arena ng_arena_new(ng_device dev, size_t capacity, const char *name) {
-    ng_arena a = {.device = dev, .capacity = capacity, .name = name};
+    ng_arena a = {.device = dev, .capacity = capacity, .name = name, .owns = 1};
     a.base = ng_alloc(dev, capacity);
     return a;
 }
 
+void ng_arena_pair(ng_device dev, size_t capacity, ng_arena *up, const char *up_name,
+                   ng_arena *down, const char *down_name, size_t *joint_peak) {
+    capacity = (capacity + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
+    *up = ng_arena_new(dev, capacity, up_name);
+    *down = (ng_arena){
+        .device = dev, .base = up->base, .capacity = capacity, .name = down_name, .down = 1};
+    up->twin = down, down->twin = up;
+    up->joint_peak = down->joint_peak = joint_peak;
+    *joint_peak = 0;
+}
+
 void ng_arena_free(ng_arena *a) {
-    ng_free(a->device, a->base, a->capacity);
+    if (a->owns) ng_free(a->device, a->base, a->capacity);
+    if (a->twin) a->twin->twin = NULL;
     a->base = NULL;
     a->capacity = a->used = 0;
+    a->twin = NULL;
+    a->owns = 0;
+}
+
+size_t ng_arena_free_bytes(const ng_arena *a) {
+    size_t taken = a->used + (a->twin ? a->twin->used : 0);
+    return a->capacity > taken ? a->capacity - taken : 0;
 }
 
 void *ng_arena_alloc(ng_arena *a, size_t bytes) {
-    size_t start = (a->used + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
-    NG_CHECK(start + bytes <= a->capacity,
-             "arena '%s' is full: %zu bytes asked with %zu of %zu in use (raise its capacity)",
-             a->name ? a->name : "?", bytes, a->used, a->capacity);
-    a->used = start + bytes;
+    size_t other = a->twin ? a->twin->used : 0, start, end;
+    if (a->down) { /* the block [capacity - end, capacity - used), end aligned */
+        start = a->used;
+        end = (a->used + bytes + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
+    } else {
+        start = (a->used + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
+        end = start + bytes;
+    }
+    NG_CHECK(end >= start && end + other <= a->capacity,
+             "arena '%s' is full: %zu bytes asked with %zu of %zu in use%s (raise its capacity)",
+             a->name ? a->name : "?", bytes, a->used + other, a->capacity,
+             a->twin ? " by it and its twin" : "");
+    a->used = end;
     if (a->used > a->peak) a->peak = a->used;
-    return a->base + start;
+    if (a->joint_peak && end + other > *a->joint_peak) *a->joint_peak = end + other;
+    return a->down ? a->base + a->capacity - end : a->base + start;
 }
 
 ng_tensor ng_arena_tensor(ng_arena *a, ng_dtype dtype, int ndim, const int64_t *shape,

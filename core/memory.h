@@ -48,17 +48,30 @@ ng_mem_stats ng_mem_stats_get(ng_device dev);
  * one phase. */
 void ng_mem_reset_peak(ng_device dev);
 
-/* An arena: one buffer, bump allocation, release back to a mark. */
-typedef struct {
+/* An arena: one buffer, bump allocation, release back to a mark. Two arenas may share one
+ * buffer (ng_arena_pair): one grows from its start, the other down from its end, so the buffer
+ * needs the most the two hold at once, not the sum of their separate peaks. */
+typedef struct ng_arena {
     ng_device device;
     char *base;
     size_t capacity, used, peak;
     const char *name;
+    int down;              /* 1: allocates down from base + capacity */
+    struct ng_arena *twin; /* the other arena of a pair (NULL: alone) */
+    size_t *joint_peak;    /* a pair: the most both held at once */
+    int owns;              /* 1 for the arena that frees the buffer */
 } ng_arena;
 
 typedef size_t ng_arena_mark;
 
 ng_arena ng_arena_new(ng_device dev, size_t capacity, const char *name);
+/* One buffer of `capacity` bytes (rounded up to NG_ALIGN) shared by `up` and `down`; joint_peak
+ * receives the most they hold at once. Both must stay where they are (they point at each
+ * other); `up` owns the buffer: free `down` first, then `up`. */
+void ng_arena_pair(ng_device dev, size_t capacity, ng_arena *up, const char *up_name,
+                   ng_arena *down, const char *down_name, size_t *joint_peak);
+/* Bytes an allocation could still take (what the twin leaves, for a pair). */
+size_t ng_arena_free_bytes(const ng_arena *a);
 void ng_arena_free(ng_arena *a);
 /* Fails with a message naming the arena and the sizes when the arena is full. */
 void *ng_arena_alloc(ng_arena *a, size_t bytes);

@@ -257,8 +257,8 @@ typedef struct {
 
 static chunking plan_chunks(const ng_arena *a, const ng_win3 *w, int64_t N, int64_t K, int64_t O,
                             int bufs, size_t es) {
-    size_t free_bytes =
-        a->capacity > a->used + 4 * NG_ALIGN ? a->capacity - a->used - 4 * NG_ALIGN : 0;
+    size_t room = ng_arena_free_bytes(a);
+    size_t free_bytes = room > 4 * NG_ALIGN ? room - 4 * NG_ALIGN : 0;
     size_t budget = (free_bytes < SCRATCH_CAP ? free_bytes : SCRATCH_CAP) / es;
     int64_t P = ng_win3_out_size(w);
     chunking c = {0, 0};

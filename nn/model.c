@@ -151,10 +151,11 @@ static void build(ng_model *m, ng_device dev, ng_dtype dtype, ng_dtype compute, 
                                   b->value.shape, b->name);
         ng_fill(&b->value, b->init);
     }
+    /* One buffer: activations grow from its start, activation gradients and scratch down from its
+     * end, so it needs the most both hold at once. */
     ng_mem_set_category(NG_MEM_ACTIVATIONS);
-    m->acts = ng_arena_new(dev, act_bytes, "activations");
-    ng_mem_set_category(NG_MEM_WORKSPACE);
-    m->grads = ng_arena_new(dev, grad_bytes, "activation gradients");
+    ng_arena_pair(dev, act_bytes + grad_bytes, &m->acts, "activations", &m->grads,
+                  "activation gradients", &m->arena_peak);
     ng_mem_set_category(was);
 }
 
@@ -179,8 +180,8 @@ void ng_model_free(ng_model *m) {
     ng_tensor_free(&m->flat_params);
     ng_tensor_free(&m->flat_grads);
     ng_tensor_free(&m->flat_buffers);
-    if (m->acts.base) ng_arena_free(&m->acts);
     if (m->grads.base) ng_arena_free(&m->grads);
+    if (m->acts.base) ng_arena_free(&m->acts);
     ng_layer_free(m->root);
     free(m->params);
     free(m->buffers);

@@ -42,7 +42,8 @@ typedef struct {
     /* [numel] in compute_dtype: the cast of flat_params when compute_dtype differs from dtype,
      * else flat_params itself (a view, so the f32 and f64 paths are untouched). */
     ng_tensor flat_compute;
-    ng_arena acts, grads;
+    ng_arena acts, grads; /* one buffer: acts from its start, grads down from its end */
+    size_t arena_peak;    /* the most acts and grads held at once */
 } ng_model;
 
 /* Takes ownership of root. Gathers the parameters; checks that names are unique. */
@@ -50,7 +51,8 @@ ng_model *ng_model_new(ng_layer *root);
 /* Allocates the flat buffers on `dev` in `dtype` (f32, or f64 for gradient checks), binds the
  * parameter views, initialises every parameter from `seed` (on the host, in double, from the
  * Philox stream of its index, so CPU and GPU models start identical), zeroes the gradients and
- * creates arenas of the given sizes in bytes. */
+ * creates the arenas: one buffer of act_bytes + grad_bytes that activations fill from one end
+ * and activation gradients from the other. */
 void ng_model_build(ng_model *m, ng_device dev, ng_dtype dtype, uint64_t seed, size_t act_bytes,
                     size_t grad_bytes);
 /* ng_model_build with f32 master weights (gradients, buffers, optimizer state all f32) and a

@@ -5,9 +5,13 @@
 #include "core/error.h"
 
 void ng_sim_alloc(ng_sim_arena *a, size_t bytes) {
-    size_t start = (a->used + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
-    a->used = start + bytes;
+    if (a->down)
+        a->used = (a->used + bytes + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN;
+    else
+        a->used = (a->used + NG_ALIGN - 1) / NG_ALIGN * NG_ALIGN + bytes;
     if (a->used > a->peak) a->peak = a->used;
+    size_t both = a->used + (a->twin ? a->twin->used : 0);
+    if (a->joint && both > *a->joint) *a->joint = both;
 }
 
 void ng_sim_tensor(ng_sim_arena *a, ng_dtype dt, int ndim, const int64_t *shape) {
@@ -29,8 +33,11 @@ void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int nd
     ng_sim_tensor(&s->acts, dt, on, out);
 }
 
-static ng_mem_sim start(ng_device dev, ng_dtype master, int training) {
-    return (ng_mem_sim){.device = dev, .master = master, .training = training};
+static void start(ng_mem_sim *s, ng_device dev, ng_dtype master, int training) {
+    *s = (ng_mem_sim){.device = dev, .master = master, .training = training};
+    s->grads.down = 1;
+    s->acts.twin = &s->grads, s->grads.twin = &s->acts;
+    s->acts.joint = s->grads.joint = &s->joint;
 }
 
 /* ng_model_forward: a mixed model casts its master-dtype input into the activation arena. */
@@ -50,7 +57,8 @@ ng_arena_plan ng_plan_train_step_observed(
     ng_layer *root, int ndim, const int64_t *in, ng_dtype master, ng_dtype compute, ng_device dev,
     int true_fisher, void (*capture)(void *, const ng_layer *, int, const int64_t *, ng_dtype),
     void *capture_self) {
-    ng_mem_sim s = start(dev, master, 1);
+    ng_mem_sim s;
+    start(&s, dev, master, 1);
     s.capture = capture, s.capture_self = capture_self;
     ng_dtype dt = cast_input(&s, ndim, in, master, compute);
     ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
@@ -65,13 +73,14 @@ ng_arena_plan ng_plan_train_step_observed(
         s.retain = 0;
     }
     ng_layer_plan(root, &s, 1, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak};
+    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint};
 }
 
 ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
                            ng_dtype compute, ng_device dev) {
-    ng_mem_sim s = start(dev, master, 0);
+    ng_mem_sim s;
+    start(&s, dev, master, 0);
     ng_dtype dt = cast_input(&s, ndim, in, master, compute);
     ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak};
+    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint};
 }

@@ -14,13 +14,19 @@
 extern "C" {
 #endif
 
-/* An arena's counters: allocations round their start up to NG_ALIGN as ng_arena_alloc does. */
-typedef struct {
+/* An arena's counters, rounding as ng_arena_alloc does (the activation arena rounds each start up
+ * to NG_ALIGN, the gradient arena, which grows down from the other end of the same buffer, each
+ * end); `joint` is the most both held at once, the buffer's size. */
+typedef struct ng_sim_arena {
     size_t used, peak;
+    int down;
+    struct ng_sim_arena *twin;
+    size_t *joint;
 } ng_sim_arena;
 
 struct ng_mem_sim {
     ng_sim_arena acts, grads;
+    size_t joint;     /* the most acts and grads held at once */
     ng_device device; /* the CUDA path of some layers takes its scratch elsewhere (cuDNN) */
     ng_dtype master;  /* the parameters' gradients (f32 in mixed precision) */
     int training;     /* dropout allocates only in training */
@@ -54,9 +60,9 @@ static inline void ng_sim_release(ng_sim_arena *a, size_t mark) {
 void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
                    const int64_t *in, ng_dtype dt);
 
-/* The arenas' high-water marks, in bytes. */
+/* The arenas' high-water marks, and the most both hold at once (their shared buffer), in bytes. */
 typedef struct {
-    size_t acts, grads;
+    size_t acts, grads, joint;
 } ng_arena_plan;
 
 /* A training step as the trainer runs it: the input cast to the compute dtype (when it differs

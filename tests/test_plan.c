@@ -45,17 +45,20 @@ static void check(const char *what, ng_arch a, const char *spec, ng_dtype comput
     }
     ng_softmax_xent(&y, &labels, 0, &dy, NULL);
     ng_model_backward(m, &ctx, &dy);
-    NG_TEST(p.acts == m->acts.peak && p.grads == m->grads.peak,
-            "%s, checkpoint %s, %s%s: planned activations %zu and scratch %zu bytes, measured %zu "
-            "and %zu",
+    NG_TEST(p.acts == m->acts.peak && p.grads == m->grads.peak && p.joint == m->arena_peak,
+            "%s, checkpoint %s, %s%s: planned activations %zu, scratch %zu, both %zu bytes, "
+            "measured %zu, %zu, %zu",
             what, spec, ng_dtype_name(compute), true_fisher ? ", true Fisher" : "", p.acts, p.grads,
-            m->acts.peak, m->grads.peak);
+            p.joint, m->acts.peak, m->grads.peak, m->arena_peak);
+    NG_TEST(p.joint <= p.acts + p.grads && p.joint >= p.acts && p.joint >= p.grads,
+            "%s: the shared buffer %zu is not between the larger arena and their sum", what,
+            p.joint);
 
     ng_model_reset_arenas(m);
-    m->acts.peak = m->grads.peak = 0;
+    m->acts.peak = m->grads.peak = m->arena_peak = 0;
     ng_ctx ev = ng_model_ctx(m, 0, 5, 1);
     ng_model_forward(m, &ev, &x);
-    NG_TEST(e.acts == m->acts.peak && e.grads == m->grads.peak,
+    NG_TEST(e.acts == m->acts.peak && e.grads == m->grads.peak && e.joint == m->arena_peak,
             "%s, checkpoint %s, %s: planned evaluation %zu and %zu bytes, measured %zu and %zu",
             what, spec, ng_dtype_name(compute), e.acts, e.grads, m->acts.peak, m->grads.peak);
     ng_tensor_free(&x);
