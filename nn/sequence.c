@@ -111,6 +111,9 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
     seq_state *s = l->impl;
     for (int i = last; i >= 0; i--) {
         if (s->seg_end[i] > i && s->seg_end[i] - 1 == last) {
+            /* The segment's kept output has served the layers after it, whose backward is done:
+             * the replay may take its memory. */
+            if (!ctx->retain) ng_arena_release(ctx->acts, s->fwd_mark[i]);
             ng_arena_mark mark = ng_arena_get_mark(ctx->acts);
             int was = ctx->recomputing;
             ctx->recomputing = 1;
@@ -248,6 +251,7 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
         if (replayed < 0) {
             for (int a = i; a >= 0; a--) {
                 if (s->seg_end[a] > a && s->seg_end[a] - 1 == i) {
+                    if (!sim->retain) ng_sim_release(&sim->acts, s->fwd_mark[a]);
                     replayed = (int64_t)ng_sim_mark(&sim->acts), first = a;
                     int was = sim->recomputing;
                     sim->recomputing = 1;
