@@ -155,6 +155,7 @@ static ng_tensor attn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
 static void attn_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     attn_state *s = l->impl;
     ng_layer *qkv = l->children[0], *proj = l->children[1];
+    ctx->dy_scratch = 0; /* its sub-layers keep their hands off dy */
     int64_t B = s->B, T = s->T, H = s->heads, hd = s->hd, bh = B * H;
     NG_CHECK(s->qkvp.data && dy->numel == B * T * s->dim,
              "attention %s: output gradient %s does not fit the last forward", l->name,

@@ -92,6 +92,10 @@ typedef struct {
      * input (the previous child's fresh output, which its own backward does not read): the
      * child may write its output over it (ReLU does). Containers clear it for their children. */
     int inplace;
+    /* Set by a sequence around one child's backward when the child may write over its dy once it
+     * no longer reads it (the sequence's own buffer, or the sequence's caller gave dy up).
+     * Containers that read dy after a child's backward (residual) clear it. */
+    int dy_scratch;
     ng_rng_key rng; /* seed and step; layers add their own stream id */
     ng_observer *observer;
     ng_grad_hook *grad_ready; /* NULL: nobody waits for gradients */

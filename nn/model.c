@@ -214,6 +214,7 @@ ng_tensor ng_model_forward(ng_model *m, ng_ctx *ctx, const ng_tensor *x) {
 }
 
 void ng_model_backward(ng_model *m, ng_ctx *ctx, const ng_tensor *dy) {
+    ctx->dy_scratch = 0; /* the caller's loss gradient stays as it is */
     ng_layer_backward(m->root, ctx, dy, NULL);
 }
 

@@ -139,6 +139,7 @@ static ng_tensor pe_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
 static void pe_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     pe_state *s = l->impl;
     ng_layer *proj = l->children[0];
+    ctx->dy_scratch = 0; /* its sub-layer keeps its hands off dy */
     int64_t B = s->B, C = s->in_ch, P = s->patch, G = s->grid, N = G * G, D = s->dim;
     int64_t T = s->tokens;
     NG_CHECK(B && dy->numel == B * T * D,

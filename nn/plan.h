@@ -33,6 +33,7 @@ struct ng_mem_sim {
     int retain;       /* as ng_ctx.retain: backward keeps the forward's activations */
     int recomputing;  /* replaying a checkpoint segment: no capture */
     int inplace;      /* as ng_ctx.inplace, for the child being planned */
+    int dy_scratch;   /* as ng_ctx.dy_scratch */
     /* Called by Linear and Conv plans where their forward tells the observer its input (K-FAC's
      * plan sizes its scratch from these); NULL: nobody listens. */
     void (*capture)(void *self, const ng_layer *l, int ndim, const int64_t *in, ng_dtype dt);

@@ -23,6 +23,7 @@ static ng_tensor res_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
 
 static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     ng_layer *f = l->children[0];
+    ctx->dy_scratch = 0; /* dy is added to dx after the branch */
     if (!dx) {
         ng_layer_backward(f, ctx, dy, NULL);
         return;
@@ -34,7 +35,7 @@ static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
 
 static void res_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
                      const int64_t *in, ng_dtype dt) {
-    s->inplace = 0;
+    s->inplace = 0, s->dy_scratch = 0;
     ng_layer_plan(l->children[0], s, backward, need_dx, ndim, in, dt);
     if (!backward) ng_sim_tensor(&s->acts, dt, ndim, in);
 }

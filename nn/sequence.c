@@ -33,6 +33,7 @@ typedef struct {
     /* ctx->acts before child i's forward (before the segment's output, for a segment start):
      * what backward releases to once child i (or the segment) is done. */
     ng_arena_mark fwd_mark[SEQ_MAX];
+    int64_t out_numel; /* elements of the last forward's output (the size of dy) */
 } seq_state;
 
 /* Whether child j may write its output over its input: the input is the previous child's fresh
@@ -102,6 +103,7 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         }
         i = last;
     }
+    s->out_numel = cur.numel;
     return cur;
 }
 
@@ -132,24 +134,33 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
     return -1;
 }
 
-/* Where the gradient w.r.t. child i's input goes (i >= 1): odd i in buffer 0; even i in the
- * caller's dx when it is big enough (dx is written last, by child 0, and nothing reads it
- * before), else in buffer 1. Neighbours have opposite parity, so no child reads and writes the
- * same memory. Sizes of the two buffers, in elements (0: not needed). */
+/* Where the gradient w.r.t. child i's input goes (i >= 1): one of the sequence's two buffers,
+ * the caller's dx (written last, by child 0, so free until then) or the caller's dy once child
+ * n-1 has read it (when the caller says it is done with dy: ctx->dy_scratch). Child i reads
+ * where child i+1 wrote, so neighbours take different places; dx never holds g_1 (child 0 reads
+ * it while writing dx) and dy never g_{n-1}. A block nested in a sequence then needs no buffer
+ * of its own. loc[i]: 0, 1 (buffers), LOC_DX, LOC_DY; most[b]: buffer b's size (0: none). */
+enum { LOC_DX = 2, LOC_DY = 3 };
+
 static int64_t child_numel(const seq_state *s, int i) {
     int64_t n = 1;
     for (int d = 0; d < s->ndim[i]; d++) n *= s->shape[i][d];
     return n;
 }
-static int in_dx(const seq_state *s, int i, int64_t dx_numel) {
-    return !(i & 1) && child_numel(s, i) <= dx_numel;
-}
-static void grad_buffers(const seq_state *s, int64_t dx_numel, int64_t most[2]) {
+
+static void grad_places(const seq_state *s, int64_t dx_numel, int64_t dy_numel, int loc[],
+                        int64_t most[2]) {
     most[0] = most[1] = 0;
-    for (int i = 1; i < s->n; i++) {
+    for (int i = s->n - 1; i >= 1; i--) {
         int64_t n = child_numel(s, i);
-        int b = i & 1 ? 0 : 1;
-        if (!in_dx(s, i, dx_numel) && n > most[b]) most[b] = n;
+        int from = i == s->n - 1 ? LOC_DY : loc[i + 1];
+        if (i != 1 && from != LOC_DX && n <= dx_numel)
+            loc[i] = LOC_DX;
+        else if (i <= s->n - 2 && from != LOC_DY && n <= dy_numel)
+            loc[i] = LOC_DY;
+        else
+            loc[i] = from == 0 ? 1 : 0;
+        if (loc[i] < 2 && n > most[loc[i]]) most[loc[i]] = n;
     }
 }
 
@@ -160,8 +171,12 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
         if (dx) ng_copy(dx, dy);
         return;
     }
-    int64_t most[2], dxn = dx ? dx->numel : -1;
-    grad_buffers(s, dxn, most);
+    /* the caller's leave to write over dy, for this call only */
+    int dy_free = ctx->dy_scratch;
+    ctx->dy_scratch = 0;
+    int loc[SEQ_MAX];
+    int64_t most[2];
+    grad_places(s, dx ? dx->numel : -1, dy_free ? dy->numel : -1, loc, most);
     ng_arena_mark mark = ng_arena_get_mark(ctx->grads);
     ng_tensor buf[2] = {{0}, {0}};
     for (int b = 0; b < 2; b++)
@@ -174,14 +189,17 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     for (int i = s->n - 1; i >= 0; i--) {
         ng_layer *c = l->children[i];
         if (replayed < 0) replayed = replay(l, ctx, i, &first);
+        /* the child may write over its dy when it is ours, or the caller's given up */
+        ctx->dy_scratch = i < s->n - 1 || dy_free;
         if (i == 0) {
             ng_layer_backward(c, ctx, &cur, dx);
         } else {
-            ng_tensor *into = in_dx(s, i, dxn) ? dx : &buf[i & 1 ? 0 : 1];
+            const ng_tensor *into = loc[i] == LOC_DX ? dx : loc[i] == LOC_DY ? dy : &buf[loc[i]];
             ng_tensor next = ng_tensor_view(into, 0, s->ndim[i], s->shape[i], "activation grad");
             ng_layer_backward(c, ctx, &cur, &next);
             cur = next;
         }
+        ctx->dy_scratch = 0;
         /* Done with child i (or with the segment it starts): its activations go back to the
          * arena, so the replay of an earlier segment reuses them. */
         if (replayed >= 0 && i == first) {
@@ -235,13 +253,18 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
         if (end) ng_sim_release(&sim->acts, mark);
         i = last;
     }
+    s->out_numel = 1;
+    for (int d = 0; d < cn; d++) s->out_numel *= cur[d];
 }
 
 static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
     seq_state *s = l->impl;
+    int dy_free = sim->dy_scratch;
+    sim->dy_scratch = 0;
     if (!l->nchildren) return;
+    int loc[SEQ_MAX];
     int64_t most[2];
-    grad_buffers(s, need_dx ? child_numel(s, 0) : -1, most);
+    grad_places(s, need_dx ? child_numel(s, 0) : -1, dy_free ? s->out_numel : -1, loc, most);
     size_t gmark = ng_sim_mark(&sim->grads);
     for (int b = 0; b < 2; b++)
         if (most[b]) ng_sim_tensor(&sim->grads, s->dtype, 1, (int64_t[]){most[b]});
@@ -266,7 +289,9 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
                 if (s->seg_end[a] > a) break;
             }
         }
+        sim->dy_scratch = i < s->n - 1 || dy_free;
         ng_layer_plan(l->children[i], sim, 1, i > 0 || need_dx, s->ndim[i], s->shape[i], s->dtype);
+        sim->dy_scratch = 0;
         if (replayed >= 0 && i == first) {
             ng_sim_release(&sim->acts, (size_t)replayed);
             replayed = -1;
