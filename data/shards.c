@@ -380,7 +380,8 @@ typedef struct {
     int64_t esize;
     /* the stream of one epoch */
     int64_t epoch, pos; /* epoch -1: no stream */
-    int *order, at;     /* shards in this epoch's order, the one being read */
+    int *mine, nmine;   /* this rank's shards (all of them unless split) */
+    int *order, at;     /* this rank's shards in this epoch's order, the one being read */
     reader r;
     float *buf; /* shuffle_buffer examples */
     int32_t *buf_y;
@@ -406,7 +407,7 @@ static int stream_next(shards *s, float *x, int32_t *y) {
     char why[1024];
     for (;;) {
         if (!s->r.a) {
-            if (s->at == s->nshards) return 0;
+            if (s->at == s->nmine) return 0;
             const char *p = s->paths[s->order[s->at]];
             if (!reader_open(&s->r, p, why, sizeof why)) stream_fail(s, p, why);
         }
@@ -433,9 +434,9 @@ static int stream_next(shards *s, float *x, int32_t *y) {
 
 static void stream_start(shards *s, int64_t epoch) {
     stream_reset(s);
-    for (int i = 0; i < s->nshards; i++) s->order[i] = i;
+    for (int i = 0; i < s->nmine; i++) s->order[i] = s->mine[i];
     ng_rng_key k = {.seed = s->c.seed, .stream = STREAM_SHARD_ORDER | (uint64_t)epoch};
-    for (int i = s->nshards - 1; i > 0; i--) { /* Fisher-Yates */
+    for (int i = s->nmine - 1; i > 0; i--) { /* Fisher-Yates */
         uint32_t w[4];
         ng_rng_block(k, (uint64_t)i, w);
         int j = (int)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)(i + 1));
@@ -473,16 +474,36 @@ static void fill(ng_source *src, int64_t epoch, int64_t i, void *x, int32_t *y) 
     stream_take(s, x, y);
 }
 
+/* Rank r keeps the shards whose sorted index is r modulo world, and as many examples per epoch
+ * as the rank with the fewest has, so every rank makes the same number of batches. */
+static void split(ng_source *src, int rank, int world) {
+    shards *s = src->impl;
+    NG_CHECK(world <= s->nshards,
+             "data.dir: %d shards in %s cannot be split over %d ranks; write smaller shards "
+             "(natgrad shards --shard-mib)",
+             s->nshards, s->c.dir, world);
+    int64_t least = -1;
+    for (int r = 0; r < world; r++) {
+        int64_t n = 0;
+        for (int k = r; k < s->nshards; k += world) n += s->counts[k];
+        if (least < 0 || n < least) least = n;
+    }
+    s->nmine = 0;
+    for (int k = rank; k < s->nshards; k += world) s->mine[s->nmine++] = k;
+    src->n = least;
+    stream_reset(s);
+}
+
 static void destroy(ng_source *src) {
     shards *s = src->impl;
     if (!s) return;
     reader_close(&s->r);
     for (int i = 0; i < s->nshards; i++) free(s->paths[i]);
-    free(s->paths), free(s->counts), free(s->order), free(s->buf), free(s->buf_y);
+    free(s->paths), free(s->counts), free(s->order), free(s->mine), free(s->buf), free(s->buf_y);
     free(s);
 }
 
-static const ng_source_ops ops = {fill, destroy};
+static const ng_source_ops ops = {fill, destroy, split};
 
 static int by_name(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -528,10 +549,13 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
     qsort(s->paths, (size_t)s->nshards, sizeof(char *), by_name);
     s->counts = calloc((size_t)s->nshards, sizeof(int64_t));
     s->order = calloc((size_t)s->nshards, sizeof(int));
-    if (!s->counts || !s->order) {
+    s->mine = calloc((size_t)s->nshards, sizeof(int));
+    if (!s->counts || !s->order || !s->mine) {
         ng_source_free(src);
         ng_fail("shards: out of host memory");
     }
+    for (int i = 0; i < s->nshards; i++) s->mine[i] = i;
+    s->nmine = s->nshards;
     /* The scan: counts, labels, and the first example's shape. */
     char why[1024], msg[1200];
     int32_t maxy = -1;
