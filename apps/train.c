@@ -348,6 +348,11 @@ int ng_cmd_train(int argc, char **argv) {
              "batch_size / ranks examples)",
              (long long)s.batch, world);
     if (s.kfac_enabled) ng_kfac_grad_workers(s.kfac_fraction, world); /* before DIR exists */
+    /* A source that splits itself (tar shards) gives each rank its own files, before DIR exists;
+     * the loader then splits nothing. Others hand every rank the whole source and the loader its
+     * positions. */
+    int64_t ntrain = s.train->n; /* before a split makes it this rank's count */
+    int split = ng_source_split(s.train, rank, world);
     char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);
@@ -404,10 +409,6 @@ int ng_cmd_train(int argc, char **argv) {
     }
     free(history);
 
-    /* A source that splits itself (tar shards) gives each rank its own files; the loader then
-     * splits nothing. Others hand every rank the whole source and the loader its positions. */
-    int64_t ntrain = s.train->n; /* before a split makes it this rank's count */
-    int split = ng_source_split(s.train, rank, world);
     ng_loader_config lc = {.source = s.train,
                            .batch = s.batch / world,
                            .rank = split ? 0 : rank,
