@@ -380,6 +380,11 @@ int ng_cmd_train(int argc, char **argv) {
              "batch_size / ranks examples)",
              (long long)s.batch, world);
     ng_optim_plan_check_world(&s.optim, world); /* before DIR exists */
+    /* A source that splits itself (tar shards) gives each rank its own files, before DIR exists;
+     * the loader then splits nothing. Others hand every rank the whole source and the loader its
+     * positions. */
+    int64_t ntrain = s.train->n; /* before a split makes it this rank's count */
+    int split = ng_source_split(s.train, rank, world);
     char out[2048], ckpt[4096] = "";
     if (a.out)
         snprintf(out, sizeof out, "%s", a.out);
@@ -439,11 +444,11 @@ int ng_cmd_train(int argc, char **argv) {
 
     ng_loader_config lc = {.source = s.train,
                            .batch = s.batch / world,
-                           .rank = rank,
+                           .rank = split ? 0 : rank,
                            .shuffle = 1,
                            .drop_last = 1,
                            .seed = s.seed,
-                           .world = world,
+                           .world = split ? 1 : world,
                            .augment = s.augment,
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
     ng_loader *loader = ng_loader_new(&lc);
@@ -484,7 +489,7 @@ int ng_cmd_train(int argc, char **argv) {
                 "natgrad train: %s (%lld params) on %s, %s: %lld train / %lld test, batch %lld, "
                 "%lld steps (%.1f epochs), %s -> %s\n",
                 s.arch.arch, (long long)m->count, ng_device_name(s.device), s.data_desc,
-                (long long)s.train->n, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
+                (long long)ntrain, (long long)s.test->n, (long long)s.batch, (long long)s.steps,
                 (double)s.steps / (double)per_epoch, chain, out);
         if (world > 1)
             fprintf(stderr,

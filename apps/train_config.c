@@ -227,6 +227,16 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              "data: examples must be square images [C,H,W] (cubes [C,D,D,D] for cnn3d) for "
              "model.arch %s",
              arch);
+    /* Sources read from files (shards) may disagree between their splits. */
+    NG_CHECK(
+        s->test->ndim == s->train->ndim &&
+            !memcmp(s->test->shape, s->train->shape, sizeof(int64_t) * (size_t)s->train->ndim) &&
+            s->test->classes <= s->train->classes,
+        "data: the test examples (%s: %d dims, first %lld, %lld classes) do not match the "
+        "training ones (%s: %d dims, first %lld, %lld classes)",
+        s->test->name, s->test->ndim, (long long)s->test->shape[0], (long long)s->test->classes,
+        s->train->name, s->train->ndim, (long long)s->train->shape[0],
+        (long long)s->train->classes);
     /* Augmentation is its own step after the source: checked here against the examples' shape,
      * so a crop larger than the data stops before a run directory exists. */
     s->augment = (ng_augment){.crop_pad = (int)ng_cfg_int(c, "data.augment.crop_pad"),

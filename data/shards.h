@@ -24,7 +24,9 @@ typedef struct {
  * next: the same seed gives the same stream. npy members must be little-endian f4 or u1 (u1 and
  * PNG pixels are scaled to [0, 1]); PNG is grey (one channel) or RGB (alpha dropped). A member
  * whose shape differs from the first example's, or that does not decode, is an error naming the
- * shard and the member when the example is read. */
+ * shard and the member when the example is read. Split across ranks (ng_source_split), rank r
+ * reads only the shards whose sorted index is r modulo the world, in its own (seed, epoch) order,
+ * and stops each epoch after as many examples as the rank with the fewest has. */
 ng_source *ng_shards_open(const ng_shards_config *c);
 
 /* Writes every example of a source, in its order, as DIR/PREFIX-NNNNNN.tar shards of about

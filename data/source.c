@@ -20,6 +20,14 @@ void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y)
     s->ops->fill(s, epoch, i, x, y);
 }
 
+int ng_source_split(ng_source *s, int rank, int world) {
+    NG_CHECK(world >= 1 && rank >= 0 && rank < world, "data source %s: rank %d of %d", s->name,
+             rank, world);
+    if (!s->ops->split || world == 1) return 0;
+    s->ops->split(s, rank, world);
+    return 1;
+}
+
 void ng_source_free(ng_source *s) {
     if (!s) return;
     if (s->ops->destroy) s->ops->destroy(s);
@@ -38,7 +46,7 @@ static void dataset_destroy(ng_source *s) {
     ng_dataset_free(s->impl);
 }
 
-static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy};
+static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy, NULL};
 
 ng_source *ng_source_dataset(ng_dataset *d) {
     NG_CHECK(d && d->n > 0 && d->x && d->y, "data source: no data (an empty or missing data set)");

@@ -19,6 +19,10 @@ typedef struct {
      * by one thread at a time per source. */
     void (*fill)(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
     void (*destroy)(ng_source *s); /* frees impl; the struct itself is freed by ng_source_free */
+    /* Optional: keep only rank's part of the data (of world ranks), so that each rank reads only
+     * its own files; n becomes this rank's count, equal on every rank. NULL: the loader splits
+     * the epoch's positions instead (every rank sees the whole source). */
+    void (*split)(ng_source *s, int rank, int world);
 } ng_source_ops;
 
 struct ng_source {
@@ -58,6 +62,9 @@ ng_source *ng_synthetic3d_new(const ng_synthetic3d_config *c);
 /* The unit direction of class c's long axis (c < 13), for tests and docs. */
 void ng_synthetic3d_direction(int64_t c, double d[3]);
 
+/* Splits s across ranks when it can (1: s now holds this rank's part; give the loader world 1),
+ * else 0 (give the loader the rank and world). */
+int ng_source_split(ng_source *s, int rank, int world);
 /* Checks i in [0, n) and calls the source's fill. */
 void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
 int64_t ng_source_example_size(const ng_source *s);

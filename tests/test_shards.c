@@ -134,6 +134,37 @@ static void test_roundtrip(uint64_t seed) {
         ng_source_free(s);
     }
 
+    /* Split over 3 ranks: rank r reads shards r, r+3, ... (8, 8, 8 | 8, 8, 1 | 8, 8 examples),
+     * each rank 16 examples an epoch, all from its own shards, none shared. */
+    {
+        int64_t owner[57];
+        for (int64_t j = 0; j < n; j++) owner[j] = -1;
+        int ok = 1;
+        for (int r = 0; r < 3; r++) {
+            ng_shards_config c = {.dir = dir, .prefix = "train", .shuffle_buffer = 8, .seed = seed};
+            ng_source *s = ng_shards_open(&c);
+            NG_TEST(ng_source_split(s, r, 3) == 1 && s->n == 16,
+                    "split rank %d of 3: %lld examples, want 16", r, (long long)s->n);
+            for (int ep = 0; ep < 2; ep++)
+                for (int64_t i = 0; i < s->n; i++) {
+                    float v[30];
+                    int32_t l;
+                    ng_source_fill(s, ep, i, v, &l);
+                    int64_t j = which(v, l, ref, ry, n, e);
+                    ok &= j >= 0 && (j / 8) % 3 == r && (owner[j] < 0 || owner[j] == r);
+                    if (j >= 0) owner[j] = r;
+                }
+            ng_source_free(s);
+        }
+        NG_TEST(ok, "split: every rank reads only its own shards (index / 8 = r mod 3)");
+        ng_shards_config c = {.dir = dir, .prefix = "train", .shuffle_buffer = 8, .seed = seed};
+        ng_source *volatile s = ng_shards_open(&c);
+        NG_TEST_ERROR(ng_source_split(s, 0, 9), "cannot be split over 9 ranks");
+        ng_source_free(s);
+        NG_TEST(ng_source_split(src, 1, 3) == 0 && src->n == n,
+                "an in-memory source does not split itself");
+    }
+
     /* The loader over shards: prefetch and seek give the uninterrupted stream bit for bit. */
     ng_shards_config c = {.dir = dir, .prefix = "train", .shuffle_buffer = 16, .seed = seed};
     ng_source *s = ng_shards_open(&c);

@@ -69,4 +69,11 @@ printf 'x' | dd of="$f" bs=1 seek=$((off + 512)) conv=notrunc status=none
 expect_bad "member '000000007.cls'" "$ng" train --config "$work/small.yaml" --out "$work/bad" \
   "${sh[@]}" --set data.dir="$work/cut"
 
+# Test shards of another shape than the training shards.
+"$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
+  >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
+rm -rf "$work/mixed" && mkdir "$work/mixed" && cp "$work/sh"/train-*.tar "$work/other"/test-*.tar "$work/mixed"
+expect_bad "the test examples" "$ng" train --config "$work/small.yaml" --out "$work/bad" "${sh[@]}" \
+  --set data.dir="$work/mixed"
+
 report train_shards
