@@ -30,6 +30,7 @@ typedef struct {
     ng_tensor host;  /* the same on the host */
     int64_t step;    /* of the last begin */
     int on;          /* the weights are perturbed now */
+    int shaped;      /* fisher: the layers whose eps was Fisher-shaped at the last begin */
 } smoothing;
 
 double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step) {
@@ -101,6 +102,7 @@ static void begin(ng_optimizer *o, int64_t step, int64_t n) {
                       .stream = NG_STREAM_SMOOTHING + (uint64_t)s->c.rank,
                       .offset = (uint64_t)step << 32};
     double g = 0;
+    s->shaped = 0;
     if (s->kfac)
         g = s->c.fisher_damping > 0 ? s->c.fisher_damping
                                     : sqrt(ng_kfac_damping_for(s->kfac, step, n));
@@ -119,6 +121,7 @@ static void begin(ng_optimizer *o, int64_t step, int64_t n) {
                  m->params[i].layer ? m->params[i].layer->name : m->params[i].param->name);
         if (eig > 0) { /* the weight and the bias that follows it, from the weight's offset */
             fisher_layer(s, j, a * scale, g, key, &QA, &dA, &QG, &dG);
+            s->shaped++;
             key.offset += ng_rng_blocks(w->numel);
             if (i + 1 < m->nparams && s->layer[i + 1] == FISHER_BIAS)
                 key.offset += ng_rng_blocks(m->params[++i].param->value.numel);
@@ -151,6 +154,9 @@ static size_t metrics(ng_optimizer *o, char *buf, size_t cap, size_t at) {
     smoothing *s = (smoothing *)o;
     int n = snprintf(buf + at, cap - at, ", \"smoothing_amplitude\": %.9g",
                      ng_smoothing_amplitude(&s->c, s->step));
+    at = n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
+    if (!s->kfac) return at;
+    n = snprintf(buf + at, cap - at, ", \"smoothing_fisher_layers\": %d", s->shaped);
     return n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
 }
 

@@ -71,9 +71,11 @@ double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step);
  * config is a usage error naming the smoothing.* key (fisher noise without a K-FAC part in
  * `inner`, or with K-FAC's Cholesky inverses: smoothing.noise). Its state is none (eps is a
  * function of the key and, for fisher noise, of K-FAC's state); metrics: "smoothing_amplitude",
- * a(t) of the step. Keeps a copy of the flat parameters (one more [numel] buffer), and a noise
- * buffer of the largest perturbed parameter; fisher noise: of the largest out x da of the covered
- * layers, and a second one as large. */
+ * a(t) of the step, and with fisher noise "smoothing_fisher_layers", how many layers drew
+ * Fisher-shaped eps (the others of K-FAC's: isotropic, no eigendecomposition yet). Keeps a copy of
+ * the flat parameters (one more [numel] buffer), and a noise buffer of the largest perturbed
+ * parameter; fisher noise: of the largest out x da of the covered layers, and a second one as
+ * large. */
 ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner);
 
 #ifdef __cplusplus

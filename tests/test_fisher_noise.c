@@ -264,10 +264,15 @@ static void test_fallback(void) {
     ng_optimizer *gs = ng_smoothing_new(mg, &gc, ng_optimizer_new(mg, &sgd_cfg));
     double *wf = perturbed(m, f, 0), *wg = perturbed(mg, gs, 0);
     ng_test_close("before the first inverse: gaussian smoothing's draws", wg, wf, m->numel, 0, 0);
+    char buf[512];
+    ng_optimizer_metrics(f, buf, sizeof buf);
+    NG_TEST(strstr(buf, "\"smoothing_fisher_layers\": 0"), "metrics before the inverse: %s", buf);
     free(wf), free(wg);
     train_step(m, f, 0, 5, 3);
     ng_tensor_copy(&mg->flat_params, &m->flat_params);
     wf = perturbed(m, f, 1), wg = perturbed(mg, gs, 1);
+    ng_optimizer_metrics(f, buf, sizeof buf);
+    NG_TEST(strstr(buf, "\"smoothing_fisher_layers\": 2"), "metrics after the inverse: %s", buf);
     for (int i = 0; i < m->nparams; i++) {
         int64_t n = differing(m, i, wf, wg), all = m->params[i].param->value.numel;
         if (m->params[i].layer->capture)

@@ -75,6 +75,8 @@ fz=("${kf[@]}" --set smoothing.enabled=true --set smoothing.noise=fisher --set s
   bad "fisher smoothing resume failed"
 cmp -s "$work/f1/final.safetensors" "$work/f2/final.safetensors" && ok || bad "fisher smoothing resumed weights differ"
 cmp -s "$work/k1/final.safetensors" "$work/f1/final.safetensors" && bad "fisher smoothing changed nothing" || ok
+grep -q '"step": 2,.*"smoothing_fisher_layers": [1-9]' "$work/f1/metrics.jsonl" && ok ||
+  bad "fisher smoothing drew no Fisher-shaped layer at step 2"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
