@@ -26,17 +26,22 @@ static const ng_kfac_config *chain_memory(const ng_optim_plan *p, const ng_model
             for (int j = 0; j < m->nparams; j++)
                 if (m->params[j].param->value.numel > largest)
                     largest = m->params[j].param->value.numel;
-            /* fisher noise: two [out, in + 1] buffers of the largest covered layer */
+            /* fisher noise: two [out, da] buffers of the largest covered layer (da = in + 1 with
+             * a bias), and the roots of the largest out and da, on the device and the host */
+            int64_t outs = 0, das = 0;
             if (((const ng_smoothing_config *)p->settings[i])->noise == NG_SMOOTH_FISHER)
                 for (int j = 0; j < m->nparams; j++) {
                     const ng_layer *l = m->params[j].layer;
                     if (!l || !l->capture || m->params[j].param != &l->params[0]) continue;
-                    int64_t n = l->params[0].value.numel;
-                    if (l->nparams > 1) n += l->params[1].value.numel;
-                    if (n > fisher) fisher = n;
+                    int64_t out = l->params[0].value.shape[0],
+                            da = l->params[0].value.numel / out + (l->nparams > 1);
+                    if (out * da > fisher) fisher = out * da;
+                    if (out > outs) outs = out;
+                    if (da > das) das = da;
                 }
             if (fisher > largest) largest = fisher;
-            f->cat[NG_MEM_OPTIMIZER] += (size_t)(m->numel + largest + fisher) * es;
+            f->cat[NG_MEM_OPTIMIZER] +=
+                (size_t)(m->numel + largest + fisher + 2 * (outs + das)) * es;
         } else { /* a base: sgd, adamw */
             f->cat[NG_MEM_OPTIMIZER] +=
                 ng_optimizer_plan_bytes((const ng_optim_config *)p->settings[i], m->numel, es);
