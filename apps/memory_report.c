@@ -6,6 +6,7 @@
 #include "apps/metrics.h"
 #include "core/dtype.h"
 #include "optim/plan.h"
+#include "optim/smoothing.h"
 
 size_t ng_mem_arena_capacity(size_t planned) {
     return planned + planned / 64 + ((size_t)1 << 20);
@@ -21,11 +22,26 @@ static const ng_kfac_config *chain_memory(const ng_optim_plan *p, const ng_model
         if (!strcmp(name, "kfac")) {
             k = p->settings[i];
         } else if (!strcmp(name, "smoothing")) { /* the kept weights and a noise buffer */
-            int64_t largest = 0;
+            int64_t largest = 0, fisher = 0;
             for (int j = 0; j < m->nparams; j++)
                 if (m->params[j].param->value.numel > largest)
                     largest = m->params[j].param->value.numel;
-            f->cat[NG_MEM_OPTIMIZER] += (size_t)(m->numel + largest) * es;
+            /* fisher noise: two [out, da] buffers of the largest covered layer (da = in + 1 with
+             * a bias), and the roots of the largest out and da, on the device and the host */
+            int64_t outs = 0, das = 0;
+            if (((const ng_smoothing_config *)p->settings[i])->noise == NG_SMOOTH_FISHER)
+                for (int j = 0; j < m->nparams; j++) {
+                    const ng_layer *l = m->params[j].layer;
+                    if (!l || !l->capture || m->params[j].param != &l->params[0]) continue;
+                    int64_t out = l->params[0].value.shape[0],
+                            da = l->params[0].value.numel / out + (l->nparams > 1);
+                    if (out * da > fisher) fisher = out * da;
+                    if (out > outs) outs = out;
+                    if (da > das) das = da;
+                }
+            if (fisher > largest) largest = fisher;
+            f->cat[NG_MEM_OPTIMIZER] +=
+                (size_t)(m->numel + largest + fisher + 2 * (outs + das)) * es;
         } else { /* a base: sgd, adamw */
             f->cat[NG_MEM_OPTIMIZER] +=
                 ng_optimizer_plan_bytes((const ng_optim_config *)p->settings[i], m->numel, es);

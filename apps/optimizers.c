@@ -77,20 +77,32 @@ static ng_optimizer *build_kfac(const void *settings, ng_model *m, ng_optimizer 
 static void read_smoothing(const ng_optim_env *e, void *settings) {
     const ng_config *c = e->cfg;
     ng_smoothing_config *s = settings;
-    const char *sched = ng_cfg_str(c, "smoothing.schedule");
-    *s = (ng_smoothing_config){
-        .noise = strcmp(ng_cfg_str(c, "smoothing.noise"), "uniform") ? NG_SMOOTH_GAUSSIAN
-                                                                     : NG_SMOOTH_UNIFORM,
-        .amplitude = ng_cfg_float(c, "smoothing.amplitude"),
-        .schedule = !strcmp(sched, "linear")   ? NG_SMOOTH_LINEAR
-                    : !strcmp(sched, "cosine") ? NG_SMOOTH_COSINE
-                                               : NG_SMOOTH_CONSTANT,
-        .decay_steps = ng_cfg_int(c, "smoothing.decay_steps"),
-        .scale_by_weight = ng_cfg_bool(c, "smoothing.scale_by_weight"),
-        .layers = strcmp(ng_cfg_str(c, "smoothing.layers"), "kfac") ? NG_SMOOTH_ALL
-                                                                    : NG_SMOOTH_KFAC_LAYERS,
-        .seed = (uint64_t)ng_cfg_int(c, "seed")};
+    const char *sched = ng_cfg_str(c, "smoothing.schedule"),
+               *noise = ng_cfg_str(c, "smoothing.noise");
+    *s = (ng_smoothing_config){.noise = !strcmp(noise, "uniform")  ? NG_SMOOTH_UNIFORM
+                                        : !strcmp(noise, "fisher") ? NG_SMOOTH_FISHER
+                                                                   : NG_SMOOTH_GAUSSIAN,
+                               .fisher_damping = ng_cfg_float(c, "smoothing.fisher_damping"),
+                               .amplitude = ng_cfg_float(c, "smoothing.amplitude"),
+                               .schedule = !strcmp(sched, "linear")   ? NG_SMOOTH_LINEAR
+                                           : !strcmp(sched, "cosine") ? NG_SMOOTH_COSINE
+                                                                      : NG_SMOOTH_CONSTANT,
+                               .decay_steps = ng_cfg_int(c, "smoothing.decay_steps"),
+                               .scale_by_weight = ng_cfg_bool(c, "smoothing.scale_by_weight"),
+                               .layers = strcmp(ng_cfg_str(c, "smoothing.layers"), "kfac")
+                                             ? NG_SMOOTH_ALL
+                                             : NG_SMOOTH_KFAC_LAYERS,
+                               .seed = (uint64_t)ng_cfg_int(c, "seed")};
     if (!s->decay_steps) s->decay_steps = e->steps;
+    if (s->noise == NG_SMOOTH_FISHER) { /* checked before the run directory exists */
+        NG_CHECK(ng_cfg_bool(c, "kfac.enabled"),
+                 "smoothing.noise: fisher draws from K-FAC's factors; it needs kfac.enabled=true");
+        NG_CHECK(!strcmp(ng_cfg_str(c, "kfac.inverse"), "eigen"),
+                 "smoothing.noise: fisher needs K-FAC's eigendecompositions (kfac.inverse=eigen)");
+        NG_CHECK(ng_cfg_float(c, "kfac.grad_worker_fraction") == 1.0,
+                 "smoothing.noise: fisher needs K-FAC's eigendecompositions on every rank "
+                 "(kfac.grad_worker_fraction=1)");
+    }
 }
 
 static ng_optimizer *build_smoothing(const void *settings, ng_model *m, ng_optimizer *inner) {

@@ -63,8 +63,11 @@
     {"smoothing.enabled", NG_CFG_BOOL, "false", 1, 0, NULL, \
      "loss smoothing: forward and backward at w + eps, a fresh eps per step and rank, then " \
      "the optimizer steps w"}, \
-    {"smoothing.noise", NG_CFG_CHOICE, "gaussian", 1, 0, "gaussian|uniform", \
-     "eps ~ N(0, a^2), or uniform in [-a, a] (SmoothOut)"}, \
+    {"smoothing.noise", NG_CFG_CHOICE, "gaussian", 1, 0, "gaussian|uniform|fisher", \
+     "eps ~ N(0, a^2), uniform in [-a, a] (SmoothOut), or fisher: matrix-normal with covariance " \
+     "a^2 (A + gI)^-1 kron (G + gI)^-1 from K-FAC's factors (needs kfac.enabled)"}, \
+    {"smoothing.fisher_damping", NG_CFG_FLOAT, "0", 0, 1e6, NULL, \
+     "fisher noise: g added to A and G; 0 = sqrt of K-FAC's gamma at the step (per factor)"}, \
     {"smoothing.amplitude", NG_CFG_FLOAT, "0.01", 0, 1e3, NULL, \
      "a: the noise's std (gaussian) or half-width (uniform); 0 = no smoothing"}, \
     {"smoothing.schedule", NG_CFG_CHOICE, "constant", 1, 0, "constant|linear|cosine", \

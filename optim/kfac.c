@@ -42,12 +42,17 @@ double ng_kfac_damping(const ng_kfac_config *c, int64_t step) {
     return c->damping * pow(c->damping_final / c->damping, t);
 }
 
-double ng_kfac_step_damping(const ng_kfac *k, int64_t step) {
+double ng_kfac_damping_for(const ng_kfac *k, int64_t step, int64_t n_examples) {
     double gamma = ng_kfac_damping(&k->c, step);
     if (k->c.damping_units == NG_KFAC_UNITS_PER_EXAMPLE) return gamma;
     /* kfac-pytorch's G is 1/N^2 of ours (kfac.h): its gamma means N^2 gamma here. */
-    NG_CHECK(k->N >= 1, "kfac.damping_units: kfac-pytorch units need the batch of ng_kfac_begin");
-    return gamma * (double)k->N * (double)k->N;
+    NG_CHECK(n_examples >= 1,
+             "kfac.damping_units: kfac-pytorch units need the batch of ng_kfac_begin");
+    return gamma * (double)n_examples * (double)n_examples;
+}
+
+double ng_kfac_step_damping(const ng_kfac *k, int64_t step) {
+    return ng_kfac_damping_for(k, step, k->N);
 }
 
 static void check_config(const ng_kfac_config *c) {
@@ -359,6 +364,26 @@ void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, n
     if (name) *name = L->layer->name;
     if (A) *A = L->A;
     if (G) *G = L->G;
+}
+
+ng_layer *ng_kfac_layer_at(const ng_kfac *k, int i) {
+    NG_CHECK(i >= 0 && i < k->n, "kfac: layer %d of %d", i, k->n);
+    return k->layers[i].layer;
+}
+
+const ng_kfac_config *ng_kfac_config_of(const ng_kfac *k) {
+    return &k->c;
+}
+
+int ng_kfac_eigen(const ng_kfac *k, int i, ng_tensor *QA, ng_tensor *dA, ng_tensor *QG,
+                  ng_tensor *dG) {
+    NG_CHECK(i >= 0 && i < k->n, "kfac: layer %d of %d", i, k->n);
+    const ng_kfac_layer *L = &k->layers[i];
+    if (k->c.inverse != NG_KFAC_EIGEN || !((const double *)L->meta.data)[NG_KFAC_META_INV])
+        return 0;
+    if (!L->QA.data || !L->dA.data || !L->QG.data || !L->dG.data) return -1;
+    *QA = L->QA, *dA = L->dA, *QG = L->QG, *dG = L->dG;
+    return 1;
 }
 
 void ng_kfac_set_loss_scale(ng_kfac *k, double s) {

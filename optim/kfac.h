@@ -114,6 +114,9 @@ typedef struct ng_kfac ng_kfac;
 /* The gamma ng_kfac_step applies at `step`: ng_kfac_damping of its config, times N^2 (N: the
  * n_examples of the last ng_kfac_begin, this rank's batch) in kfac-pytorch units. */
 double ng_kfac_step_damping(const ng_kfac *k, int64_t step);
+/* The same for a step of n_examples on this rank, whatever the last begin was (a part in front of
+ * K-FAC asks before K-FAC's begin). */
+double ng_kfac_damping_for(const ng_kfac *k, int64_t step, int64_t n_examples);
 
 /* Registers every layer of the built model with l->capture (Linear, Conv 2d/3d, the patch-embed
  * projection), keeping their names; all other parameters keep their plain gradient. A bad config
@@ -171,6 +174,16 @@ int ng_kfac_sharded(const ng_kfac *k, int *rank, int *world);
  * (views; A [in(+1), in(+1)], G [out, out]). */
 int ng_kfac_layers(const ng_kfac *k);
 void ng_kfac_factors(const ng_kfac *k, int i, const char **name, ng_tensor *A, ng_tensor *G);
+/* Layer i's layer: its weight is params[0], its bias (when A has the bias row) params[1]. */
+ng_layer *ng_kfac_layer_at(const ng_kfac *k, int i);
+/* The config K-FAC runs with (damping_final filled in). */
+const ng_kfac_config *ng_kfac_config_of(const ng_kfac *k);
+/* Layer i's eigendecomposition as of its last inverse update (views): A = QA diag(dA) QA^T,
+ * G = QG diag(dG) QG^T, eigenvalues as ng_eigh returned them (not clamped). Returns 1 when there
+ * is one, 0 when there is none yet (no inverse update so far, or kfac.inverse cholesky) and -1
+ * when the layer has one but this rank does not hold it (a grad-worker fraction below 1). */
+int ng_kfac_eigen(const ng_kfac *k, int i, ng_tensor *QA, ng_tensor *dA, ng_tensor *QG,
+                  ng_tensor *dG);
 
 /* The factor the loss gradient of the following backward passes is multiplied by (the dynamic
  * loss scale of mixed precision): G is computed from dy / s, so the factors do not depend on

@@ -10,15 +10,27 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/rng.h"
+#include "optim/kfac.h"
+
+enum { NOT_FISHER = -1, FISHER_BIAS = -2 };
 
 typedef struct {
     ng_optimizer head;
     ng_smoothing_config c;
     int *perturbed;  /* per model parameter: 1 when it gets noise */
     ng_tensor saved; /* [numel] the weights before this step's perturbation */
-    ng_tensor noise; /* [largest perturbed parameter] scratch for z */
+    ng_tensor
+        noise; /* [largest perturbed parameter, or out x da of a fisher layer] scratch for z */
+    /* fisher noise */
+    ng_kfac *kfac;   /* of the K-FAC part behind the wrapper */
+    int *layer;      /* per model parameter: the K-FAC layer whose weight it is, FISHER_BIAS for
+                        that layer's bias (it follows the weight), else NOT_FISHER */
+    ng_tensor work;  /* [largest out x da] */
+    ng_tensor roots; /* [largest out + largest da] 1/sqrt(d + g) of G then A, model's device */
+    ng_tensor host;  /* the same on the host */
     int64_t step;    /* of the last begin */
     int on;          /* the weights are perturbed now */
+    int shaped;      /* fisher: the layers whose eps was Fisher-shaped at the last begin */
 } smoothing;
 
 double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step) {
@@ -28,8 +40,55 @@ double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step) {
     return c->amplitude * 0.5 * (1.0 + cos(M_PI * t));
 }
 
+/* x[i] = 1 / sqrt(max(x[i], 0) + g) on a host tensor of the model's float type. */
+static void inverse_roots(ng_tensor *x, double g) {
+    for (int64_t i = 0; i < x->numel; i++) {
+        if (x->dtype == NG_F64) {
+            double *v = x->data;
+            v[i] = 1.0 / sqrt(fmax(v[i], 0.0) + g);
+        } else {
+            float *v = x->data;
+            v[i] = (float)(1.0 / sqrt(fmax((double)v[i], 0.0) + g));
+        }
+    }
+}
+
+/* Adds alpha QG diag(rG) Z diag(rA) QA^T to K-FAC layer j's weight [out, in] and its bias (the
+ * last column of [out, da]); Z [out, da] from `key`. */
+static void fisher_layer(smoothing *s, int j, double alpha, double g, ng_rng_key key,
+                         const ng_tensor *QA, const ng_tensor *dA, const ng_tensor *QG,
+                         const ng_tensor *dG) {
+    ng_layer *l = ng_kfac_layer_at(s->kfac, j);
+    int64_t out = QG->shape[0], da = QA->shape[0], in = l->params[0].value.numel / out;
+    ng_tensor Z = ng_tensor_view(&s->noise, 0, 2, (int64_t[]){out, da}, "smoothing noise");
+    ng_tensor Y = ng_tensor_view(&s->work, 0, 2, (int64_t[]){out, da}, "smoothing fisher noise");
+    ng_rng_normal(&Z, key, 0.0, 1.0);
+    ng_tensor hg = ng_tensor_view(&s->host, 0, 1, (int64_t[]){out}, "smoothing G roots"),
+              ha = ng_tensor_view(&s->host, out, 1, (int64_t[]){da}, "smoothing A roots");
+    ng_tensor_copy(&hg, dG);
+    ng_tensor_copy(&ha, dA);
+    inverse_roots(&hg, g);
+    inverse_roots(&ha, g);
+    ng_tensor rg = ng_tensor_view(&s->roots, 0, 2, (int64_t[]){out, 1}, "smoothing G roots"),
+              ra = ng_tensor_view(&s->roots, out, 2, (int64_t[]){1, da}, "smoothing A roots");
+    ng_tensor_copy(&rg, &hg);
+    ng_tensor_copy(&ra, &ha);
+    ng_gemm(0, 0, alpha, &rg, &ra, 0.0, &Y); /* Y = alpha rG rA^T */
+    ng_mul(&Z, &Y, &Z);
+    ng_gemm(0, 0, 1.0, QG, &Z, 0.0, &Y); /* Y = alpha QG (rG rA^T .* Z) */
+    /* eps = Y QA^T: its first `in` columns from QA's first `in` rows, the bias column from the
+     * last row; added in place, no [out, da] copy of eps. */
+    ng_tensor W = ng_tensor_reshape(&l->params[0].value, 2, (int64_t[]){out, in});
+    ng_tensor QAw = ng_tensor_view(QA, 0, 2, (int64_t[]){in, da}, "smoothing QA rows");
+    ng_gemm(0, 1, 1.0, &Y, &QAw, 1.0, &W);
+    if (da > in) {
+        ng_tensor b = ng_tensor_reshape(&l->params[1].value, 2, (int64_t[]){out, 1});
+        ng_tensor QAb = ng_tensor_view(QA, in * da, 2, (int64_t[]){1, da}, "smoothing QA bias row");
+        ng_gemm(0, 1, 1.0, &Y, &QAb, 1.0, &b);
+    }
+}
+
 static void begin(ng_optimizer *o, int64_t step, int64_t n) {
-    (void)n;
     smoothing *s = (smoothing *)o;
     ng_model *m = o->model;
     NG_CHECK(!s->on,
@@ -42,13 +101,33 @@ static void begin(ng_optimizer *o, int64_t step, int64_t n) {
     ng_rng_key key = {.seed = s->c.seed,
                       .stream = NG_STREAM_SMOOTHING + (uint64_t)s->c.rank,
                       .offset = (uint64_t)step << 32};
+    double g = 0;
+    s->shaped = 0;
+    if (s->kfac)
+        g = s->c.fisher_damping > 0 ? s->c.fisher_damping
+                                    : sqrt(ng_kfac_damping_for(s->kfac, step, n));
     for (int i = 0; i < m->nparams; i++) {
         if (!s->perturbed[i]) continue;
         ng_tensor *w = &m->params[i].param->value;
         ng_tensor wf = ng_tensor_reshape(w, 1, (int64_t[]){w->numel});
         ng_tensor z = ng_tensor_view(&s->noise, 0, 1, (int64_t[]){w->numel}, "smoothing noise");
         double scale = s->c.scale_by_weight ? sqrt(ng_sumsq(w) / (double)w->numel) : 1.0;
-        if (s->c.noise == NG_SMOOTH_GAUSSIAN)
+        int j = s->kfac ? s->layer[i] : NOT_FISHER;
+        ng_tensor QA, dA, QG, dG;
+        int eig = j >= 0 ? ng_kfac_eigen(s->kfac, j, &QA, &dA, &QG, &dG) : 0;
+        NG_CHECK(eig >= 0,
+                 "smoothing.noise: fisher needs K-FAC's eigendecompositions on every rank; this "
+                 "rank does not hold %s's (set kfac.grad_worker_fraction=1)",
+                 m->params[i].layer ? m->params[i].layer->name : m->params[i].param->name);
+        if (eig > 0) { /* the weight and the bias that follows it, from the weight's offset */
+            fisher_layer(s, j, a * scale, g, key, &QA, &dA, &QG, &dG);
+            s->shaped++;
+            key.offset += ng_rng_blocks(w->numel);
+            if (i + 1 < m->nparams && s->layer[i + 1] == FISHER_BIAS)
+                key.offset += ng_rng_blocks(m->params[++i].param->value.numel);
+            continue;
+        }
+        if (s->c.noise != NG_SMOOTH_UNIFORM) /* gaussian, and fisher's isotropic fallback */
             ng_rng_normal(&z, key, 0.0, 1.0);
         else
             ng_rng_uniform(&z, key, -1.0, 1.0);
@@ -75,14 +154,20 @@ static size_t metrics(ng_optimizer *o, char *buf, size_t cap, size_t at) {
     smoothing *s = (smoothing *)o;
     int n = snprintf(buf + at, cap - at, ", \"smoothing_amplitude\": %.9g",
                      ng_smoothing_amplitude(&s->c, s->step));
+    at = n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
+    if (!s->kfac) return at;
+    n = snprintf(buf + at, cap - at, ", \"smoothing_fisher_layers\": %d", s->shaped);
     return n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
 }
 
 static void destroy(ng_optimizer *o) {
     smoothing *s = (smoothing *)o;
     ng_tensor_free(&s->saved);
-    if (s->noise.data) ng_tensor_free(&s->noise);
+    ng_tensor *ts[] = {&s->noise, &s->work, &s->roots, &s->host};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++)
+        if (ts[i]->data) ng_tensor_free(ts[i]);
     free(s->perturbed);
+    free(s->layer);
     free(s);
 }
 
@@ -97,9 +182,26 @@ const ng_optimizer_ops ng_smoothing_ops = {.kind = "smoothing",
 
 ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner) {
     NG_CHECK(inner, "smoothing: loss smoothing wraps an optimizer; none given");
-    NG_CHECK(c->noise == NG_SMOOTH_GAUSSIAN || c->noise == NG_SMOOTH_UNIFORM,
-             "smoothing.noise: %d is not one of gaussian (%d), uniform (%d)", c->noise,
-             NG_SMOOTH_GAUSSIAN, NG_SMOOTH_UNIFORM);
+    NG_CHECK(c->noise == NG_SMOOTH_GAUSSIAN || c->noise == NG_SMOOTH_UNIFORM ||
+                 c->noise == NG_SMOOTH_FISHER,
+             "smoothing.noise: %d is not one of gaussian (%d), uniform (%d), fisher (%d)", c->noise,
+             NG_SMOOTH_GAUSSIAN, NG_SMOOTH_UNIFORM, NG_SMOOTH_FISHER);
+    NG_CHECK(isfinite(c->fisher_damping) && c->fisher_damping >= 0,
+             "smoothing.fisher_damping: %g must be finite and >= 0 (0 = from K-FAC's damping)",
+             c->fisher_damping);
+    ng_kfac *kfac = NULL;
+    if (c->noise == NG_SMOOTH_FISHER) {
+        for (ng_optimizer *p = inner; p && !kfac; p = p->inner)
+            if (p->ops == &ng_kfac_ops) kfac = ng_kfac_of(p);
+        NG_CHECK(kfac,
+                 "smoothing.noise: fisher draws from K-FAC's factors; it needs K-FAC behind the "
+                 "wrapper (kfac.enabled=true)");
+        NG_CHECK(ng_kfac_config_of(kfac)->inverse == NG_KFAC_EIGEN,
+                 "smoothing.noise: fisher needs K-FAC's eigendecompositions (kfac.inverse=eigen)");
+        NG_CHECK(m->dtype == NG_F32 || m->dtype == NG_F64,
+                 "smoothing.noise: fisher needs f32 or f64 weights, not %s",
+                 ng_dtype_name(m->dtype));
+    }
     NG_CHECK(isfinite(c->amplitude) && c->amplitude >= 0,
              "smoothing.amplitude: %g must be finite and >= 0", c->amplitude);
     NG_CHECK(c->schedule >= NG_SMOOTH_CONSTANT && c->schedule <= NG_SMOOTH_COSINE,
@@ -112,20 +214,56 @@ ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_opt
              "smoothing.layers: %d is not one of all (%d), kfac (%d)", c->layers, NG_SMOOTH_ALL,
              NG_SMOOTH_KFAC_LAYERS);
     NG_CHECK(c->rank >= 0, "smoothing: rank %d", c->rank);
+    int *perturbed = calloc((size_t)m->nparams + 1, sizeof *perturbed),
+        *layer = calloc((size_t)m->nparams + 1, sizeof *layer);
+    NG_CHECK(perturbed && layer, "out of host memory creating loss smoothing");
+    int64_t largest = 0, largest_fisher = 0, largest_out = 0, largest_da = 0;
+    for (int i = 0; i < m->nparams; i++) {
+        const ng_layer *l = m->params[i].layer;
+        perturbed[i] = c->layers == NG_SMOOTH_ALL || (l && l->capture);
+        layer[i] = NOT_FISHER;
+        int64_t n = m->params[i].param->value.numel;
+        if (perturbed[i] && n > largest) largest = n;
+    }
+    for (int j = 0; kfac && j < ng_kfac_layers(kfac); j++) {
+        ng_layer *l = ng_kfac_layer_at(kfac, j);
+        ng_tensor A, G;
+        ng_kfac_factors(kfac, j, NULL, &A, &G);
+        int64_t out = G.shape[0], da = A.shape[0], in = l->params[0].value.numel / out;
+        int w = -1;
+        for (int i = 0; i < m->nparams && w < 0; i++)
+            if (m->params[i].param == &l->params[0]) w = i;
+        int bias = da > in;
+        /* an invariant of the model's parameter order, which the key offsets rely on */
+        if (w < 0 || !perturbed[w] ||
+            (bias && (w + 1 >= m->nparams || !perturbed[w + 1] ||
+                      m->params[w + 1].param != &l->params[1]))) {
+            free(perturbed), free(layer);
+            ng_fail("smoothing.noise: fisher: K-FAC layer %s's weight%s not a perturbed "
+                    "parameter of the model in order",
+                    l->name, bias ? " and bias are" : " is");
+        }
+        layer[w] = j;
+        if (bias) layer[w + 1] = FISHER_BIAS;
+        if (out * da > largest_fisher) largest_fisher = out * da;
+        if (out > largest_out) largest_out = out;
+        if (da > largest_da) largest_da = da;
+    }
     smoothing *s = calloc(1, sizeof *s);
-    int *perturbed = calloc((size_t)m->nparams + 1, sizeof *perturbed);
-    NG_CHECK(s && perturbed, "out of host memory creating loss smoothing");
+    if (!s) free(perturbed), free(layer);
+    NG_CHECK(s, "out of host memory creating loss smoothing");
     ng_optimizer_init(&s->head, &ng_smoothing_ops, m, inner);
     s->c = *c;
     s->perturbed = perturbed;
-    int64_t largest = 0;
-    for (int i = 0; i < m->nparams; i++) {
-        const ng_layer *l = m->params[i].layer;
-        s->perturbed[i] = c->layers == NG_SMOOTH_ALL || (l && l->capture);
-        int64_t n = m->params[i].param->value.numel;
-        if (s->perturbed[i] && n > largest) largest = n;
-    }
+    s->layer = layer;
+    s->kfac = kfac;
     s->saved = ng_tensor_1d(m->dtype, m->device, m->numel, "smoothing saved weights");
+    if (largest_fisher > largest) largest = largest_fisher;
     if (largest) s->noise = ng_tensor_1d(m->dtype, m->device, largest, "smoothing noise");
+    if (largest_fisher) {
+        s->work = ng_tensor_1d(m->dtype, m->device, largest_fisher, "smoothing fisher noise");
+        s->roots = ng_tensor_1d(m->dtype, m->device, largest_out + largest_da, "smoothing roots");
+        s->host = ng_tensor_1d(m->dtype, NG_CPU, largest_out + largest_da, "smoothing roots");
+    }
     return &s->head;
 }

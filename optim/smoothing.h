@@ -14,7 +14,24 @@
  *   a(t) = amplitude x 1 (constant), x (1 - t/T) (linear), x (1 + cos(pi t/T)) / 2 (cosine),
  *   t clamped to T = decay_steps.
  * Which parameters: all of the model, or those of the layers K-FAC covers (Linear, Conv: the
- * layers offering the observer interface). */
+ * layers offering the observer interface).
+ *
+ * Fisher-shaped noise (NG_SMOOTH_FISHER; needs a K-FAC part behind the wrapper, kfac.inverse
+ * eigen, and every rank holding the eigendecompositions, grad-worker fraction 1): for a layer K-FAC
+ * covers, with weight W [out, in] and its bias as the last column of [out, da], da = in (+1), as
+ * in K-FAC's A, eps is matrix-normal,
+ *   vec(eps) ~ N(0, a(t)^2 s^2 (A + gI)^-1 kron (G + gI)^-1),  s = 1 or the weight's RMS,
+ * drawn from K-FAC's eigendecompositions as of its last inverse update (eigenvalues clamped at 0,
+ * as K-FAC does): eps = a s QG diag(1/sqrt(dG + g)) Z diag(1/sqrt(dA + g)) QA^T with Z [out, da]
+ * iid N(0, 1) at the weight's key offset (the bias's blocks follow the weight's, so the draws of
+ * the layer do not overlap any other parameter's). That is a s (G + gI)^-1/2 Z' (A + gI)^-1/2
+ * with Z' = QG^T Z QA, which is iid N(0, 1) too (rotation invariance), without forming the
+ * inverse roots. g = fisher_damping, or when that is 0 the square root of K-FAC's gamma at the
+ * step (ng_kfac_damping_for: units and schedule included), the per-factor damping of K-FAC's
+ * factored mode without pi, so (A + gI) kron (G + gI) contains A kron G + gamma I. A covered layer
+ * without an eigendecomposition yet (the steps before its first inverse update) gets isotropic
+ * gaussian noise of the same amplitude, a(t) s_p z, drawn exactly as NG_SMOOTH_GAUSSIAN draws;
+ * so do the parameters K-FAC does not cover (with layers all). */
 #ifndef NG_SMOOTHING_H
 #define NG_SMOOTHING_H
 
@@ -29,19 +46,20 @@ extern "C" {
 /* The Philox stream of the perturbations; the rank is added. */
 #define NG_STREAM_SMOOTHING (UINT64_C(0x534D4F4F) << 32)
 
-enum { NG_SMOOTH_GAUSSIAN = 0, NG_SMOOTH_UNIFORM = 1 };
+enum { NG_SMOOTH_GAUSSIAN = 0, NG_SMOOTH_UNIFORM = 1, NG_SMOOTH_FISHER = 2 };
 enum { NG_SMOOTH_CONSTANT = 0, NG_SMOOTH_LINEAR = 1, NG_SMOOTH_COSINE = 2 };
 enum { NG_SMOOTH_ALL = 0, NG_SMOOTH_KFAC_LAYERS = 1 };
 
 typedef struct {
-    int noise;           /* NG_SMOOTH_GAUSSIAN (std a) or NG_SMOOTH_UNIFORM (in [-a, a]) */
-    double amplitude;    /* a >= 0, finite; 0 is the identity */
-    int schedule;        /* NG_SMOOTH_CONSTANT, _LINEAR or _COSINE */
-    int64_t decay_steps; /* T >= 1 of linear and cosine */
-    int scale_by_weight; /* 1: times each parameter's RMS */
-    int layers;          /* NG_SMOOTH_ALL or NG_SMOOTH_KFAC_LAYERS */
-    uint64_t seed;       /* the run's seed */
-    int rank;            /* this rank's draws; ng_optimizer_distribute sets it from the ranks */
+    int noise;             /* NG_SMOOTH_GAUSSIAN (std a), _UNIFORM (in [-a, a]) or _FISHER */
+    double amplitude;      /* a >= 0, finite; 0 is the identity */
+    int schedule;          /* NG_SMOOTH_CONSTANT, _LINEAR or _COSINE */
+    int64_t decay_steps;   /* T >= 1 of linear and cosine */
+    int scale_by_weight;   /* 1: times each parameter's RMS */
+    int layers;            /* NG_SMOOTH_ALL or NG_SMOOTH_KFAC_LAYERS */
+    uint64_t seed;         /* the run's seed */
+    int rank;              /* this rank's draws; ng_optimizer_distribute sets it from the ranks */
+    double fisher_damping; /* fisher: g >= 0 added to A and G; 0 = sqrt of K-FAC's gamma */
 } ng_smoothing_config;
 
 extern const ng_optimizer_ops ng_smoothing_ops;
@@ -50,10 +68,14 @@ extern const ng_optimizer_ops ng_smoothing_ops;
 double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step);
 
 /* The wrapper in front of `inner` (owned from then on; on an error it stays the caller's). A bad
- * config is a usage error naming the
- * smoothing.* key. Its state is none (eps is a function of the key); metrics:
- * "smoothing_amplitude", a(t) of the step. Keeps a copy of the flat parameters (one more [numel]
- * buffer). */
+ * config is a usage error naming the smoothing.* key (fisher noise without a K-FAC part in
+ * `inner`, or with K-FAC's Cholesky inverses: smoothing.noise). Its state is none (eps is a
+ * function of the key and, for fisher noise, of K-FAC's state); metrics: "smoothing_amplitude",
+ * a(t) of the step, and with fisher noise "smoothing_fisher_layers", how many layers drew
+ * Fisher-shaped eps (the others of K-FAC's: isotropic, no eigendecomposition yet). Keeps a copy of
+ * the flat parameters (one more [numel] buffer), and a noise buffer of the largest perturbed
+ * parameter; fisher noise: of the largest out x da of the covered layers, and a second one as
+ * large. */
 ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner);
 
 #ifdef __cplusplus

@@ -66,6 +66,17 @@ sm=(--set smoothing.enabled=true --set smoothing.amplitude=0.02 --set smoothing.
 cmp -s "$work/z1/final.safetensors" "$work/z2/final.safetensors" && ok || bad "smoothing resumed weights differ"
 cmp -s "$work/a/final.safetensors" "$work/z1/final.safetensors" && bad "smoothing changed nothing" || ok
 grep -Eq '"smoothing_amplitude": 0.02[,}]' "$work/z1/metrics.jsonl" && ok || bad "no smoothing_amplitude in metrics"
+# Fisher-shaped noise drawn from K-FAC's eigendecompositions (inverses every 3 steps): they travel in
+# the checkpoint, so a run stopped at 15 and resumed draws what the uninterrupted one drew.
+fz=("${kf[@]}" --set smoothing.enabled=true --set smoothing.noise=fisher --set smoothing.amplitude=0.005)
+"$ng" train --config "$work/small.yaml" --out "$work/f1" "${fz[@]}" >/dev/null 2>&1 || bad "fisher smoothing run failed"
+"$ng" train --config "$work/small.yaml" --out "$work/f2" "${fz[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/f2" "${fz[@]}" --resume auto >/dev/null 2>&1 ||
+  bad "fisher smoothing resume failed"
+cmp -s "$work/f1/final.safetensors" "$work/f2/final.safetensors" && ok || bad "fisher smoothing resumed weights differ"
+cmp -s "$work/k1/final.safetensors" "$work/f1/final.safetensors" && bad "fisher smoothing changed nothing" || ok
+grep -q '"step": 2,.*"smoothing_fisher_layers": [1-9]' "$work/f1/metrics.jsonl" && ok ||
+  bad "fisher smoothing drew no Fisher-shaped layer at step 2"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
@@ -93,6 +104,11 @@ expect_bad "kfac.inverse" --set kfac.enabled=true --set kfac.inverse=cholesky --
 expect_bad "kfac.enabled" --set kfac.enabled=true --set optimizer.name=adamw
 expect_bad "kfac.damping_units" --set kfac.enabled=true --set kfac.damping_units=torch
 expect_bad "smoothing.noise" --set smoothing.enabled=true --set smoothing.noise=laplace
+expect_bad "smoothing.noise: fisher .*kfac.enabled=true" --set smoothing.enabled=true --set smoothing.noise=fisher
+expect_bad "smoothing.noise: fisher .*kfac.inverse=eigen" --set smoothing.enabled=true --set smoothing.noise=fisher \
+  --set kfac.enabled=true --set kfac.inverse=cholesky --set kfac.damping_mode=factored
+expect_bad "smoothing.fisher_damping" --set smoothing.enabled=true --set smoothing.noise=fisher \
+  --set kfac.enabled=true --set smoothing.fisher_damping=-1
 printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
 rm -rf "$work/bad"
 out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)
