@@ -16,6 +16,7 @@
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "optim/smoothing.h"
+#include "optim_step.h"
 #include "testing.h"
 
 #define ARENA ((size_t)1 << 22)
@@ -50,18 +51,7 @@ static void train_step(ng_model *m, ng_optimizer *o, int64_t step) {
     ng_tensor y = ng_tensor_1d(NG_I32, NG_CPU, N, "y");
     ng_rng_normal(&x, (ng_rng_key){.seed = 3, .stream = 1, .offset = (uint64_t)step << 20}, 0, 1);
     for (int n = 0; n < N; n++) ((int32_t *)y.data)[n] = (int32_t)((n + step) % C);
-    ng_model_reset_arenas(m);
-    ng_ctx ctx = ng_model_ctx(m, 1, 5, (uint64_t)step);
-    ctx.observer = ng_optimizer_observer(o);
-    ng_optimizer_begin(o, step, N);
-    ng_tensor logits = ng_model_forward(m, &ctx, &x);
-    ng_tensor d = ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "d");
-    ng_optimizer_pass(o, NG_PASS_LOSS);
-    ng_softmax_xent(&logits, &y, 0.0, &d, NULL);
-    ng_model_zero_grad(m);
-    ng_model_backward(m, &ctx, &d);
-    ng_optimizer_after_backward(o);
-    ng_optimizer_step(o, 0.1);
+    ng_test_optim_step(m, o, &x, &y, step, 0.1);
     ng_tensor_free(&x), ng_tensor_free(&y);
 }
 
