@@ -118,7 +118,8 @@ void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap) {
         n += (size_t)snprintf(out + n, cap - n, "\"%s\": %s, ", ng_mem_category_name(c),
                               ng_json_num("%.3f", mib(f->cat[c])).s);
     if (n < cap)
-        snprintf(out + n, cap - n, "\"device_peak\": %s}",
+        snprintf(out + n, cap - n, "\"arenas\": %s, \"device_peak\": %s}",
+                 ng_json_num("%.3f", mib(f->arenas.joint)).s,
                  ng_json_num("%.3f", mib(f->device_peak)).s);
 }
 

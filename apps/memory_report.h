@@ -29,7 +29,7 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
                     ng_mem_figures *f);
 /* What the model's device has seen so far. */
 void ng_mem_measure(const ng_model *m, ng_mem_figures *f);
-/* {"params": MiB, ..., "device_peak": MiB} */
+/* {"params": MiB, ..., "arenas": MiB (the most both arenas held at once), "device_peak": MiB} */
 void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap);
 /* A table: category, predicted, measured (MiB), and their ratio; meas may be NULL. */
 void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *meas);

@@ -148,6 +148,9 @@ static int read_measured(const char *dir, ng_mem_figures *f) {
     const char *m = strstr(text, "\"measured_mib\"");
     if (!m) return 0;
     memset(f, 0, sizeof *f);
+    const char *ar = strstr(m, "\"arenas\": ");
+    if (!ar) return 0;
+    f->arenas.joint = (size_t)(strtod(ar + strlen("\"arenas\": "), NULL) * 1048576.0);
     for (int c = 0; c <= NG_MEM_NCAT; c++) {
         char key[48];
         snprintf(key, sizeof key,

@@ -18,7 +18,7 @@ mib = lambda b: b / 2**20
 side = sys.argv[3] + ("^3" if r["model"] == "cnn3d" else "^2")
 print(f"| {r['model']} | {side} | {r['batch']} | {r['dtype']} | {r['checkpoint']} | "
       f"{mib(r['activation_bytes']):.1f} | {mib(r['scratch_bytes']):.1f} | "
-      f"{mib(r["peak_bytes"]):.1f} |")
+      f"{mib(r['peak_bytes']):.1f} |")
 PY
   rm -f "$j"
 }
