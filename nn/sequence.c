@@ -1,8 +1,9 @@
 /* The sequence container, and activation checkpointing over runs of its children.
  *
- * Backward ping-pongs activation gradients between two scratch buffers, so gradient memory is
- * two activations, not all; one of the two is the caller's dx where it is big enough (a block
- * inside a sequence then adds one buffer, not two).
+ * Backward passes activation gradients from child to child through at most two buffers of its
+ * own, so gradient memory is two activations, not all; where they fit, the caller's dx and its
+ * spent dy serve instead (grad_places), so a block nested in a sequence needs none. A ReLU
+ * after a layer that does not read its own output writes over that output (may_overwrite).
  *
  * A checkpoint segment is a run of children [first, end): forward keeps the segment's input (it
  * lives before the segment, outside it) and a copy of its output below an arena mark, and releases
