@@ -27,8 +27,13 @@ for ck in none all; do
     --json "$out/cnn3d_128_fp16_$ck.json"
 done
 python3 "$root/experiments/memory/torch_cnn3d.py" step --side 128 --batch 2 | tee "$out/torch_cnn3d_128.jsonl"
-"$ng" plan --set model.arch=cnn3d --set train.batch_size=1 --set device=cuda --search resolution \
+cnn3d_gpu_md=(--set data.name=synthetic3d --set model.arch=cnn3d --set model.width=16
+  --set model.depth=6 --set data.synthetic.classes=2 --set device=cuda)
+"$ng" plan "${cnn3d_gpu_md[@]}" --set train.batch_size=1 --search resolution \
   2>&1 | tee "$out/plan_cnn3d_search.txt"
+# the plan against a measured GPU run (cuDNN's workspace is the part the plan cannot know)
+"$ng" plan "${cnn3d_gpu_md[@]}" --set train.batch_size=2 --set data.synthetic.side=128 \
+  --set precision.compute=fp16 --set model.checkpoint=all --measure --steps 3 2>&1 | tee "$out/plan_cnn3d_128.txt"
 python3 "$root/experiments/memory/torch_cnn3d.py" largest --batch 1 | tee "$out/torch_cnn3d_largest.jsonl"
 # NCCL on one GPU (one rank): every algorithm degenerates to the identity, but the backend,
 # its stream and the exact checks run.
