@@ -137,15 +137,17 @@ static void upload(const ng_batch *b, ng_tensor *x, ng_tensor *y, ng_tensor *xv,
 }
 
 typedef struct {
-    double loss, acc;
+    double loss, acc, ece; /* ece: expected calibration error, 15 bins (nn/loss.h) */
     int64_t n;
 } eval_result;
 
+/* Test loss, accuracy and ECE of the model's weights as they are. */
 static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
     ng_loader_config lc = {.source = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
     ng_loader *l = ng_loader_new(&lc);
     int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0;
-    double loss = 0;
+    double loss = 0, *probs = NULL;
+    ng_calibration cal = {0};
     for (int64_t i = 0; i < nb; i++) {
         ng_batch b = ng_loader_next(l);
         ng_tensor xv, yv;
@@ -157,9 +159,15 @@ static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, 
         loss += ng_softmax_xent(&logits, &yv, 0.0, NULL, &c) * (double)b.b;
         correct += c;
         n += b.b;
+        if (!probs) probs = malloc(sizeof *probs * (size_t)(x->shape[0] * logits.shape[1]));
+        NG_CHECK(probs, "out of host memory for the test probabilities");
+        ng_softmax_probs(&logits, probs);
+        ng_calibration_add(&cal, probs, b.y, b.b, logits.shape[1]);
     }
+    free(probs);
     ng_loader_free(l);
-    return (eval_result){loss / (double)n, (double)correct / (double)n, n};
+    return (eval_result){loss / (double)n, (double)correct / (double)n, ng_calibration_ece(&cal),
+                         n};
 }
 
 /* The arenas get what the plan says a step of `rank_batch` examples needs (and a little room),
@@ -512,7 +520,7 @@ int ng_cmd_train(int argc, char **argv) {
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     prog.quiet = !rank0;
     char line[2048];
-    eval_result ev = {0, 0, 0};
+    eval_result ev = {0, 0, 0, 0};
     double window_t0 = ng_now();
     int64_t window_imgs = 0, skipped_since_log = 0;
     int status = 0;
@@ -576,9 +584,9 @@ int ng_cmd_train(int argc, char **argv) {
             ev = evaluate(m, &s, &t.x, &t.y);
             snprintf(line, sizeof line,
                      "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
-                     "\"accuracy\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
+                     "\"accuracy\": %.6f, \"ece\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
                      (long long)done, (double)done / (double)per_epoch,
-                     ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n, pos.train_s);
+                     ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece, (long long)ev.n, pos.train_s);
             ng_metrics_line(&metrics, line);
             ng_progress_note(&prog, "step %lld: test loss %.4f, test accuracy %.2f%%",
                              (long long)done, ev.loss, 100 * ev.acc);
@@ -689,8 +697,8 @@ int ng_cmd_eval(int argc, char **argv) {
     input_tensors(&s, s.batch, &x, &y);
     eval_result ev = evaluate(m, &s, &x, &y);
     printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
-           "\"examples\": %lld}\n",
-           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n);
+           "\"ece\": %.6f, \"examples\": %lld}\n",
+           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece, (long long)ev.n);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_model_free(m);
     ng_train_setup_free(&s);
