@@ -77,6 +77,18 @@ cmp -s "$work/f1/final.safetensors" "$work/f2/final.safetensors" && ok || bad "f
 cmp -s "$work/k1/final.safetensors" "$work/f1/final.safetensors" && bad "fisher smoothing changed nothing" || ok
 grep -q '"step": 2,.*"smoothing_fisher_layers": [1-9]' "$work/f1/metrics.jsonl" && ok ||
   bad "fisher smoothing drew no Fisher-shaped layer at step 2"
+# Noisy K-FAC: weight samples from K-FAC's eigendecompositions each step; a run stopped at 15 and
+# resumed samples what the uninterrupted one did. Every eval line reports ECE.
+nz=("${kf[@]}" --set noisy.enabled=true --set noisy.kl_weight=0.1 --set noisy.prior_precision=10)
+"$ng" train --config "$work/small.yaml" --out "$work/n1" "${nz[@]}" >/dev/null 2>&1 || bad "noisy run failed"
+"$ng" train --config "$work/small.yaml" --out "$work/n2" "${nz[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/n2" "${nz[@]}" --resume auto >/dev/null 2>&1 ||
+  bad "noisy resume failed"
+cmp -s "$work/n1/final.safetensors" "$work/n2/final.safetensors" && ok || bad "noisy resumed weights differ"
+cmp -s "$work/n1/final.safetensors" "$work/k1/final.safetensors" && bad "noisy changed nothing" || ok
+grep -q '"step": 2,.*"noisy_layers": [1-9]' "$work/n1/metrics.jsonl" && ok ||
+  bad "noisy drew no sample at step 2"
+grep -q '"type": "eval".*"ece": [0-9]' "$work/n1/metrics.jsonl" && ok || bad "no ece in the eval line"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
@@ -109,6 +121,16 @@ expect_bad "smoothing.noise: fisher .*kfac.inverse=eigen" --set smoothing.enable
   --set kfac.enabled=true --set kfac.inverse=cholesky --set kfac.damping_mode=factored
 expect_bad "smoothing.fisher_damping" --set smoothing.enabled=true --set smoothing.noise=fisher \
   --set kfac.enabled=true --set smoothing.fisher_damping=-1
+expect_bad "noisy.enabled.*kfac.enabled=true" --set noisy.enabled=true
+expect_bad "noisy.kl_weight" --set noisy.enabled=true --set kfac.enabled=true --set noisy.kl_weight=-1
+expect_bad "noisy.prior_precision" --set noisy.enabled=true --set kfac.enabled=true \
+  --set noisy.prior_precision=0
+expect_bad "noisy.eval_samples" --set noisy.enabled=true --set kfac.enabled=true --set noisy.eval_samples=0
+expect_bad "noisy.dataset_size" --set noisy.enabled=true --set kfac.enabled=true --set noisy.dataset_size=-3
+expect_bad "noisy.enabled.*smoothing.enabled" --set noisy.enabled=true --set kfac.enabled=true \
+  --set smoothing.enabled=true
+expect_bad "noisy.enabled.*damping_units" --set noisy.enabled=true --set kfac.enabled=true \
+  --set kfac.damping_units=kfac-pytorch
 printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
 rm -rf "$work/bad"
 out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)
