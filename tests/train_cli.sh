@@ -89,6 +89,24 @@ cmp -s "$work/n1/final.safetensors" "$work/k1/final.safetensors" && bad "noisy c
 grep -q '"step": 2,.*"noisy_layers": [1-9]' "$work/n1/metrics.jsonl" && ok ||
   bad "noisy drew no sample at step 2"
 grep -q '"type": "eval".*"ece": [0-9]' "$work/n1/metrics.jsonl" && ok || bad "no ece in the eval line"
+# Evaluation over 4 weight samples: training is untouched (the mean is restored exactly), the eval
+# figures differ from the mean's and repeat for the seed. With lambda = 0 (no noise) the run is
+# K-FAC's bit for bit and 3 samples evaluate as the mean does (to rounding).
+evals() { grep '"type": "eval"' "$1/metrics.jsonl" | sed 's/, "train_s".*//'; }
+"$ng" train --config "$work/small.yaml" --out "$work/n3" "${nz[@]}" --set noisy.eval_samples=4 >/dev/null 2>&1 ||
+  bad "noisy run with 4 eval samples failed"
+"$ng" train --config "$work/small.yaml" --out "$work/n4" "${nz[@]}" --set noisy.eval_samples=4 >/dev/null 2>&1
+cmp -s "$work/n1/final.safetensors" "$work/n3/final.safetensors" && ok || bad "eval samples changed training"
+[ "$(evals "$work/n3")" = "$(evals "$work/n4")" ] && ok || bad "eval over samples is not deterministic"
+[ "$(evals "$work/n1")" != "$(evals "$work/n3")" ] && ok || bad "eval over 4 samples equals the mean's"
+"$ng" train --config "$work/small.yaml" --out "$work/n5" "${nz[@]}" --set noisy.kl_weight=0 \
+  --set noisy.eval_samples=3 >/dev/null 2>&1 || bad "noisy run with lambda 0 failed"
+cmp -s "$work/k1/final.safetensors" "$work/n5/final.safetensors" && ok || bad "lambda 0 is not K-FAC"
+paste -d'\n' <(evals "$work/k1") <(evals "$work/n5") | awk -F'[:,]' '
+  { for (i = 1; i <= NF; i++) if ($i ~ /"(loss|accuracy|ece)"/) v[NR % 2, i] = $(i + 1) }
+  NR % 2 == 0 { for (i = 1; i <= NF; i++) if ((0, i) in v) { d = v[0, i] - v[1, i]; if (d < 0) d = -d
+    if (d > 1e-6) bad = 1 } n++ }
+  END { exit bad || n != 2 }' && ok || bad "lambda 0: eval over 3 samples differs from the mean's"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
