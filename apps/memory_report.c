@@ -21,15 +21,22 @@ static const ng_kfac_config *chain_memory(const ng_optim_plan *p, const ng_model
         const char *name = p->kind[i]->name;
         if (!strcmp(name, "kfac")) {
             k = p->settings[i];
-        } else if (!strcmp(name, "smoothing")) { /* the kept weights and a noise buffer */
+        } else if (!strcmp(name, "smoothing") || !strcmp(name, "noisy_kfac")) {
+            /* the kept weights and a noise buffer; Noisy K-FAC is Fisher-shaped smoothing of
+             * the layers K-FAC covers */
+            int noisy = !strcmp(name, "noisy_kfac");
+            const ng_smoothing_config *sc = noisy ? NULL : p->settings[i];
             int64_t largest = 0, fisher = 0;
-            for (int j = 0; j < m->nparams; j++)
-                if (m->params[j].param->value.numel > largest)
+            for (int j = 0; j < m->nparams; j++) {
+                const ng_layer *l = m->params[j].layer;
+                int perturbed = noisy || sc->layers == NG_SMOOTH_KFAC_LAYERS ? l && l->capture : 1;
+                if (perturbed && m->params[j].param->value.numel > largest)
                     largest = m->params[j].param->value.numel;
+            }
             /* fisher noise: two [out, da] buffers of the largest covered layer (da = in + 1 with
              * a bias), and the roots of the largest out and da, on the device and the host */
             int64_t outs = 0, das = 0;
-            if (((const ng_smoothing_config *)p->settings[i])->noise == NG_SMOOTH_FISHER)
+            if (noisy || sc->noise == NG_SMOOTH_FISHER)
                 for (int j = 0; j < m->nparams; j++) {
                     const ng_layer *l = m->params[j].layer;
                     if (!l || !l->capture || m->params[j].param != &l->params[0]) continue;

@@ -9,6 +9,44 @@
 #include "optim/kfac.h"
 #include "optim/smoothing.h"
 
+/* ---- noisy_kfac: the Noisy K-FAC part, and what it changes in K-FAC and the base ----------- */
+
+static void read_noisy(const ng_optim_env *e, void *settings) {
+    const ng_config *c = e->cfg;
+    ng_noisy_kfac_config *n = settings;
+    *n = (ng_noisy_kfac_config){.kl_weight = ng_cfg_float(c, "noisy.kl_weight"),
+                                .prior_precision = ng_cfg_float(c, "noisy.prior_precision"),
+                                .dataset_size = ng_cfg_int(c, "noisy.dataset_size"),
+                                .eval_samples = ng_cfg_int(c, "noisy.eval_samples"),
+                                .seed = (uint64_t)ng_cfg_int(c, "seed")};
+    if (!n->dataset_size) n->dataset_size = e->train_examples;
+    NG_CHECK(n->dataset_size >= 1,
+             "noisy.dataset_size: the training set's size is not known here; set it (>= 1)");
+    NG_CHECK(ng_cfg_bool(c, "kfac.enabled"),
+             "noisy.enabled: Noisy K-FAC samples from K-FAC's factors; it needs kfac.enabled=true");
+    NG_CHECK(!strcmp(ng_cfg_str(c, "kfac.inverse"), "eigen"),
+             "noisy.enabled: Noisy K-FAC needs K-FAC's eigendecompositions (kfac.inverse=eigen)");
+    NG_CHECK(ng_cfg_float(c, "kfac.grad_worker_fraction") == 1.0,
+             "noisy.enabled: Noisy K-FAC needs K-FAC's eigendecompositions on every rank "
+             "(kfac.grad_worker_fraction=1)");
+    NG_CHECK(
+        !ng_cfg_bool(c, "smoothing.enabled"),
+        "noisy.enabled: Noisy K-FAC and smoothing.enabled both perturb the weights; choose one");
+}
+
+/* gamma_in = lambda eta / N when noisy.enabled, else 0: added to K-FAC's damping and to the base's
+ * weight decay (optim/smoothing.h). */
+static double noisy_gamma(const ng_optim_env *e) {
+    if (!ng_cfg_bool(e->cfg, "noisy.enabled")) return 0;
+    ng_noisy_kfac_config n;
+    read_noisy(e, &n);
+    return ng_noisy_kfac_gamma(&n);
+}
+
+static ng_optimizer *build_noisy(const void *settings, ng_model *m, ng_optimizer *inner) {
+    return ng_noisy_kfac_new(m, settings, inner);
+}
+
 /* ---- sgd and adamw: the base optimizers, sharing the optimizer.* keys ---------------------- */
 
 static void read_base(const ng_optim_env *e, void *settings) {
@@ -23,6 +61,7 @@ static void read_base(const ng_optim_env *e, void *settings) {
     o->beta2 = ng_cfg_float(c, "optimizer.beta2");
     o->eps = ng_cfg_float(c, "optimizer.eps");
     NG_CHECK(!o->nesterov || o->momentum > 0, "optimizer.nesterov: needs optimizer.momentum > 0");
+    o->weight_decay += noisy_gamma(e); /* Noisy K-FAC's prior on the mean */
 }
 
 static ng_optimizer *build_base(const void *settings, ng_model *m, ng_optimizer *inner) {
@@ -45,6 +84,11 @@ static void read_kfac(const ng_optim_env *e, void *settings) {
     k->damping_final = ng_cfg_float(c, "kfac.damping_final");
     k->damping_steps = ng_cfg_int(c, "kfac.damping_steps");
     if (k->damping_final == 0) k->damping_final = k->damping;
+    double gin = noisy_gamma(e); /* Noisy K-FAC: gamma = gamma_ex + gamma_in */
+    NG_CHECK(gin == 0 || strcmp(ng_cfg_str(c, "kfac.damping_units"), "kfac-pytorch"),
+             "noisy.enabled: Noisy K-FAC adds lambda eta / N to K-FAC's damping in per-example "
+             "units; it needs kfac.damping_units=per-example");
+    k->damping += gin, k->damping_final += gin;
     k->damping_units = strcmp(ng_cfg_str(c, "kfac.damping_units"), "kfac-pytorch")
                            ? NG_KFAC_UNITS_PER_EXAMPLE
                            : NG_KFAC_UNITS_KFAC_PYTORCH;
@@ -112,6 +156,8 @@ static ng_optimizer *build_smoothing(const void *settings, ng_model *m, ng_optim
 /* ---- the registry: front parts outer first, then the bases -------------------------------- */
 
 static const ng_optim_kind kinds[] = {
+    {"noisy_kfac", &ng_noisy_kfac_ops, "noisy.enabled", "sgd", sizeof(ng_noisy_kfac_config),
+     read_noisy, NULL, build_noisy},
     {"smoothing", &ng_smoothing_ops, "smoothing.enabled", NULL, sizeof(ng_smoothing_config),
      read_smoothing, NULL, build_smoothing},
     /* K-FAC preconditions SGD only: AdamW's per-element scaling would undo its preconditioning. */

@@ -78,6 +78,19 @@
      "scale a by each parameter's RMS (relative noise per layer)"}, \
     {"smoothing.layers", NG_CFG_CHOICE, "all", 1, 0, "all|kfac", \
      "perturb every parameter, or only those of the layers K-FAC covers (Linear, Conv)"}, \
+    {"noisy.enabled", NG_CFG_BOOL, "false", 1, 0, NULL, \
+     "Noisy K-FAC (Zhang et al. 2018): forward and backward at a weight sample of the " \
+     "matrix-normal posterior from K-FAC's factors, per step and rank; needs kfac.enabled"}, \
+    {"noisy.kl_weight", NG_CFG_FLOAT, "1", 0, 1e6, NULL, \
+     "lambda: the KL term's weight; the posterior covariance is (lambda/N)(A+gI)^-1 kron " \
+     "(G+gI)^-1, g = sqrt(lambda eta / N)"}, \
+    {"noisy.prior_precision", NG_CFG_FLOAT, "1", 1e-12, 1e12, NULL, \
+     "eta: precision of the N(0, 1/eta) prior; adds lambda eta / N to kfac.damping and to " \
+     "optimizer.weight_decay"}, \
+    {"noisy.dataset_size", NG_CFG_INT, "0", 0, 1e15, NULL, \
+     "N in lambda/N; 0 = the training set's size"}, \
+    {"noisy.eval_samples", NG_CFG_INT, "1", 1, 10000, NULL, \
+     "weight samples whose softmax probabilities are averaged at evaluation; 1 = the mean"}, \
     {"kfac.grad_worker_fraction", NG_CFG_FLOAT, "1", 1e-9, 1, NULL, \
      "under mpirun: share of ranks holding each layer's inverses (KAISA); 1 = all (inverses " \
      "broadcast), 1/world = the owner only (preconditioned gradients broadcast)"}
@@ -86,7 +99,8 @@
 /* What a kind's config reading may need besides its keys. */
 typedef struct {
     const ng_config *cfg;
-    int64_t steps; /* the run's optimizer steps (train.steps, or from train.epochs) */
+    int64_t steps;          /* the run's optimizer steps (train.steps, or from train.epochs) */
+    int64_t train_examples; /* the training set's size (noisy.dataset_size's default); 0: unknown */
 } ng_optim_env;
 
 /* One kind. A base is chosen by optimizer.name == name; a front part by its BOOL enable key. */

@@ -25,6 +25,7 @@
 #include "nn/loss.h"
 #include "nn/sample.h"
 #include "nn/weights.h"
+#include "optim/smoothing.h"
 
 /* The Philox stream of the true Fisher's sampled labels (offset: step << 32). */
 #define NG_STREAM_FISHER (UINT64_C(0x46495348) << 32)
@@ -137,29 +138,64 @@ static void upload(const ng_batch *b, ng_tensor *x, ng_tensor *y, ng_tensor *xv,
 }
 
 typedef struct {
-    double loss, acc;
+    double loss, acc, ece; /* ece: expected calibration error, 15 bins (nn/loss.h) */
     int64_t n;
 } eval_result;
 
-static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_tensor *x, ng_tensor *y) {
+/* Test loss, accuracy and ECE. Without a Noisy K-FAC part (noisy NULL) or with
+ * noisy.eval_samples = 1, of the weights as they are (the mean); with K > 1 samples, of the mean
+ * of the softmax probabilities over weight samples 0..K-1 (ng_noisy_kfac_sample: the same K
+ * samples for every batch), the loss being -log of that mean at the label. */
+static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_optimizer *noisy, ng_tensor *x,
+                            ng_tensor *y) {
     ng_loader_config lc = {.source = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
     ng_loader *l = ng_loader_new(&lc);
-    int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0;
-    double loss = 0;
+    int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0, classes = s->train->classes;
+    int64_t samples = noisy ? ng_noisy_kfac_eval_samples(noisy) : 1;
+    double loss = 0, *probs = malloc(sizeof *probs * (size_t)(x->shape[0] * classes)),
+           *avg = samples > 1 ? malloc(sizeof *avg * (size_t)(x->shape[0] * classes)) : NULL;
+    NG_CHECK(probs && (samples == 1 || avg), "out of host memory for the test probabilities");
+    ng_calibration cal = {0};
     for (int64_t i = 0; i < nb; i++) {
         ng_batch b = ng_loader_next(l);
         ng_tensor xv, yv;
         upload(&b, x, y, &xv, &yv);
-        ng_model_reset_arenas(m);
-        ng_ctx ctx = ng_model_ctx(m, 0, s->seed, 0);
-        ng_tensor logits = ng_model_forward(m, &ctx, &xv);
-        int64_t c = 0;
-        loss += ng_softmax_xent(&logits, &yv, 0.0, NULL, &c) * (double)b.b;
-        correct += c;
+        for (int64_t k = 0; k < samples; k++) {
+            if (samples > 1) ng_noisy_kfac_sample(noisy, k);
+            ng_model_reset_arenas(m);
+            ng_ctx ctx = ng_model_ctx(m, 0, s->seed, 0);
+            ng_tensor logits = ng_model_forward(m, &ctx, &xv);
+            NG_CHECK(logits.ndim == 2 && logits.shape[1] == classes,
+                     "evaluate: logits %s for %lld classes", ng_tensor_desc(&logits),
+                     (long long)classes);
+            ng_softmax_probs(&logits, probs);
+            if (samples == 1) {
+                int64_t c = 0;
+                loss += ng_softmax_xent(&logits, &yv, 0.0, NULL, &c) * (double)b.b;
+                correct += c;
+                break;
+            }
+            ng_noisy_kfac_restore(noisy);
+            for (int64_t j = 0; j < b.b * classes; j++)
+                avg[j] = (k ? avg[j] : 0.0) + probs[j] / (double)samples;
+        }
+        if (samples > 1) {
+            for (int64_t r = 0; r < b.b; r++) {
+                const double *p = avg + r * classes;
+                int64_t arg = 0;
+                for (int64_t j = 1; j < classes; j++)
+                    if (p[j] > p[arg]) arg = j;
+                correct += arg == b.y[r];
+                loss -= log(fmax(p[b.y[r]], 1e-300));
+            }
+        }
         n += b.b;
+        ng_calibration_add(&cal, samples > 1 ? avg : probs, b.y, b.b, classes);
     }
+    free(probs), free(avg);
     ng_loader_free(l);
-    return (eval_result){loss / (double)n, (double)correct / (double)n, n};
+    return (eval_result){loss / (double)n, (double)correct / (double)n, ng_calibration_ece(&cal),
+                         n};
 }
 
 /* The arenas get what the plan says a step of `rank_batch` examples needs (and a little room),
@@ -512,7 +548,7 @@ int ng_cmd_train(int argc, char **argv) {
     ng_progress prog = ng_progress_new(s.steps, pos.step);
     prog.quiet = !rank0;
     char line[2048];
-    eval_result ev = {0, 0, 0};
+    eval_result ev = {0, 0, 0, 0};
     double window_t0 = ng_now();
     int64_t window_imgs = 0, skipped_since_log = 0;
     int status = 0;
@@ -573,12 +609,12 @@ int ng_cmd_train(int argc, char **argv) {
         /* Rank 0 evaluates the whole test set alone (exact figures, no padded shards); the
          * others wait at the next collective. */
         if (rank0 && (done % s.eval_every == 0 || done == s.steps)) {
-            ev = evaluate(m, &s, &t.x, &t.y);
+            ev = evaluate(m, &s, ng_noisy_kfac_find(opt), &t.x, &t.y);
             snprintf(line, sizeof line,
                      "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %s, "
-                     "\"accuracy\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
+                     "\"accuracy\": %.6f, \"ece\": %.6f, \"examples\": %lld, \"train_s\": %.3f}",
                      (long long)done, (double)done / (double)per_epoch,
-                     ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n, pos.train_s);
+                     ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece, (long long)ev.n, pos.train_s);
             ng_metrics_line(&metrics, line);
             ng_progress_note(&prog, "step %lld: test loss %.4f, test accuracy %.2f%%",
                              (long long)done, ev.loss, 100 * ev.acc);
@@ -623,7 +659,8 @@ int ng_cmd_train(int argc, char **argv) {
     }
     if (!status && pos.step >= s.steps && rank0) {
         ng_progress_done(&prog);
-        if (!ev.n) ev = evaluate(m, &s, &t.x, &t.y); /* resumed from the last checkpoint */
+        if (!ev.n) /* resumed from the last checkpoint */
+            ev = evaluate(m, &s, ng_noisy_kfac_find(opt), &t.x, &t.y);
         if (ng_all_finite(&m->flat_params)) {
             char fin[4096];
             snprintf(fin, sizeof fin, "%s/final.safetensors", out);
@@ -687,10 +724,10 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_weights_load(m, a.weights);
     ng_tensor x, y;
     input_tensors(&s, s.batch, &x, &y);
-    eval_result ev = evaluate(m, &s, &x, &y);
+    eval_result ev = evaluate(m, &s, NULL, &x, &y);
     printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
-           "\"examples\": %lld}\n",
-           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, (long long)ev.n);
+           "\"ece\": %.6f, \"examples\": %lld}\n",
+           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece, (long long)ev.n);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_model_free(m);
     ng_train_setup_free(&s);

@@ -269,7 +269,8 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     s->clip = ng_cfg_float(c, "train.clip_grad_norm");
     s->smoothing = ng_cfg_float(c, "train.label_smoothing");
 
-    ng_optim_plan_read(&s->optim, &(ng_optim_env){.cfg = c, .steps = s->steps});
+    ng_optim_plan_read(&s->optim,
+                       &(ng_optim_env){.cfg = c, .steps = s->steps, .train_examples = s->train->n});
 
     const char *prec = ng_cfg_str(c, "precision.compute");
     s->compute = !strcmp(prec, "fp16") ? NG_F16 : !strcmp(prec, "bf16") ? NG_BF16 : NG_F32;

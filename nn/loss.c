@@ -3,9 +3,11 @@
 #include "nn/loss.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/ops.h"
 #include "nn/activation_kernels.h"
 
 static void bad_label(const ng_tensor *labels, int64_t row, int64_t label, int64_t classes) {
@@ -112,4 +114,50 @@ double ng_mse(const ng_tensor *y, const ng_tensor *target, ng_tensor *dy) {
     double scale = 1.0 / (double)y->numel, sum = 0;
     NG_DISPATCH(y, sum = cpu_mse(y, target, dy, scale), sum = ng_cuda_mse(y, target, dy, scale));
     return sum * scale;
+}
+
+void ng_calibration_add(ng_calibration *c, const double *probs, const int32_t *labels, int64_t n,
+                        int64_t classes) {
+    for (int64_t i = 0; i < n; i++) {
+        const double *p = probs + i * classes;
+        int64_t arg = 0;
+        for (int64_t j = 1; j < classes; j++)
+            if (p[j] > p[arg]) arg = j;
+        double conf = p[arg];
+        int b = (int)ceil(conf * NG_ECE_BINS) - 1;
+        b = b < 0 ? 0 : b >= NG_ECE_BINS ? NG_ECE_BINS - 1 : b;
+        c->n[b]++;
+        c->conf[b] += conf;
+        c->correct[b] += arg == labels[i];
+    }
+}
+
+double ng_calibration_ece(const ng_calibration *c) {
+    int64_t total = 0;
+    for (int b = 0; b < NG_ECE_BINS; b++) total += c->n[b];
+    if (!total) return 0;
+    double ece = 0;
+    for (int b = 0; b < NG_ECE_BINS; b++)
+        if (c->n[b]) ece += fabs(c->correct[b] - c->conf[b]) / (double)total;
+    return ece;
+}
+
+void ng_softmax_probs(const ng_tensor *logits, double *probs) {
+    NG_CHECK(logits->ndim == 2, "%s: softmax rows need [N, C] logits, not %s",
+             ng_tensor_name(logits), ng_tensor_desc(logits));
+    int64_t n = logits->shape[0], classes = logits->shape[1];
+    ng_tensor host = ng_tensor_wrap(probs, NG_F64, NG_CPU, 2, logits->shape, "softmax rows");
+    if (logits->device == NG_CPU) {
+        ng_cast(&host, logits);
+    } else {
+        ng_tensor h = ng_tensor_to(logits, NG_CPU, "logits on the host");
+        ng_cast(&host, &h);
+        ng_tensor_free(&h);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double *p = probs + i * classes, top = p[0], s = 0;
+        for (int64_t j = 1; j < classes; j++) top = fmax(top, p[j]);
+        for (int64_t j = 0; j < classes; j++) s += (p[j] = exp(p[j] - top));
+        for (int64_t j = 0; j < classes; j++) p[j] /= s;
+    }
 }

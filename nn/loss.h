@@ -31,6 +31,26 @@ double ng_softmax_xent_scaled(const ng_tensor *logits, const ng_tensor *labels, 
  * dy is not NULL. Synchronises with the device. */
 double ng_mse(const ng_tensor *y, const ng_tensor *target, ng_tensor *dy);
 
+/* Expected calibration error (Guo et al. 2017; Naeini et al. 2015) over 15 equal-width confidence
+ * bins: a prediction's confidence is its largest class probability, bin b holds the confidences
+ * in (b/15, (b+1)/15] (bin 0 also 0), and ECE = sum_b |B_b|/n |acc(B_b) - conf(B_b)|, acc the
+ * share of B_b whose argmax (the first, on ties) is the label, conf its mean confidence. Rows are
+ * added batch by batch; the sums are kept in double. */
+#define NG_ECE_BINS 15
+typedef struct {
+    int64_t n[NG_ECE_BINS];
+    double conf[NG_ECE_BINS], correct[NG_ECE_BINS];
+} ng_calibration;
+
+/* Adds n rows of class probabilities probs [n, classes] (host, row-major) with labels (host). */
+void ng_calibration_add(ng_calibration *c, const double *probs, const int32_t *labels, int64_t n,
+                        int64_t classes);
+/* The ECE of the rows added so far (0 with none). */
+double ng_calibration_ece(const ng_calibration *c);
+/* probs [N, C] on the host = softmax of the rows of logits [N, C] (any device and float dtype),
+ * each computed in double from a shifted exponent. */
+void ng_softmax_probs(const ng_tensor *logits, double *probs);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,6 +31,8 @@ typedef struct {
     int64_t step;    /* of the last begin */
     int on;          /* the weights are perturbed now */
     int shaped;      /* fisher: the layers whose eps was Fisher-shaped at the last begin */
+    int noisy;       /* the Noisy K-FAC part: no isotropic fallback, no noise at amplitude 0 */
+    int64_t eval_samples; /* noisy: weight samples averaged at evaluation */
 } smoothing;
 
 double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step) {
@@ -88,24 +90,13 @@ static void fisher_layer(smoothing *s, int j, double alpha, double g, ng_rng_key
     }
 }
 
-static void begin(ng_optimizer *o, int64_t step, int64_t n) {
-    smoothing *s = (smoothing *)o;
-    ng_model *m = o->model;
-    NG_CHECK(!s->on,
-             "smoothing: begin of step %lld while step %lld's perturbation is still in "
-             "place (no after_backward)",
-             (long long)step, (long long)s->step);
-    s->step = step;
-    double a = ng_smoothing_amplitude(&s->c, step);
+/* Saves the weights and adds eps drawn from `key` with amplitude a and (fisher) damping g. */
+static void perturb(smoothing *s, ng_rng_key key, double a, double g) {
+    ng_model *m = s->head.model;
     ng_copy(&s->saved, &m->flat_params);
-    ng_rng_key key = {.seed = s->c.seed,
-                      .stream = NG_STREAM_SMOOTHING + (uint64_t)s->c.rank,
-                      .offset = (uint64_t)step << 32};
-    double g = 0;
     s->shaped = 0;
-    if (s->kfac)
-        g = s->c.fisher_damping > 0 ? s->c.fisher_damping
-                                    : sqrt(ng_kfac_damping_for(s->kfac, step, n));
+    s->on = 1;
+    if (s->noisy && a == 0) return; /* Noisy K-FAC with lambda = 0: the mean weights, exactly */
     for (int i = 0; i < m->nparams; i++) {
         if (!s->perturbed[i]) continue;
         ng_tensor *w = &m->params[i].param->value;
@@ -116,15 +107,21 @@ static void begin(ng_optimizer *o, int64_t step, int64_t n) {
         ng_tensor QA, dA, QG, dG;
         int eig = j >= 0 ? ng_kfac_eigen(s->kfac, j, &QA, &dA, &QG, &dG) : 0;
         NG_CHECK(eig >= 0,
-                 "smoothing.noise: fisher needs K-FAC's eigendecompositions on every rank; this "
+                 "%s: fisher needs K-FAC's eigendecompositions on every rank; this "
                  "rank does not hold %s's (set kfac.grad_worker_fraction=1)",
+                 s->noisy ? "noisy.enabled" : "smoothing.noise",
                  m->params[i].layer ? m->params[i].layer->name : m->params[i].param->name);
-        if (eig > 0) { /* the weight and the bias that follows it, from the weight's offset */
-            fisher_layer(s, j, a * scale, g, key, &QA, &dA, &QG, &dG);
-            s->shaped++;
+        if (eig > 0 || (s->noisy && j != NOT_FISHER)) {
+            /* the weight and the bias that follows it, from the weight's offset; Noisy K-FAC
+             * leaves a layer without an eigendecomposition yet at its mean */
+            if (eig > 0) fisher_layer(s, j, a * scale, g, key, &QA, &dA, &QG, &dG), s->shaped++;
             key.offset += ng_rng_blocks(w->numel);
             if (i + 1 < m->nparams && s->layer[i + 1] == FISHER_BIAS)
                 key.offset += ng_rng_blocks(m->params[++i].param->value.numel);
+            continue;
+        }
+        if (s->noisy) { /* a parameter K-FAC does not cover: Noisy K-FAC leaves it at its mean */
+            key.offset += ng_rng_blocks(w->numel);
             continue;
         }
         if (s->c.noise != NG_SMOOTH_UNIFORM) /* gaussian, and fisher's isotropic fallback */
@@ -135,7 +132,24 @@ static void begin(ng_optimizer *o, int64_t step, int64_t n) {
         ng_axpy(a * scale, &z, &wf);
     }
     ng_model_refresh_compute(m); /* the forward's half copy sees w + eps */
-    s->on = 1;
+}
+
+static void begin(ng_optimizer *o, int64_t step, int64_t n) {
+    smoothing *s = (smoothing *)o;
+    NG_CHECK(!s->on,
+             "smoothing: begin of step %lld while step %lld's perturbation is still in "
+             "place (no after_backward)",
+             (long long)step, (long long)s->step);
+    s->step = step;
+    double a = ng_smoothing_amplitude(&s->c, step);
+    ng_rng_key key = {.seed = s->c.seed,
+                      .stream = NG_STREAM_SMOOTHING + (uint64_t)s->c.rank,
+                      .offset = (uint64_t)step << 32};
+    double g = 0;
+    if (s->kfac && !(s->noisy && a == 0))
+        g = s->c.fisher_damping > 0 ? s->c.fisher_damping
+                                    : sqrt(ng_kfac_damping_for(s->kfac, step, n));
+    perturb(s, key, a, g);
 }
 
 static void after_backward(ng_optimizer *o) {
@@ -146,14 +160,48 @@ static void after_backward(ng_optimizer *o) {
     s->on = 0;
 }
 
+static smoothing *noisy_part(ng_optimizer *o) {
+    NG_CHECK(o && o->ops == &ng_noisy_kfac_ops, "noisy: %s is not the Noisy K-FAC part",
+             o ? o->ops->title : "(none)");
+    return (smoothing *)o;
+}
+
+ng_optimizer *ng_noisy_kfac_find(ng_optimizer *chain) {
+    for (ng_optimizer *p = chain; p; p = p->inner)
+        if (p->ops == &ng_noisy_kfac_ops) return p;
+    return NULL;
+}
+
+int64_t ng_noisy_kfac_eval_samples(ng_optimizer *o) {
+    return noisy_part(o)->eval_samples;
+}
+
+void ng_noisy_kfac_sample(ng_optimizer *o, int64_t k) {
+    smoothing *s = noisy_part(o);
+    NG_CHECK(!s->on, "noisy: sample %lld drawn while a perturbation is in place", (long long)k);
+    ng_rng_key key = {
+        .seed = s->c.seed, .stream = NG_STREAM_NOISY_EVAL, .offset = (uint64_t)k << 32};
+    perturb(s, key, s->c.amplitude, s->c.fisher_damping);
+}
+
+void ng_noisy_kfac_restore(ng_optimizer *o) {
+    after_backward(&noisy_part(o)->head);
+}
+
 static void distribute(ng_optimizer *o, struct ng_comm *c) {
     ((smoothing *)o)->c.rank = ng_comm_rank(c);
 }
 
 static size_t metrics(ng_optimizer *o, char *buf, size_t cap, size_t at) {
     smoothing *s = (smoothing *)o;
-    int n = snprintf(buf + at, cap - at, ", \"smoothing_amplitude\": %.9g",
-                     ng_smoothing_amplitude(&s->c, s->step));
+    int n;
+    if (s->noisy) {
+        n = snprintf(buf + at, cap - at, ", \"noisy_std\": %.9g, \"noisy_layers\": %d",
+                     s->c.amplitude, s->shaped);
+        return n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
+    }
+    n = snprintf(buf + at, cap - at, ", \"smoothing_amplitude\": %.9g",
+                 ng_smoothing_amplitude(&s->c, s->step));
     at = n > 0 && (size_t)n < cap - at ? at + (size_t)n : at;
     if (!s->kfac) return at;
     n = snprintf(buf + at, cap - at, ", \"smoothing_fisher_layers\": %d", s->shaped);
@@ -180,8 +228,57 @@ const ng_optimizer_ops ng_smoothing_ops = {.kind = "smoothing",
                                            .metrics = metrics,
                                            .destroy = destroy};
 
+const ng_optimizer_ops ng_noisy_kfac_ops = {.kind = "noisy_kfac",
+                                            .title = "Noisy K-FAC",
+                                            .file = "noisy_kfac",
+                                            .begin = begin,
+                                            .after_backward = after_backward,
+                                            .distribute = distribute,
+                                            .metrics = metrics,
+                                            .destroy = destroy};
+
+static ng_optimizer *create(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner,
+                            const ng_optimizer_ops *ops);
+
 ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner) {
-    NG_CHECK(inner, "smoothing: loss smoothing wraps an optimizer; none given");
+    return create(m, c, inner, &ng_smoothing_ops);
+}
+
+ng_smoothing_config ng_noisy_kfac_smoothing(const ng_noisy_kfac_config *c) {
+    double r = c->dataset_size > 0 ? c->kl_weight / (double)c->dataset_size : 0;
+    return (ng_smoothing_config){.noise = NG_SMOOTH_FISHER,
+                                 .amplitude = sqrt(r),
+                                 .schedule = NG_SMOOTH_CONSTANT,
+                                 .layers = NG_SMOOTH_KFAC_LAYERS,
+                                 .seed = c->seed,
+                                 .rank = c->rank,
+                                 .fisher_damping = sqrt(r * c->prior_precision)};
+}
+
+double ng_noisy_kfac_gamma(const ng_noisy_kfac_config *c) {
+    return c->kl_weight * c->prior_precision / (double)c->dataset_size;
+}
+
+ng_optimizer *ng_noisy_kfac_new(ng_model *m, const ng_noisy_kfac_config *c, ng_optimizer *inner) {
+    NG_CHECK(isfinite(c->kl_weight) && c->kl_weight >= 0,
+             "noisy.kl_weight: %g must be finite and >= 0", c->kl_weight);
+    NG_CHECK(isfinite(c->prior_precision) && c->prior_precision > 0,
+             "noisy.prior_precision: %g must be finite and > 0", c->prior_precision);
+    NG_CHECK(c->dataset_size >= 1, "noisy.dataset_size: %lld must be >= 1",
+             (long long)c->dataset_size);
+    NG_CHECK(c->eval_samples >= 1, "noisy.eval_samples: %lld must be >= 1",
+             (long long)c->eval_samples);
+    ng_smoothing_config sc = ng_noisy_kfac_smoothing(c);
+    ng_optimizer *o = create(m, &sc, inner, &ng_noisy_kfac_ops);
+    ((smoothing *)o)->noisy = 1;
+    ((smoothing *)o)->eval_samples = c->eval_samples;
+    return o;
+}
+
+static ng_optimizer *create(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner,
+                            const ng_optimizer_ops *ops) {
+    const char *key = ops == &ng_noisy_kfac_ops ? "noisy.enabled" : "smoothing.noise";
+    NG_CHECK(inner, "%s: %s wraps an optimizer; none given", key, ops->title);
     NG_CHECK(c->noise == NG_SMOOTH_GAUSSIAN || c->noise == NG_SMOOTH_UNIFORM ||
                  c->noise == NG_SMOOTH_FISHER,
              "smoothing.noise: %d is not one of gaussian (%d), uniform (%d), fisher (%d)", c->noise,
@@ -194,13 +291,13 @@ ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_opt
         for (ng_optimizer *p = inner; p && !kfac; p = p->inner)
             if (p->ops == &ng_kfac_ops) kfac = ng_kfac_of(p);
         NG_CHECK(kfac,
-                 "smoothing.noise: fisher draws from K-FAC's factors; it needs K-FAC behind the "
-                 "wrapper (kfac.enabled=true)");
+                 "%s: fisher noise draws from K-FAC's factors; it needs K-FAC behind the "
+                 "wrapper (kfac.enabled=true)",
+                 key);
         NG_CHECK(ng_kfac_config_of(kfac)->inverse == NG_KFAC_EIGEN,
-                 "smoothing.noise: fisher needs K-FAC's eigendecompositions (kfac.inverse=eigen)");
+                 "%s: fisher noise needs K-FAC's eigendecompositions (kfac.inverse=eigen)", key);
         NG_CHECK(m->dtype == NG_F32 || m->dtype == NG_F64,
-                 "smoothing.noise: fisher needs f32 or f64 weights, not %s",
-                 ng_dtype_name(m->dtype));
+                 "%s: fisher noise needs f32 or f64 weights, not %s", key, ng_dtype_name(m->dtype));
     }
     NG_CHECK(isfinite(c->amplitude) && c->amplitude >= 0,
              "smoothing.amplitude: %g must be finite and >= 0", c->amplitude);
@@ -239,9 +336,9 @@ ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_opt
             (bias && (w + 1 >= m->nparams || !perturbed[w + 1] ||
                       m->params[w + 1].param != &l->params[1]))) {
             free(perturbed), free(layer);
-            ng_fail("smoothing.noise: fisher: K-FAC layer %s's weight%s not a perturbed "
+            ng_fail("%s: fisher: K-FAC layer %s's weight%s not a perturbed "
                     "parameter of the model in order",
-                    l->name, bias ? " and bias are" : " is");
+                    key, l->name, bias ? " and bias are" : " is");
         }
         layer[w] = j;
         if (bias) layer[w + 1] = FISHER_BIAS;
@@ -252,7 +349,7 @@ ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_opt
     smoothing *s = calloc(1, sizeof *s);
     if (!s) free(perturbed), free(layer);
     NG_CHECK(s, "out of host memory creating loss smoothing");
-    ng_optimizer_init(&s->head, &ng_smoothing_ops, m, inner);
+    ng_optimizer_init(&s->head, ops, m, inner);
     s->c = *c;
     s->perturbed = perturbed;
     s->layer = layer;

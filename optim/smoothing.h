@@ -78,6 +78,61 @@ double ng_smoothing_amplitude(const ng_smoothing_config *c, int64_t step);
  * large. */
 ng_optimizer *ng_smoothing_new(ng_model *m, const ng_smoothing_config *c, ng_optimizer *inner);
 
+/* ---- Noisy K-FAC (Zhang, Sun, Duvenaud & Grosse, ICML 2018, "Noisy Natural Gradient as
+ * Variational Inference", section 3.3 / algorithm 2) -------------------------------------------
+ * Variational inference with a matrix-variate Gaussian posterior q(W) = MN(W; M, Sigma) per layer
+ * K-FAC covers, prior N(0, eta^-1 I) (eta: the prior PRECISION; the paper's eta is the prior
+ * variance, so its gamma_in = lambda / (N eta_paper) is lambda eta / N here), KL weight lambda,
+ * N training examples. With the paper's A (input factor) and S (our G, output-gradient factor),
+ * both of per-example statistics as K-FAC keeps them, and
+ *   gamma_in = lambda eta / N,   g = sqrt(gamma_in),
+ * each step each rank r samples, for every covered layer (W [out, in], bias as the last column of
+ * [out, da]),
+ *   vec(eps) ~ N(0, (lambda / N) (A + g I)^-1 kron (G + g I)^-1),   W = M + eps,
+ * which is the paper's Sigma = (lambda/N) [A_gamma_in^-1 kron S_gamma_in^-1] with its factored
+ * damping (pi = 1). It is the Fisher-shaped noise of the smoothing wrapper above with amplitude
+ * a = sqrt(lambda / N), s = 1, fisher_damping g, layers kfac and a constant schedule: the same
+ * code draws it (ng_noisy_kfac_new builds that wrapper under its own kind), from K-FAC's
+ * eigendecompositions as of its last inverse update, Philox (seed, NG_STREAM_SMOOTHING + r,
+ * step << 32), and restores M bit for bit after the backward. Unlike smoothing, a covered layer
+ * without an eigendecomposition yet (before K-FAC's first inverse update) and every parameter
+ * K-FAC does not cover stay at the mean (eps = 0), and lambda = 0 is the mean exactly.
+ * The mean's update (apps/optimizers.c does this from the noisy.* keys): K-FAC's damping becomes
+ * kfac.damping + gamma_in (the paper's gamma = gamma_in + gamma_ex, gamma_ex = kfac.damping, in
+ * K-FAC's per-example units), and the prior's gradient (lambda/N) eta M is the base optimizer's
+ * weight decay: optimizer.weight_decay + gamma_in (SGD's L2 term, added to the preconditioned
+ * gradient, so it is not itself preconditioned as in the paper's V; not on biases and norms).
+ * State: none (eps is a function of the key and K-FAC's state). Metrics "noisy_std"
+ * (sqrt(lambda/N)) and "noisy_layers" (layers sampled at the last begin). */
+typedef struct {
+    double kl_weight;       /* lambda >= 0 */
+    double prior_precision; /* eta > 0 */
+    int64_t dataset_size;   /* N >= 1 */
+    int64_t eval_samples;   /* K >= 1 weight samples averaged at evaluation */
+    uint64_t seed;
+    int rank;
+} ng_noisy_kfac_config;
+
+/* The Philox stream of evaluation samples (sample k at offset k << 32; the same on every rank). */
+#define NG_STREAM_NOISY_EVAL (UINT64_C(0x4E4F4953) << 32)
+
+extern const ng_optimizer_ops ng_noisy_kfac_ops;
+
+/* The smoothing config Noisy K-FAC's noise is (see above). */
+ng_smoothing_config ng_noisy_kfac_smoothing(const ng_noisy_kfac_config *c);
+/* gamma_in = lambda eta / N. */
+double ng_noisy_kfac_gamma(const ng_noisy_kfac_config *c);
+/* The part in front of `inner` (which must hold K-FAC with eigendecompositions); usage errors name
+ * the noisy.* key. */
+ng_optimizer *ng_noisy_kfac_new(ng_model *m, const ng_noisy_kfac_config *c, ng_optimizer *inner);
+/* The Noisy K-FAC part of a chain, or NULL. */
+ng_optimizer *ng_noisy_kfac_find(ng_optimizer *chain);
+int64_t ng_noisy_kfac_eval_samples(ng_optimizer *noisy);
+/* Evaluation: puts weight sample k (stream NG_STREAM_NOISY_EVAL, the step's posterior) in place of
+ * the mean; ng_noisy_kfac_restore puts the mean back bit for bit. */
+void ng_noisy_kfac_sample(ng_optimizer *noisy, int64_t k);
+void ng_noisy_kfac_restore(ng_optimizer *noisy);
+
 #ifdef __cplusplus
 }
 #endif

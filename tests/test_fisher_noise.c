@@ -3,7 +3,10 @@
  * default g (sqrt of K-FAC's gamma, both damping units); before K-FAC's first inverse, and for
  * parameters K-FAC does not cover, the draws are gaussian smoothing's, bit for bit; ranks and
  * steps draw differently, the same (rank, step) alike, and a chain restored from K-FAC's state (a
- * resume) draws what the original does; the restore after the backward is exact; config errors. */
+ * resume) draws what the original does; the restore after the backward is exact; config errors.
+ * Noisy K-FAC: the same covariance with a^2 = lambda/N and g = sqrt(lambda eta/N), its draws are
+ * fisher smoothing's, the mean where there is no eigendecomposition or no K-FAC, evaluation
+ * samples, lambda = 0 is the mean exactly, config errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +65,15 @@ static ng_kfac_config kfac_config(int units) {
     k.inv_every = 1000; /* the eigendecomposition of step 0 stays */
     k.kl_clip = 0;
     return k;
+}
+
+/* Noisy K-FAC's config: lambda, eta, N; 3 evaluation samples. */
+static ng_noisy_kfac_config noisy_config(double lambda, double eta, int64_t n) {
+    return (ng_noisy_kfac_config){.kl_weight = lambda,
+                                  .prior_precision = eta,
+                                  .dataset_size = n,
+                                  .eval_samples = 3,
+                                  .seed = 23};
 }
 
 /* smoothing in front of K-FAC in front of SGD. */
@@ -138,11 +150,18 @@ static void invert(int n, const double *X, double *out) {
  * every one of the 64 entries must lie within 5 se (a false alarm per entry about 6e-7). The
  * test must also be able to fail: some off-diagonal entry of Sigma is over 20 se from 0, which
  * isotropic noise (or noise shaped by one factor only) would show. */
-static void test_covariance(void) {
+static void test_covariance(int noisy) {
     enum { IN = 3, OUT = 2, DA = IN + 1, D = OUT * DA, S = 20000 };
     const double a = 0.5, g = 0.05;
     ng_model *m = build(ng_test_seed(), 0, IN, OUT);
-    ng_optimizer *o = chain(m, smoothing_config(NG_SMOOTH_FISHER, a, g), NG_KFAC_UNITS_PER_EXAMPLE);
+    ng_optimizer *o;
+    if (noisy) { /* Noisy K-FAC with lambda / N = a^2 and lambda eta / N = g^2 */
+        ng_noisy_kfac_config nc = noisy_config(a * a * 100, g * g / (a * a), 100);
+        ng_kfac_config k = kfac_config(NG_KFAC_UNITS_PER_EXAMPLE);
+        o = ng_noisy_kfac_new(m, &nc, ng_kfac_optimizer_new(m, &k, ng_optimizer_new(m, &sgd_cfg)));
+    } else {
+        o = chain(m, smoothing_config(NG_SMOOTH_FISHER, a, g), NG_KFAC_UNITS_PER_EXAMPLE);
+    }
     train_step(m, o, 0, IN, OUT);
     ng_kfac *k = kfac_behind(o);
     ng_tensor QA, dA, QG, dG, A, G;
@@ -183,9 +202,10 @@ static void test_covariance(void) {
             if (p != q && fabs(sig) / se > reach) reach = fabs(sig) / se;
         }
     NG_TEST(worst <= 5,
-            "sample covariance entry (%d, %d) is %.2f standard errors from a^2 (A + gI)^-1 kron "
-            "(G + gI)^-1 (%.6g against %.6g)",
-            wp, wq, worst, C[wp * D + wq] / S, Sigma[wp * D + wq]);
+            "%s: sample covariance entry (%d, %d) is %.2f standard errors from a^2 (A + gI)^-1 "
+            "kron (G + gI)^-1 (%.6g against %.6g)",
+            noisy ? "noisy K-FAC" : "fisher smoothing", wp, wq, worst, C[wp * D + wq] / S,
+            Sigma[wp * D + wq]);
     NG_TEST(reach > 20,
             "the target is too close to isotropic to test (largest off-diagonal %.1f se)", reach);
     free(C), free(Ah), free(Gh);
@@ -338,8 +358,106 @@ static void test_errors(void) {
     ng_model_free(m);
 }
 
+/* Noisy K-FAC in front of K-FAC in front of SGD. */
+static ng_optimizer *noisy_chain(ng_model *m, ng_noisy_kfac_config c) {
+    ng_kfac_config k = kfac_config(NG_KFAC_UNITS_PER_EXAMPLE);
+    return ng_noisy_kfac_new(m, &c, ng_kfac_optimizer_new(m, &k, ng_optimizer_new(m, &sgd_cfg)));
+}
+
+/* The weights of evaluation sample k (host copy); the mean is restored after. */
+static double *sampled(ng_model *m, ng_optimizer *o, int64_t k) {
+    ng_noisy_kfac_sample(o, k);
+    double *w = ng_test_to_f64(&m->flat_params);
+    ng_noisy_kfac_restore(o);
+    return w;
+}
+
+/* Noisy K-FAC: is the Fisher-shaped smoothing of its config, bit for bit; before K-FAC's first
+ * inverse, and on parameters K-FAC does not cover (the LayerNorm), the mean; lambda = 0 is the
+ * mean exactly; evaluation samples are a function of (seed, k), differ between k, and the mean is
+ * restored exactly after each; the prior's gamma; config errors name the noisy.* key. */
+static void test_noisy(void) {
+    uint64_t seed = ng_test_seed();
+    ng_noisy_kfac_config nc = noisy_config(2.0, 5.0, 400);
+    NG_TEST(fabs(ng_noisy_kfac_gamma(&nc) - 2.0 * 5.0 / 400) < 1e-15, "gamma_in = lambda eta / N");
+    ng_smoothing_config sc = ng_noisy_kfac_smoothing(&nc);
+    NG_TEST(fabs(sc.amplitude - sqrt(2.0 / 400)) < 1e-15 &&
+                fabs(sc.fisher_damping - sqrt(2.0 * 5.0 / 400)) < 1e-15 &&
+                sc.noise == NG_SMOOTH_FISHER && sc.layers == NG_SMOOTH_KFAC_LAYERS,
+            "the smoothing config of Noisy K-FAC: a = sqrt(lambda/N), g = sqrt(lambda eta/N)");
+    ng_model *m = build(seed, 1, 5, 3), *ms = build(seed, 1, 5, 3), *m0 = build(seed, 1, 5, 3);
+    ng_optimizer *o = noisy_chain(m, nc), *f = chain(ms, sc, NG_KFAC_UNITS_PER_EXAMPLE),
+                 *z = noisy_chain(m0, noisy_config(0, 5.0, 400));
+    double *mean = ng_test_to_f64(&m->flat_params), *w = perturbed(m, o, 0);
+    ng_test_close("before the first inverse: the mean", mean, w, m->numel, 0, 0);
+    free(mean), free(w);
+    train_step(m, o, 0, 5, 3);
+    train_step(m0, z, 0, 5, 3);
+    copy_state(o, f); /* fisher smoothing with the same factors and weights */
+    ng_tensor_copy(&ms->flat_params, &m->flat_params);
+    mean = ng_test_to_f64(&m->flat_params);
+    w = perturbed(m, o, 1);
+    double *ws = perturbed(ms, f, 1);
+    for (int i = 0; i < m->nparams; i++) {
+        int64_t n = differing(m, i, w, mean), all = m->params[i].param->value.numel;
+        if (m->params[i].layer->capture) {
+            NG_TEST(n == all, "%s: the sample equals the mean in %lld of %lld elements",
+                    m->params[i].param->name, (long long)(all - n), (long long)all);
+            NG_TEST(differing(m, i, w, ws) == 0, "%s: not fisher smoothing's draw",
+                    m->params[i].param->name);
+        } else {
+            NG_TEST(n == 0, "%s (not K-FAC's): moved from the mean", m->params[i].param->name);
+        }
+    }
+    char buf[512];
+    ng_optimizer_metrics(o, buf, sizeof buf);
+    NG_TEST(strstr(buf, "\"noisy_layers\": 2"), "metrics: %s", buf);
+    double *after = ng_test_to_f64(&m->flat_params);
+    ng_test_close("the mean after a sampled step's restore", mean, after, m->numel, 0, 0);
+    NG_TEST(ng_noisy_kfac_find(o) == o && ng_noisy_kfac_find(f) == NULL &&
+                ng_noisy_kfac_eval_samples(o) == 3,
+            "find the part and its evaluation samples");
+    /* evaluation samples */
+    double *e0 = sampled(m, o, 0), *e0b = sampled(m, o, 0), *e1 = sampled(m, o, 1);
+    ng_test_close("evaluation sample 0 twice", e0, e0b, m->numel, 0, 0);
+    int64_t moved = 0;
+    for (int64_t i = 0; i < m->numel; i++) moved += e0[i] != e1[i];
+    NG_TEST(moved > 0, "evaluation samples 0 and 1 are alike");
+    free(after);
+    after = ng_test_to_f64(&m->flat_params);
+    ng_test_close("the mean after evaluation samples", mean, after, m->numel, 0, 0);
+    /* lambda = 0: the mean exactly, in training and at evaluation */
+    double *mean0 = ng_test_to_f64(&m0->flat_params), *t0 = perturbed(m0, z, 1),
+           *s0 = sampled(m0, z, 2);
+    ng_test_close("lambda = 0: the training sample is the mean", mean0, t0, m0->numel, 0, 0);
+    ng_test_close("lambda = 0: the evaluation sample is the mean", mean0, s0, m0->numel, 0, 0);
+    NG_TEST_ERROR(ng_noisy_kfac_sample(f, 0), "Noisy K-FAC");
+    free(mean), free(w), free(ws), free(after), free(e0), free(e0b), free(e1), free(mean0),
+        free(t0), free(s0);
+    ng_optimizer_free(o), ng_optimizer_free(f), ng_optimizer_free(z);
+    ng_model_free(m), ng_model_free(ms), ng_model_free(m0);
+    /* errors */
+    ng_model *me = build(1, 1, 5, 3);
+    ng_optimizer *sgd = ng_optimizer_new(me, &sgd_cfg); /* stays ours: every call below fails */
+    ng_noisy_kfac_config bad = noisy_config(-1, 1, 10);
+    NG_TEST_ERROR(ng_noisy_kfac_new(me, &bad, sgd), "noisy.kl_weight");
+    bad = noisy_config(1, 0, 10);
+    NG_TEST_ERROR(ng_noisy_kfac_new(me, &bad, sgd), "noisy.prior_precision");
+    bad = noisy_config(1, 1, 0);
+    NG_TEST_ERROR(ng_noisy_kfac_new(me, &bad, sgd), "noisy.dataset_size");
+    bad = noisy_config(1, 1, 10);
+    bad.eval_samples = 0;
+    NG_TEST_ERROR(ng_noisy_kfac_new(me, &bad, sgd), "noisy.eval_samples");
+    bad.eval_samples = 1;
+    NG_TEST_ERROR(ng_noisy_kfac_new(me, &bad, sgd), "noisy.enabled: fisher noise");
+    ng_optimizer_free(sgd);
+    ng_model_free(me);
+}
+
 int main(void) {
-    test_covariance();
+    test_covariance(0);
+    test_covariance(1);
+    test_noisy();
     test_default_damping();
     test_fallback();
     test_ranks_resume_restore();

@@ -209,7 +209,38 @@ static void test_mse(ng_dtype dt) {
     ng_tensor_free(&dyb);
 }
 
+/* ECE by hand: five rows, two of them in one bin (13: (0.8667, 0.9333]):
+ * bin 13: conf 0.9 (right) and 0.88 (wrong): |1 - 1.78| = 0.78; bin 12: 0.85 wrong: 0.85;
+ * bin 9: 0.62 right: 0.38; bin 10: 0.7 right: 0.3. ECE = (0.78 + 0.85 + 0.38 + 0.3) / 5 = 0.462.
+ * Then softmax rows of [0, log 3, log 2] and [0, log 2, 0]. */
+static void test_ece(void) {
+    double p[] = {0.9, 0.1, 0.15, 0.85, 0.38, 0.62, 0.3, 0.7, 0.12, 0.88};
+    int32_t lab[] = {0, 0, 1, 1, 0};
+    ng_calibration c = {0};
+    NG_TEST(ng_calibration_ece(&c) == 0, "ece: 0 with no rows");
+    ng_calibration_add(&c, p, lab, 3, 2);
+    ng_calibration_add(&c, p + 6, lab + 3, 2, 2);
+    NG_TEST(c.n[13] == 2 && c.n[12] == 1 && c.n[9] == 1 && c.n[10] == 1, "ece: the bins");
+    double e = ng_calibration_ece(&c);
+    NG_TEST(fabs(e - 0.462) < 1e-12, "ece: %.15g, by hand 0.462", e);
+    ng_calibration one = {0};
+    ng_calibration_add(&one, (double[]){1.0, 0.0}, (int32_t[]){0}, 1, 2);
+    ng_calibration_add(&one, (double[]){0.5, 0.5}, (int32_t[]){1}, 1, 2); /* tie: argmax 0 */
+    NG_TEST(one.n[14] == 1 && one.n[7] == 1 && fabs(ng_calibration_ece(&one) - 0.25) < 1e-15,
+            "ece: confidence 1 in the last bin, ties to the first class");
+    float z[] = {0.0f, (float)log(3.0), (float)log(2.0), 0.0f, (float)log(2.0), 0.0f};
+    ng_tensor logits = ng_tensor_wrap(z, NG_F32, NG_CPU, 2, (int64_t[]){2, 3}, "logits");
+    double pr[6];
+    ng_softmax_probs(&logits, pr);
+    double want[] = {1.0 / 6, 0.5, 1.0 / 3, 0.25, 0.5, 0.25};
+    int bad = 0;
+    for (int i = 0; i < 6; i++) bad += fabs(pr[i] - want[i]) > 1e-6;
+    NG_TEST(bad == 0, "softmax probs: %g %g %g / %g %g %g", pr[0], pr[1], pr[2], pr[3], pr[4],
+            pr[5]);
+}
+
 int main(void) {
+    test_ece();
     test_xent(NG_F64, 6, 7, 0);
     test_xent(NG_F64, 6, 7, 0.1);
     test_xent(NG_F64, 9, 2, 0.3);

@@ -77,6 +77,36 @@ cmp -s "$work/f1/final.safetensors" "$work/f2/final.safetensors" && ok || bad "f
 cmp -s "$work/k1/final.safetensors" "$work/f1/final.safetensors" && bad "fisher smoothing changed nothing" || ok
 grep -q '"step": 2,.*"smoothing_fisher_layers": [1-9]' "$work/f1/metrics.jsonl" && ok ||
   bad "fisher smoothing drew no Fisher-shaped layer at step 2"
+# Noisy K-FAC: weight samples from K-FAC's eigendecompositions each step; a run stopped at 15 and
+# resumed samples what the uninterrupted one did. Every eval line reports ECE.
+nz=("${kf[@]}" --set noisy.enabled=true --set noisy.kl_weight=0.1 --set noisy.prior_precision=10)
+"$ng" train --config "$work/small.yaml" --out "$work/n1" "${nz[@]}" >/dev/null 2>&1 || bad "noisy run failed"
+"$ng" train --config "$work/small.yaml" --out "$work/n2" "${nz[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/n2" "${nz[@]}" --resume auto >/dev/null 2>&1 ||
+  bad "noisy resume failed"
+cmp -s "$work/n1/final.safetensors" "$work/n2/final.safetensors" && ok || bad "noisy resumed weights differ"
+cmp -s "$work/n1/final.safetensors" "$work/k1/final.safetensors" && bad "noisy changed nothing" || ok
+grep -q '"step": 2,.*"noisy_layers": [1-9]' "$work/n1/metrics.jsonl" && ok ||
+  bad "noisy drew no sample at step 2"
+grep -q '"type": "eval".*"ece": [0-9]' "$work/n1/metrics.jsonl" && ok || bad "no ece in the eval line"
+# Evaluation over 4 weight samples: training is untouched (the mean is restored exactly), the eval
+# figures differ from the mean's and repeat for the seed. With lambda = 0 (no noise) the run is
+# K-FAC's bit for bit and 3 samples evaluate as the mean does (to rounding).
+evals() { grep '"type": "eval"' "$1/metrics.jsonl" | sed 's/, "train_s".*//'; }
+"$ng" train --config "$work/small.yaml" --out "$work/n3" "${nz[@]}" --set noisy.eval_samples=4 >/dev/null 2>&1 ||
+  bad "noisy run with 4 eval samples failed"
+"$ng" train --config "$work/small.yaml" --out "$work/n4" "${nz[@]}" --set noisy.eval_samples=4 >/dev/null 2>&1
+cmp -s "$work/n1/final.safetensors" "$work/n3/final.safetensors" && ok || bad "eval samples changed training"
+[ "$(evals "$work/n3")" = "$(evals "$work/n4")" ] && ok || bad "eval over samples is not deterministic"
+[ "$(evals "$work/n1")" != "$(evals "$work/n3")" ] && ok || bad "eval over 4 samples equals the mean's"
+"$ng" train --config "$work/small.yaml" --out "$work/n5" "${nz[@]}" --set noisy.kl_weight=0 \
+  --set noisy.eval_samples=3 >/dev/null 2>&1 || bad "noisy run with lambda 0 failed"
+cmp -s "$work/k1/final.safetensors" "$work/n5/final.safetensors" && ok || bad "lambda 0 is not K-FAC"
+paste -d'\n' <(evals "$work/k1") <(evals "$work/n5") | awk -F'[:,]' '
+  { for (i = 1; i <= NF; i++) if ($i ~ /"(loss|accuracy|ece)"/) v[NR % 2, i] = $(i + 1) }
+  NR % 2 == 0 { for (i = 1; i <= NF; i++) if ((0, i) in v) { d = v[0, i] - v[1, i]; if (d < 0) d = -d
+    if (d > 1e-6) bad = 1 } n++ }
+  END { exit bad || n != 2 }' && ok || bad "lambda 0: eval over 3 samples differs from the mean's"
 
 # Bad input: status 2, the key or file named, and no run directory.
 expect_bad() { # NEEDLE ARGS...
@@ -109,6 +139,16 @@ expect_bad "smoothing.noise: fisher .*kfac.inverse=eigen" --set smoothing.enable
   --set kfac.enabled=true --set kfac.inverse=cholesky --set kfac.damping_mode=factored
 expect_bad "smoothing.fisher_damping" --set smoothing.enabled=true --set smoothing.noise=fisher \
   --set kfac.enabled=true --set smoothing.fisher_damping=-1
+expect_bad "noisy.enabled.*kfac.enabled=true" --set noisy.enabled=true
+expect_bad "noisy.kl_weight" --set noisy.enabled=true --set kfac.enabled=true --set noisy.kl_weight=-1
+expect_bad "noisy.prior_precision" --set noisy.enabled=true --set kfac.enabled=true \
+  --set noisy.prior_precision=0
+expect_bad "noisy.eval_samples" --set noisy.enabled=true --set kfac.enabled=true --set noisy.eval_samples=0
+expect_bad "noisy.dataset_size" --set noisy.enabled=true --set kfac.enabled=true --set noisy.dataset_size=-3
+expect_bad "noisy.enabled.*smoothing.enabled" --set noisy.enabled=true --set kfac.enabled=true \
+  --set smoothing.enabled=true
+expect_bad "noisy.enabled.*damping_units" --set noisy.enabled=true --set kfac.enabled=true \
+  --set kfac.damping_units=kfac-pytorch
 printf 'optimizer:\n  lr: [1, 2\n' >"$work/broken.yaml"
 rm -rf "$work/bad"
 out=$("$ng" train --config "$work/broken.yaml" --out "$work/bad" 2>&1)
