@@ -173,8 +173,9 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
                                .seed = s->seed,
                                .name = test ? "fractal-test" : "fractal-train"};
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB %lld categories x %lld instances, %lld px, %lld points",
-                 (long long)f.categories, (long long)f.instances, (long long)f.side,
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points",
+                 (long long)f.categories, (long long)train_inst,
+                 (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
                  (long long)f.points);
         return ng_fractal_new(&f);
     }
