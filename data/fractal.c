@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dispatch.h"
 #include "core/error.h"
 
 /* Philox streams (or'ed with the category); disjoint from the other users of the run's seed. */
@@ -159,6 +160,33 @@ ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instan
     return (ng_rng_key){.seed = seed,
                         .stream = cat_stream(STREAM_POINTS, category),
                         .offset = (uint64_t)instance << 32};
+}
+
+static void render_cpu(const ng_ifs *f, const int *flips, const ng_rng_key *keys, int64_t count,
+                       int64_t points, int64_t side, float *out) {
+    uint8_t *occ = malloc((size_t)(side * side));
+    NG_CHECK(occ, "ng_fractal_render: out of host memory");
+    for (int64_t j = 0; j < count; j++) {
+        ng_fractal_occupancy(&f[j], points, keys[j], side, flips[j], occ);
+        float *x = out + j * side * side;
+        for (int64_t p = 0; p < side * side; p++) x[p] = occ[p] ? 1.0f : -1.0f;
+    }
+    free(occ);
+}
+
+void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys, int64_t points,
+                       ng_tensor *out) {
+    int64_t side = out->shape[out->ndim - 1], count = out->shape[0];
+    NG_CHECK(out->dtype == NG_F32 && (out->ndim == 3 || out->ndim == 4) &&
+                 out->shape[out->ndim - 2] == side && (out->ndim == 3 || out->shape[1] == 1) &&
+                 out->numel == count * side * side && side >= 1,
+             "ng_fractal_render: %s must be f32 [count, 1, side, side] or [count, side, side]",
+             out->name ? out->name : "out");
+    for (int64_t j = 0; j < count; j++)
+        NG_CHECK(f[j].nmaps >= 1 && f[j].nmaps <= NG_FRACTAL_MAX_MAPS,
+                 "ng_fractal_render: image %lld has %d maps", (long long)j, f[j].nmaps);
+    NG_DISPATCH(out, render_cpu(f, flips, keys, count, points, side, out->data),
+                ng_fractal_render_cuda(f, flips, keys, count, points, side, out->data));
 }
 
 /* ---- the source ------------------------------------------------------------------------- */

@@ -69,6 +69,19 @@ void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int
 /* The key of an instance's points. */
 ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instance);
 
+/* Renders count images into out, an f32 tensor [count, 1, side, side] (or [count, side, side])
+ * on either device: image j from the IFS f[j], flips[j] and points key keys[j], +1/-1 as above.
+ * The CUDA twin (data/fractal_cuda.cu) gives the same bits: one thread block per image, its
+ * threads draw the map choices of a chunk of points, one thread walks the chunk's points (a
+ * chain: point n needs point n-1) in double with round-to-nearest intrinsics (no fused
+ * multiply-add, as the CPU build), and all threads splat the chunk with atomic stores. */
+void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys, int64_t points,
+                       ng_tensor *out);
+#ifdef NG_HAVE_CUDA
+void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                            int64_t count, int64_t points, int64_t side, float *out);
+#endif
+
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
  * take disjoint instance ranges (train 0.., test from the train count on). */
