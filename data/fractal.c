@@ -205,8 +205,11 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     ng_ifs f;
     int flips;
     ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst, &f, &flips);
-    ng_fractal_occupancy(&f, c->points, ng_fractal_points_key(c->seed, cat, inst), c->side, flips,
-                         fr->occ);
+    ng_rng_key k = ng_fractal_points_key(c->seed, cat, inst);
+    /* A scaled parameter can make the IFS expand: then the category's own IFS, same points key
+     * and flips (a blank image would be a label without a picture). */
+    if (!ng_fractal_occupancy(&f, c->points, k, c->side, flips, fr->occ))
+        ng_fractal_occupancy(&fr->cats[cat], c->points, k, c->side, flips, fr->occ);
     float *x = out;
     for (int64_t p = 0; p < c->side * c->side; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
     *y = (int32_t)cat;

@@ -26,7 +26,9 @@
  * i: word 0 picks a map, word 1 one of its six parameters, word 2 a factor in {0.8, 0.9, 1.1,
  * 1.2} that scales it (FractalDB's weight variation; probabilities follow the new determinants),
  * and bits 0 and 1 of word 3 a horizontal and a vertical flip of the image. Its points come from
- * stream "points" of c at counter i * 2^32.
+ * stream "points" of c at counter i * 2^32. When the perturbed IFS diverges (a scale of 1.1 or 1.2
+ * can make a map expand), the source renders the category's own IFS with the same points and
+ * flips instead.
  *
  * Images: grey [1, side, side] float, +1 where a point landed and -1 elsewhere (a fixed affine
  * map of the occupancy, so no statistics are needed and the pixels are balanced around 0 for
