@@ -8,6 +8,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "data/fractal.h"
 #include "data/shards.h"
 
 #define NONE 1, 0 /* min > max: unbounded */
@@ -44,9 +45,9 @@ const ng_cfg_spec ng_train_spec[] = {
      "blocks run as activation-checkpoint segments: none, every K (K blocks a segment; all = every "
      "1) or block indices 0,3,7 (each alone); true/false as all/none"},
 
-    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|shards",
-     "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), or tar "
-     "shards (natgrad shards writes them)"},
+    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|fractal|shards",
+     "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), FractalDB "
+     "2D images rendered on the fly, or tar shards (natgrad shards writes them)"},
     {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
      "folder with the MNIST IDX files (.gz or raw), or with the shards train-*.tar, test-*.tar"},
     {"data.shuffle_buffer", NG_CFG_INT, "1000", 1, 1e7, NULL,
@@ -63,6 +64,18 @@ const ng_cfg_spec ng_train_spec[] = {
      "channels of the synthetic images or volumes; 0 = the model's default"},
     {"data.synthetic.classes", NG_CFG_INT, "0", 0, 100000, NULL,
      "classes of the synthetic data (synthetic3d: 2-13); 0 = the model's default"},
+    {"data.fractal.categories", NG_CFG_INT, "20", 2, 1e6, NULL,
+     "fractal: categories (classes), each an IFS found by the filling-rate search"},
+    {"data.fractal.instances", NG_CFG_INT, "50", 1, 1e7, NULL,
+     "fractal: training instances per category"},
+    {"data.fractal.test_instances", NG_CFG_INT, "10", 1, 1e7, NULL,
+     "fractal: test instances per category (other instances of the same categories)"},
+    {"data.fractal.side", NG_CFG_INT, "0", 0, 4096, NULL,
+     "fractal: image side in pixels; 0 = the model's default input side"},
+    {"data.fractal.points", NG_CFG_INT, "2000", 21, 4294967296.0, NULL,
+     "fractal: chaos-game points per image (the first 20 are skipped)"},
+    {"data.fractal.threshold", NG_CFG_FLOAT, "0.2", 0.001, 1, NULL,
+     "fractal: filling rate (occupied fraction of 32x32 pixels) a category's IFS must reach"},
     {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
      "random crop after zero padding by this many pixels"},
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
@@ -148,6 +161,24 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
         return ng_shards_open(&sc);
     }
     int test = !strcmp(split, "test");
+    if (!strcmp(name, "fractal")) {
+        int64_t train_inst = ng_cfg_int(c, "data.fractal.instances");
+        ng_fractal_config f = {.categories = ng_cfg_int(c, "data.fractal.categories"),
+                               .instances =
+                                   test ? ng_cfg_int(c, "data.fractal.test_instances") : train_inst,
+                               .first_instance = test ? train_inst : 0,
+                               .side = or_default(c, "data.fractal.side", s->arch.img),
+                               .points = ng_cfg_int(c, "data.fractal.points"),
+                               .threshold = ng_cfg_float(c, "data.fractal.threshold"),
+                               .seed = s->seed,
+                               .name = test ? "fractal-test" : "fractal-train"};
+        snprintf(s->data_desc, sizeof s->data_desc,
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points",
+                 (long long)f.categories, (long long)train_inst,
+                 (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
+                 (long long)f.points);
+        return ng_fractal_new(&f);
+    }
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
     int64_t side = or_default(c, "data.synthetic.side", s->arch.img);
     int64_t channels = or_default(c, "data.synthetic.channels", s->arch.in_ch);

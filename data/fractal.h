@@ -1,0 +1,100 @@
+/* FractalDB 2D (Kataoka et al., ACCV 2020) as an on-the-fly data source: categories are
+ * iterated function systems found by a search, instances perturb them, and every image is rendered
+ * by the chaos game from (seed, category, instance) with Philox (core/rng.h), so nothing is held
+ * in memory and a seed gives the same images on every run.
+ *
+ * An IFS has 2-4 affine maps w(x, y) = (a x + b y + e, c x + d y + f); map k is chosen with
+ * probability |det_k| / sum_j |det_j|, det = a d - b c (FractalDB's rule).
+ *
+ * Category search: try t of category c draws the map count (2-4, uniform) and the six parameters of
+ * each map, uniform in [-1, 1], from Philox stream "search" of c at counter 8 t; a try is kept when
+ * its filling rate (below) reaches the threshold (FractalDB uses 0.2).
+ *
+ * Filling rate: the fraction of the NG_FRACTAL_FILL_SIDE^2 pixels (32 x 32) occupied by the
+ * chaos game of NG_FRACTAL_FILL_POINTS points (4 per pixel) of stream "fill" of c, rendered as
+ * below. Degenerate sets (a point, a line) and diverging ones (a point cloud beyond 1e6 or not
+ * finite) have a low rate, or 0.
+ *
+ * Chaos game: start at (0, 0); point n (0-based) applies the map chosen by word n % 4 of Philox
+ * block n / 4 of the key (u = ng_rng_u01(word), the first map whose cumulative probability reaches
+ * u); the first NG_FRACTAL_SKIP points are dropped. The kept points' bounding box maps to the
+ * pixels, each axis on its own: column = floor((x - xmin) / (xmax - xmin) * side), clamped to
+ * side - 1 (y likewise gives the row); an axis whose extent is below 1e-9 (1 + |min|) maps to the
+ * middle pixel, side / 2. Arithmetic in double, no fused multiply-add.
+ *
+ * Instances: instance i of category c draws one Philox block of stream "instance" of c at counter
+ * i: word 0 picks a map, word 1 one of its six parameters, word 2 a factor in {0.8, 0.9, 1.1,
+ * 1.2} that scales it (FractalDB's weight variation; probabilities follow the new determinants),
+ * and bits 0 and 1 of word 3 a horizontal and a vertical flip of the image. Its points come from
+ * stream "points" of c at counter i * 2^32. When the perturbed IFS diverges (a scale of 1.1 or 1.2
+ * can make a map expand), the source renders the category's own IFS with the same points and
+ * flips instead.
+ *
+ * Images: grey [1, side, side] float, +1 where a point landed and -1 elsewhere (a fixed affine
+ * map of the occupancy, so no statistics are needed and the pixels are balanced around 0 for
+ * fractals of filling rate near 1/2). The label is the category. */
+#ifndef NG_FRACTAL_H
+#define NG_FRACTAL_H
+
+#include <stdint.h>
+
+#include "core/rng.h"
+#include "data/source.h"
+
+#define NG_FRACTAL_MAX_MAPS 4
+#define NG_FRACTAL_FILL_SIDE 32
+#define NG_FRACTAL_FILL_POINTS (4 * NG_FRACTAL_FILL_SIDE * NG_FRACTAL_FILL_SIDE)
+#define NG_FRACTAL_SKIP 20
+
+typedef struct {
+    double a, b, c, d, e, f;
+} ng_ifs_map;
+
+typedef struct {
+    int nmaps;
+    ng_ifs_map m[NG_FRACTAL_MAX_MAPS];
+} ng_ifs;
+
+/* Occupancy of the chaos game of `points` points of key k (the rule above) on a side x side grid
+ * into occ (row-major, 1 = occupied); flips bit 0 mirrors the columns, bit 1 the rows. Returns 1,
+ * or 0 (occ all 0) when the points diverge or no point is kept. */
+int ng_fractal_occupancy(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side, int flips,
+                         uint8_t *occ);
+/* The filling rate of f for category `category` of `seed` (the stream the search uses). */
+double ng_fractal_filling(const ng_ifs *f, uint64_t seed, int64_t category);
+/* Category `category` of `seed`: the first try whose filling rate reaches threshold (in (0, 1]).
+ * Returns the number of tries; fails (exit 2) after 100000. */
+int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, ng_ifs *out);
+/* Instance `instance` of a category's IFS cat: the perturbed IFS and the flips. */
+void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int64_t instance,
+                         ng_ifs *out, int *flips);
+/* The key of an instance's points. */
+ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instance);
+
+/* Renders count images into out, an f32 tensor [count, 1, side, side] (or [count, side, side])
+ * on either device: image j from the IFS f[j], flips[j] and points key keys[j], +1/-1 as above.
+ * The CUDA twin (data/fractal_cuda.cu) gives the same bits: one thread block per image, its
+ * threads draw the map choices of a chunk of points, one thread walks the chunk's points (a
+ * chain: point n needs point n-1) in double with round-to-nearest intrinsics (no fused
+ * multiply-add, as the CPU build), and all threads splat the chunk with atomic stores. */
+void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys, int64_t points,
+                       ng_tensor *out);
+#ifdef NG_HAVE_CUDA
+void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                            int64_t count, int64_t points, int64_t side, float *out);
+#endif
+
+/* The source: example i is category i % categories, instance first_instance + i / categories,
+ * for n = categories * instances examples; a train and a test split share the categories and
+ * take disjoint instance ranges (train 0.., test from the train count on). */
+typedef struct {
+    int64_t categories, instances, first_instance, side, points;
+    double threshold;
+    uint64_t seed;
+    const char *name;
+} ng_fractal_config;
+ng_source *ng_fractal_new(const ng_fractal_config *c);
+/* The category parameter sets of a fractal source (categories of them). */
+const ng_ifs *ng_fractal_source_categories(const ng_source *s);
+
+#endif

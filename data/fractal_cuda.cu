@@ -1,0 +1,138 @@
+/* The CUDA twin of the chaos-game renderer of data/fractal.c: one thread block per image, the
+ * same bits as the CPU. The chain of points is sequential (point n is a map of point n-1), so a
+ * block works through it in chunks: every thread draws the map choices of some Philox blocks of
+ * the chunk, one thread walks the chunk, and (second pass) every thread splats the chunk's points
+ * with atomic stores. The first pass finds the bounding box, as the CPU does, so no point buffer
+ * outlives a chunk. Double arithmetic through the _rn intrinsics, so nothing is fused into an
+ * FMA (the CPU build uses -ffp-contract=off); min, max and floor are exact. */
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "cuda_context.h"
+
+extern "C" {
+#include "data/fractal.h"
+}
+
+#define CHUNK 1024 /* points a block holds at once; a multiple of 4 (one Philox block, 4 points) */
+#define THREADS 256
+
+typedef struct {
+    ng_ifs f;
+    ng_rng_key key;
+    int flips;
+} job;
+
+__device__ static int64_t to_pixel(double v, double v0, double s, int64_t side) {
+    if (s == 0) return side / 2;
+    double p = floor(__dmul_rn(__dsub_rn(v, v0), s));
+    if (p < 0) p = 0;
+    if (p > (double)(side - 1)) p = (double)(side - 1);
+    return (int64_t)p;
+}
+
+__device__ static double axis_scale(double lo, double hi, int64_t side) {
+    double ext = __dsub_rn(hi, lo);
+    if (ext < __dmul_rn(1e-9, __dadd_rn(1.0, fabs(lo)))) return 0;
+    return __ddiv_rn((double)side, ext);
+}
+
+__global__ void fractal_kernel(const job *jobs, int64_t points, int64_t side, float *out) {
+    __shared__ unsigned char pick[CHUNK];
+    __shared__ double xs[CHUNK], ys[CHUNK];
+    __shared__ double cum[NG_FRACTAL_MAX_MAPS];
+    __shared__ double bb[4], px, py, sx, sy;
+    __shared__ int ok;
+    const job *J = &jobs[blockIdx.x];
+    const ng_ifs *f = &J->f;
+    float *img = out + (int64_t)blockIdx.x * side * side;
+    int tid = threadIdx.x;
+    for (int64_t p = tid; p < side * side; p += blockDim.x) img[p] = -1.0f;
+    if (tid == 0) {
+        double total = 0;
+        for (int j = 0; j < f->nmaps; j++) {
+            const ng_ifs_map *m = &f->m[j];
+            total = __dadd_rn(total, fabs(__dsub_rn(__dmul_rn(m->a, m->d), __dmul_rn(m->b, m->c))));
+            cum[j] = total;
+        }
+        ok = total > 0 && isfinite(total) && points > NG_FRACTAL_SKIP;
+        for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total);
+        bb[0] = bb[2] = INFINITY;
+        bb[1] = bb[3] = -INFINITY;
+    }
+    __syncthreads();
+    for (int pass = 0; pass < 2 && ok; pass++) {
+        if (tid == 0) px = 0, py = 0;
+        for (int64_t base = 0; base < points; base += CHUNK) {
+            int64_t len = points - base < CHUNK ? points - base : CHUNK;
+            for (int64_t q = tid; q < (len + 3) / 4; q += blockDim.x) {
+                uint32_t w[4];
+                ng_rng_block(J->key, (uint64_t)(base / 4 + q), w);
+                for (int r = 0; r < 4; r++) {
+                    double u = (double)ng_rng_u01(w[r]);
+                    int k = 0;
+                    while (k < f->nmaps - 1 && !(u <= cum[k])) k++;
+                    pick[4 * q + r] = (unsigned char)k;
+                }
+            }
+            __syncthreads();
+            if (tid == 0) {
+                double x = px, y = py;
+                for (int64_t i = 0; i < len; i++) {
+                    const ng_ifs_map *m = &f->m[pick[i]];
+                    double nx = __dadd_rn(__dadd_rn(__dmul_rn(m->a, x), __dmul_rn(m->b, y)), m->e);
+                    double ny = __dadd_rn(__dadd_rn(__dmul_rn(m->c, x), __dmul_rn(m->d, y)), m->f);
+                    x = nx, y = ny;
+                    if (!(fabs(x) <= 1e6 && fabs(y) <= 1e6)) {
+                        ok = 0;
+                        break;
+                    }
+                    xs[i] = x, ys[i] = y;
+                    if (pass == 0 && base + i >= NG_FRACTAL_SKIP) {
+                        bb[0] = fmin(bb[0], x), bb[1] = fmax(bb[1], x);
+                        bb[2] = fmin(bb[2], y), bb[3] = fmax(bb[3], y);
+                    }
+                }
+                px = x, py = y;
+                if (pass == 0 && base + len >= points && ok) {
+                    sx = axis_scale(bb[0], bb[1], side);
+                    sy = axis_scale(bb[2], bb[3], side);
+                }
+            }
+            __syncthreads();
+            if (!ok) break;
+            if (pass == 1)
+                for (int64_t i = tid; i < len; i += blockDim.x) {
+                    if (base + i < NG_FRACTAL_SKIP) continue;
+                    int64_t col = to_pixel(xs[i], bb[0], sx, side);
+                    int64_t row = to_pixel(ys[i], bb[2], sy, side);
+                    if (J->flips & 1) col = side - 1 - col;
+                    if (J->flips & 2) row = side - 1 - row;
+                    atomicExch(&img[row * side + col], 1.0f);
+                }
+            __syncthreads(); /* the chunk's buffers are free again */
+        }
+    }
+    /* Divergence in pass 0 leaves the image at -1; pass 1 walks the same numbers, so it cannot
+     * diverge after a clean pass 0. */
+}
+
+extern "C" void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                                       int64_t count, int64_t points, int64_t side, float *out) {
+    if (count == 0) return;
+    NG_CHECK(count <= 2147483647, "ng_fractal_render_cuda: %lld images in one call",
+             (long long)count);
+    job *h = (job *)malloc(sizeof(job) * (size_t)count);
+    NG_CHECK(h, "ng_fractal_render_cuda: out of host memory");
+    for (int64_t j = 0; j < count; j++) h[j] = job{f[j], keys[j], flips[j]};
+    job *d = (job *)ng_cuda_workspace(sizeof(job) * (size_t)count);
+    cudaStream_t st = ng_cuda_ctx()->stream;
+    NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(job) * (size_t)count, cudaMemcpyHostToDevice, st));
+    fractal_kernel<<<(unsigned)count, THREADS, 0, st>>>(d, points, side, out);
+    NG_CUDA_CHECK_LAUNCH();
+    /* h is pageable: the copy has staged it once cudaMemcpyAsync returns, but keep it until the
+     * stream has the data to be safe with every driver. */
+    NG_CUDA_CHECK(cudaStreamSynchronize(st));
+    free(h);
+}
