@@ -63,17 +63,7 @@ exp="$src/experiments/configs/cnn3d_synthetic.yaml"
   --set data.synthetic.test=16 --set train.eval_every=2 --set schedule.warmup_steps=0 >/dev/null 2>&1 && [ -f "$work/e/result.json" ] && ok ||
   bad "$exp does not train"
 
-expect_bad() { # NEEDLE ARGS...
-  local needle=$1
-  shift
-  rm -rf "$work/bad"
-  local out status
-  out=$("$ng" train --config "$work/vol.yaml" --out "$work/bad" "$@" 2>&1)
-  status=$?
-  if [ $status -eq 2 ] && grep -q -- "$needle" <<<"$out" && [ ! -e "$work/bad" ]; then ok; else
-    bad "train $* -> status $status, want 2 naming '$needle' and no run dir: $(head -3 <<<"$out")"
-  fi
-}
+expect_bad() { expect_bad_train "$work/vol.yaml" "$@"; } # NEEDLE ARGS...
 expect_bad "data.synthetic.classes" --set data.synthetic.classes=14
 expect_bad "data.synthetic.classes" --set data.synthetic.classes=1
 expect_bad "data.synthetic.side" --set data.synthetic.side=1

@@ -46,17 +46,7 @@ exp="$src/experiments/configs/fractal_vit.yaml"
   --set schedule.warmup_steps=0 >/dev/null 2>&1 && [ -f "$work/e/result.json" ] && ok ||
   bad "$exp does not train"
 
-expect_bad() { # NEEDLE ARGS...
-  local needle=$1
-  shift
-  rm -rf "$work/bad"
-  local out status
-  out=$("$ng" train --config "$work/fr.yaml" --out "$work/bad" "$@" 2>&1)
-  status=$?
-  if [ $status -eq 2 ] && grep -q -- "$needle" <<<"$out" && [ ! -e "$work/bad" ]; then ok; else
-    bad "train $* -> status $status, want 2 naming '$needle' and no run dir: $(head -3 <<<"$out")"
-  fi
-}
+expect_bad() { expect_bad_train "$work/fr.yaml" "$@"; } # NEEDLE ARGS...
 expect_bad "data.fractal.categories" --set data.fractal.categories=1
 expect_bad "data.fractal.instances" --set data.fractal.instances=0
 expect_bad "data.fractal.test_instances" --set data.fractal.test_instances=0

@@ -49,3 +49,16 @@ optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.001}
 schedule: {name: cosine, warmup_steps: 5}
 YAML
 }
+# `natgrad train --config CONFIG --out $work/bad ARGS...` must exit 2 naming NEEDLE and leave no
+# run directory. Uses $ng.
+expect_bad_train() { # CONFIG NEEDLE ARGS...
+  local cfg=$1 needle=$2
+  shift 2
+  rm -rf "$work/bad"
+  local out status
+  out=$("$ng" train --config "$cfg" --out "$work/bad" "$@" 2>&1)
+  status=$?
+  if [ $status -eq 2 ] && grep -q -- "$needle" <<<"$out" && [ ! -e "$work/bad" ]; then ok; else
+    bad "train $* -> status $status, want 2 naming '$needle' and no run dir: $(head -3 <<<"$out")"
+  fi
+}
