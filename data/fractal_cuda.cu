@@ -15,7 +15,8 @@ extern "C" {
 #include "data/fractal.h"
 }
 
-#define CHUNK 1024 /* points a block holds at once; a multiple of 4 (one Philox block, 4 points) */
+#define CHUNK 1024 /* points a block holds at once; a multiple of 4 (one Philox block, 4 points)   \
+                    */
 #define THREADS 256
 
 typedef struct {

@@ -1,10 +1,10 @@
 /* Fuzzers for every reader of outside bytes: config files and --set strings, safetensors (and
- * weights loaded from them), MNIST IDX/gzip files, checkpoint folders, all-reduce tables and tar
- * shards. A deterministic mutator of our own (bit flips, inserts, deletes, splices, interesting
- * integers, dictionary tokens) starts from the corpus in tests/corpus/<reader>/ and is seeded from
- * the printed NG_TEST_SEED. Every input must end in success (with the result's own invariants
- * holding) or in a usage error that names the file, within a time limit; under ASan/UBSan also
- * without a sanitizer report.
+ * weights loaded from them), MNIST IDX/gzip files, checkpoint folders, all-reduce tables, tar
+ * shards and model.checkpoint specs. A deterministic mutator of our own (bit flips, inserts,
+ * deletes, splices, interesting integers, dictionary tokens) starts from the corpus in
+ * tests/corpus/<reader>/ and is seeded from the printed NG_TEST_SEED. Every input must end in
+ * success (with the result's own invariants holding) or in a usage error that names the file,
+ * within a time limit; under ASan/UBSan also without a sanitizer report.
  *
  *   fuzz_readers CORPUS_DIR [INPUTS]      INPUTS (default 3000; NG_FUZZ_INPUTS overrides) are
  *                                         shared by the readers; NG_FUZZ_READER=name runs one
@@ -471,6 +471,30 @@ static void run_table(const reader *r, const blob *in) {
         failf(r, in, "a loaded table does not read back the same after saving");
 }
 
+/* model.checkpoint specs ("every 2", "0,3,7", ...): a refusal gives a reason; what parses prints
+ * in the canonical form, which parses back to the same spec. */
+/* clang-format off */
+static const token ckpt_spec_dict[] = {
+    T("every"), T("blocks"), T("all"), T("none"), T("true"), T("false"), T(","), T("["), T("]"),
+    T(" "), T("0"), T("63"), T("64"), T("-1"), T("99999999999999999999")};
+/* clang-format on */
+
+static void run_ckpt_spec(const reader *r, const blob *in) {
+    char text[1024], why[160] = "", canon[1024];
+    size_t n = in->n < sizeof text - 1 ? in->n : sizeof text - 1;
+    memcpy(text, in->p, n);
+    text[n] = 0;
+    ng_ckpt_spec s, back;
+    if (!ng_ckpt_spec_parse(text, &s, why, sizeof why)) {
+        if (!why[0]) failf(r, in, "a spec was refused without a reason");
+        return;
+    }
+    ng_ckpt_spec_format(&s, canon, sizeof canon);
+    if (!ng_ckpt_spec_parse(canon, &back, why, sizeof why) || back.every != s.every ||
+        back.blocks != s.blocks)
+        failf(r, in, "the canonical form '%s' does not parse back to the same spec", canon);
+}
+
 /* Tar shards: an input is the one shard of a folder, opened (the scan) and read for an epoch
  * through a small shuffle buffer; what loads must have labels below its class count. The source
  * of the last input is freed at the start of the next (an error leaves it open). */
@@ -902,6 +926,10 @@ int main(int argc, char **argv) {
         {.name = "checkpoint", DICT(ckpt_dict), .run = run_checkpoint, .mutate = ckpt_mutate},
         {.name = "allreduce_table", DICT(table_dict), .run = run_table, .mutate = default_mutate},
         {.name = "shards", DICT(shard_dict), .run = run_shards, .mutate = default_mutate},
+        {.name = "checkpoint_spec",
+         DICT(ckpt_spec_dict),
+         .run = run_ckpt_spec,
+         .mutate = default_mutate},
     };
     int nreaders = (int)(sizeof readers / sizeof *readers), active = 0;
     snprintf(readers[0].must_name, sizeof readers[0].must_name, "%s/fuzz.yaml", work);

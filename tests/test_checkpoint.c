@@ -2,7 +2,8 @@
  * spec form (every K with K dividing the blocks or not, a list), the gradients are bit-identical
  * to the plain run, observers (K-FAC) see every layer once with the same tensors, batch-norm
  * running statistics are updated once, and the activation peak falls (at least 2x for a 12-block
- * ViT with one block a segment, 1.5x for the 6-block 3D-CNN per stage). Bad specs fail naming the key. */
+ * ViT with one block a segment, 1.5x for the 6-block 3D-CNN per stage). Bad specs fail naming the
+ * key. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -37,14 +37,7 @@ enum { N = 8, IN = 5, H = 6, C = 3 };
 static const ng_optim_config sgd_cfg = {.name = "sgd", .momentum = 0.9};
 
 static ng_model *build(uint64_t seed, ng_device dev, ng_dtype dt) {
-    ng_layer *s = ng_sequence("");
-    ng_layer_add_child(s, ng_linear("fc1", IN, H, 1));
-    ng_layer_add_child(s, ng_layernorm("norm", H, 1e-5));
-    ng_layer_add_child(s, ng_relu("act"));
-    ng_layer_add_child(s, ng_linear("fc2", H, C, 1));
-    ng_model *m = ng_model_new(s);
-    ng_model_build(m, dev, dt, seed, ARENA, ARENA);
-    return m;
+    return ng_test_optim_mlp(seed, dev, dt, IN, H, C);
 }
 
 static ng_optimizer *chain(ng_model *m) {

@@ -22,16 +22,8 @@
 #define ARENA ((size_t)1 << 22)
 enum { N = 8, IN = 5, H = 6, C = 3 };
 
-/* Linear, LayerNorm (not K-FAC-covered), ReLU, Linear. */
 static ng_model *build_mlp(uint64_t seed) {
-    ng_layer *s = ng_sequence("");
-    ng_layer_add_child(s, ng_linear("fc1", IN, H, 1));
-    ng_layer_add_child(s, ng_layernorm("norm", H, 1e-5));
-    ng_layer_add_child(s, ng_relu("act"));
-    ng_layer_add_child(s, ng_linear("fc2", H, C, 1));
-    ng_model *m = ng_model_new(s);
-    ng_model_build(m, NG_CPU, NG_F64, seed, ARENA, ARENA);
-    return m;
+    return ng_test_optim_mlp(seed, NG_CPU, NG_F64, IN, H, C);
 }
 
 static ng_smoothing_config config(int noise, double a) {
