@@ -467,6 +467,13 @@ int ng_cmd_train(int argc, char **argv) {
 
     ng_mem_figures planned;
     ng_model *m = build_model(&s, s.batch / world, &planned);
+    if (s.init.path && !resume_from) { /* a resumed run's weights come from its checkpoint */
+        int n =
+            ng_weights_load_except(m, s.init.path, (const char *const *)s.init.skip, s.init.nskip);
+        if (rank0)
+            fprintf(stderr, "initialised %d of %d tensors from %s\n", n, m->nparams + m->nbuffers,
+                    s.init.path);
+    }
     ng_mem_category was = ng_mem_set_category(NG_MEM_OPTIMIZER);
     ng_optimizer *opt = ng_optim_plan_build(&s.optim, m, comm);
     ng_mem_set_category(was);

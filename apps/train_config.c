@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include "core/error.h"
 #include "data/fractal.h"
 #include "data/shards.h"
+#include "nn/weights.h"
 
 #define NONE 1, 0 /* min > max: unbounded */
 
@@ -44,6 +46,12 @@ const ng_cfg_spec ng_train_spec[] = {
     {"model.checkpoint", NG_CFG_STRING, "none", NONE, NULL,
      "blocks run as activation-checkpoint segments: none, every K (K blocks a segment; all = every "
      "1) or block indices 0,3,7 (each alone); true/false as all/none"},
+    {"model.init", NG_CFG_STRING, "", NONE, NULL,
+     "safetensors weights a fresh run starts from (fine-tuning: a pre-training run's "
+     "final.safetensors); empty = random initialisation from the seed"},
+    {"model.init_skip", NG_CFG_STRING, "", NONE, NULL,
+     "comma-separated modules of model.init left at their random initialisation, e.g. head (a "
+     "classifier for another number of classes)"},
 
     {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|fractal|shards",
      "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), FractalDB "
@@ -207,6 +215,36 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
     return ng_source_dataset(d);
 }
 
+/* model.init / model.init_skip: the skipped modules are parsed, and the file is checked against
+ * the model's names and shapes (from the unbuilt layer tree, nothing allocated) so that a wrong
+ * file stops the run before its directory exists. */
+static void init_weights(ng_train_setup *s) {
+    const char *path = ng_cfg_str(s->cfg, "model.init"),
+               *list = ng_cfg_str(s->cfg, "model.init_skip");
+    s->init.path = *path ? path : NULL;
+    NG_CHECK(s->init.path || !*list, "model.init_skip: '%s' given without model.init", list);
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        NG_CHECK(n > 0 && s->init.nskip < NG_INIT_MAX_SKIP,
+                 "model.init_skip: '%s': expected up to %d comma-separated module names", list,
+                 NG_INIT_MAX_SKIP);
+        s->init.skip[s->init.nskip++] = strndup(p, n);
+        p += n + (p[n] == ',');
+    }
+    if (!s->init.path) return;
+    ng_model *m = ng_model_new(ng_arch_build(&s->arch));
+    for (int i = 0; i < s->init.nskip; i++) {
+        int found = 0;
+        for (int j = 0; j < m->nparams && !found; j++)
+            found = ng_weights_in_module(m->params[j].param->name, s->init.skip[i]);
+        if (!found) ng_model_free(m);
+        NG_CHECK(found, "model.init_skip: '%s' names no parameter of model.arch %s",
+                 s->init.skip[i], ng_cfg_str(s->cfg, "model.arch"));
+    }
+    ng_weights_check_except(m, s->init.path, (const char *const *)s->init.skip, s->init.nskip);
+    ng_model_free(m);
+}
+
 void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
     memset(s, 0, sizeof *s);
     ng_config *c = s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
@@ -279,6 +317,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     if (!strncmp(arch, "vit", 3))
         NG_CHECK(a->img % a->patch == 0, "model.patch: %lld does not divide the %lld-pixel images",
                  (long long)a->patch, (long long)a->img);
+    init_weights(s);
 
     s->batch = ng_cfg_int(c, "train.batch_size");
     NG_CHECK(s->batch <= s->train->n,
@@ -346,6 +385,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
 }
 
 void ng_train_setup_free(ng_train_setup *s) {
+    for (int i = 0; i < s->init.nskip; i++) free(s->init.skip[i]);
     ng_optim_plan_free(&s->optim);
     ng_source_free(s->train);
     ng_source_free(s->test);

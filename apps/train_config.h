@@ -15,11 +15,22 @@
 extern const ng_cfg_spec ng_train_spec[];
 extern const int ng_train_nspec;
 
+#define NG_INIT_MAX_SKIP 16
+
+/* model.init: the weights a fresh run starts from, less the modules left at their random
+ * initialisation (fine-tuning). */
+typedef struct {
+    const char *path; /* NULL: random initialisation from the seed */
+    char *skip[NG_INIT_MAX_SKIP];
+    int nskip;
+} ng_init_weights;
+
 /* Everything `natgrad train` needs, resolved from the config and checked, before any run
  * directory, device or training work exists. */
 typedef struct {
     ng_config *cfg;
     ng_arch arch;
+    ng_init_weights init;
     ng_optim_plan optim; /* the optimizer chain: base and the parts in front of it */
     ng_schedule sched;
     ng_dtype compute;           /* precision.compute: f32, f16 or bf16 */

@@ -53,34 +53,73 @@ static void load_one(ng_safetensors *f, const char *name, ng_tensor *dst) {
     ng_tensor_free(&host);
 }
 
-/* Every tensor is checked before any is copied, so a bad file leaves the model as it was, and
- * the file is closed before the error is raised, so a caught error leaks nothing. */
-void ng_weights_load(ng_model *m, const char *path) {
-    ng_safetensors *f = ng_safetensors_open(path);
-    char msg[1024];
-    int bad = 0;
-    for (int i = 0; i < ng_safetensors_count(f) && !bad; i++) {
+int ng_weights_in_module(const char *name, const char *module) {
+    size_t n = strlen(module);
+    return !strncmp(name, module, n) && (name[n] == '\0' || name[n] == '.');
+}
+
+static int skipped(const char *name, const char *const *skip, int nskip) {
+    for (int i = 0; i < nskip; i++)
+        if (ng_weights_in_module(name, skip[i])) return 1;
+    return 0;
+}
+
+/* Why the file cannot be loaded into m (into msg), or 0 when it can: a tensor of the file the
+ * model lacks, one the file lacks, a shape or dtype that differs, skipped names aside. */
+static int check(ng_model *m, ng_safetensors *f, const char *path, const char *const *skip,
+                 int nskip, char *msg, size_t cap) {
+    for (int i = 0; i < ng_safetensors_count(f); i++) {
         ng_tensor t = ng_safetensors_get(f, i);
-        if (!ng_model_find(m, t.name) && !is_buffer(m, t.name)) {
-            snprintf(msg, sizeof msg, "%s: tensor %s is not a parameter or buffer of this model",
-                     path, t.name);
-            bad = 1;
+        if (!skipped(t.name, skip, nskip) && !ng_model_find(m, t.name) && !is_buffer(m, t.name)) {
+            snprintf(msg, cap, "%s: tensor %s is not a parameter or buffer of this model", path,
+                     t.name);
+            return 1;
         }
     }
-    for (int i = 0; i < m->nparams && !bad; i++)
-        bad = mismatch(f, path, m->params[i].param->name, &m->params[i].param->value, msg,
-                       sizeof msg);
-    for (int i = 0; i < m->nbuffers && !bad; i++)
-        bad = mismatch(f, path, m->buffers[i].buffer->name, &m->buffers[i].buffer->value, msg,
-                       sizeof msg);
-    if (bad) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!skipped(m->params[i].param->name, skip, nskip) &&
+            mismatch(f, path, m->params[i].param->name, &m->params[i].param->value, msg, cap))
+            return 1;
+    for (int i = 0; i < m->nbuffers; i++)
+        if (!skipped(m->buffers[i].buffer->name, skip, nskip) &&
+            mismatch(f, path, m->buffers[i].buffer->name, &m->buffers[i].buffer->value, msg, cap))
+            return 1;
+    return 0;
+}
+
+/* The file is closed before an error is raised, so a caught error leaks nothing. */
+void ng_weights_check_except(ng_model *m, const char *path, const char *const *skip, int nskip) {
+    ng_safetensors *f = ng_safetensors_open(path);
+    char msg[1024];
+    int bad = check(m, f, path, skip, nskip, msg, sizeof msg);
+    ng_safetensors_close(f);
+    if (bad) ng_fail("%s", msg);
+}
+
+/* Every tensor is checked before any is copied, so a bad file leaves the model as it was. */
+int ng_weights_load_except(ng_model *m, const char *path, const char *const *skip, int nskip) {
+    ng_safetensors *f = ng_safetensors_open(path);
+    char msg[1024];
+    if (check(m, f, path, skip, nskip, msg, sizeof msg)) {
         ng_safetensors_close(f);
         ng_fail("%s", msg);
     }
+    int loaded = 0;
     for (int i = 0; i < m->nparams; i++)
-        load_one(f, m->params[i].param->name, &m->params[i].param->value);
+        if (!skipped(m->params[i].param->name, skip, nskip)) {
+            load_one(f, m->params[i].param->name, &m->params[i].param->value);
+            loaded++;
+        }
     for (int i = 0; i < m->nbuffers; i++)
-        load_one(f, m->buffers[i].buffer->name, &m->buffers[i].buffer->value);
+        if (!skipped(m->buffers[i].buffer->name, skip, nskip)) {
+            load_one(f, m->buffers[i].buffer->name, &m->buffers[i].buffer->value);
+            loaded++;
+        }
     ng_safetensors_close(f);
     ng_model_refresh_compute(m); /* a mixed model computes with the loaded weights too */
+    return loaded;
+}
+
+void ng_weights_load(ng_model *m, const char *path) {
+    ng_weights_load_except(m, path, NULL, 0);
 }

@@ -108,6 +108,48 @@ static void test_weights(void) {
     ng_model_free(a), ng_model_free(b), ng_model_free(c), ng_model_free(d);
 }
 
+/* Fine-tuning: a classifier of another class count stays at its fresh initialisation, every other
+ * tensor comes from the file bit for bit; without the skip the head's shape is the error. */
+static void test_weights_except(void) {
+    ng_layer *s = ng_sequence("");
+    ng_layer_add_child(s, ng_linear("blocks.0.fc1", 5, 7, 1));
+    ng_layer_add_child(s, ng_linear("head", 7, 3, 1));
+    ng_model *pre = ng_model_new(s);
+    uint64_t seed = ng_test_seed();
+    ng_model_build(pre, NG_CPU, NG_F32, seed, 1 << 16, 1 << 16);
+    ng_test_fill_uniform(&pre->flat_params, -1, 1); /* the pre-trained weights: anything */
+    const char *path = tmp_path("pre.safetensors");
+    ng_weights_save(pre, path, NULL);
+    /* The fine-tuned model: the same backbone, a head for 4 classes instead of 3. */
+    ng_layer *t = ng_sequence("");
+    ng_layer_add_child(t, ng_linear("blocks.0.fc1", 5, 7, 1));
+    ng_layer_add_child(t, ng_linear("head", 7, 4, 1));
+    ng_model *four = ng_model_new(t);
+    ng_model_build(four, NG_CPU, NG_F32, seed + 1, 1 << 16, 1 << 16);
+    float before[28];
+    memcpy(before, ng_model_find(four, "head.weight")->param->value.data, sizeof before);
+    NG_TEST_ERROR(ng_weights_load_except(four, path, NULL, 0), "head.weight");
+    NG_TEST(!memcmp(before, ng_model_find(four, "head.weight")->param->value.data, sizeof before),
+            "a refused file leaves the model as it was");
+    const char *skip[] = {"head"};
+    int n = ng_weights_load_except(four, path, skip, 1);
+    NG_TEST(n == 2, "fc1's weight and bias loaded (got %d)", n);
+    ng_param *w = ng_model_find(four, "blocks.0.fc1.weight")->param,
+             *p = ng_model_find(pre, w->name)->param;
+    NG_TEST(!memcmp(w->value.data, p->value.data, ng_tensor_bytes(&w->value)),
+            "the backbone is the file's, bit for bit");
+    NG_TEST(!memcmp(before, ng_model_find(four, "head.weight")->param->value.data, sizeof before),
+            "the skipped head keeps its fresh initialisation");
+    /* A module name matches whole components only: "hea" skips nothing. */
+    const char *partial[] = {"hea"};
+    NG_TEST_ERROR(ng_weights_load_except(four, path, partial, 1), "head.weight");
+    NG_TEST(ng_weights_in_module("head.bias", "head") &&
+                !ng_weights_in_module("head_drop.w", "head") &&
+                ng_weights_in_module("blocks.0.fc1.weight", "blocks.0"),
+            "module matching by dotted components");
+    ng_model_free(pre), ng_model_free(four);
+}
+
 /* Batch-norm running statistics travel with the weights under PyTorch's names. */
 static void test_buffers(void) {
     ng_arch a;
@@ -283,6 +325,7 @@ int main(void) {
     NG_TEST(mkdtemp(dir) != NULL, "temporary folder");
     test_round_trip();
     test_weights();
+    test_weights_except();
     test_buffers();
     test_malformed();
     test_exact_coverage();
