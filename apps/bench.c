@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apps/bench_layers.h"
 #include "apps/clock.h"
 #include "apps/commands.h"
 #include "apps/memory_report.h"
@@ -27,6 +28,10 @@ static void usage(FILE *f) {
             "usage: natgrad bench --model ARCH [--batch N] [--device cpu|cuda] [--steps N]\n"
             "                     [--img N] [--checkpoint SPEC] [--precision fp32|bf16|fp16]\n"
             "                     [--arena-mib N] [--json FILE]\n"
+            "       natgrad bench --model ARCH --per-layer [--precision fp16|bf16] [--batch N]\n"
+            "                     [--img N] [--steps N] [--device cpu|cuda] [--json FILE]\n"
+            "  --per-layer  inference forward layer by layer, fp32 against the half type (default\n"
+            "               fp16): time, speed-up, bytes moved, FLOPs, arithmetic intensity\n"
             "ARCH: %s\n"
             "SPEC: none, every K (segments of K blocks; all = every 1) or block indices 0,3,7\n",
             ng_arch_names());
@@ -45,12 +50,16 @@ int ng_cmd_bench(int argc, char **argv) {
     const char *ckpt = NULL;
     ng_dtype compute = NG_F32;
     long arena_mib = 0;
+    int per_layer = 0;
     ng_device dev = ng_cuda_available() ? NG_CUDA : NG_CPU;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--per-layer")) {
+            per_layer = 1;
+            continue;
         } else if (!strcmp(a, "--checkpoint")) {
             ng_ckpt_spec sp;
             char why[128];
@@ -91,6 +100,12 @@ int ng_cmd_bench(int argc, char **argv) {
     if (!arch) return bad("--model", NULL, "is required");
     if (!ng_arch_defaults(arch, &ar)) return bad("--model", arch, "unknown architecture");
     if (img) ar.img = img;
+    if (per_layer) {
+        if (ckpt || arena_mib)
+            return bad(ckpt ? "--checkpoint" : "--arena-mib", NULL, "not with --per-layer");
+        return ng_bench_per_layer(&ar, arch, batch, dev, compute == NG_F32 ? NG_F16 : compute,
+                                  steps, json);
+    }
     char why[128], spec[256];
     if (ckpt) ng_ckpt_spec_parse(ckpt, &ar.checkpoint, why, sizeof why);
     ng_ckpt_spec_format(&ar.checkpoint, spec, sizeof spec);

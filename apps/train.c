@@ -731,10 +731,16 @@ int ng_cmd_eval(int argc, char **argv) {
     ng_weights_load(m, a.weights);
     ng_tensor x, y;
     input_tensors(&s, s.batch, &x, &y);
+    double t0 = ng_now();
     eval_result ev = evaluate(m, &s, NULL, &x, &y);
-    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"loss\": %s, \"accuracy\": %.6f, "
-           "\"ece\": %.6f, \"examples\": %lld}\n",
-           a.weights, ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece, (long long)ev.n);
+    double secs = ng_now() - t0;
+    /* The compute dtype is the config's (precision.compute): fp16/bf16 inference stores the
+     * weights' working copy and the activations in the half type. */
+    printf("{\"type\": \"eval\", \"weights\": \"%s\", \"precision\": \"%s\", \"loss\": %s, "
+           "\"accuracy\": %.6f, \"ece\": %.6f, \"examples\": %lld, \"seconds\": %s, "
+           "\"images_per_s\": %s}\n",
+           a.weights, ng_dtype_name(s.compute), ng_json_num("%.9g", ev.loss).s, ev.acc, ev.ece,
+           (long long)ev.n, ng_json_num("%.3f", secs).s, ng_json_num("%.1f", ev.n / secs).s);
     ng_tensor_free(&x), ng_tensor_free(&y);
     ng_model_free(m);
     ng_train_setup_free(&s);

@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "convert.h"
 #include "half.h"
+#include "half_vec.h"
 
 /* y + a*x must be two roundings, as in the CUDA twin (__fmul_rn, __fadd_rn), never one fused
  * multiply-add: GNU C contracts by default wherever the target has FMA. */
@@ -24,27 +25,17 @@
 #define CHUNK 1024
 
 static void chunk_to_f32(const void *p, ng_dtype t, int64_t i0, int64_t n, float *out) {
-    if (t == NG_F16) {
-        const ng_f16 *h = (const ng_f16 *)p + i0;
-        for (int64_t i = 0; i < n; i++) out[i] = ng_f16_to_f32(h[i]);
-    } else if (t == NG_BF16) {
-        const ng_bf16 *h = (const ng_bf16 *)p + i0;
-        for (int64_t i = 0; i < n; i++) out[i] = ng_bf16_to_f32(h[i]);
-    } else {
+    if (t == NG_F16 || t == NG_BF16)
+        ng_half_to_f32((const uint16_t *)p + i0, t, out, n);
+    else
         memcpy(out, (const float *)p + i0, (size_t)n * sizeof(float));
-    }
 }
 
 static void chunk_from_f32(void *p, ng_dtype t, int64_t i0, int64_t n, const float *in) {
-    if (t == NG_F16) {
-        ng_f16 *h = (ng_f16 *)p + i0;
-        for (int64_t i = 0; i < n; i++) h[i] = ng_f32_to_f16(in[i]);
-    } else if (t == NG_BF16) {
-        ng_bf16 *h = (ng_bf16 *)p + i0;
-        for (int64_t i = 0; i < n; i++) h[i] = ng_f32_to_bf16(in[i]);
-    } else {
+    if (t == NG_F16 || t == NG_BF16)
+        ng_half_from_f32(in, t, (uint16_t *)p + i0, n);
+    else
         memcpy((float *)p + i0, in, (size_t)n * sizeof(float));
-    }
 }
 
 static int64_t min64(int64_t a, int64_t b) {

@@ -216,8 +216,18 @@ static void attn_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     ng_sim_release(&sim->grads, gm);
 }
 
+/* qkv and proj, q k^T and probs v (T x T x head_dim multiply-adds per batch entry and head),
+ * and the softmax, one per score. */
+static int64_t attn_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    const attn_state *s = l->impl;
+    int64_t B = in[0], T = in[1];
+    return ng_layer_flops(l->children[0], ndim, in) + ng_layer_flops(l->children[1], ndim, in) +
+           2 * 2 * B * T * T * s->dim + B * s->heads * T * T;
+}
+
 static const ng_layer_ops attn_ops = {
     .kind = "attention",
+    .flops = attn_flops,
     .out_shape = attn_out_shape,
     .forward = attn_forward,
     .backward = attn_backward,

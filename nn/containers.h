@@ -49,6 +49,8 @@ static inline int ng_ckpt_spec_active(const ng_ckpt_spec *s) {
 void ng_checkpoint_blocks(ng_layer *seq, int first, int nblocks, const ng_ckpt_spec *s);
 
 /* Shared by containers: shape after running the children in order. */
+/* The children's FLOPs summed along the same chain. */
+int64_t ng_children_flops(const ng_layer *l, int ndim, const int64_t *in);
 void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                            int64_t *out);
 

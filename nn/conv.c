@@ -495,8 +495,20 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     }
 }
 
+/* prod(kernel) x in_ch multiply-adds per output element. */
+static int64_t conv_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    const ng_conv_geom *g = &((const conv_state *)l->impl)->g;
+    int64_t out[NG_MAX_DIMS], n = 1, k = g->in_ch;
+    int on;
+    conv_out_shape(l, ndim, in, &on, out);
+    for (int i = 0; i < on; i++) n *= out[i];
+    for (int i = 0; i < g->nd; i++) k *= g->kernel[i];
+    return 2 * n * k;
+}
+
 static const ng_layer_ops conv_ops = {
     .kind = "conv",
+    .flops = conv_flops,
     .out_shape = conv_out_shape,
     .forward = conv_forward,
     .backward = conv_backward,

@@ -73,6 +73,15 @@ void ng_layer_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out
     l->ops->out_shape(l, ndim, in, out_ndim, out);
 }
 
+int64_t ng_layer_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    if (l->ops->flops) return l->ops->flops(l, ndim, in);
+    int64_t out[NG_MAX_DIMS], n = 1;
+    int on;
+    ng_layer_out_shape(l, ndim, in, &on, out);
+    for (int i = 0; i < on; i++) n *= out[i];
+    return n;
+}
+
 void ng_layer_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
     l->ops->backward(l, ctx, dy, dx);
     if (ctx->grad_ready && l->nparams > 0) ctx->grad_ready->ready(ctx->grad_ready->self, l);

@@ -121,6 +121,11 @@ typedef struct {
      * output from ctx->acts and nothing else. */
     void (*plan)(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim, const int64_t *in,
                  ng_dtype dt);
+    /* Floating-point operations of one inference forward on an input of shape `in`, counted as
+     * fvcore and most papers count them: 2 per multiply-add of a GEMM or convolution (bias
+     * additions not counted), 1 per output element of anything else; containers sum their
+     * children. NULL: 1 per output element (element-wise layers, norms, pooling). */
+    int64_t (*flops)(const ng_layer *l, int ndim, const int64_t *in);
     /* Frees what the layer allocated itself (not its children: ng_layer_free walks them). */
     void (*destroy)(ng_layer *l);
 } ng_layer_ops;
@@ -158,6 +163,9 @@ void ng_layer_free(ng_layer *l);
  * and layers with sub-layers run their children's backward through this, never through the ops
  * directly, so every parameter is reported exactly once per pass. */
 void ng_layer_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx);
+
+/* The layer's inference FLOPs through its ops (see ng_layer_ops.flops). */
+int64_t ng_layer_flops(const ng_layer *l, int ndim, const int64_t *in);
 
 /* Output shape through the ops, with the input checked against NG_MAX_DIMS. */
 void ng_layer_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,

@@ -92,8 +92,16 @@ static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx,
     }
 }
 
+static int64_t linear_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    const linear_state *s = l->impl;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= in[i];
+    return 2 * (n / s->in) * s->in * s->out;
+}
+
 static const ng_layer_ops linear_ops = {
     .kind = "linear",
+    .flops = linear_flops,
     .out_shape = linear_out_shape,
     .forward = linear_forward,
     .backward = linear_backward,

@@ -202,8 +202,18 @@ static void pe_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int
     ng_sim_release(&sim->grads, gm);
 }
 
+/* The projection of the patches (a Linear on [B, grid^2, C p^2]), then one per output element
+ * for the class token and position embedding. */
+static int64_t pe_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    const pe_state *s = l->impl;
+    int64_t cols[3] = {in[0], s->grid * s->grid, s->in_ch * s->patch * s->patch};
+    (void)ndim;
+    return ng_layer_flops(l->children[0], 3, cols) + in[0] * s->tokens * s->dim;
+}
+
 static const ng_layer_ops pe_ops = {
     .kind = "patch_embed",
+    .flops = pe_flops,
     .out_shape = pe_out_shape,
     .forward = pe_forward,
     .backward = pe_backward,

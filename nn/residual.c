@@ -40,8 +40,16 @@ static void res_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int 
     if (!backward) ng_sim_tensor(&s->acts, dt, ndim, in);
 }
 
+/* The branch, and the addition of the skip path. */
+static int64_t res_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= in[i];
+    return ng_layer_flops(l->children[0], ndim, in) + n;
+}
+
 static const ng_layer_ops res_ops = {
     .kind = "residual",
+    .flops = res_flops,
     .out_shape = res_out_shape,
     .forward = res_forward,
     .backward = res_backward,

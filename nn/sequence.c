@@ -43,6 +43,21 @@ static int may_overwrite(const ng_layer *l, const seq_state *s, int j) {
     return j > 0 && s->seg_end[j] <= j && l->children[j - 1]->ops->out_unread;
 }
 
+int64_t ng_children_flops(const ng_layer *l, int ndim, const int64_t *in) {
+    int64_t cur[NG_MAX_DIMS], total = 0;
+    int cn = ndim;
+    memcpy(cur, in, sizeof(int64_t) * (size_t)ndim);
+    for (int i = 0; i < l->nchildren; i++) {
+        int64_t next[NG_MAX_DIMS];
+        int nn;
+        total += ng_layer_flops(l->children[i], cn, cur);
+        ng_layer_out_shape(l->children[i], cn, cur, &nn, next);
+        cn = nn;
+        memcpy(cur, next, sizeof(int64_t) * (size_t)nn);
+    }
+    return total;
+}
+
 void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                            int64_t *out) {
     int64_t cur[NG_MAX_DIMS];
@@ -315,6 +330,7 @@ static void seq_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, in
 static const ng_layer_ops seq_ops = {
     .kind = "sequence",
     .out_shape = ng_children_out_shape,
+    .flops = ng_children_flops,
     .forward = seq_forward,
     .backward = seq_backward,
     .plan = seq_plan,

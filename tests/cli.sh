@@ -31,6 +31,22 @@ expect 2 "--arena-mib" -- bench --model mlp --arena-mib 17592186044416
 expect 2 "--batch" -- bench --model mlp --batch 4611686018427387904
 expect 2 "gemm" -- bench-core --device cpu --gemm 4294967296 --reps 1
 expect 0 "gemm" -- bench-core --device cpu --gemm 64 --eigh 32 --reps 1
+expect 2 "not with --per-layer" -- bench --model mlp --per-layer --checkpoint all
+expect 2 "--precision" -- bench --model mlp --per-layer --precision fp8
+# The per-layer report adds up: the layers' FLOPs are the model's, half bytes are half of fp32's.
+pl=$(mktemp)
+expect 0 "sum of layers" -- bench --model lenet --per-layer --batch 4 --steps 1 --device cpu --json "$pl"
+if command -v python3 >/dev/null; then
+  if python3 - "$pl" <<'PY'; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: per-layer json"; fi
+import json, sys
+r = json.load(open(sys.argv[1]))
+L = r["layers"]
+assert len(L) > 5 and sum(l["flops"] for l in L) == r["model_flops"], "flops do not add up"
+assert all(l["bytes"][0] == 2 * l["bytes"][1] for l in L), "half bytes"
+assert all(min(l["ms"]) >= 0 for l in L) and r["model_ms"][0] > 0
+PY
+fi
+rm -f "$pl"
 # A config nested 100k levels deep is refused at once (it used to take hours), with status 2.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
