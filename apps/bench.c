@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "apps/memory_report.h"
 #include "apps/metrics.h"
+#include "apps/train_config.h"
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -25,11 +26,14 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: natgrad bench --model ARCH [--batch N] [--device cpu|cuda] [--steps N]\n"
+            "usage: natgrad bench --model ARCH|--config FILE [--batch N] [--device cpu|cuda] "
+            "[--steps N]\n"
             "                     [--img N] [--checkpoint SPEC] [--precision fp32|bf16|fp16]\n"
             "                     [--arena-mib N] [--json FILE]\n"
-            "       natgrad bench --model ARCH --per-layer [--precision fp16|bf16] [--batch N]\n"
-            "                     [--img N] [--steps N] [--device cpu|cuda] [--json FILE]\n"
+            "       natgrad bench --model ARCH|--config FILE --per-layer [--precision fp16|bf16]\n"
+            "                     [--batch N]"
+            " [--img N] [--steps N] [--device cpu|cuda] [--json FILE]\n"
+            "  --config F   the model of a train config (a run's config.yaml) instead of --model\n"
             "  --per-layer  inference forward layer by layer, fp32 against the half type (default\n"
             "               fp16): time, speed-up, bytes moved, FLOPs, arithmetic intensity\n"
             "ARCH: %s\n"
@@ -44,7 +48,7 @@ static int bad(const char *opt, const char *val, const char *want) {
 }
 
 int ng_cmd_bench(int argc, char **argv) {
-    const char *arch = NULL, *json = NULL;
+    const char *arch = NULL, *json = NULL, *config = NULL;
     int64_t batch = 32, img = 0;
     int steps = 10;
     const char *ckpt = NULL;
@@ -70,6 +74,9 @@ int ng_cmd_bench(int argc, char **argv) {
             if (!v || (strcmp(v, "fp32") && strcmp(v, "bf16") && strcmp(v, "fp16")))
                 return bad(a, v, "fp32, bf16 or fp16");
             compute = !strcmp(v, "fp32") ? NG_F32 : !strcmp(v, "bf16") ? NG_BF16 : NG_F16;
+        } else if (!strcmp(a, "--config")) {
+            if (!v) return bad(a, v, "a train config file");
+            config = v;
         } else if (!strcmp(a, "--model")) {
             if (!v) return bad(a, v, "an architecture name");
             arch = v;
@@ -97,14 +104,24 @@ int ng_cmd_bench(int argc, char **argv) {
         i++;
     }
     ng_arch ar;
-    if (!arch) return bad("--model", NULL, "is required");
-    if (!ng_arch_defaults(arch, &ar)) return bad("--model", arch, "unknown architecture");
+    ng_train_setup setup = {0};
+    if (config) { /* the model exactly as a run builds it: width, depth, input from its data */
+        if (arch) return bad("--model", arch, "not with --config");
+        ng_train_setup_load(&setup, config, NULL, 0);
+        ar = setup.arch;
+        arch = ar.arch;
+    } else {
+        if (!arch) return bad("--model", NULL, "is required (or --config)");
+        if (!ng_arch_defaults(arch, &ar)) return bad("--model", arch, "unknown architecture");
+    }
     if (img) ar.img = img;
     if (per_layer) {
         if (ckpt || arena_mib)
             return bad(ckpt ? "--checkpoint" : "--arena-mib", NULL, "not with --per-layer");
-        return ng_bench_per_layer(&ar, arch, batch, dev, compute == NG_F32 ? NG_F16 : compute,
-                                  steps, json);
+        int status = ng_bench_per_layer(&ar, arch, batch, dev, compute == NG_F32 ? NG_F16 : compute,
+                                        steps, json);
+        if (config) ng_train_setup_free(&setup);
+        return status;
     }
     char why[128], spec[256];
     if (ckpt) ng_ckpt_spec_parse(ckpt, &ar.checkpoint, why, sizeof why);
@@ -160,5 +177,6 @@ int ng_cmd_bench(int argc, char **argv) {
     free(ms);
     ng_tensor_free(&x), ng_tensor_free(&lh), ng_tensor_free(&labels);
     ng_model_free(m);
+    if (config) ng_train_setup_free(&setup);
     return 0;
 }
