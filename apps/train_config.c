@@ -55,6 +55,9 @@ const ng_cfg_spec ng_train_spec[] = {
      "folder with the MNIST IDX files (.gz or raw), or with the shards train-*.tar, test-*.tar"},
     {"data.shuffle_buffer", NG_CFG_INT, "1000", 1, 1e7, NULL,
      "shards: examples held in the shuffle buffer (1 = the stored order)"},
+    {"data.skip_bad", NG_CFG_BOOL, "false", NONE, NULL,
+     "shards: leave out bad examples (corrupt, truncated, unlabelled, wrong size) and count them, "
+     "instead of stopping with an error naming the shard and member; the scan then decodes all"},
     {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
      "use synthetic data when MNIST is not in data.dir"},
     {"data.synthetic.train", NG_CFG_INT, "8000", 1, 1e9, NULL, "synthetic training examples"},
@@ -171,7 +174,8 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
         ng_shards_config sc = {.dir = ng_cfg_str(c, "data.dir"),
                                .prefix = split,
                                .shuffle_buffer = ng_cfg_int(c, "data.shuffle_buffer"),
-                               .seed = s->seed};
+                               .seed = s->seed,
+                               .skip_bad = ng_cfg_bool(c, "data.skip_bad")};
         snprintf(s->data_desc, sizeof s->data_desc, "shards from %s", sc.dir);
         return ng_shards_open(&sc);
     }

@@ -69,6 +69,26 @@ printf 'x' | dd of="$f" bs=1 seek=$((off + 512)) conv=notrunc status=none
 expect_bad "member '000000007.cls'" "$ng" train --config "$work/small.yaml" --out "$work/bad" \
   "${sh[@]}" --set data.dir="$work/cut"
 
+# data.skip_bad: the same broken label, and a training shard cut short, are left out and counted
+# (stderr and a "data" line of metrics.jsonl), the run trains, and a stopped run resumes exactly.
+f=$(ls "$work/cut"/train-*.tar | sed -n 3p)
+truncate -s 100000 "$f"
+sb=("${sh[@]}" --set data.dir="$work/cut" --set data.skip_bad=true)
+out=$("$ng" train --config "$work/small.yaml" --out "$work/sk" "${sb[@]}" 2>&1) || bad "skip_bad run failed: $(tail -3 <<<"$out")"
+grep -q "data.skip_bad: left out 1 bad test examples and the rest of 0 shards" <<<"$out" &&
+  grep -q "data.skip_bad: left out 0 bad train examples and the rest of 1 shards" <<<"$out" &&
+  grep -q "test-000000.tar: member '000000007.cls'" <<<"$out" && ok ||
+  bad "skip_bad should say what it left out: $(grep skip_bad <<<"$out")"
+grep -q '"type": "data", "step": 0, "split": "test", "examples": 199, "skipped": 1, "cut_shards": 0' "$work/sk/metrics.jsonl" &&
+  grep -q '"type": "data", "step": 0, "split": "train", "examples": [0-9]*, "skipped": 0, "cut_shards": 1' "$work/sk/metrics.jsonl" &&
+  ok || bad "metrics.jsonl should log the skipped examples: $(grep '"data"' "$work/sk/metrics.jsonl")"
+grep -q '"examples": 199' "$work/sk/result.json" && ok || bad "the test set should hold 199 examples: $(cat "$work/sk/result.json")"
+"$ng" train --config "$work/small.yaml" --out "$work/sk2" "${sb[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/sk2" "${sb[@]}" --resume auto >/dev/null 2>&1 || bad "skip_bad resume failed"
+cmp -s "$work/sk/final.safetensors" "$work/sk2/final.safetensors" && [ "$(losses "$work/sk")" = "$(losses "$work/sk2")" ] &&
+  [ "$(grep -c '"type": "data"' "$work/sk2/metrics.jsonl")" -eq 2 ] && ok ||
+  bad "a skip_bad run stopped and resumed differs from one never stopped (or lost its data lines)"
+
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
   >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
