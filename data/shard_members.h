@@ -26,4 +26,12 @@ int ng_shard_parse_cls(const unsigned char *b, size_t len, int32_t *y, char *why
  * returns its length. */
 size_t ng_shard_npy_header(int ndim, const int64_t *shape, char *h, size_t cap);
 
+/* Encodes an f32 image [C, H, W] (C 1: grey, 3: RGB) as an 8-bit PNG, value v to
+ * round(255 (v - lo) / (hi - lo)), so that the reader's pixel / 255 gives back (v - lo) / (hi - lo)
+ * within half a level (exactly for v = k / 255 with lo 0, hi 1). Returns the PNG (malloc'ed) and
+ * its length, or NULL and a reason in why (a value outside [lo, hi], not finite, an encoder
+ * error). */
+unsigned char *ng_shard_png_encode(const float *x, int64_t c, int64_t h, int64_t w, double lo,
+                                   double hi, size_t *len, char *why, size_t cap);
+
 #endif

@@ -45,5 +45,11 @@ ng_source *ng_shards_open(const ng_shards_config *c);
  * KEY.npy (f4, the example's shape) and KEY.cls, KEY the example's index in 9 digits. Each shard
  * is written to a .tmp name, fsynced and renamed. Returns the number of shards. */
 int64_t ng_shards_write(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes);
+/* As ng_shards_write, with KEY.png members instead (8-bit grey or RGB, for sources of [1|3, H, W]
+ * images): value v is stored as round(255 (v - lo) / (hi - lo)), so reading gives back
+ * (v - lo) / (hi - lo) in [0, 1] within half a level of 1/255 (exactly the source's values for
+ * values k / 255 and the range 0, 1). A value outside [lo, hi] is an error naming the example. */
+int64_t ng_shards_write_png(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes,
+                            double lo, double hi);
 
 #endif

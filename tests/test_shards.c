@@ -1,7 +1,8 @@
 /* Tar shards (data/shards.h): a source written as shards reads back the same examples and
  * labels, each once per epoch; the stream is a function of (seed, epoch) and any position can be
- * replayed; the loader over shards resumes bit-exactly; PNG members decode to the pixels encoded;
- * and shards broken in the tar header, a member's size, the data, a PNG chunk or the label give
+ * replayed; the loader over shards resumes bit-exactly; PNG members decode to the pixels encoded,
+ * and sources written as PNG read back (levels bit for bit, other values within half a level);
+ * shards broken in the tar header, a member's size, the data, a PNG chunk or the label give
  * an error naming the shard and the member. */
 #define _GNU_SOURCE /* memmem */
 #include <archive.h>
@@ -292,6 +293,94 @@ static void test_png(uint64_t seed) {
     }
 }
 
+static unsigned char *slurp(const char *path, size_t *len);
+
+/* PNG writing (ng_shards_write_png): grey and RGB sources whose values are levels k / 255 come
+ * back bit for bit over several shards; random values of a range [lo, hi] come back as levels
+ * within half a level of (v - lo) / (hi - lo); what PNG cannot hold is refused naming the option.
+ */
+static void test_png_write(uint64_t seed) {
+    for (int c = 1; c <= 3; c += 2) {
+        const int64_t n = 23, h = 9, w = 6, e = c * h * w;
+        int64_t shape[3] = {c, h, w};
+        ng_dataset *d = ng_synthetic(n, 3, shape, 5, 1.0, seed, 0, "levels");
+        ng_dataset *r = ng_synthetic(n, 3, shape, 5, 1.0, seed, 1, "range");
+        const double lo = -2, hi = 3;
+        for (int64_t i = 0; i < n * e; i++) {
+            d->x[i] = (float)pick(256) / 255.0f;
+            r->x[i] = (float)(lo + (hi - lo) * 0.5 * (ng_test_uniform() + 1.0));
+        }
+        r->x[0] = (float)lo, r->x[1] = (float)hi; /* the ends are in range */
+        float *ref = malloc(sizeof(float) * (size_t)(n * e)),
+              *rref = malloc(sizeof(float) * (size_t)(n * e));
+        int32_t ry[23], rry[23];
+        memcpy(ref, d->x, sizeof(float) * (size_t)(n * e));
+        memcpy(rref, r->x, sizeof(float) * (size_t)(n * e));
+        memcpy(ry, d->y, sizeof ry), memcpy(rry, r->y, sizeof rry);
+        ng_source *sd = ng_source_dataset(d), *sr = ng_source_dataset(r);
+        const char *dir = folder(c == 1 ? "pngw1" : "pngw3");
+        int64_t shards = ng_shards_write_png(sd, dir, "train", 1200, 0, 1);
+        ng_shards_write_png(sr, dir, "test", 1 << 20, lo, hi);
+        NG_TEST(shards >= 3, "23 PNG examples in 1200-byte shards: %lld shards", (long long)shards);
+        char p0[400];
+        snprintf(p0, sizeof p0, "%s/train-000000.tar", dir);
+        size_t tl = 0;
+        unsigned char *tb = slurp(p0, &tl);
+        NG_TEST(tb && tl > 512 && !memcmp(tb, "000000000.png", 13) &&
+                    !memcmp(tb + 512, "\x89PNG", 4),
+                "the first member should be 000000000.png holding a PNG");
+        free(tb);
+        ng_shards_config sc = {.dir = dir, .prefix = "train", .shuffle_buffer = 1, .seed = 2};
+        ng_source *s = ng_shards_open(&sc);
+        NG_TEST(s->n == n && s->ndim == 3 && s->shape[0] == c && s->shape[1] == h &&
+                    s->shape[2] == w,
+                "PNG shards (%d channels) read back as %lld examples [%lld, %lld, %lld]", c,
+                (long long)s->n, (long long)s->shape[0], (long long)s->shape[1],
+                (long long)s->shape[2]);
+        float *x = malloc(sizeof(float) * (size_t)(n * e));
+        int32_t y[23];
+        if (s->n == n) read_epoch(s, 0, x, y);
+        /* Buffer 1 streams the shards whole, in an order of the seed: match examples by bytes. */
+        int64_t found = 0;
+        for (int64_t i = 0; i < n && s->n == n; i++)
+            found += which(x + i * e, y[i], ref, ry, n, e) >= 0;
+        NG_TEST(found == n, "%d-channel levels k/255: %lld of %lld examples come back bit for bit",
+                c, (long long)found, (long long)n);
+        ng_source_free(s);
+        sc.prefix = "test";
+        s = ng_shards_open(&sc);
+        int64_t off = 0, notlevel = 0;
+        read_epoch(s, 0, x, y); /* one shard, buffer 1: the stored order */
+        for (int64_t i = 0; i < n * e; i++) {
+            double q = ((double)rref[i] - lo) / (hi - lo) * 255.0, k = (double)x[i] * 255.0;
+            double ki = floor(k + 0.5);
+            notlevel += fabs(k - ki) > 1e-3;
+            off += fabs(ki - q) > 0.5;
+        }
+        NG_TEST(!notlevel && !off && !memcmp(y, rry, sizeof rry),
+                "%d channels over [%g, %g]: %lld values are not levels, %lld are more than half a "
+                "level off",
+                c, lo, hi, (long long)notlevel, (long long)off);
+        ng_source_free(s);
+        /* The same values over [0, 1] fall outside it: refused, naming the option and example. */
+        NG_TEST_ERROR(ng_shards_write_png(sr, folder("pngbad"), "train", 1 << 20, 0, 1),
+                      "--png-range: example 0");
+        NG_TEST_ERROR(ng_shards_write_png(sr, folder("pngbad"), "train", 1 << 20, 1, 1),
+                      "--png-range");
+        free(x), free(ref), free(rref);
+        ng_source_free(sd), ng_source_free(sr);
+    }
+    ng_source *two = random_source(3, seed); /* [2, 5, 3]: two channels */
+    NG_TEST_ERROR(ng_shards_write_png(two, folder("pngbad2"), "train", 1 << 20, -10, 10),
+                  "--format png");
+    ng_source_free(two);
+    ng_synthetic3d_config vc = {.n = 2, .side = 4, .channels = 1, .classes = 2, .seed = seed};
+    ng_source *vol = ng_synthetic3d_new(&vc);
+    NG_TEST_ERROR(ng_shards_write_png(vol, folder("pngbad3"), "train", 1 << 20, -10, 10),
+                  "--format png");
+    ng_source_free(vol);
+}
+
 __attribute__((noinline)) static unsigned char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -539,6 +628,7 @@ int main(void) {
     }
     test_roundtrip(seed);
     test_png(seed);
+    test_png_write(seed);
     test_broken(seed);
     int status = ng_test_finish("test_shards");
     char cmd[400];

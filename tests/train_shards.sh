@@ -89,6 +89,32 @@ cmp -s "$work/sk/final.safetensors" "$work/sk2/final.safetensors" && [ "$(losses
   [ "$(grep -c '"type": "data"' "$work/sk2/metrics.jsonl")" -eq 2 ] && ok ||
   bad "a skip_bad run stopped and resumed differs from one never stopped (or lost its data lines)"
 
+# PNG members: FractalDB images (+1/-1) written as 8-bit PNG over [-1, 1] read back as 0/1 images
+# and train; PNG refuses volumes and values outside the range, naming the option.
+cat >"$work/fr.yaml" <<'YAML'
+seed: 5
+model: {arch: mlp, width: 32, depth: 1}
+data:
+  name: fractal
+  fractal: {categories: 4, instances: 20, test_instances: 4, side: 16, points: 800}
+train: {batch_size: 16, steps: 6, log_every: 1, eval_every: 6}
+optimizer: {name: adamw, lr: 0.003}
+YAML
+out=$("$ng" shards --from "$work/fr.yaml" --out "$work/png" --format png --png-range -1,1 2>&1) ||
+  bad "natgrad shards --format png failed: $out"
+grep -q "wrote 80 training examples in 1 shards and 16 test examples in 1 shards (.*, png)" <<<"$out" &&
+  [ "$(tar -tf "$work/png/train-000000.tar" | grep -c '\.png$')" -eq 80 ] && ok ||
+  bad "natgrad shards --format png should write 80 KEY.png members: $out"
+out=$("$ng" train --config "$work/fr.yaml" --out "$work/pt" --set data.name=shards --set data.dir="$work/png" 2>&1) &&
+  grep -q '"examples": 16' "$work/pt/result.json" && ok || bad "training from PNG shards failed: $(tail -3 <<<"$out")"
+expect_bad "--format" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format jpeg
+expect_bad "--png-range" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format png --png-range 1,0
+expect_bad "--png-range: example 0 of fractal-train" "$ng" shards --from "$work/fr.yaml" --out "$work/pbad" --format png
+[ ! -e "$work/pbad/train-000000.tar" ] && [ ! -e "$work/pbad/train-000000.tar.tmp" ] && ok ||
+  bad "a refused PNG write should leave no shard behind"
+expect_bad "--format png" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format png \
+  --set model.arch=cnn3d --set data.name=synthetic3d --set data.synthetic.side=6
+
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
   >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
