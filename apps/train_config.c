@@ -82,6 +82,10 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal: chaos-game points per image (the first 20 are skipped)"},
     {"data.fractal.threshold", NG_CFG_FLOAT, "0.2", 0.001, 1, NULL,
      "fractal: filling rate (occupied fraction of 32x32 pixels) a category's IFS must reach"},
+    {"data.fractal.patch", NG_CFG_INT, "1", 1, 7, NULL,
+     "fractal: each point lights a patch x patch pattern of the instance (1 = its pixel)"},
+    {"data.fractal.colour", NG_CFG_BOOL, "false", NONE, NULL,
+     "fractal: RGB images [3,side,side], each map of an instance its own colour"},
     {"data.fractal3d.categories", NG_CFG_INT, "10", 2, 1e6, NULL,
      "fractal3d: categories (classes), each a 3D IFS found by the filling-rate search"},
     {"data.fractal3d.instances", NG_CFG_INT, "50", 1, 1e7, NULL,
@@ -189,13 +193,19 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
                                .side = or_default(c, "data.fractal.side", s->arch.img),
                                .points = ng_cfg_int(c, "data.fractal.points"),
                                .threshold = ng_cfg_float(c, "data.fractal.threshold"),
+                               .patch = ng_cfg_int(c, "data.fractal.patch"),
+                               .colour = ng_cfg_bool(c, "data.fractal.colour"),
                                .seed = s->seed,
                                .name = test ? "fractal-test" : "fractal-train"};
+        char extra[64] = "";
+        if (f.patch > 1 || f.colour)
+            snprintf(extra, sizeof extra, ", %s, patch %lld", f.colour ? "colour" : "grey",
+                     (long long)f.patch);
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points",
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
-                 (long long)f.points);
+                 (long long)f.points, extra);
         return ng_fractal_new(&f);
     }
     if (!strcmp(name, "fractal3d")) {
