@@ -1,5 +1,6 @@
 /* The members of a tar shard (data/shards.h): what their bytes mean. Shared by the reader and the
- * writer of shards; not for use outside data/. */
+ * writer of shards, and by `natgrad data-bench` (apps/data_bench.c) to time one PNG file per
+ * image against them; not for other use outside data/. */
 #ifndef NG_SHARD_MEMBERS_H
 #define NG_SHARD_MEMBERS_H
 
