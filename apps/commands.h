@@ -11,5 +11,6 @@ int ng_cmd_eval(int argc, char **argv);
 int ng_cmd_plan(int argc, char **argv);
 int ng_cmd_comm_bench(int argc, char **argv);
 int ng_cmd_shards(int argc, char **argv);
+int ng_cmd_data_bench(int argc, char **argv);
 
 #endif

@@ -20,6 +20,8 @@ static const struct {
     {"bench-core", "GEMM TFLOP/s and eigh / Cholesky-inverse times on one device",
      ng_cmd_bench_core},
     {"shards", "write a config's data as tar shards (WebDataset layout)", ng_cmd_shards},
+    {"data-bench", "images/s of a config's training data: source, loader, one PNG file per image",
+     ng_cmd_data_bench},
     {"comm-bench", "all-reduce algorithms over a sweep of sizes, checked and timed (mpirun)",
      ng_cmd_comm_bench},
 };

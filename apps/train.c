@@ -265,6 +265,24 @@ typedef struct {
     const char *bad; /* NULL, or what was not finite (nonfinite_in): the step was skipped */
 } step_result;
 
+/* Bad examples a source left out when it was opened (data.skip_bad): said on stderr every time,
+ * and logged once, at step 0 of a new run, as a "data" line of metrics.jsonl (a resumed run keeps
+ * that line). */
+static void report_bad(ng_metrics *metrics, const ng_source *src, const char *split, int log) {
+    if (!src->skipped && !src->cut) return;
+    fprintf(stderr,
+            "data.skip_bad: left out %lld bad %s examples and the rest of %lld shards (cut "
+            "short), %lld examples kept; the first: %s\n",
+            (long long)src->skipped, split, (long long)src->cut, (long long)src->n, src->first_bad);
+    if (!log) return;
+    char line[512];
+    snprintf(line, sizeof line,
+             "{\"type\": \"data\", \"step\": 0, \"split\": \"%s\", \"examples\": %lld, "
+             "\"skipped\": %lld, \"cut_shards\": %lld}",
+             split, (long long)src->n, (long long)src->skipped, (long long)src->cut);
+    ng_metrics_line(metrics, line);
+}
+
 /* The measured peaks so far, for the metrics line (valid until the next call). */
 static const char *memory_json(const ng_model *m) {
     static char text[512];
@@ -482,6 +500,8 @@ int ng_cmd_train(int argc, char **argv) {
     if (rank0) {
         write_config(&s, out, history);
         metrics = ng_metrics_open(out, resume_from ? pos.step : -1);
+        report_bad(&metrics, s.train, "train", !resume_from);
+        report_bad(&metrics, s.test, "test", !resume_from);
     }
     free(history);
 

@@ -10,6 +10,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "data/fractal.h"
+#include "data/fractal3d.h"
 #include "data/shards.h"
 #include "nn/weights.h"
 
@@ -53,13 +54,18 @@ const ng_cfg_spec ng_train_spec[] = {
      "comma-separated modules of model.init left at their random initialisation, e.g. head (a "
      "classifier for another number of classes)"},
 
-    {"data.name", NG_CFG_CHOICE, "mnist", NONE, "mnist|synthetic|synthetic3d|fractal|shards",
+    {"data.name", NG_CFG_CHOICE, "mnist", NONE,
+     "mnist|synthetic|synthetic3d|fractal|fractal3d|shards",
      "data source: MNIST images, synthetic images, synthetic [C,D,D,D] volumes (cnn3d), FractalDB "
-     "2D images rendered on the fly, or tar shards (natgrad shards writes them)"},
+     "2D images rendered on the fly, FractalDB 3D voxel volumes (cnn3d), or tar shards (natgrad "
+     "shards writes them)"},
     {"data.dir", NG_CFG_STRING, "datasets/mnist", NONE, NULL,
      "folder with the MNIST IDX files (.gz or raw), or with the shards train-*.tar, test-*.tar"},
     {"data.shuffle_buffer", NG_CFG_INT, "1000", 1, 1e7, NULL,
      "shards: examples held in the shuffle buffer (1 = the stored order)"},
+    {"data.skip_bad", NG_CFG_BOOL, "false", NONE, NULL,
+     "shards: leave out bad examples (corrupt, truncated, unlabelled, wrong size) and count them, "
+     "instead of stopping with an error naming the shard and member; the scan then decodes all"},
     {"data.fallback_synthetic", NG_CFG_BOOL, "false", NONE, NULL,
      "use synthetic data when MNIST is not in data.dir"},
     {"data.synthetic.train", NG_CFG_INT, "8000", 1, 1e9, NULL, "synthetic training examples"},
@@ -84,6 +90,22 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal: chaos-game points per image (the first 20 are skipped)"},
     {"data.fractal.threshold", NG_CFG_FLOAT, "0.2", 0.001, 1, NULL,
      "fractal: filling rate (occupied fraction of 32x32 pixels) a category's IFS must reach"},
+    {"data.fractal.patch", NG_CFG_INT, "1", 1, 7, NULL,
+     "fractal: each point lights a patch x patch pattern of the instance (1 = its pixel)"},
+    {"data.fractal.colour", NG_CFG_BOOL, "false", NONE, NULL,
+     "fractal: RGB images [3,side,side], each map of an instance its own colour"},
+    {"data.fractal3d.categories", NG_CFG_INT, "10", 2, 1e6, NULL,
+     "fractal3d: categories (classes), each a 3D IFS found by the filling-rate search"},
+    {"data.fractal3d.instances", NG_CFG_INT, "50", 1, 1e7, NULL,
+     "fractal3d: training instances per category"},
+    {"data.fractal3d.test_instances", NG_CFG_INT, "10", 1, 1e7, NULL,
+     "fractal3d: test instances per category (other instances of the same categories)"},
+    {"data.fractal3d.side", NG_CFG_INT, "0", 0, 1024, NULL,
+     "fractal3d: volume side in voxels (D of D^3); 0 = the model's default input side"},
+    {"data.fractal3d.points", NG_CFG_INT, "16384", 21, 4294967296.0, NULL,
+     "fractal3d: chaos-game points per volume (the first 20 are skipped)"},
+    {"data.fractal3d.threshold", NG_CFG_FLOAT, "0.1", 0.001, 1, NULL,
+     "fractal3d: filling rate (occupied fraction of 16^3 voxels) a category's IFS must reach"},
     {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
      "random crop after zero padding by this many pixels"},
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
@@ -164,7 +186,8 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
         ng_shards_config sc = {.dir = ng_cfg_str(c, "data.dir"),
                                .prefix = split,
                                .shuffle_buffer = ng_cfg_int(c, "data.shuffle_buffer"),
-                               .seed = s->seed};
+                               .seed = s->seed,
+                               .skip_bad = ng_cfg_bool(c, "data.skip_bad")};
         snprintf(s->data_desc, sizeof s->data_desc, "shards from %s", sc.dir);
         return ng_shards_open(&sc);
     }
@@ -178,14 +201,38 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
                                .side = or_default(c, "data.fractal.side", s->arch.img),
                                .points = ng_cfg_int(c, "data.fractal.points"),
                                .threshold = ng_cfg_float(c, "data.fractal.threshold"),
+                               .patch = ng_cfg_int(c, "data.fractal.patch"),
+                               .colour = ng_cfg_bool(c, "data.fractal.colour"),
                                .seed = s->seed,
                                .name = test ? "fractal-test" : "fractal-train"};
+        char extra[64] = "";
+        if (f.patch > 1 || f.colour)
+            snprintf(extra, sizeof extra, ", %s, patch %lld", f.colour ? "colour" : "grey",
+                     (long long)f.patch);
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points",
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
-                 (long long)f.points);
+                 (long long)f.points, extra);
         return ng_fractal_new(&f);
+    }
+    if (!strcmp(name, "fractal3d")) {
+        int64_t train_inst = ng_cfg_int(c, "data.fractal3d.instances");
+        ng_fractal3d_config f = {.categories = ng_cfg_int(c, "data.fractal3d.categories"),
+                                 .instances = test ? ng_cfg_int(c, "data.fractal3d.test_instances")
+                                                   : train_inst,
+                                 .first_instance = test ? train_inst : 0,
+                                 .side = or_default(c, "data.fractal3d.side", s->arch.img),
+                                 .points = ng_cfg_int(c, "data.fractal3d.points"),
+                                 .threshold = ng_cfg_float(c, "data.fractal3d.threshold"),
+                                 .seed = s->seed,
+                                 .name = test ? "fractal3d-test" : "fractal3d-train"};
+        snprintf(s->data_desc, sizeof s->data_desc,
+                 "FractalDB 3D %lld categories x %lld+%lld instances, %lld^3 voxels, %lld points",
+                 (long long)f.categories, (long long)train_inst,
+                 (long long)ng_cfg_int(c, "data.fractal3d.test_instances"), (long long)f.side,
+                 (long long)f.points);
+        return ng_fractal3d_new(&f);
     }
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
     int64_t side = or_default(c, "data.synthetic.side", s->arch.img);
@@ -277,15 +324,16 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     ng_arch_check_checkpoint(a);
     /* The 3D-CNN takes volumes, every other model images: say so before loading anything. */
     const char *data = ng_cfg_str(c, "data.name");
-    int volumes = !strcmp(data, "synthetic3d"), cnn3d = !strcmp(arch, "cnn3d");
+    int volumes = !strcmp(data, "synthetic3d") || !strcmp(data, "fractal3d"),
+        cnn3d = !strcmp(arch, "cnn3d");
     NG_CHECK(volumes || !cnn3d || !strcmp(data, "shards"),
              "model.arch: cnn3d takes [C,D,D,D] volumes, and data.name %s gives images; set "
-             "data.name=synthetic3d",
+             "data.name=synthetic3d or fractal3d",
              data);
     NG_CHECK(!volumes || cnn3d,
-             "data.name: synthetic3d gives [C,D,D,D] volumes, which only model.arch cnn3d takes "
+             "data.name: %s gives [C,D,D,D] volumes, which only model.arch cnn3d takes "
              "(model.arch is %s)",
-             arch);
+             data, arch);
 
     /* Data first: its shape fixes the model's input. */
     s->train = load_data(s, "train");

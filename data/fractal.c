@@ -15,6 +15,8 @@
 #define STREAM_FILL (UINT64_C(0x4652414c) << 32)     /* the search's filling-rate renders */
 #define STREAM_INSTANCE (UINT64_C(0x46524149) << 32) /* weight variation and flips */
 #define STREAM_POINTS (UINT64_C(0x46524150) << 32)   /* an instance's chaos game */
+#define STREAM_COLOUR (UINT64_C(0x46524143) << 32)   /* an instance's map colours */
+#define STREAM_PATCH (UINT64_C(0x46524154) << 32)    /* an instance's patch pattern */
 
 #define MAX_TRIES 100000
 #define DIVERGED 1e6
@@ -30,10 +32,10 @@ static int pick(const double *cum, int n, double u) {
     return n - 1;
 }
 
-/* Runs the chaos game; calls visit(x, y) on every kept point when given. Returns 0 on
+/* Runs the chaos game; calls visit(x, y, map) on every kept point when given. Returns 0 on
  * divergence. bbox gets xmin, xmax, ymin, ymax. */
 static int chaos(const ng_ifs *f, int64_t points, ng_rng_key k, double bbox[4],
-                 void (*visit)(void *, double, double), void *arg) {
+                 void (*visit)(void *, double, double, int), void *arg) {
     double cum[NG_FRACTAL_MAX_MAPS], total = 0;
     for (int j = 0; j < f->nmaps; j++) {
         const ng_ifs_map *m = &f->m[j];
@@ -48,13 +50,14 @@ static int chaos(const ng_ifs *f, int64_t points, ng_rng_key k, double bbox[4],
     uint32_t w[4];
     for (int64_t n = 0; n < points; n++) {
         if (n % 4 == 0) ng_rng_block(k, (uint64_t)(n / 4), w);
-        const ng_ifs_map *m = &f->m[pick(cum, f->nmaps, (double)ng_rng_u01(w[n % 4]))];
+        int j = pick(cum, f->nmaps, (double)ng_rng_u01(w[n % 4]));
+        const ng_ifs_map *m = &f->m[j];
         double nx = m->a * x + m->b * y + m->e, ny = m->c * x + m->d * y + m->f;
         x = nx, y = ny;
         if (!(fabs(x) <= DIVERGED && fabs(y) <= DIVERGED)) return 0;
         if (n < NG_FRACTAL_SKIP) continue;
         if (visit) {
-            visit(arg, x, y);
+            visit(arg, x, y, j);
         } else {
             bbox[0] = fmin(bbox[0], x), bbox[1] = fmax(bbox[1], x);
             bbox[2] = fmin(bbox[2], y), bbox[3] = fmax(bbox[3], y);
@@ -68,6 +71,8 @@ typedef struct {
     int64_t side;
     int flips;
     uint8_t *occ;
+    int patch;           /* paint: a patch x patch pattern around each point's pixel */
+    const uint8_t *mask; /* paint: the pattern, row-major */
 } splat;
 
 static int64_t to_pixel(double v, double v0, double s, int64_t side) {
@@ -78,13 +83,31 @@ static int64_t to_pixel(double v, double v0, double s, int64_t side) {
     return (int64_t)p;
 }
 
-static void visit_splat(void *arg, double x, double y) {
+static void visit_splat(void *arg, double x, double y, int map) {
+    (void)map;
     splat *sp = arg;
     int64_t col = to_pixel(x, sp->x0, sp->sx, sp->side),
             row = to_pixel(y, sp->y0, sp->sy, sp->side);
     if (sp->flips & 1) col = sp->side - 1 - col;
     if (sp->flips & 2) row = sp->side - 1 - row;
     sp->occ[row * sp->side + col] = 1;
+}
+
+/* Paints the map's number + 1 over the pattern around the point's pixel (clipped at the edges):
+ * a later point paints over an earlier one. */
+static void visit_paint(void *arg, double x, double y, int map) {
+    splat *sp = arg;
+    int64_t col = to_pixel(x, sp->x0, sp->sx, sp->side),
+            row = to_pixel(y, sp->y0, sp->sy, sp->side);
+    if (sp->flips & 1) col = sp->side - 1 - col;
+    if (sp->flips & 2) row = sp->side - 1 - row;
+    int64_t h = (sp->patch - 1) / 2;
+    for (int dy = 0; dy < sp->patch; dy++)
+        for (int dx = 0; dx < sp->patch; dx++) {
+            int64_t r = row + dy - h, c = col + dx - h;
+            if (sp->mask[dy * sp->patch + dx] && r >= 0 && r < sp->side && c >= 0 && c < sp->side)
+                sp->occ[r * sp->side + c] = (uint8_t)(map + 1);
+        }
 }
 
 static double axis_scale(double lo, double hi, int64_t side) {
@@ -108,6 +131,47 @@ int ng_fractal_occupancy(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t 
                 .occ = occ};
     chaos(f, points, k, bb, visit_splat, &sp);
     return 1;
+}
+
+int ng_fractal_paint(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side, int flips,
+                     int patch, const uint8_t *mask, uint8_t *lab) {
+    memset(lab, 0, (size_t)(side * side));
+    double bb[4];
+    if (!chaos(f, points, k, bb, NULL, NULL)) return 0;
+    splat sp = {.x0 = bb[0],
+                .sx = axis_scale(bb[0], bb[1], side),
+                .y0 = bb[2],
+                .sy = axis_scale(bb[2], bb[3], side),
+                .side = side,
+                .flips = flips,
+                .occ = lab,
+                .patch = patch,
+                .mask = mask};
+    chaos(f, points, k, bb, visit_paint, &sp);
+    return 1;
+}
+
+void ng_fractal_colours(uint64_t seed, int64_t category, int64_t instance,
+                        float rgb[NG_FRACTAL_MAX_MAPS][3]) {
+    ng_rng_key k = {.seed = seed, .stream = cat_stream(STREAM_COLOUR, category)};
+    uint32_t w[12];
+    for (int b = 0; b < 3; b++) ng_rng_block(k, (uint64_t)instance * 4 + (uint64_t)b, w + 4 * b);
+    for (int j = 0; j < NG_FRACTAL_MAX_MAPS; j++)
+        for (int ch = 0; ch < 3; ch++)
+            rgb[j][ch] = (float)(0.25 + 0.75 * (double)ng_rng_u01(w[3 * j + ch]));
+}
+
+void ng_fractal_patch_mask(uint64_t seed, int64_t category, int64_t instance, int patch,
+                           uint8_t *mask) {
+    NG_CHECK(patch >= 1 && patch <= NG_FRACTAL_MAX_PATCH, "data.fractal.patch: %d, need 1 to %d",
+             patch, NG_FRACTAL_MAX_PATCH);
+    uint32_t w[4];
+    ng_rng_block((ng_rng_key){.seed = seed, .stream = cat_stream(STREAM_PATCH, category)},
+                 (uint64_t)instance, w);
+    uint64_t bits = (uint64_t)w[0] | (uint64_t)w[1] << 32;
+    for (int q = 0; q < patch * patch; q++) mask[q] = (uint8_t)(bits >> q & 1);
+    int h = (patch - 1) / 2;
+    mask[h * patch + h] = 1; /* the point's own pixel */
 }
 
 double ng_fractal_filling(const ng_ifs *f, uint64_t seed, int64_t category) {
@@ -197,6 +261,12 @@ typedef struct {
     uint8_t *occ;
 } fractals;
 
+/* Grey single-pixel images keep the original renderer (and its bits); a patch or colour paints
+ * map numbers and turns them into pixels. */
+static int plain(const ng_fractal_config *c) {
+    return !c->colour && c->patch <= 1;
+}
+
 static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {
     (void)epoch; /* a fixed data set: the same image every epoch */
     fractals *fr = s->impl;
@@ -206,13 +276,32 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     int flips;
     ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst, &f, &flips);
     ng_rng_key k = ng_fractal_points_key(c->seed, cat, inst);
-    /* A scaled parameter can make the IFS expand: then the category's own IFS, same points key
-     * and flips (a blank image would be a label without a picture). */
-    if (!ng_fractal_occupancy(&f, c->points, k, c->side, flips, fr->occ))
-        ng_fractal_occupancy(&fr->cats[cat], c->points, k, c->side, flips, fr->occ);
     float *x = out;
-    for (int64_t p = 0; p < c->side * c->side; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
+    int64_t hw = c->side * c->side;
     *y = (int32_t)cat;
+    if (plain(c)) {
+        /* A scaled parameter can make the IFS expand: then the category's own IFS, same points
+         * key and flips (a blank image would be a label without a picture). */
+        if (!ng_fractal_occupancy(&f, c->points, k, c->side, flips, fr->occ))
+            ng_fractal_occupancy(&fr->cats[cat], c->points, k, c->side, flips, fr->occ);
+        for (int64_t p = 0; p < hw; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
+        return;
+    }
+    uint8_t mask[NG_FRACTAL_MAX_PATCH * NG_FRACTAL_MAX_PATCH] = {1};
+    int patch = c->patch < 1 ? 1 : (int)c->patch;
+    if (patch > 1) ng_fractal_patch_mask(c->seed, cat, inst, patch, mask);
+    if (!ng_fractal_paint(&f, c->points, k, c->side, flips, patch, mask, fr->occ))
+        ng_fractal_paint(&fr->cats[cat], c->points, k, c->side, flips, patch, mask, fr->occ);
+    if (!c->colour) {
+        for (int64_t p = 0; p < hw; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
+        return;
+    }
+    float rgb[NG_FRACTAL_MAX_MAPS][3];
+    ng_fractal_colours(c->seed, cat, inst, rgb);
+    for (int ch = 0; ch < 3; ch++) /* the colour in [0.25, 1] as [-0.5, 1]; background -1 */
+        for (int64_t p = 0; p < hw; p++)
+            x[ch * hw + p] =
+                fr->occ[p] ? (float)(2.0 * (double)rgb[fr->occ[p] - 1][ch] - 1.0) : -1.0f;
 }
 
 static void destroy(ng_source *s) {
@@ -241,6 +330,9 @@ ng_source *ng_fractal_new(const ng_fractal_config *c) {
              "data.fractal.points: %lld, need more than %d (the first %d are skipped) and at most "
              "2^32",
              (long long)c->points, NG_FRACTAL_SKIP, NG_FRACTAL_SKIP);
+    NG_CHECK(c->patch >= 0 && c->patch <= NG_FRACTAL_MAX_PATCH,
+             "data.fractal.patch: %lld, need 1 to %d (0 = 1)", (long long)c->patch,
+             NG_FRACTAL_MAX_PATCH);
     NG_CHECK(c->first_instance >= 0 && c->first_instance + c->instances <= (INT64_C(1) << 31),
              "data.fractal.instances: %lld from instance %lld is too many", (long long)c->instances,
              (long long)c->first_instance);
@@ -266,7 +358,7 @@ ng_source *ng_fractal_new(const ng_fractal_config *c) {
     *s = (ng_source){.ops = &ops,
                      .n = n,
                      .ndim = 3,
-                     .shape = {1, c->side, c->side},
+                     .shape = {c->colour ? 3 : 1, c->side, c->side},
                      .dtype = NG_F32,
                      .classes = c->categories,
                      .impl = fr};

@@ -32,7 +32,17 @@
  *
  * Images: grey [1, side, side] float, +1 where a point landed and -1 elsewhere (a fixed affine
  * map of the occupancy, so no statistics are needed and the pixels are balanced around 0 for
- * fractals of filling rate near 1/2). The label is the category. */
+ * fractals of filling rate near 1/2). The label is the category.
+ *
+ * Patch rendering (FractalDB's patches): with patch k > 1 each kept point lights a k x k pattern
+ * centred on its pixel (top-left offset (k - 1) / 2, clipped at the edges) instead of the pixel
+ * alone; the pattern is the instance's, bit q of words 0-1 (low word first) of Philox block i of
+ * stream "patch" of c, the centre always lit. Colour: the image is [3, side, side], each map of
+ * the instance has a colour, components 0.25 + 0.75 u from words 3 j .. 3 j + 2 of blocks
+ * 4 i .. 4 i + 2 of stream "colour" of c (never black, so a lit pixel differs from the
+ * background), and a pixel takes the colour of the map that made the last point painted on it,
+ * in the chaos game's order, as 2 colour - 1 (in [-0.5, 1]); the background is -1 in every
+ * channel. Grey images with patch 1 are rendered exactly as above. */
 #ifndef NG_FRACTAL_H
 #define NG_FRACTAL_H
 
@@ -45,6 +55,7 @@
 #define NG_FRACTAL_FILL_SIDE 32
 #define NG_FRACTAL_FILL_POINTS (4 * NG_FRACTAL_FILL_SIDE * NG_FRACTAL_FILL_SIDE)
 #define NG_FRACTAL_SKIP 20
+#define NG_FRACTAL_MAX_PATCH 7
 
 typedef struct {
     double a, b, c, d, e, f;
@@ -60,6 +71,15 @@ typedef struct {
  * or 0 (occ all 0) when the points diverge or no point is kept. */
 int ng_fractal_occupancy(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side, int flips,
                          uint8_t *occ);
+/* As ng_fractal_occupancy, with each kept point painting map + 1 (1-4) over the patch x patch
+ * pattern mask around its pixel (patch 1, mask {1}: the pixel alone); 0 = unpainted. */
+int ng_fractal_paint(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side, int flips,
+                     int patch, const uint8_t *mask, uint8_t *lab);
+/* The map colours of an instance (RGB in [0.25, 1]) and its patch pattern (patch^2 bytes). */
+void ng_fractal_colours(uint64_t seed, int64_t category, int64_t instance,
+                        float rgb[NG_FRACTAL_MAX_MAPS][3]);
+void ng_fractal_patch_mask(uint64_t seed, int64_t category, int64_t instance, int patch,
+                           uint8_t *mask);
 /* The filling rate of f for category `category` of `seed` (the stream the search uses). */
 double ng_fractal_filling(const ng_ifs *f, uint64_t seed, int64_t category);
 /* Category `category` of `seed`: the first try whose filling rate reaches threshold (in (0, 1]).
@@ -86,9 +106,12 @@ void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key 
 
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
- * take disjoint instance ranges (train 0.., test from the train count on). */
+ * take disjoint instance ranges (train 0.., test from the train count on). patch (0 or 1: single
+ * pixels) and colour as above; the CUDA renderer does grey single pixels only (the source renders
+ * on the CPU). */
 typedef struct {
-    int64_t categories, instances, first_instance, side, points;
+    int64_t categories, instances, first_instance, side, points, patch;
+    int colour;
     double threshold;
     uint64_t seed;
     const char *name;

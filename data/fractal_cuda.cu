@@ -13,10 +13,12 @@
 
 extern "C" {
 #include "data/fractal.h"
+#include "data/fractal3d.h"
 }
 
-#define CHUNK 1024 /* points a block holds at once; a multiple of 4 (one Philox block, 4 points)   \
-                    */
+#define CHUNK                                                                                      \
+    1024 /* points a block holds at once; a multiple of 4 (one Philox block, 4 points)             \
+          */
 #define THREADS 256
 
 typedef struct {
@@ -134,6 +136,131 @@ extern "C" void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const 
     NG_CUDA_CHECK_LAUNCH();
     /* h is pageable: the copy has staged it once cudaMemcpyAsync returns, but keep it until the
      * stream has the data to be safe with every driver. */
+    NG_CUDA_CHECK(cudaStreamSynchronize(st));
+    free(h);
+}
+
+/* ---- FractalDB 3D (data/fractal3d.h) ------------------------------------------------------ */
+
+typedef struct {
+    ng_ifs3 f;
+    ng_rng_key key;
+    int flips;
+} job3;
+
+#define CHUNK3 1024
+
+/* The voxel index of coordinate v on an axis of scale s (0: a flat axis, the middle voxel). */
+__device__ static int64_t to_voxel(double v, double v0, double s, int64_t side) {
+    if (s == 0) return side / 2;
+    double p = floor(__dmul_rn(__dsub_rn(v, v0), s));
+    if (p < 0) p = 0;
+    if (p > (double)(side - 1)) p = (double)(side - 1);
+    return (int64_t)p;
+}
+
+/* As fractal_kernel, with three coordinates: per chunk the threads draw the map choices, thread 0
+ * walks the chain in the CPU's order of operations (((a0 x + a1 y) + a2 z) + t0, each rounded, so
+ * nothing fuses), pass 0 takes the bounding box and pass 1 has all threads splat the chunk into
+ * the volume. A volume is side^3 floats, so blocks stride over it to set the background. */
+__global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side, float *out) {
+    __shared__ unsigned char pick[CHUNK3];
+    __shared__ double ps[3][CHUNK3];
+    __shared__ double cum[NG_FRACTAL3D_MAX_MAPS];
+    __shared__ double lo[3], hi[3], sc[3], cur[3];
+    __shared__ int ok;
+    const job3 *J = &jobs[blockIdx.x];
+    const ng_ifs3 *f = &J->f;
+    int64_t vol = side * side * side;
+    float *v = out + (int64_t)blockIdx.x * vol;
+    int tid = threadIdx.x;
+    for (int64_t p = tid; p < vol; p += blockDim.x) v[p] = -1.0f;
+    if (tid == 0) {
+        double total = 0;
+        for (int j = 0; j < f->nmaps; j++) {
+            const double *a = f->m[j].a;
+            double c0 = __dsub_rn(__dmul_rn(a[4], a[8]), __dmul_rn(a[5], a[7]));
+            double c1 = __dsub_rn(__dmul_rn(a[3], a[8]), __dmul_rn(a[5], a[6]));
+            double c2 = __dsub_rn(__dmul_rn(a[3], a[7]), __dmul_rn(a[4], a[6]));
+            double det =
+                __dadd_rn(__dsub_rn(__dmul_rn(a[0], c0), __dmul_rn(a[1], c1)), __dmul_rn(a[2], c2));
+            total = __dadd_rn(total, fabs(det));
+            cum[j] = total;
+        }
+        ok = total > 0 && isfinite(total) && points > NG_FRACTAL_SKIP;
+        for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total);
+        for (int a = 0; a < 3; a++) lo[a] = INFINITY, hi[a] = -INFINITY;
+    }
+    __syncthreads();
+    for (int pass = 0; pass < 2 && ok; pass++) {
+        if (tid == 0) cur[0] = cur[1] = cur[2] = 0;
+        for (int64_t base = 0; base < points; base += CHUNK3) {
+            int64_t len = points - base < CHUNK3 ? points - base : CHUNK3;
+            for (int64_t q = tid; q < (len + 3) / 4; q += blockDim.x) {
+                uint32_t w[4];
+                ng_rng_block(J->key, (uint64_t)(base / 4 + q), w);
+                for (int r = 0; r < 4; r++) {
+                    double u = (double)ng_rng_u01(w[r]);
+                    int k = 0;
+                    while (k < f->nmaps - 1 && !(u <= cum[k])) k++;
+                    pick[4 * q + r] = (unsigned char)k;
+                }
+            }
+            __syncthreads();
+            if (tid == 0) {
+                double x = cur[0], y = cur[1], z = cur[2];
+                for (int64_t i = 0; i < len; i++) {
+                    const ng_ifs3_map *m = &f->m[pick[i]];
+                    double n3[3];
+                    for (int r = 0; r < 3; r++)
+                        n3[r] = __dadd_rn(__dadd_rn(__dadd_rn(__dmul_rn(m->a[3 * r], x),
+                                                              __dmul_rn(m->a[3 * r + 1], y)),
+                                                    __dmul_rn(m->a[3 * r + 2], z)),
+                                          m->t[r]);
+                    x = n3[0], y = n3[1], z = n3[2];
+                    if (!(fabs(x) <= 1e6 && fabs(y) <= 1e6 && fabs(z) <= 1e6)) {
+                        ok = 0;
+                        break;
+                    }
+                    ps[0][i] = x, ps[1][i] = y, ps[2][i] = z;
+                    if (pass == 0 && base + i >= NG_FRACTAL_SKIP)
+                        for (int a = 0; a < 3; a++)
+                            lo[a] = fmin(lo[a], ps[a][i]), hi[a] = fmax(hi[a], ps[a][i]);
+                }
+                cur[0] = x, cur[1] = y, cur[2] = z;
+                if (pass == 0 && base + len >= points && ok)
+                    for (int a = 0; a < 3; a++) sc[a] = axis_scale(lo[a], hi[a], side);
+            }
+            __syncthreads();
+            if (!ok) break;
+            if (pass == 1)
+                for (int64_t i = tid; i < len; i += blockDim.x) {
+                    if (base + i < NG_FRACTAL_SKIP) continue;
+                    int64_t idx[3];
+                    for (int a = 0; a < 3; a++) {
+                        idx[a] = to_voxel(ps[a][i], lo[a], sc[a], side);
+                        if (J->flips >> a & 1) idx[a] = side - 1 - idx[a];
+                    }
+                    atomicExch(&v[(idx[2] * side + idx[1]) * side + idx[0]], 1.0f);
+                }
+            __syncthreads(); /* the chunk's buffers are free again */
+        }
+    }
+}
+
+extern "C" void ng_fractal3d_render_cuda(const ng_ifs3 *f, const int *flips, const ng_rng_key *keys,
+                                         int64_t count, int64_t points, int64_t side, float *out) {
+    if (count == 0) return;
+    NG_CHECK(count <= 2147483647, "ng_fractal3d_render_cuda: %lld volumes in one call",
+             (long long)count);
+    job3 *h = (job3 *)malloc(sizeof(job3) * (size_t)count);
+    NG_CHECK(h, "ng_fractal3d_render_cuda: out of host memory");
+    for (int64_t j = 0; j < count; j++) h[j] = job3{f[j], keys[j], flips[j]};
+    job3 *d = (job3 *)ng_cuda_workspace(sizeof(job3) * (size_t)count);
+    cudaStream_t st = ng_cuda_ctx()->stream;
+    NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(job3) * (size_t)count, cudaMemcpyHostToDevice, st));
+    fractal3d_kernel<<<(unsigned)count, THREADS, 0, st>>>(d, points, side, out);
+    NG_CUDA_CHECK_LAUNCH();
     NG_CUDA_CHECK(cudaStreamSynchronize(st));
     free(h);
 }

@@ -3,6 +3,7 @@
 #include "data/shard_members.h"
 
 #include <errno.h>
+#include <math.h>
 #include <spng.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,4 +208,52 @@ size_t ng_shard_npy_header(int ndim, const int64_t *shape, char *h, size_t cap) 
     memset(h + 10 + dl, ' ', pad);
     h[10 + hl - 1] = '\n';
     return 10 + hl;
+}
+
+unsigned char *ng_shard_png_encode(const float *x, int64_t c, int64_t h, int64_t w, double lo,
+                                   double hi, size_t *len, char *why, size_t cap) {
+    if ((c != 1 && c != 3) || h < 1 || w < 1 || h > 1 << 16 || w > 1 << 16 || !(hi > lo)) {
+        snprintf(why, cap, "a PNG holds grey or RGB images [1|3, H, W] of a range lo < hi");
+        return NULL;
+    }
+    int64_t hw = h * w;
+    unsigned char *px = malloc((size_t)(c * hw));
+    if (!px) {
+        snprintf(why, cap, "out of host memory for a %lld x %lld image", (long long)h,
+                 (long long)w);
+        return NULL;
+    }
+    double scale = 255.0 / (hi - lo);
+    for (int64_t ch = 0; ch < c; ch++) /* planar CHW -> interleaved HWC */
+        for (int64_t p = 0; p < hw; p++) {
+            double v = (double)x[ch * hw + p];
+            if (!(v >= lo && v <= hi)) {
+                snprintf(why, cap, "value %g at channel %lld pixel %lld is outside [%g, %g]", v,
+                         (long long)ch, (long long)p, lo, hi);
+                free(px);
+                return NULL;
+            }
+            double q = floor((v - lo) * scale + 0.5);
+            px[p * c + ch] = (unsigned char)(q > 255 ? 255 : q);
+        }
+    spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+    int r = ctx ? 0 : SPNG_EMEM;
+    struct spng_ihdr ih = {.width = (uint32_t)w,
+                           .height = (uint32_t)h,
+                           .bit_depth = 8,
+                           .color_type =
+                               c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR};
+    if (!r) r = spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+    if (!r) r = spng_set_ihdr(ctx, &ih);
+    if (!r) r = spng_encode_image(ctx, px, (size_t)(c * hw), SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
+    unsigned char *out = NULL;
+    if (!r) out = spng_get_png_buffer(ctx, len, &r);
+    spng_ctx_free(ctx);
+    free(px);
+    if (r || !out) {
+        snprintf(why, cap, "PNG encoder: %s", spng_strerror(r ? r : SPNG_EMEM));
+        free(out);
+        return NULL;
+    }
+    return out;
 }

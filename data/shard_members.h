@@ -1,5 +1,6 @@
 /* The members of a tar shard (data/shards.h): what their bytes mean. Shared by the reader and the
- * writer of shards; not for use outside data/. */
+ * writer of shards, and by `natgrad data-bench` (apps/data_bench.c) to time one PNG file per
+ * image against them; not for other use outside data/. */
 #ifndef NG_SHARD_MEMBERS_H
 #define NG_SHARD_MEMBERS_H
 
@@ -25,5 +26,13 @@ int ng_shard_parse_cls(const unsigned char *b, size_t len, int32_t *y, char *why
 /* Writes the npy v1.0 header of a little-endian f4 array of this shape, padded to 64 bytes;
  * returns its length. */
 size_t ng_shard_npy_header(int ndim, const int64_t *shape, char *h, size_t cap);
+
+/* Encodes an f32 image [C, H, W] (C 1: grey, 3: RGB) as an 8-bit PNG, value v to
+ * round(255 (v - lo) / (hi - lo)), so that the reader's pixel / 255 gives back (v - lo) / (hi - lo)
+ * within half a level (exactly for v = k / 255 with lo 0, hi 1). Returns the PNG (malloc'ed) and
+ * its length, or NULL and a reason in why (a value outside [lo, hi], not finite, an encoder
+ * error). */
+unsigned char *ng_shard_png_encode(const float *x, int64_t c, int64_t h, int64_t w, double lo,
+                                   double hi, size_t *len, char *why, size_t cap);
 
 #endif

@@ -1,8 +1,10 @@
-/* Writing a source as tar shards (WebDataset layout): KEY.npy + KEY.cls per example. */
+/* Writing a source as tar shards (WebDataset layout): KEY.npy or KEY.png, and KEY.cls, per
+ * example. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,31 +62,56 @@ static void out_close(shard_out *o) {
              strerror(errno));
 }
 
-int64_t ng_shards_write(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes) {
+/* One writer for both formats: png NULL writes KEY.npy (f4), else KEY.png over png[0]..png[1]. */
+static int64_t write_shards(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes,
+                            const double *png) {
     NG_CHECK(s->dtype == NG_F32, "shards: source %s holds %s examples, only f32 is written",
              s->name, ng_dtype_name(s->dtype));
     NG_CHECK(shard_bytes > 0, "--shard-mib: must be > 0");
+    if (png)
+        NG_CHECK(s->ndim == 3 && (s->shape[0] == 1 || s->shape[0] == 3),
+                 "--format png: source %s gives examples of %d dims, %lld channels; PNG holds "
+                 "grey or RGB images [1|3, H, W] (write volumes and other data as npy)",
+                 s->name, s->ndim, (long long)s->shape[0]);
     int64_t e = ng_source_example_size(s);
     char head[512];
     size_t hl = ng_shard_npy_header(s->ndim, s->shape, head, sizeof head);
     unsigned char *npy = malloc(hl + sizeof(float) * (size_t)e);
     NG_CHECK(npy, "shards: out of host memory for an example of %s", s->name);
     memcpy(npy, head, hl);
+    float *x = (float *)(void *)(npy + hl); /* hl is a multiple of 64: aligned */
     shard_out o;
     int64_t shards = 0;
     out_open(&o, dir, prefix, shards++);
     for (int64_t i = 0; i < s->n; i++) {
         int32_t y;
-        ng_source_fill(s, 0, i, npy + hl, &y);
-        /* two headers, the npy padded to 512, the cls in one block */
-        int64_t group = 1536 + (int64_t)((hl + sizeof(float) * (size_t)e + 511) / 512 * 512);
+        ng_source_fill(s, 0, i, x, &y);
+        const unsigned char *data = npy;
+        size_t len = hl + sizeof(float) * (size_t)e;
+        unsigned char *enc = NULL;
+        if (png) {
+            char why[256];
+            enc = ng_shard_png_encode(x, s->shape[0], s->shape[1], s->shape[2], png[0], png[1],
+                                      &len, why, sizeof why);
+            if (!enc) { /* the shards before this one stay; this one is not left half-made */
+                archive_write_free(o.a);
+                close(o.fd);
+                unlink(o.tmp);
+                free(npy);
+                ng_fail("--png-range: example %lld of %s: %s", (long long)i, s->name, why);
+            }
+            data = enc;
+        }
+        /* two headers, the data padded to 512, the cls in one block */
+        int64_t group = 1536 + (int64_t)((len + 511) / 512 * 512);
         if (o.bytes > 0 && o.bytes + group > shard_bytes) {
             out_close(&o);
             out_open(&o, dir, prefix, shards++);
         }
         char name[64], cls[32];
-        snprintf(name, sizeof name, "%09lld.npy", (long long)i);
-        out_member(&o, name, npy, hl + sizeof(float) * (size_t)e);
+        snprintf(name, sizeof name, "%09lld.%s", (long long)i, png ? "png" : "npy");
+        out_member(&o, name, data, len);
+        free(enc);
         int cl = snprintf(cls, sizeof cls, "%d", y);
         snprintf(name, sizeof name, "%09lld.cls", (long long)i);
         out_member(&o, name, cls, (size_t)cl);
@@ -92,4 +119,16 @@ int64_t ng_shards_write(ng_source *s, const char *dir, const char *prefix, int64
     out_close(&o);
     free(npy);
     return shards;
+}
+
+int64_t ng_shards_write(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes) {
+    return write_shards(s, dir, prefix, shard_bytes, NULL);
+}
+
+int64_t ng_shards_write_png(ng_source *s, const char *dir, const char *prefix, int64_t shard_bytes,
+                            double lo, double hi) {
+    NG_CHECK(isfinite(lo) && isfinite(hi) && hi > lo, "--png-range: %g,%g is not a range lo < hi",
+             lo, hi);
+    double png[2] = {lo, hi};
+    return write_shards(s, dir, prefix, shard_bytes, png);
 }

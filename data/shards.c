@@ -29,6 +29,9 @@ typedef struct {
     int eof;              /* the archive's end has been read */
     char pname[MAX_PATH]; /* its name */
     int64_t psize;
+    char bad_key[MAX_PATH]; /* the key of the group that failed last: its other members are
+                             * passed over, so one bad example is one skip */
+    char broken[1024];      /* why the archive cannot be read on, for the next call */
 } reader;
 
 typedef struct {
@@ -97,11 +100,18 @@ static int read_member(reader *r, int64_t size, unsigned char **out, char *why, 
     return 1;
 }
 
-/* The next key group of the shard: 1, 0 at the end of the shard, -1 on an error (why names the
- * member; the group's data is freed). keep_data: read the data member, else skip it (a scan). */
+/* The next key group of the shard: 1, 0 at the end of the shard, -1 when this group is bad (why
+ * names the member; the reader can go on with the next group), -2 when the shard cannot be read
+ * further (a damaged or truncated archive). The group's data is freed on failure. keep_data: read
+ * the data member, else skip it (a scan). */
 static int next_group(reader *r, group *g, int keep_data, char *why, size_t cap) {
     memset(g, 0, sizeof *g);
     char key[MAX_PATH], ext[MAX_PATH];
+    int st_fail = -1;
+    if (r->broken[0]) {
+        snprintf(why, cap, "%s", r->broken);
+        return -2;
+    }
     for (;;) {
         if (!r->pending) {
             if (r->eof) break;
@@ -114,6 +124,13 @@ static int next_group(reader *r, group *g, int keep_data, char *why, size_t cap)
             if (st != ARCHIVE_OK && st != ARCHIVE_WARN) {
                 snprintf(why, cap, "after member '%.300s': %s", g->key[0] ? g->key : "(start)",
                          archive_error_string(r->a));
+                st_fail = -2;
+                /* The group read so far is whole: it is good, and the damage is the next
+                 * call's answer. */
+                if (g->has_data && g->has_cls) {
+                    snprintf(r->broken, sizeof r->broken, "%s", why);
+                    return 1;
+                }
                 goto fail;
             }
             const char *name = archive_entry_pathname(e);
@@ -123,11 +140,14 @@ static int next_group(reader *r, group *g, int keep_data, char *why, size_t cap)
             r->pending = 1;
         }
         if (!split_name(r->pname, key, ext)) {
+            r->pending = 0; /* passed over when bad examples are skipped */
             snprintf(why, cap, "member '%.300s': not named KEY.EXT", r->pname);
             goto fail;
         }
         if (g->key[0] && strcmp(key, g->key)) break; /* the next group's first member */
         r->pending = 0;
+        if (!g->key[0] && r->bad_key[0] && !strcmp(key, r->bad_key)) continue; /* a bad group's */
+        r->bad_key[0] = 0;
         snprintf(g->key, sizeof g->key, "%s", key);
         int is_data = !strcmp(ext, "npy") || !strcmp(ext, "png"), is_cls = !strcmp(ext, "cls");
         if (!is_data && !is_cls) continue; /* other fields of the layout are not ours */
@@ -146,6 +166,7 @@ static int next_group(reader *r, group *g, int keep_data, char *why, size_t cap)
             char sub[512];
             if (!read_member(r, r->psize, &b, sub, sizeof sub)) {
                 snprintf(why, cap, "member '%.300s': %s", r->pname, sub);
+                st_fail = -2;
                 goto fail;
             }
             if (is_cls) {
@@ -176,7 +197,8 @@ static int next_group(reader *r, group *g, int keep_data, char *why, size_t cap)
 fail:
     free(g->data);
     g->data = NULL;
-    return -1;
+    if (g->key[0]) snprintf(r->bad_key, sizeof r->bad_key, "%s", g->key);
+    return st_fail;
 }
 
 /* ---- the source ------------------------------------------------------------------------------ */
@@ -219,12 +241,19 @@ static int stream_next(shards *s, float *x, int32_t *y) {
         if (!s->r.a) {
             if (s->at == s->nmine) return 0;
             const char *p = s->paths[s->order[s->at]];
-            if (!reader_open(&s->r, p, why, sizeof why)) stream_fail(s, p, why);
+            if (!reader_open(&s->r, p, why, sizeof why)) {
+                if (!s->c.skip_bad) stream_fail(s, p, why);
+                s->at++; /* counted as cut by the scan, which could not open it either */
+                continue;
+            }
         }
         group g;
         int st = next_group(&s->r, &g, 1, why, sizeof why);
-        if (st < 0) stream_fail(s, s->r.path, why);
-        if (st == 0) {
+        /* With skip_bad the scan has read every member and left out (and counted) these same
+         * groups and the rest of these same shards: the stream passes over them. */
+        if (st == -1 && s->c.skip_bad) continue;
+        if (st < 0 && !s->c.skip_bad) stream_fail(s, s->r.path, why);
+        if (st <= 0) {
             reader_close(&s->r);
             s->at++;
             continue;
@@ -232,6 +261,7 @@ static int stream_next(shards *s, float *x, int32_t *y) {
         ng_shard_shape got;
         int ok = ng_shard_decode(g.ext, g.data, g.data_len, &s->shape, &got, x, why, sizeof why);
         free(g.data);
+        if (!ok && s->c.skip_bad) continue;
         if (!ok) {
             char m[1200];
             snprintf(m, sizeof m, "member '%.300s': %.800s", g.data_name, why);
@@ -315,6 +345,17 @@ static void destroy(ng_source *src) {
 
 static const ng_source_ops ops = {fill, destroy, split};
 
+/* data.skip_bad: counts a bad example (or a shard cut short, whose rest is unreadable) and keeps
+ * the first reason, naming the shard and the member. */
+static void note_bad(ng_source *src, const char *path, const char *why, int cut) {
+    if (!src->skipped && !src->cut)
+        snprintf(src->first_bad, sizeof src->first_bad, "%.200s: %.300s", path, why);
+    if (cut)
+        src->cut++;
+    else
+        src->skipped++;
+}
+
 static int by_name(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -366,29 +407,53 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
     }
     for (int i = 0; i < s->nshards; i++) s->mine[i] = i;
     s->nmine = s->nshards;
-    /* The scan: counts, labels, and the first example's shape. */
+    /* The scan: counts, labels, and the first example's shape. With skip_bad it reads and
+     * decodes every member (against the first good example's shape), so that it knows exactly
+     * which examples are bad: they are left out of the counts, and the stream passes over the
+     * same ones. */
     char why[1024], msg[1200];
     int32_t maxy = -1;
+    float *scratch = NULL; /* skip_bad: a decoded example, thrown away */
     for (int i = 0; i < s->nshards; i++) {
         reader r;
         if (!reader_open(&r, s->paths[i], why, sizeof why)) {
+            if (c->skip_bad) {
+                note_bad(src, s->paths[i], why, 1);
+                continue;
+            }
             ng_source_free(src);
             ng_fail("%s", why);
         }
         for (;;) {
             group g;
-            int st = next_group(&r, &g, src->n == 0, why, sizeof why);
+            int st = next_group(&r, &g, src->n == 0 || c->skip_bad, why, sizeof why);
             if (st == 0) break;
-            if (st > 0 && src->n == 0 &&
-                !ng_shard_decode(g.ext, g.data, g.data_len, NULL, &s->shape, NULL, msg,
-                                 sizeof msg)) {
-                snprintf(why, sizeof why, "member '%.300s': %.600s", g.data_name, msg);
-                st = -1;
+            if (st > 0 && (src->n == 0 || c->skip_bad)) {
+                ng_shard_shape got;
+                int ok = ng_shard_decode(g.ext, g.data, g.data_len, src->n ? &s->shape : NULL, &got,
+                                         NULL, msg, sizeof msg);
+                if (ok && src->n == 0) s->shape = got;
+                /* The header alone does not show damage further in (a PNG's image data). */
+                if (ok && c->skip_bad) {
+                    if (!scratch) scratch = malloc(sizeof(float) * (size_t)ng_shard_numel(&got));
+                    ok = scratch && ng_shard_decode(g.ext, g.data, g.data_len, &s->shape, &got,
+                                                    scratch, msg, sizeof msg);
+                }
+                if (!ok) {
+                    snprintf(why, sizeof why, "member '%.300s': %.600s", g.data_name, msg);
+                    st = -1;
+                }
             }
             free(g.data);
+            if (st < 0 && c->skip_bad) {
+                note_bad(src, s->paths[i], why, st == -2);
+                if (st == -2) break;
+                continue;
+            }
             if (st < 0) {
                 snprintf(msg, sizeof msg, "%s: %s", s->paths[i], why);
                 reader_close(&r);
+                free(scratch);
                 ng_source_free(src);
                 ng_fail("%s", msg);
             }
@@ -397,9 +462,14 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
         }
         reader_close(&r);
     }
+    free(scratch);
     if (!src->n) {
+        char first[600];
+        snprintf(first, sizeof first, "%s", src->first_bad);
+        int64_t bad = src->skipped + src->cut;
         ng_source_free(src);
-        ng_fail("data.dir: the shards %s-*.tar in %s hold no examples", c->prefix, c->dir);
+        ng_fail("data.dir: the shards %s-*.tar in %s hold no %sexamples%s%s", c->prefix, c->dir,
+                bad ? "good " : "", bad ? "; the first bad one: " : "", first);
     }
     src->ndim = s->shape.ndim;
     memcpy(src->shape, s->shape.shape, sizeof src->shape);

@@ -36,6 +36,11 @@ struct ng_source {
     int ordered; /* 1: a stream that orders each epoch itself (tar shards with a shuffle buffer):
                   * the loader asks for positions 0, 1, 2, ... of an epoch and does not permute,
                   * and any other request costs a replay of the epoch from its start */
+    /* Bad examples left out when the source was opened (tar shards with skip_bad): examples
+     * skipped, shards cut short (unreadable from some member on), and the first reason, naming
+     * the shard and the member. 0, 0, "" for every other source. */
+    int64_t skipped, cut;
+    char first_bad[512];
     void *impl;
 };
 

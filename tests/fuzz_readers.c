@@ -496,7 +496,8 @@ static void run_ckpt_spec(const reader *r, const blob *in) {
 }
 
 /* Tar shards: an input is the one shard of a folder, opened (the scan) and read for an epoch
- * through a small shuffle buffer; what loads must have labels below its class count. The source
+ * through a small shuffle buffer, every other one with skip_bad; what loads must have labels
+ * below its class count. The source
  * of the last input is freed at the start of the next (an error leaves it open). */
 /* clang-format off */
 static const token shard_dict[] = {
@@ -520,7 +521,13 @@ static void run_shards(const reader *r, const blob *in) {
     char p[800];
     snprintf(p, sizeof p, "%s/train-000000.tar", shard_dir);
     put_file(p, in->p, in->n);
-    ng_shards_config c = {.dir = shard_dir, .prefix = "train", .shuffle_buffer = 4, .seed = 5};
+    /* Every other input with data.skip_bad: damage is then skipped and counted, never a crash. */
+    static long calls;
+    ng_shards_config c = {.dir = shard_dir,
+                          .prefix = "train",
+                          .shuffle_buffer = 4,
+                          .seed = 5,
+                          .skip_bad = calls++ & 1};
     shard_src = ng_shards_open(&c);
     shard_x = malloc(sizeof(float) * (size_t)ng_source_example_size(shard_src));
     for (int64_t i = 0; i < shard_src->n; i++) {

@@ -209,6 +209,95 @@ static void test_source(uint64_t seed) {
     NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.instances");
 }
 
+/* Patch and colour rendering: a patch image is the single-pixel image dilated by the instance's
+ * pattern (clipped), a colour image lights the same pixels in colours of the instance's maps, and
+ * on the segment IFS the lower half of the diagonal is map 0's and the upper half map 1's. */
+static void test_patch_colour(uint64_t seed) {
+    enum { SIDE = 20, HW = SIDE * SIDE, N = 12 };
+    ng_fractal_config g = {.categories = 4,
+                           .instances = 3,
+                           .side = SIDE,
+                           .points = 1200,
+                           .threshold = 0.2,
+                           .seed = seed};
+    ng_fractal_config pc = g, cc = g;
+    pc.patch = 3, cc.colour = 1;
+    ng_source *gs = ng_fractal_new(&g), *ps = ng_fractal_new(&pc), *cs = ng_fractal_new(&cc);
+    NG_TEST(cs->shape[0] == 3 && ps->shape[0] == 1 && cs->classes == 4,
+            "colour images have 3 channels (%lld), patch images 1 (%lld)", (long long)cs->shape[0],
+            (long long)ps->shape[0]);
+    const ng_ifs *cats = ng_fractal_source_categories(gs);
+    int dil_bad = 0, col_bad = 0, same_lit = 1, multi = 0, masks_differ = 0;
+    uint8_t first_mask[9];
+    for (int64_t i = 0; i < N; i++) {
+        static float xg[HW], xp[HW], xc[3 * HW];
+        int32_t y;
+        ng_source_fill(gs, 0, i, xg, &y);
+        ng_source_fill(ps, 0, i, xp, &y);
+        ng_source_fill(cs, 0, i, xc, &y);
+        int64_t cat = i % 4, inst = i / 4;
+        uint8_t mask[9];
+        ng_fractal_patch_mask(seed, cat, inst, 3, mask);
+        if (i == 0) memcpy(first_mask, mask, 9);
+        masks_differ |= memcmp(mask, first_mask, 9) != 0;
+        NG_TEST(mask[4] == 1, "the patch pattern's centre must be lit");
+        for (int64_t r = 0; r < SIDE; r++)
+            for (int64_t c = 0; c < SIDE; c++) {
+                int want = 0; /* some lit pixel whose pattern covers (r, c) */
+                for (int dy = 0; dy < 3; dy++)
+                    for (int dx = 0; dx < 3; dx++) {
+                        int64_t sr = r - dy + 1, sc = c - dx + 1;
+                        want |= mask[dy * 3 + dx] && sr >= 0 && sr < SIDE && sc >= 0 && sc < SIDE &&
+                                xg[sr * SIDE + sc] > 0;
+                    }
+                dil_bad += (xp[r * SIDE + c] > 0) != want ||
+                           (xp[r * SIDE + c] != 1.0f && xp[r * SIDE + c] != -1.0f);
+            }
+        ng_ifs f;
+        int flips;
+        ng_fractal_instance(&cats[cat], seed, cat, inst, &f, &flips);
+        float rgb[NG_FRACTAL_MAX_MAPS][3];
+        ng_fractal_colours(seed, cat, inst, rgb);
+        int used[NG_FRACTAL_MAX_MAPS] = {0};
+        for (int64_t p = 0; p < HW; p++) {
+            int lit = xc[p] != -1.0f || xc[HW + p] != -1.0f || xc[2 * HW + p] != -1.0f;
+            same_lit &= lit == (xg[p] > 0);
+            if (!lit) continue;
+            int match = -1;
+            for (int j = 0; j < f.nmaps && match < 0; j++) {
+                int eq = 1;
+                for (int ch = 0; ch < 3; ch++)
+                    eq &= xc[ch * HW + p] == (float)(2.0 * (double)rgb[j][ch] - 1.0);
+                if (eq) match = j;
+            }
+            col_bad += match < 0;
+            if (match >= 0) used[match] = 1;
+        }
+        multi += used[0] + used[1] + used[2] + used[3] >= 2;
+    }
+    NG_TEST(!dil_bad, "patch images: %d pixels differ from the dilated single-pixel images",
+            dil_bad);
+    NG_TEST(same_lit, "colour images should light the pixels the grey images light");
+    NG_TEST(!col_bad, "colour images: %d lit pixels are not a colour of the instance's maps",
+            col_bad);
+    NG_TEST(multi >= N / 2, "only %d of %d colour images show two or more map colours", multi, N);
+    NG_TEST(masks_differ, "every instance has the same patch pattern");
+    ng_source_free(gs), ng_source_free(ps), ng_source_free(cs);
+
+    ng_ifs seg = {.nmaps = 2, .m = {{0.5, 0, 0, 0.5, 0, 0}, {0.5, 0, 0, 0.5, 0.5, 0.5}}};
+    uint8_t lab[64], one = 1;
+    ng_fractal_paint(&seg, 4000, (ng_rng_key){.seed = seed, .stream = 4}, 8, 0, 1, &one, lab);
+    int seg_bad = 0;
+    for (int d = 0; d < 8; d++) {
+        if (d == 3 || d == 4) continue; /* the halves meet here, up to the bounding box */
+        seg_bad += lab[d * 8 + d] != (d < 4 ? 1 : 2);
+    }
+    NG_TEST(!seg_bad, "segment IFS: %d diagonal pixels painted by the wrong map", seg_bad);
+    ng_fractal_config bad = g;
+    bad.patch = 8;
+    NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.patch");
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     test_segment();
@@ -216,5 +305,6 @@ int main(void) {
     test_reference(seed);
     test_search(seed);
     test_source(seed);
+    test_patch_colour(seed);
     return ng_test_finish("test_fractal");
 }

@@ -1,7 +1,8 @@
 /* Tar shards (data/shards.h): a source written as shards reads back the same examples and
  * labels, each once per epoch; the stream is a function of (seed, epoch) and any position can be
- * replayed; the loader over shards resumes bit-exactly; PNG members decode to the pixels encoded;
- * and shards broken in the tar header, a member's size, the data, a PNG chunk or the label give
+ * replayed; the loader over shards resumes bit-exactly; PNG members decode to the pixels encoded,
+ * and sources written as PNG read back (levels bit for bit, other values within half a level);
+ * shards broken in the tar header, a member's size, the data, a PNG chunk or the label give
  * an error naming the shard and the member. */
 #define _GNU_SOURCE /* memmem */
 #include <archive.h>
@@ -292,6 +293,94 @@ static void test_png(uint64_t seed) {
     }
 }
 
+static unsigned char *slurp(const char *path, size_t *len);
+
+/* PNG writing (ng_shards_write_png): grey and RGB sources whose values are levels k / 255 come
+ * back bit for bit over several shards; random values of a range [lo, hi] come back as levels
+ * within half a level of (v - lo) / (hi - lo); what PNG cannot hold is refused naming the option.
+ */
+static void test_png_write(uint64_t seed) {
+    for (int c = 1; c <= 3; c += 2) {
+        const int64_t n = 23, h = 9, w = 6, e = c * h * w;
+        int64_t shape[3] = {c, h, w};
+        ng_dataset *d = ng_synthetic(n, 3, shape, 5, 1.0, seed, 0, "levels");
+        ng_dataset *r = ng_synthetic(n, 3, shape, 5, 1.0, seed, 1, "range");
+        const double lo = -2, hi = 3;
+        for (int64_t i = 0; i < n * e; i++) {
+            d->x[i] = (float)pick(256) / 255.0f;
+            r->x[i] = (float)(lo + (hi - lo) * 0.5 * (ng_test_uniform() + 1.0));
+        }
+        r->x[0] = (float)lo, r->x[1] = (float)hi; /* the ends are in range */
+        float *ref = malloc(sizeof(float) * (size_t)(n * e)),
+              *rref = malloc(sizeof(float) * (size_t)(n * e));
+        int32_t ry[23], rry[23];
+        memcpy(ref, d->x, sizeof(float) * (size_t)(n * e));
+        memcpy(rref, r->x, sizeof(float) * (size_t)(n * e));
+        memcpy(ry, d->y, sizeof ry), memcpy(rry, r->y, sizeof rry);
+        ng_source *sd = ng_source_dataset(d), *sr = ng_source_dataset(r);
+        const char *dir = folder(c == 1 ? "pngw1" : "pngw3");
+        int64_t shards = ng_shards_write_png(sd, dir, "train", 1200, 0, 1);
+        ng_shards_write_png(sr, dir, "test", 1 << 20, lo, hi);
+        NG_TEST(shards >= 3, "23 PNG examples in 1200-byte shards: %lld shards", (long long)shards);
+        char p0[400];
+        snprintf(p0, sizeof p0, "%s/train-000000.tar", dir);
+        size_t tl = 0;
+        unsigned char *tb = slurp(p0, &tl);
+        NG_TEST(tb && tl > 512 && !memcmp(tb, "000000000.png", 13) &&
+                    !memcmp(tb + 512, "\x89PNG", 4),
+                "the first member should be 000000000.png holding a PNG");
+        free(tb);
+        ng_shards_config sc = {.dir = dir, .prefix = "train", .shuffle_buffer = 1, .seed = 2};
+        ng_source *s = ng_shards_open(&sc);
+        NG_TEST(s->n == n && s->ndim == 3 && s->shape[0] == c && s->shape[1] == h &&
+                    s->shape[2] == w,
+                "PNG shards (%d channels) read back as %lld examples [%lld, %lld, %lld]", c,
+                (long long)s->n, (long long)s->shape[0], (long long)s->shape[1],
+                (long long)s->shape[2]);
+        float *x = malloc(sizeof(float) * (size_t)(n * e));
+        int32_t y[23];
+        if (s->n == n) read_epoch(s, 0, x, y);
+        /* Buffer 1 streams the shards whole, in an order of the seed: match examples by bytes. */
+        int64_t found = 0;
+        for (int64_t i = 0; i < n && s->n == n; i++)
+            found += which(x + i * e, y[i], ref, ry, n, e) >= 0;
+        NG_TEST(found == n, "%d-channel levels k/255: %lld of %lld examples come back bit for bit",
+                c, (long long)found, (long long)n);
+        ng_source_free(s);
+        sc.prefix = "test";
+        s = ng_shards_open(&sc);
+        int64_t off = 0, notlevel = 0;
+        read_epoch(s, 0, x, y); /* one shard, buffer 1: the stored order */
+        for (int64_t i = 0; i < n * e; i++) {
+            double q = ((double)rref[i] - lo) / (hi - lo) * 255.0, k = (double)x[i] * 255.0;
+            double ki = floor(k + 0.5);
+            notlevel += fabs(k - ki) > 1e-3;
+            off += fabs(ki - q) > 0.5;
+        }
+        NG_TEST(!notlevel && !off && !memcmp(y, rry, sizeof rry),
+                "%d channels over [%g, %g]: %lld values are not levels, %lld are more than half a "
+                "level off",
+                c, lo, hi, (long long)notlevel, (long long)off);
+        ng_source_free(s);
+        /* The same values over [0, 1] fall outside it: refused, naming the option and example. */
+        NG_TEST_ERROR(ng_shards_write_png(sr, folder("pngbad"), "train", 1 << 20, 0, 1),
+                      "--png-range: example 0");
+        NG_TEST_ERROR(ng_shards_write_png(sr, folder("pngbad"), "train", 1 << 20, 1, 1),
+                      "--png-range");
+        free(x), free(ref), free(rref);
+        ng_source_free(sd), ng_source_free(sr);
+    }
+    ng_source *two = random_source(3, seed); /* [2, 5, 3]: two channels */
+    NG_TEST_ERROR(ng_shards_write_png(two, folder("pngbad2"), "train", 1 << 20, -10, 10),
+                  "--format png");
+    ng_source_free(two);
+    ng_synthetic3d_config vc = {.n = 2, .side = 4, .channels = 1, .classes = 2, .seed = seed};
+    ng_source *vol = ng_synthetic3d_new(&vc);
+    NG_TEST_ERROR(ng_shards_write_png(vol, folder("pngbad3"), "train", 1 << 20, -10, 10),
+                  "--format png");
+    ng_source_free(vol);
+}
+
 __attribute__((noinline)) static unsigned char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -334,6 +423,57 @@ __attribute__((noinline)) static void expect_broken(const char *dir, const char 
     ng_source_free(s);
 }
 
+/* The same damaged shard with skip_bad, next to a good one (shard 1): it opens, the bad examples
+ * are left out and counted (skipped, cut), the first is named, and two epochs stream exactly the
+ * examples of ref marked in keep, once each. */
+__attribute__((noinline)) static void expect_skipped(const char *dir, const char *what,
+                                                     int64_t skipped, int64_t cut, const float *ref,
+                                                     const int32_t *ry, int64_t nref,
+                                                     const int *keep, int64_t e) {
+    ng_shards_config c = {
+        .dir = dir, .prefix = "train", .shuffle_buffer = 4, .seed = 3, .skip_bad = 1};
+    ng_source *s = ng_shards_open(&c);
+    int64_t want = 0;
+    for (int64_t j = 0; j < nref; j++) want += keep[j];
+    NG_TEST(s->n == want && s->skipped == skipped && s->cut == cut &&
+                strstr(s->first_bad, "train-000000.tar") && strstr(s->first_bad, what),
+            "skip_bad, %s: %lld examples (want %lld), %lld skipped (want %lld), %lld cut (want "
+            "%lld), first: %s",
+            dir, (long long)s->n, (long long)want, (long long)s->skipped, (long long)skipped,
+            (long long)s->cut, (long long)cut, s->first_bad);
+    if (s->n == want && ng_source_example_size(s) == e) {
+        float *x = malloc(sizeof(float) * (size_t)e);
+        int64_t *seen = calloc((size_t)nref, sizeof(int64_t)), stray = 0;
+        for (int64_t ep = 0; ep < 2; ep++)
+            for (int64_t i = 0; i < s->n; i++) {
+                int32_t y;
+                ng_source_fill(s, ep, i, x, &y);
+                int64_t j = which(x, y, ref, ry, nref, e);
+                if (j < 0 || !keep[j])
+                    stray++;
+                else
+                    seen[j]++;
+            }
+        int once = 1;
+        for (int64_t j = 0; j < nref; j++) once &= seen[j] == 2 * keep[j];
+        NG_TEST(!stray && once,
+                "skip_bad, %s: the stream should be the good examples, each once an epoch (%lld "
+                "strays)",
+                dir, (long long)stray);
+        /* A replayed position is the same example (resume over skipped examples). */
+        float *z = malloc(sizeof(float) * (size_t)e);
+        int32_t y1, y2;
+        int64_t i = pick(s->n);
+        ng_source_fill(s, 1, i, x, &y1);
+        ng_source_fill(s, 0, 0, z, &y2);
+        ng_source_fill(s, 1, i, z, &y2);
+        NG_TEST(y1 == y2 && !memcmp(x, z, sizeof(float) * (size_t)e),
+                "skip_bad, %s: position %lld replays differently", dir, (long long)i);
+        free(z), free(x), free(seen);
+    }
+    ng_source_free(s);
+}
+
 static void test_broken(uint64_t seed) {
     ng_source *src = random_source(6, seed);
     const char *good = folder("good");
@@ -347,24 +487,39 @@ static void test_broken(uint64_t seed) {
     NG_TEST(t && len == 6 * 2048 + 1024, "the written shard has the expected layout (%zu bytes)",
             len);
     char path[400], shard[400];
+    /* skip_bad: shard 1 of every damaged folder holds 6 other good examples; ref is the good
+     * shard's examples, then those. */
+    ng_source *src2 = random_source(6, seed + 17);
+    const char *good2 = folder("good2");
+    ng_shards_write(src2, good2, "train", 1 << 20);
+    snprintf(path, sizeof path, "%s/train-000000.tar", good2);
+    size_t len2 = 0;
+    unsigned char *t2 = slurp(path, &len2);
+    int64_t e = ng_source_example_size(src);
+    float ref[12 * 30];
+    int32_t ry[12];
+    read_epoch(src, 0, ref, ry);
+    read_epoch(src2, 0, ref + 6 * e, ry + 6);
     struct {
         const char *name, *member, *why;
         size_t at, cut;      /* a byte to change, or a length to cut to */
         unsigned char value; /* the new byte */
+        int keep;            /* skip_bad: the examples of the shard kept (bit k: example k) */
+        int skipped, cut_short;
     } cases[] = {
         /* the tar header of example 3's npy: its checksum no longer matches */
-        {"header", "000000002", "", 3 * 2048 + 100, 0, 'Z'},
+        {"header", "000000002", "", 3 * 2048 + 100, 0, 'Z', 0x07, 0, 1},
         /* example 2's npy size 248 -> 760 (octal 370 -> 1370), its header checksum fixed: the
          * member swallows the next header and the one read after it is garbage */
-        {"size", "000000002", "", 2 * 2048 + 124 + 7, 0, '1'},
+        {"size", "000000002", "", 2 * 2048 + 124 + 7, 0, '1', 0x03, 0, 1},
         /* the file cut inside example 4's npy data */
-        {"truncated", "000000004", "", 0, 4 * 2048 + 700, 0},
+        {"truncated", "000000004", "", 0, 4 * 2048 + 700, 0, 0x0f, 0, 1},
         /* example 3's npy magic */
-        {"npy-magic", "000000003.npy", "NUMPY", 3 * 2048 + 512 + 1, 0, 'X'},
+        {"npy-magic", "000000003.npy", "NUMPY", 3 * 2048 + 512 + 1, 0, 'X', 0x37, 1, 0},
         /* example 5's npy shape: 2 -> 3 */
-        {"npy-shape", "000000005.npy", "shape", 0, 0, '3'},
+        {"npy-shape", "000000005.npy", "shape", 0, 0, '3', 0x1f, 1, 0},
         /* example 1's label: a letter */
-        {"label", "000000001.cls", "class number", 1 * 2048 + 1536, 0, 'x'},
+        {"label", "000000001.cls", "class number", 1 * 2048 + 1536, 0, 'x', 0x3d, 1, 0},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const char *dir = folder(cases[k].name);
@@ -392,16 +547,28 @@ static void test_broken(uint64_t seed) {
         free(b);
         snprintf(shard, sizeof shard, "%s", path);
         expect_broken(dir, shard, cases[k].member, cases[k].why);
+        snprintf(path, sizeof path, "%s/train-000001.tar", dir);
+        spit(path, t2, len2);
+        int keep[12];
+        for (int j = 0; j < 12; j++) keep[j] = j >= 6 || (cases[k].keep >> j & 1);
+        expect_skipped(dir, cases[k].member, cases[k].skipped, cases[k].cut_short, ref, ry, 12,
+                       keep, e);
     }
     /* A missing label: the cls member of example 2 left out. */
     {
         const char *dir = folder("nolabel");
         snprintf(path, sizeof path, "%s/train-000000.tar", dir);
+        char l1[16];
+        snprintf(l1, sizeof l1, "%d", ry[1]); /* example 1's own label */
         member m[3] = {{"000000001.npy", t + 2048 + 512, 248},
-                       {"000000001.cls", "1", 1},
+                       {"000000001.cls", l1, strlen(l1)},
                        {"000000002.npy", t + 2 * 2048 + 512, 248}};
         write_tar(path, m, 3);
         expect_broken(dir, path, "000000002", "no label");
+        snprintf(path, sizeof path, "%s/train-000001.tar", dir);
+        spit(path, t2, len2);
+        int keep[12] = {0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1};
+        expect_skipped(dir, "000000002", 1, 0, ref, ry, 12, keep, e);
     }
     /* Not a tar file at all. */
     {
@@ -409,6 +576,10 @@ static void test_broken(uint64_t seed) {
         snprintf(path, sizeof path, "%s/train-000000.tar", dir);
         spit(path, (const unsigned char *)"this is not a tar file, just some text\n", 39);
         expect_broken(dir, path, "train-000000.tar", "");
+        snprintf(path, sizeof path, "%s/train-000001.tar", dir);
+        spit(path, t2, len2);
+        int keep[12] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1};
+        expect_skipped(dir, "", 0, 1, ref, ry, 12, keep, e);
     }
     /* A PNG whose image data chunk is damaged (a CRC mismatch). */
     {
@@ -422,6 +593,13 @@ static void test_broken(uint64_t seed) {
         snprintf(path, sizeof path, "%s/train-000000.tar", dir);
         write_tar(path, m, 4);
         expect_broken(dir, path, "b.png", "PNG");
+        /* skip_bad: b.png left out, and shard 1's six [2, 5, 3] examples as a wrong size. */
+        snprintf(path, sizeof path, "%s/train-000001.tar", dir);
+        spit(path, t2, len2);
+        float pref[16];
+        for (int p = 0; p < 16; p++) pref[p] = (float)px[p] / 255.0f;
+        int keep[1] = {1};
+        expect_skipped(dir, "b.png", 7, 0, pref, (int32_t[]){0}, 1, keep, 16);
         free(p0), free(p1);
     }
     /* No shards at all. */
@@ -431,8 +609,13 @@ static void test_broken(uint64_t seed) {
     NG_TEST_ERROR(ng_shards_open(&c), "/nonexistent/shards");
     c.dir = good, c.shuffle_buffer = 0;
     NG_TEST_ERROR(ng_shards_open(&c), "data.shuffle_buffer");
-    free(t);
-    ng_source_free(src);
+    /* Nothing good at all is still an error, naming the first bad example. */
+    c.dir = folder("garbage"), c.shuffle_buffer = 4, c.skip_bad = 1;
+    snprintf(path, sizeof path, "%s/train-000001.tar", c.dir);
+    unlink(path);
+    NG_TEST_ERROR(ng_shards_open(&c), "no good examples");
+    free(t), free(t2);
+    ng_source_free(src), ng_source_free(src2);
 }
 
 int main(void) {
@@ -445,6 +628,7 @@ int main(void) {
     }
     test_roundtrip(seed);
     test_png(seed);
+    test_png_write(seed);
     test_broken(seed);
     int status = ng_test_finish("test_shards");
     char cmd[400];

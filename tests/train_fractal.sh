@@ -46,6 +46,12 @@ exp="$src/experiments/configs/fractal_vit.yaml"
   --set schedule.warmup_steps=0 >/dev/null 2>&1 && [ -f "$work/e/result.json" ] && ok ||
   bad "$exp does not train"
 
+# Colour and patch rendering: RGB images of 3x3 patterns, for a few steps.
+out=$("$ng" train --config "$work/fr.yaml" --out "$work/c" --set data.fractal.colour=true \
+  --set data.fractal.patch=3 --set train.steps=4 --set train.eval_every=4 2>&1) &&
+  grep -q "16 px, 800 points, colour, patch 3" <<<"$out" && [ -f "$work/c/result.json" ] && ok ||
+  bad "a colour, patch-3 fractal run failed: $(head -3 <<<"$out")"
+
 expect_bad() { expect_bad_train "$work/fr.yaml" "$@"; } # NEEDLE ARGS...
 expect_bad "data.fractal.categories" --set data.fractal.categories=1
 expect_bad "data.fractal.instances" --set data.fractal.instances=0
@@ -55,6 +61,8 @@ expect_bad "data.fractal.side" --set data.fractal.side=5000
 expect_bad "data.fractal.points" --set data.fractal.points=5
 expect_bad "data.fractal.threshold" --set data.fractal.threshold=1.5
 expect_bad "data.fractal.threshold" --set data.fractal.threshold=0
+expect_bad "data.fractal.patch" --set data.fractal.patch=8
+expect_bad "data.fractal.colour" --set data.fractal.colour=maybe
 expect_bad "model.patch" --set model.arch=vit_tiny_patch4_28 --set data.fractal.side=30
 
 report train_fractal

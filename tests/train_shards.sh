@@ -69,6 +69,64 @@ printf 'x' | dd of="$f" bs=1 seek=$((off + 512)) conv=notrunc status=none
 expect_bad "member '000000007.cls'" "$ng" train --config "$work/small.yaml" --out "$work/bad" \
   "${sh[@]}" --set data.dir="$work/cut"
 
+# data.skip_bad: the same broken label, and a training shard cut short, are left out and counted
+# (stderr and a "data" line of metrics.jsonl), the run trains, and a stopped run resumes exactly.
+f=$(ls "$work/cut"/train-*.tar | sed -n 3p)
+truncate -s 100000 "$f"
+sb=("${sh[@]}" --set data.dir="$work/cut" --set data.skip_bad=true)
+out=$("$ng" train --config "$work/small.yaml" --out "$work/sk" "${sb[@]}" 2>&1) || bad "skip_bad run failed: $(tail -3 <<<"$out")"
+grep -q "data.skip_bad: left out 1 bad test examples and the rest of 0 shards" <<<"$out" &&
+  grep -q "data.skip_bad: left out 0 bad train examples and the rest of 1 shards" <<<"$out" &&
+  grep -q "test-000000.tar: member '000000007.cls'" <<<"$out" && ok ||
+  bad "skip_bad should say what it left out: $(grep skip_bad <<<"$out")"
+grep -q '"type": "data", "step": 0, "split": "test", "examples": 199, "skipped": 1, "cut_shards": 0' "$work/sk/metrics.jsonl" &&
+  grep -q '"type": "data", "step": 0, "split": "train", "examples": [0-9]*, "skipped": 0, "cut_shards": 1' "$work/sk/metrics.jsonl" &&
+  ok || bad "metrics.jsonl should log the skipped examples: $(grep '"data"' "$work/sk/metrics.jsonl")"
+grep -q '"examples": 199' "$work/sk/result.json" && ok || bad "the test set should hold 199 examples: $(cat "$work/sk/result.json")"
+"$ng" train --config "$work/small.yaml" --out "$work/sk2" "${sb[@]}" --set train.stop_at_step=15 >/dev/null 2>&1
+"$ng" train --config "$work/small.yaml" --out "$work/sk2" "${sb[@]}" --resume auto >/dev/null 2>&1 || bad "skip_bad resume failed"
+cmp -s "$work/sk/final.safetensors" "$work/sk2/final.safetensors" && [ "$(losses "$work/sk")" = "$(losses "$work/sk2")" ] &&
+  [ "$(grep -c '"type": "data"' "$work/sk2/metrics.jsonl")" -eq 2 ] && ok ||
+  bad "a skip_bad run stopped and resumed differs from one never stopped (or lost its data lines)"
+
+# PNG members: FractalDB images (+1/-1) written as 8-bit PNG over [-1, 1] read back as 0/1 images
+# and train; PNG refuses volumes and values outside the range, naming the option.
+cat >"$work/fr.yaml" <<'YAML'
+seed: 5
+model: {arch: mlp, width: 32, depth: 1}
+data:
+  name: fractal
+  fractal: {categories: 4, instances: 20, test_instances: 4, side: 16, points: 800}
+train: {batch_size: 16, steps: 6, log_every: 1, eval_every: 6}
+optimizer: {name: adamw, lr: 0.003}
+YAML
+out=$("$ng" shards --from "$work/fr.yaml" --out "$work/png" --format png --png-range -1,1 2>&1) ||
+  bad "natgrad shards --format png failed: $out"
+grep -q "wrote 80 training examples in 1 shards and 16 test examples in 1 shards (.*, png)" <<<"$out" &&
+  [ "$(tar -tf "$work/png/train-000000.tar" | grep -c '\.png$')" -eq 80 ] && ok ||
+  bad "natgrad shards --format png should write 80 KEY.png members: $out"
+out=$("$ng" train --config "$work/fr.yaml" --out "$work/pt" --set data.name=shards --set data.dir="$work/png" 2>&1) &&
+  grep -q '"examples": 16' "$work/pt/result.json" && ok || bad "training from PNG shards failed: $(tail -3 <<<"$out")"
+expect_bad "--format" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format jpeg
+expect_bad "--png-range" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format png --png-range 1,0
+expect_bad "--png-range: example 0 of fractal-train" "$ng" shards --from "$work/fr.yaml" --out "$work/pbad" --format png
+[ ! -e "$work/pbad/train-000000.tar" ] && [ ! -e "$work/pbad/train-000000.tar.tmp" ] && ok ||
+  bad "a refused PNG write should leave no shard behind"
+expect_bad "--format png" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" --format png \
+  --set model.arch=cnn3d --set data.name=synthetic3d --set data.synthetic.side=6
+
+# natgrad data-bench: the source, the loader and PNG files, one row each; bad options exit 2.
+out=$("$ng" data-bench --from "$work/fr.yaml" --examples 40 --batch 8 --png-dir "$work/files" \
+  --png-range -1,1 2>&1) || bad "data-bench failed: $(tail -3 <<<"$out")"
+grep -Eq '^source \(this thread\) +40 ' <<<"$out" && grep -Eq '^loader \(batch 8, prefetch [0-9]+\) +40 ' <<<"$out" &&
+  grep -Eq '^png files \(this thread\) +40 ' <<<"$out" && [ "$(ls "$work/files" | grep -c '\.png$')" -eq 40 ] && ok ||
+  bad "data-bench should time 40 examples three ways and leave 40 PNG files: $out"
+out=$("$ng" data-bench --from "$work/small.yaml" --examples 64 --set data.name=shards --set data.dir="$work/sh" 2>&1) &&
+  grep -Eq '^loader \(batch 50, prefetch 2\) +50 ' <<<"$out" && ok || bad "data-bench over shards failed: $out"
+expect_bad "--examples" "$ng" data-bench --from "$work/fr.yaml" --examples 0
+expect_bad "--png-range" "$ng" data-bench --from "$work/fr.yaml" --png-dir "$work/files2"
+expect_bad "data.fractal.side" "$ng" data-bench --from "$work/fr.yaml" --set data.fractal.side=2
+
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
   >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
