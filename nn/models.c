@@ -169,22 +169,28 @@ static ng_layer *nin(const ng_arch *a) {
     ng_layer *s = ng_sequence("");
     int64_t in = a->in_ch;
     char n[64];
+    /* Each mlpconv block (and its pooling) is a sequence of its own, so it can be a checkpoint
+     * segment; parameter names are the layers' own, as before. */
     for (int b = 0; b < a->depth; b++) {
         int last = b == a->depth - 1;
         int64_t w = last ? a->classes : a->width * (b ? 2 : 1);
         const int64_t *k = b == 0 ? k5 : k3, *pad = b == 0 ? p2 : p1;
+        snprintf(n, sizeof n, "blocks.%d", b);
+        ng_layer *blk = ng_sequence(n);
         snprintf(n, sizeof n, "blocks.%d.0", b);
-        add(s, conv_block(n, 2, in, w, 0, k, pad));
+        add(blk, conv_block(n, 2, in, w, 0, k, pad));
         snprintf(n, sizeof n, "blocks.%d.1", b);
-        add(s, conv_block(n, 2, w, w, 0, k1, p0));
+        add(blk, conv_block(n, 2, w, w, 0, k1, p0));
         snprintf(n, sizeof n, "blocks.%d.2", b);
-        add(s, conv_block(n, 2, w, w, 0, k1, p0));
+        add(blk, conv_block(n, 2, w, w, 0, k1, p0));
         if (!last) {
             snprintf(n, sizeof n, "blocks.%d.pool", b);
-            add(s, ng_maxpool(n, 2, k3, k2, p1));
+            add(blk, ng_maxpool(n, 2, k3, k2, p1));
         }
+        add(s, blk);
         in = w;
     }
+    ng_checkpoint_blocks(s, 0, a->depth, &a->checkpoint);
     add(s, ng_global_avgpool("pool"));
     return s;
 }
@@ -206,7 +212,8 @@ static ng_layer *cnn3d(const ng_arch *a) {
 }
 
 int ng_arch_blocks(const ng_arch *a) {
-    if (!strcmp(a->arch, "vgg") || !strcmp(a->arch, "cnn3d") || !strncmp(a->arch, "vit", 3))
+    if (!strcmp(a->arch, "vgg") || !strcmp(a->arch, "nin") || !strcmp(a->arch, "cnn3d") ||
+        !strncmp(a->arch, "vit", 3))
         return a->depth;
     return 0;
 }
@@ -214,7 +221,8 @@ int ng_arch_blocks(const ng_arch *a) {
 void ng_arch_check_checkpoint(const ng_arch *a) {
     if (!ng_ckpt_spec_active(&a->checkpoint)) return;
     int n = ng_arch_blocks(a);
-    NG_CHECK(n > 0, "model.checkpoint: %s has no blocks to checkpoint (vgg, cnn3d and vit have)",
+    NG_CHECK(n > 0,
+             "model.checkpoint: %s has no blocks to checkpoint (vgg, nin, cnn3d and vit have)",
              a->arch);
     for (int b = n; b < NG_CKPT_MAX_BLOCKS; b++)
         NG_CHECK(!(a->checkpoint.blocks >> b & 1),

@@ -120,6 +120,9 @@ static void test_bit_identical(void) {
     ng_arch g = arch("vgg");
     g.img = 16, g.width = 4, g.depth = 4; /* every spec splits it into 2+ segments */
     check_specs("vgg", &g, 2, NG_F32);
+    ng_arch n = arch("nin");
+    n.img = 12, n.width = 4, n.depth = 4; /* mlpconv blocks: 1x1 convs and overlapping pools */
+    check_specs("nin", &n, 2, NG_F32);
 }
 
 /* The issue's bar: one block a segment halves the activation peak of a 12-block ViT at least,

@@ -85,6 +85,7 @@ int main(void) {
         a = arch("nin");
         a.img = 16, a.width = 8;
         check("nin", a, "none", dt, 2, 0);
+        check("nin", a, "every 1", dt, 2, 0);
         a = arch("vgg");
         a.img = 16, a.width = 4, a.depth = 3;
         const char *specs[] = {"none", "every 1", "every 2", "1", "0,2"};
