@@ -108,9 +108,10 @@ static int64_t largest(const ng_train_setup *s, const ng_arch *a, ng_dtype dt, i
 
 static int search(const ng_train_setup *s, int64_t rank_batch, size_t budget, int by_side) {
     static const ng_dtype dts[] = {NG_F32, NG_BF16, NG_F16};
-    ng_ckpt_spec specs[2] = {{0, 0}, s->arch.checkpoint};
+    /* plain, the config's checkpointing (or every block a segment), and every block recomputed */
+    ng_ckpt_spec specs[3] = {{0, 0, 0}, s->arch.checkpoint, {1, 0, 1}};
     if (!ng_ckpt_spec_active(&specs[1])) specs[1].every = 1;
-    int nspec = ng_arch_blocks(&s->arch) > 0 ? 2 : 1;
+    int nspec = ng_arch_blocks(&s->arch) == 0 ? 1 : specs[1].recompute ? 2 : 3;
     int64_t lo, unit;
     side_rule(&s->arch, &lo, &unit);
     printf("largest %s within %.2f GiB (%s, %s, batch %lld per rank):\n",

@@ -34,6 +34,10 @@ int ng_ckpt_spec_parse(const char *text, ng_ckpt_spec *out, char *why, size_t ca
         out->every = 1;
         return 1;
     }
+    if (!strcmp(p, "recompute")) {
+        out->every = 1, out->recompute = 1;
+        return 1;
+    }
     if (!strncmp(p, "every", 5)) {
         p += 5;
         if (!parse_int(&p, &v) || v < 1 || *p) {
@@ -70,6 +74,10 @@ int ng_ckpt_spec_parse(const char *text, ng_ckpt_spec *out, char *why, size_t ca
 }
 
 void ng_ckpt_spec_format(const ng_ckpt_spec *s, char *out, size_t cap) {
+    if (s->recompute) {
+        snprintf(out, cap, "recompute");
+        return;
+    }
     if (s->every) {
         snprintf(out, cap, "every %d", s->every);
         return;
@@ -90,6 +98,7 @@ void ng_checkpoint_blocks(ng_layer *seq, int first, int nblocks, const ng_ckpt_s
         for (int b = 0; b < nblocks; b += s->every)
             ng_sequence_checkpoint(seq, first + b,
                                    b + s->every <= nblocks ? s->every : nblocks - b);
+        if (s->recompute && nblocks > 0) ng_sequence_recompute(seq, first, first + nblocks);
         return;
     }
     for (int b = 0; b < NG_CKPT_MAX_BLOCKS; b++) {

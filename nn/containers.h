@@ -22,6 +22,10 @@ ng_layer *ng_residual(const char *name, ng_layer *f);
  * runs its backward. Segments may not overlap. The layer tree is unchanged, so checkpointing
  * is a run setting and not a different model. */
 void ng_sequence_checkpoint(ng_layer *seq, int first, int count);
+/* Children [first, end), a run of segments, keep no output: forward keeps the run's input and one
+ * output at a time, backward recomputes each segment's input from the run's input (forward work
+ * quadratic in the run's length; memory independent of it). */
+void ng_sequence_recompute(ng_layer *seq, int first, int end);
 /* The segments of a sequence as [firsts[k], ends[k]); returns how many (fills up to cap). */
 int ng_sequence_segments(const ng_layer *seq, int *firsts, int *ends, int cap);
 /* A sequence named `name` holding `inner`, as one segment when `enabled`. Takes ownership. */
@@ -29,12 +33,14 @@ ng_layer *ng_checkpoint(const char *name, ng_layer *inner, int enabled);
 
 /* model.checkpoint: which of a model's blocks (ViT blocks, 3D-CNN layers, VGG stages) run as
  * segments. Text forms: "none" (also "false"), "every K" (segments of K consecutive blocks; "all"
- * and "true" are "every 1"), or a list of block indices "0,3,7" (also "[0, 3, 7]" or
- * "blocks 0,3,7"), each its own segment. */
+ * and "true" are "every 1"), a list of block indices "0,3,7" (also "[0, 3, 7]" or
+ * "blocks 0,3,7"), each its own segment, or "recompute": every block a segment and no block's
+ * output kept (ng_sequence_recompute). */
 #define NG_CKPT_MAX_BLOCKS 64
 typedef struct {
     int every;       /* > 0: segments of `every` blocks; 0: the list */
     uint64_t blocks; /* bit b: block b is a segment by itself */
+    int recompute;   /* with every = 1: the blocks' outputs are recomputed, not kept */
 } ng_ckpt_spec;
 
 /* Returns 1 and fills out, or 0 with the reason in why. */

@@ -14,6 +14,13 @@
  * as soon as its backward is done, so a replay reuses the memory of the blocks after it and
  * checkpointing lowers the peak even for one segment. Segments are marks on the sequence, not
  * layers: checkpointing on or off leaves the layer tree, its names and its RNG streams unchanged.
+ *
+ * Recomputed segments (ng_sequence_recompute, model.checkpoint: recompute) keep even less: of a
+ * run of segments only the run's input. Forward moves each segment's output down to the run's
+ * base, over the previous output (which its interior has read), so one output lives at a time;
+ * backward, before replaying segment k, recomputes its input by running the segments before it
+ * from the run's input the same way. Memory no longer grows with the depth, for k-fold forward
+ * work on the k-th segment (quadratic in the run's length): the trade for the largest volume.
  */
 #include <string.h>
 
@@ -35,7 +42,15 @@ typedef struct {
      * what backward releases to once child i (or the segment) is done. */
     ng_arena_mark fwd_mark[SEQ_MAX];
     int64_t out_numel; /* elements of the last forward's output (the size of dy) */
+    /* Children [rc_first, rc_end) are segments recomputed from seg_x[rc_first] (rc_end 0: none);
+     * rc_base: ctx->acts where forward left their one live output. */
+    int rc_first, rc_end;
+    ng_arena_mark rc_base;
 } seq_state;
+
+static int recomputed(const seq_state *s, int i) {
+    return i >= s->rc_first && i < s->rc_end;
+}
 
 /* Whether child j may write its output over its input: the input is the previous child's fresh
  * output that nothing else reads (not the sequence's input, not a segment's kept input). */
@@ -74,6 +89,41 @@ void ng_children_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *
     memcpy(out, cur, sizeof(int64_t) * (size_t)cn);
 }
 
+/* dst = src where dst may start inside src's memory below src (an output moved down to the arena
+ * position of an input it replaced): front to back, in pieces no longer than the distance. */
+static void move_down(ng_tensor *dst, const ng_tensor *src) {
+    size_t es = ng_dtype_size(src->dtype);
+    const char *d = dst->data, *s = src->data;
+    if (d == s) return;
+    int64_t n = src->numel, gap = d < s ? (int64_t)((size_t)(s - d) / es) : n;
+    NG_CHECK(d < s || d >= s + n * (int64_t)es, "sequence: moving %s up over itself", src->name);
+    for (int64_t o = 0; o < n; o += gap) {
+        int64_t k = n - o < gap ? n - o : gap;
+        ng_tensor a = ng_tensor_view(dst, o, 1, &k, dst->name);
+        ng_tensor b = ng_tensor_view(src, o, 1, &k, src->name);
+        ng_copy(&a, &b);
+    }
+}
+
+/* Runs segment [i, end) on cur and leaves its output at `base` of ctx->acts, everything else the
+ * segment (and what lay between base and it: the previous recomputed output) released. */
+static ng_tensor run_moved(ng_layer *l, ng_ctx *ctx, int i, int end, ng_tensor cur,
+                           ng_arena_mark base) {
+    seq_state *s = l->impl;
+    for (int j = i; j < end; j++) {
+        s->ndim[j] = cur.ndim;
+        memcpy(s->shape[j], cur.shape, sizeof cur.shape);
+        ctx->inplace = may_overwrite(l, s, j);
+        cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
+        ctx->inplace = 0;
+    }
+    ng_arena_release(ctx->acts, base);
+    ng_tensor y =
+        ng_arena_tensor(ctx->acts, cur.dtype, cur.ndim, cur.shape, l->children[end - 1]->name);
+    move_down(&y, &cur);
+    return y;
+}
+
 static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     seq_state *s = l->impl;
     NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
@@ -86,6 +136,13 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         ng_tensor y = {0};
         ng_arena_mark mark = 0;
         s->fwd_mark[i] = ng_arena_get_mark(ctx->acts);
+        if (end && recomputed(s, i)) {
+            if (i == s->rc_first) s->rc_base = s->fwd_mark[i], s->seg_x[i] = cur;
+            s->fwd_mark[i] = s->rc_base;
+            cur = run_moved(l, ctx, i, end, cur, s->rc_base);
+            i = end - 1;
+            continue;
+        }
         if (end) {
             /* The segment's output goes below the mark so it survives the release. */
             int ndim = cur.ndim;
@@ -136,6 +193,10 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
             int was = ctx->recomputing;
             ctx->recomputing = 1;
             ng_tensor cur = s->seg_x[i];
+            if (recomputed(s, i)) /* its input, from the run's by the segments before it */
+                for (int k = s->rc_first; k < i; k = s->seg_end[k])
+                    cur = run_moved(l, ctx, k, s->seg_end[k], k == s->rc_first ? s->seg_x[k] : cur,
+                                    mark);
             for (int j = i; j <= last; j++) {
                 ctx->inplace = may_overwrite(l, s, j);
                 cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
@@ -230,6 +291,25 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
 }
 
 /* The arena traffic of seq_forward and seq_backward, step for step. */
+
+/* run_moved's: the segment's children, then its output alone at base. Updates (*cn, cur). */
+static void plan_moved(ng_layer *l, ng_mem_sim *sim, int i, int end, int *cn, int64_t *cur,
+                       ng_dtype dt, size_t base) {
+    seq_state *s = l->impl;
+    for (int j = i; j < end; j++) {
+        s->ndim[j] = *cn;
+        memcpy(s->shape[j], cur, sizeof(int64_t) * NG_MAX_DIMS);
+        sim->inplace = may_overwrite(l, s, j);
+        ng_layer_plan(l->children[j], sim, 0, 0, *cn, cur, dt);
+        sim->inplace = 0;
+        int64_t next[NG_MAX_DIMS];
+        ng_layer_out_shape(l->children[j], *cn, cur, cn, next);
+        memcpy(cur, next, sizeof next);
+    }
+    ng_sim_release(&sim->acts, base);
+    ng_sim_tensor(&sim->acts, dt, *cn, cur);
+}
+
 static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *in, ng_dtype dt) {
     seq_state *s = l->impl;
     NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
@@ -243,6 +323,13 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
         int end = s->seg_end[i] > i ? s->seg_end[i] : 0;
         size_t mark = 0;
         s->fwd_mark[i] = ng_sim_mark(&sim->acts);
+        if (end && recomputed(s, i)) {
+            if (i == s->rc_first) s->rc_base = s->fwd_mark[i];
+            s->fwd_mark[i] = s->rc_base;
+            plan_moved(l, sim, i, end, &cn, cur, dt, s->rc_base);
+            i = end - 1;
+            continue;
+        }
         if (end) {
             int on = cn;
             int64_t out[NG_MAX_DIMS];
@@ -294,6 +381,14 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
                     replayed = (int64_t)ng_sim_mark(&sim->acts), first = a;
                     int was = sim->recomputing;
                     sim->recomputing = 1;
+                    if (recomputed(s, a)) {
+                        int cn = s->ndim[s->rc_first];
+                        int64_t cur[NG_MAX_DIMS];
+                        memcpy(cur, s->shape[s->rc_first], sizeof cur);
+                        for (int k = s->rc_first; k < a; k = s->seg_end[k])
+                            plan_moved(l, sim, k, s->seg_end[k], &cn, cur, s->dtype,
+                                       (size_t)replayed);
+                    }
                     for (int j = a; j <= i; j++) {
                         sim->inplace = may_overwrite(l, s, j);
                         ng_layer_plan(l->children[j], sim, 0, 0, s->ndim[j], s->shape[j], s->dtype);
@@ -355,6 +450,18 @@ void ng_sequence_checkpoint(ng_layer *seq, int first, int count) {
                  first + count, i, end);
     }
     s->seg_end[first] = first + count;
+}
+
+void ng_sequence_recompute(ng_layer *seq, int first, int end) {
+    NG_CHECK(seq->ops == &seq_ops, "recomputed segments: %s is a %s, not a sequence", seq->name,
+             seq->ops->kind);
+    seq_state *s = seq->impl;
+    int i = first;
+    while (i < end && i < SEQ_MAX && s->seg_end[i] > i) i = s->seg_end[i];
+    NG_CHECK(first < end && i == end,
+             "sequence %s: children [%d, %d) are not a run of checkpoint segments", seq->name,
+             first, end);
+    s->rc_first = first, s->rc_end = end;
 }
 
 int ng_sequence_segments(const ng_layer *seq, int *firsts, int *ends, int cap) {

@@ -491,7 +491,7 @@ static void run_ckpt_spec(const reader *r, const blob *in) {
     }
     ng_ckpt_spec_format(&s, canon, sizeof canon);
     if (!ng_ckpt_spec_parse(canon, &back, why, sizeof why) || back.every != s.every ||
-        back.blocks != s.blocks)
+        back.blocks != s.blocks || back.recompute != s.recompute)
         failf(r, in, "the canonical form '%s' does not parse back to the same spec", canon);
 }
 

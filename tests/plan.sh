@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # natgrad plan against real runs: for an MLP with AdamW, LeNet with K-FAC, a checkpointed fp16
 # ViT with K-FAC, the 3D-CNN on synthetic volumes (checkpointed; fp16 with K-FAC) and a bf16 VGG
-# checkpointed at a list of stages, `plan --measure` predicts every memory
+# checkpointed at a list of stages, and the 3D-CNN recomputed, `plan --measure` predicts every memory
 # category and the device peak within 10% of what the training steps measure (the arenas are
 # planned exactly, so most categories match to the byte). --search finds larger sides with
 # checkpointing and in half precision, each within the budget. Training runs report their peaks
@@ -46,6 +46,9 @@ run_measure vit_fp16_kfac model.arch=vit model.width=32 model.depth=4 model.head
 run_measure cnn3d_ckpt model.arch=cnn3d model.width=8 model.depth=4 model.checkpoint="every 1" \
   data.name=synthetic3d data.synthetic.side=12 data.synthetic.classes=3 data.synthetic.train=64 \
   data.augment.crop_pad=0 data.augment.hflip=false train.batch_size=4
+run_measure cnn3d_recompute model.arch=cnn3d model.width=8 model.depth=4 model.checkpoint=recompute \
+  data.name=synthetic3d data.synthetic.side=12 data.synthetic.classes=3 data.synthetic.train=64 \
+  data.augment.crop_pad=0 data.augment.hflip=false train.batch_size=4
 run_measure cnn3d_kfac_fp16 model.arch=cnn3d model.width=4 model.depth=3 precision.compute=fp16 \
   kfac.enabled=true data.name=synthetic3d data.synthetic.side=8 data.synthetic.classes=3 \
   data.synthetic.train=64 data.augment.crop_pad=0 data.augment.hflip=false train.batch_size=4
@@ -58,16 +61,18 @@ run_measure vgg_bf16 model.arch=vgg model.width=8 model.depth=3 model.checkpoint
   bad "plan --search failed: $(tail -3 "$work/search.log")"
 awk '
   $1 ~ /^(f32|bf16|f16)$/ {
-    key = $1 " " $2 " " $3; side[$1, ($2 == "none")] = $(NF - 1)
+    mode = $2 == "none" ? "none" : $2 == "recompute" ? "rc" : "ck"; side[$1, mode] = $(NF - 1)
     if ($NF > 2.0) { print "FAIL: " $0 " is over the 2 GiB budget"; bad = 1 }
     n++
   }
   END {
-    if (n != 6) { print "FAIL: --search printed " n " rows, not 6"; bad = 1 }
+    if (n != 9) { print "FAIL: --search printed " n " rows, not 9"; bad = 1 }
     split("f32 bf16 f16", d, " ")
-    for (i = 1; i <= 3; i++)
-      if (side[d[i], 0] <= side[d[i], 1]) { print "FAIL: " d[i] ": checkpointed side " side[d[i], 0] " not above plain " side[d[i], 1]; bad = 1 }
-    if (side["f16", 1] <= side["f32", 1]) { print "FAIL: fp16 side not above fp32"; bad = 1 }
+    for (i = 1; i <= 3; i++) {
+      if (side[d[i], "ck"] <= side[d[i], "none"]) { print "FAIL: " d[i] ": checkpointed side " side[d[i], "ck"] " not above plain " side[d[i], "none"]; bad = 1 }
+      if (side[d[i], "rc"] < side[d[i], "ck"]) { print "FAIL: " d[i] ": recomputed side " side[d[i], "rc"] " below checkpointed " side[d[i], "ck"]; bad = 1 }
+    }
+    if (side["f16", "none"] <= side["f32", "none"]) { print "FAIL: fp16 side not above fp32"; bad = 1 }
     exit bad
   }' "$work/search.log" && ok || bad "search table: $(cat "$work/search.log")"
 "$ng" plan --config "$work/small.yaml" --search batch --budget 64MiB >"$work/batch.log" 2>&1 &&

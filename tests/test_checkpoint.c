@@ -88,7 +88,8 @@ static void done(outcome *o) {
 }
 
 static void check_specs(const char *what, const ng_arch *a, int batch, ng_dtype compute) {
-    static const char *specs[] = {"every 1", "every 2", "every 3", "0,2", "[1]", "all"};
+    static const char *specs[] = {"every 1", "every 2", "every 3",  "0,2",
+                                  "[1]",     "all",     "recompute"};
     uint64_t seed = ng_test_seed();
     outcome plain = run(*a, "none", compute, batch, seed);
     NG_TEST(plain.obs.inputs > 0, "%s: the observer saw nothing", what);
@@ -143,6 +144,12 @@ static void test_peak_falls(void) {
      * peak falls by 2d / (d + 2), 1.5x for 6 blocks (test_plan holds both to the plan exactly). */
     NG_TEST(c.act_peak * 3 <= p.act_peak * 2, "cnn3d per stage: checkpointed peak %zu, plain %zu",
             c.act_peak, p.act_peak);
+    /* Recomputed, at most one block output lives besides the replayed block's two and the one
+     * the chain is moving: 4 tensors (and the 1-channel input) for any depth, against 6 + 2. */
+    outcome r = run(d, "recompute", NG_F32, 2, seed);
+    NG_TEST(r.act_peak * 3 <= c.act_peak * 2, "cnn3d recomputed: peak %zu, checkpointed %zu",
+            r.act_peak, c.act_peak);
+    done(&r);
     done(&p), done(&c);
 }
 

@@ -86,16 +86,17 @@ int main(void) {
         a.img = 16, a.width = 8;
         check("nin", a, "none", dt, 2, 0);
         check("nin", a, "every 1", dt, 2, 0);
+        check("nin", a, "recompute", dt, 2, 0);
         a = arch("vgg");
         a.img = 16, a.width = 4, a.depth = 3;
-        const char *specs[] = {"none", "every 1", "every 2", "1", "0,2"};
-        for (int k = 0; k < 5; k++) check("vgg", a, specs[k], dt, 2, k == 1);
+        const char *specs[] = {"none", "every 1", "every 2", "1", "0,2", "recompute"};
+        for (int k = 0; k < 6; k++) check("vgg", a, specs[k], dt, 2, k == 1);
         a = arch("cnn3d");
         a.img = 10, a.width = 4, a.depth = 4;
-        for (int k = 0; k < 5; k++) check("cnn3d", a, specs[k], dt, 2, k == 2);
+        for (int k = 0; k < 6; k++) check("cnn3d", a, specs[k], dt, 2, k == 2);
         a = arch("vit");
         a.img = 16, a.patch = 4, a.width = 32, a.heads = 2, a.depth = 4, a.dropout = 0.1;
-        for (int k = 0; k < 5; k++) check("vit with dropout", a, specs[k], dt, 3, k == 1);
+        for (int k = 0; k < 6; k++) check("vit with dropout", a, specs[k], dt, 3, k == 1 || k == 5);
     }
     /* a 3D-CNN big enough that a sample's im2col columns exceed the 64 MiB scratch cap, so the
      * convolutions work in position chunks */
