@@ -22,7 +22,7 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
 # Issue 10's figures: the 3D-CNN at 128^3 batch 2 in fp16, plain and checkpointed, beside PyTorch
 # on the same GPU; the largest cube natgrad plans (and then trains) against PyTorch's.
-for ck in none all; do
+for ck in none all recompute; do
   "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --precision fp16 --checkpoint $ck \
     --json "$out/cnn3d_128_fp16_$ck.json"
 done
@@ -35,6 +35,16 @@ cnn3d_gpu_md=(--set data.name=synthetic3d --set model.arch=cnn3d --set model.wid
 "$ng" plan "${cnn3d_gpu_md[@]}" --set train.batch_size=2 --set data.synthetic.side=128 \
   --set precision.compute=fp16 --set model.checkpoint=all --measure --steps 3 2>&1 | tee "$out/plan_cnn3d_128.txt"
 python3 "$root/experiments/memory/torch_cnn3d.py" largest --batch 1 | tee "$out/torch_cnn3d_largest.jsonl"
+# The largest cube the plan finds with recompute, trained for real (two steps; time and peak).
+side=$(awk '$1 == "f16" && $2 == "recompute" { print $3 }' "$out/plan_cnn3d_search.txt")
+[ -n "$side" ] && timeout 300 "$ng" bench --model cnn3d --img "$side" --batch 1 --device cuda \
+  --precision fp16 --checkpoint recompute --steps 2 --json "$out/cnn3d_largest_recompute.json" \
+  2>&1 | tee "$out/cnn3d_largest_recompute.txt"
+# Issue 13: fp16 inference per layer on the GPU, and the VGG/NIN image-size sweep.
+"$ng" bench --model vgg --per-layer --batch 256 --device cuda --json "$out/vgg_per_layer.json" \
+  2>&1 | tee "$out/vgg_per_layer.txt"
+DEVICE=cuda STEPS=3 timeout 240 bash "$root/experiments/image_size/run.sh" "$build" "$out/image_size" \
+  2>&1 | tail -16
 # NCCL on one GPU (one rank): every algorithm degenerates to the identity, but the backend,
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
