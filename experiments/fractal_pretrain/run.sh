@@ -5,7 +5,8 @@
 # for several seeds; summarize.py turns the run directories into a table and a plot.
 # usage: experiments/fractal_pretrain/run.sh [BUILD_DIR] [OUT_DIR]
 # Environment: PRE_EPOCHS (4), FT_EPOCHS (2), SEEDS ("0 1 2"), PRETRAIN ("adamw kfac"),
-# KFAC_LR (0.05), MNIST (../shared/data/mnist); extra `--set` arguments for every run in SETS.
+# KFAC_LR (0.05), MNIST (../shared/data/mnist), PYTHON (python3; one with matplotlib draws the
+# plot); extra `--set` arguments for every run in SETS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -46,4 +47,4 @@ for seed in ${SEEDS:-0 1 2}; do
     train "$out/ft_${start}_s$seed" "${args[@]}"
   done
 done
-python3 "$here/summarize.py" "$out"
+"${PYTHON:-python3}" "$here/summarize.py" "$out"

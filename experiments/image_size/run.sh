@@ -8,6 +8,7 @@
 # usage: experiments/image_size/run.sh [BUILD_DIR] [OUT_DIR]
 # Environment: DEVICE (cpu), MODELS ("vgg nin"), SIDES ("32 64 128 256 512 1024"), BATCH (8),
 # STEPS (3), BUDGET (16GiB on the CPU, the device's memory on a GPU).
+# PYTHON (python3; one with matplotlib draws the plot).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ng=${1:-$here/../../build}/natgrad
@@ -51,4 +52,4 @@ PY
     tail -1 "$rows"
   done
 done
-python3 "$here/summarize.py" "$rows" "$out" "$dev"
+"${PYTHON:-python3}" "$here/summarize.py" "$rows" "$out" "$dev"
