@@ -67,10 +67,11 @@ lrs_for() { # method batch -> the learning rates to sweep
   v=LRS_$m
   [ -z "${!v:-}" ] || { echo "${!v}"; return; }
   # Centred on the best rates of experiments/sgd_vs_kfac (SGD 0.1 at 128, 0.32 at 2,048 where
-  # 0.8 diverged; K-FAC 0.005 at 128, flat over 0.08-0.8 at 2,048 under the KL clip).
+  # 0.8 diverged; K-FAC 0.005 at 128, flat over 0.08-0.8 at 2,048 under the KL clip). SGD's
+  # fourth rate at 128 and 512 was added when its best first came out at the top of the list.
   case $1:$b in
-    sgd:128) echo "0.05 0.1 0.2" ;;
-    sgd:512) echo "0.1 0.2 0.4" ;;
+    sgd:128) echo "0.05 0.1 0.2 0.4" ;;
+    sgd:512) echo "0.1 0.2 0.4 0.8" ;;
     sgd:*) echo "0.1 0.2 0.4" ;;
     *:128) echo "0.002 0.005 0.01" ;;
     *:512) echo "0.005 0.01 0.02" ;;
@@ -107,7 +108,7 @@ train_one() { # method batch lr seed
     --set data.dir="$mnist" --set train.batch_size="$b" --set train.epochs="$epochs" \
     --set optimizer.lr="$lr" --set train.checkpoint_every=1000000000 "${extra[@]}" \
     >"$run.log" 2>&1; then
-    echo "  failed: $(tail -1 "$run.log")" >&2
+    echo "  failed: $(grep -m1 'error:' "$run.log" || tail -1 "$run.log")" >&2
     return 0
   fi
   "$natgrad" eval --config "$run/config.yaml" --weights "$run/final.safetensors" \
@@ -119,6 +120,8 @@ final_acc() { # run directory -> its final test accuracy, 0 when the run failed
   grep -o '"test_accuracy": [0-9.]*' "$1/result.json" 2>/dev/null | awk '{ print $2 }' || echo 0
 }
 
+# The learning rates phase 2 picks in this invocation (a rerun picks again from the sweep's results).
+rm -f "$out/chosen.txt"
 # A batch size is finished, both phases, before the next starts: a study cut short by time has
 # whole batch sizes rather than sweeps without seeds.
 for b in $batches; do
@@ -141,5 +144,4 @@ for b in $batches; do
     done
   done
 done
-if [ -f "$out/chosen.txt" ]; then sort -u -o "$out/chosen.txt" "$out/chosen.txt"; fi
 echo "done; summarize with: python3 $root/experiments/large_batch/summarize.py $out"

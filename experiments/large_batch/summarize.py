@@ -98,7 +98,7 @@ def main():
     def col(rs, field):
         return mean_std([r[field] for r in rs.values()])
 
-    lines = ["| method | batch | steps | lr | seeds | final test acc (mean ± std) | best acc | "
+    lines = ["| method | batch | steps | lr | seeds | final test acc (mean ± std) | best acc (mean over seeds) | "
              "test loss | train loss | gap (test - train loss) | train acc | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in batches:
@@ -121,7 +121,14 @@ def main():
               "|---|---|---|---|---|---|---|---|"]
     for m, b, lr, r in sorted(sweep, key=lambda x: (x[1], METHODS.index(x[0]), float(x[2]))):
         if r is None:
-            lines.append(f"| {LABELS[m]} | {b} | {lr} | failed | - | - | - | - |")
+            why = "failed"
+            try:
+                with open(os.path.join(root, f"{m}_b{b}_lr{lr}_s0.log")) as f:
+                    if "training diverged" in f.read():
+                        why = "diverged"
+            except OSError:
+                pass
+            lines.append(f"| {LABELS[m]} | {b} | {lr} | {why} | - | - | - | - |")
         else:
             lines.append(f"| {LABELS[m]} | {b} | {lr} | {100 * r['acc']:.2f}% | "
                          f"{100 * r['best']:.2f}% | {r['test_loss']:.4f} | "
