@@ -15,6 +15,11 @@ extern "C" {
  * before any CPU compute (natgrad's main does; layers call it before their first primitive). */
 int ng_threads(void);
 
+/* Element count below which natgrad's own loops stay on one thread: forking a team costs a few
+ * microseconds, about what 32K simple elements take. Loops split only over independent outputs
+ * (elements, channels, planes), never a sum, so results do not depend on the thread count. */
+#define NG_OMP_MIN 32768
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
@@ -37,6 +38,8 @@ static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng
                              ng_tensor *y, ng_tensor *argmax) {
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
     double kk = (double)ng_win3_k_size(w);
+    /* planes are independent (a window stays in its plane) */
+#pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
     for (int64_t pl = 0; pl < planes; pl++)
         for (int64_t o = 0; o < out; o++) {
             int64_t ow = o % w->out[2], t = o / w->out[2], oh = t % w->out[1], od = t / w->out[1];
@@ -75,6 +78,7 @@ static void pool_backward_cpu(int max, const ng_win3 *w, int64_t planes, const n
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
     double kk = (double)ng_win3_k_size(w);
     memset(dx->data, 0, ng_tensor_bytes(dx));
+#pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
     for (int64_t pl = 0; pl < planes; pl++)
         for (int64_t o = 0; o < out; o++) {
             double g = ld(dy->data, dy->dtype, pl * out + o);
@@ -104,6 +108,7 @@ static void pool_backward_cpu(int max, const ng_win3 *w, int64_t planes, const n
 }
 
 static void global_forward_cpu(const ng_tensor *x, int64_t R, int64_t S, ng_tensor *y) {
+#pragma omp parallel for schedule(static) if (R * S >= NG_OMP_MIN)
     for (int64_t r = 0; r < R; r++) {
         double sum = 0;
         for (int64_t s = 0; s < S; s++) sum += ld(x->data, x->dtype, r * S + s);
@@ -112,6 +117,7 @@ static void global_forward_cpu(const ng_tensor *x, int64_t R, int64_t S, ng_tens
 }
 
 static void global_backward_cpu(const ng_tensor *dy, int64_t R, int64_t S, ng_tensor *dx) {
+#pragma omp parallel for schedule(static) if (R * S >= NG_OMP_MIN)
     for (int64_t r = 0; r < R; r++) {
         double v = ld(dy->data, dy->dtype, r) / (double)S;
         for (int64_t s = 0; s < S; s++) st(dx->data, dx->dtype, r * S + s, v);
