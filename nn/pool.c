@@ -43,8 +43,10 @@ static void clamp_window(int64_t p0, int64_t k, int64_t n, int64_t *lo, int64_t 
 /* f32 pooling, the models' case: the general loop's visiting order and tie rule (the first
  * maximum, the last NaN) with the window clamped to the input once per output instead of a
  * bounds test and a dtype switch per element. */
-static void pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const float *x, float *y,
-                             int32_t *argmax) {
+__attribute__((optimize("no-trapping-math"))) /* as in relu_backward_f32: selects, not jumps */
+static void
+pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const float *x, float *y,
+                 int32_t *argmax) {
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
     double kk = (double)ng_win3_k_size(w);
 #pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
@@ -68,8 +70,13 @@ static void pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const fl
                             int64_t row = ((id0 + kd) * w->in[1] + ih0 + kh) * w->in[2] + iw0;
                             for (int64_t kw = w0; kw < w1; kw++) {
                                 float v = xp[row + kw];
-                                if (max) {
-                                    if (arg < 0 || v > best || isnan(v)) best = v, arg = row + kw;
+                                if (max) { /* masks, not branches: the data decide */
+                                    int64_t take = -(int64_t)((arg < 0) | (v > best) | (v != v));
+                                    int32_t vb, bb;
+                                    memcpy(&vb, &v, 4), memcpy(&bb, &best, 4);
+                                    bb = (vb & (int32_t)take) | (bb & ~(int32_t)take);
+                                    memcpy(&best, &bb, 4);
+                                    arg = ((row + kw) & take) | (arg & ~take);
                                 } else {
                                     sum += v;
                                 }
