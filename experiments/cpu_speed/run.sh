@@ -11,6 +11,11 @@ build=${1:-$here/../../build-cpu}
 threads=${2:-2}
 rounds=${3:-2}
 steps=${4:-5}
+# Both sides run on GNU OpenMP, whose threads spin at barriers by default; on a machine shared
+# with other jobs a spinning thread keeps the core from the thread it waits for, and either side's
+# figure then swings 2-5x between runs. Passive waiting (the same for both) is the fair setting
+# there; pass OMP_WAIT_POLICY=active to measure the default.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 py=/usr/bin/python3 # Debian's interpreter, which python3-torch installs into
 $py -c 'import torch' 2>/dev/null || {
   echo "run.sh: PyTorch missing: apt-get install python3-torch" >&2
@@ -21,7 +26,7 @@ trap 'rm -rf "$tmp"' EXIT
 # model:batch[:img]
 models=${NG_SPEED_MODELS:-"mlp:256 lenet:256 vgg:64 nin:64 cnn3d:2"}
 echo "cpu_speed: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-  "threads $threads, $rounds rounds of $steps steps"
+  "threads $threads, $rounds rounds of $steps steps, OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 printf '%-10s %6s %14s %14s %8s\n' model batch "natgrad ms" "pytorch ms" ratio
 for m in $models; do
   IFS=: read -r name batch img <<<"$m"
