@@ -24,7 +24,7 @@ $py -c 'import torch' 2>/dev/null || {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # model:batch[:img]
-models=${NG_SPEED_MODELS:-"mlp:256 lenet:256 vgg:64 nin:64 cnn3d:2"}
+models=${NG_SPEED_MODELS:-"mlp:256 lenet:256 vgg:64 nin:64 cnn3d:2 vit:64"}
 echo "cpu_speed: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
   "threads $threads, $rounds rounds of $steps steps, OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 printf '%-10s %6s %14s %14s %8s\n' model batch "natgrad ms" "pytorch ms" ratio

@@ -66,7 +66,31 @@ def build(model, img):
             cin = 16
         layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, 2)]
         return nn.Sequential(*layers), (1, img, img, img)
+    if model in ("vit", "vit_tiny_patch4_28"):
+        return ViT(img or 28, 4, 1, 192, 12, 3, 10), (1, img or 28, img or 28)
     raise SystemExit(f"torch_zoo.py: unknown model {model}")
+
+
+class ViT(nn.Module):
+    """timm's ViT as nn/transformer.c builds it: patch projection, class token, position
+    embedding, pre-norm blocks (attention, GELU MLP of 4 dim), final norm, head on the class
+    token; no dropout."""
+
+    def __init__(self, img, patch, in_ch, dim, depth, heads, classes):
+        super().__init__()
+        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, (img // patch) ** 2 + 1, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(t))[:, 0])
 
 
 def main():
