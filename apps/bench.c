@@ -15,6 +15,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "nn/models.h"
@@ -155,8 +156,9 @@ int ng_cmd_bench(int argc, char **argv) {
     double med = ms[steps / 2];
     double act = m->acts.peak / 1048576.0, scratch = m->grads.peak / 1048576.0;
     size_t peak = ng_mem_stats_get(dev).peak;
-    printf("natgrad bench: %s, batch %lld, %s, %s, checkpointing %s, %d steps\n", arch,
-           (long long)batch, ng_device_name(dev), ng_dtype_name(compute), spec, steps);
+    printf("natgrad bench: %s, batch %lld, %s, %s, checkpointing %s, %d steps, %d CPU threads\n",
+           arch, (long long)batch, ng_device_name(dev), ng_dtype_name(compute), spec, steps,
+           ng_threads());
     printf("%-24s %6s %10s %10s %12s %12s %12s %12s\n", "model", "batch", "ms/step", "img/s",
            "act MiB", "scratch MiB", "peak MiB", "params");
     printf("%-24s %6lld %10.2f %10.1f %12.1f %12.1f %12.1f %12lld\n", arch, (long long)batch, med,

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "apps/commands.h"
+#include "core/threads.h"
 
 static const struct {
     const char *name, *help;
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    ng_threads(); /* on the main thread, whose OpenMP setting the compute runs under */
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "natgrad: error: unknown command '%s'\n\n", argv[1]);

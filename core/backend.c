@@ -1,6 +1,8 @@
 /* Picks the backend for a device: the one place that knows whether CUDA was built in. */
 #include "backend.h"
 
+#include "core/threads.h"
+
 extern const ng_backend ng_cpu_backend_table;
 #ifdef NG_HAVE_CUDA
 extern const ng_backend ng_cuda_backend_table;
@@ -17,7 +19,10 @@ const ng_backend *ng_backend_cuda(void) {
 }
 
 const ng_backend *ng_backend_for(ng_device dev, const char *what) {
-    if (dev == NG_CPU) return &ng_cpu_backend_table;
+    if (dev == NG_CPU) {
+        ng_threads(); /* NG_THREADS reaches OpenBLAS before the first CPU op */
+        return &ng_cpu_backend_table;
+    }
     const ng_backend *b = dev == NG_CUDA ? ng_backend_cuda() : NULL;
     NG_CHECK(b, "%s: device %s is not available in this build (natgrad was built without CUDA)",
              what, ng_device_name(dev));

@@ -2,8 +2,10 @@
 #include "build_info.h"
 
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include "backend.h"
+#include "core/threads.h"
 
 /* MPI and NCCL are linked into comm/ only; comm/ registers its version reporters when it is
  * linked into the program. */
@@ -27,6 +29,10 @@ void ng_print_build_info(FILE *f) {
 #endif
     fprintf(f, "BLAS:      OpenBLAS %s (%d threads) + LAPACKE\n", openblas_get_config(),
             openblas_get_num_threads());
+    const dnnl_version_t *v = dnnl_version();
+    fprintf(f, "oneDNN:    %d.%d.%d (%s, CPU convolutions)\n", v->major, v->minor, v->patch,
+            v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other runtime");
+    fprintf(f, "Threads:   %d (NG_THREADS; OpenBLAS, oneDNN and natgrad's loops)\n", ng_threads());
     fprintf(f, "MPI:       %s\n", mpi_version ? mpi_version() : "not linked into this program");
 #ifdef NG_HAVE_CUDA
     ng_cuda_print_info(f, nccl_version ? nccl_version() : "not linked into this program");

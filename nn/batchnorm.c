@@ -9,6 +9,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
@@ -40,14 +41,25 @@ static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_
                            ng_tensor *y, int64_t A, int64_t C, int64_t S, int training, int update,
                            double momentum, double eps) {
     double M = (double)(A * S);
+    int f32 = x->dtype == NG_F32 && y->dtype == NG_F32;
+    /* channels are independent: each keeps its own sums in its own order */
+#pragma omp parallel for schedule(static) if (A * C * S >= NG_OMP_MIN)
     for (int64_t c = 0; c < C; c++) {
         double mu, is;
         if (training) {
             double k = ld(x->data, x->dtype, c * S), s1 = 0, s2 = 0;
             for (int64_t a = 0; a < A; a++)
-                for (int64_t s = 0; s < S; s++) {
-                    double v = ld(x->data, x->dtype, (a * C + c) * S + s) - k;
-                    s1 += v, s2 += v * v;
+                if (f32) { /* the same sums without a dtype switch per element */
+                    const float *xs = (const float *)x->data + (a * C + c) * S;
+                    for (int64_t s = 0; s < S; s++) {
+                        double v = (double)xs[s] - k;
+                        s1 += v, s2 += v * v;
+                    }
+                } else {
+                    for (int64_t s = 0; s < S; s++) {
+                        double v = ld(x->data, x->dtype, (a * C + c) * S + s) - k;
+                        s1 += v, s2 += v * v;
+                    }
                 }
             double m1 = s1 / M, var = s2 / M - m1 * m1;
             if (var < 0) var = 0;
@@ -68,9 +80,16 @@ static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_
         double scale = is * ld(gamma->data, gamma->dtype, c),
                shift = ld(beta->data, beta->dtype, c);
         for (int64_t a = 0; a < A; a++)
-            for (int64_t s = 0; s < S; s++) {
-                int64_t i = (a * C + c) * S + s;
-                st(y->data, y->dtype, i, (ld(x->data, x->dtype, i) - mu) * scale + shift);
+            if (f32) {
+                const float *xs = (const float *)x->data + (a * C + c) * S;
+                float *ys = (float *)y->data + (a * C + c) * S;
+                for (int64_t s = 0; s < S; s++)
+                    ys[s] = (float)(((double)xs[s] - mu) * scale + shift);
+            } else {
+                for (int64_t s = 0; s < S; s++) {
+                    int64_t i = (a * C + c) * S + s;
+                    st(y->data, y->dtype, i, (ld(x->data, x->dtype, i) - mu) * scale + shift);
+                }
             }
     }
 }
@@ -80,14 +99,25 @@ static void bn_backward_cpu(const ng_tensor *x, const ng_tensor *dy, const ng_te
                             ng_tensor *dbeta, ng_tensor *dx, int64_t A, int64_t C, int64_t S,
                             int training) {
     double M = (double)(A * S);
+    int f32 = x->dtype == NG_F32 && dy->dtype == NG_F32 && (!dx || dx->dtype == NG_F32);
+#pragma omp parallel for schedule(static) if (A * C * S >= NG_OMP_MIN)
     for (int64_t c = 0; c < C; c++) {
         double mu = ((const double *)mean->data)[c], is = ((const double *)invstd->data)[c];
         double sdy = 0, sdyx = 0;
         for (int64_t a = 0; a < A; a++)
-            for (int64_t s = 0; s < S; s++) {
-                int64_t i = (a * C + c) * S + s;
-                double g = ld(dy->data, dy->dtype, i);
-                sdy += g, sdyx += g * (ld(x->data, x->dtype, i) - mu);
+            if (f32) {
+                const float *xs = (const float *)x->data + (a * C + c) * S;
+                const float *gs = (const float *)dy->data + (a * C + c) * S;
+                for (int64_t s = 0; s < S; s++) {
+                    double g = gs[s];
+                    sdy += g, sdyx += g * ((double)xs[s] - mu);
+                }
+            } else {
+                for (int64_t s = 0; s < S; s++) {
+                    int64_t i = (a * C + c) * S + s;
+                    double g = ld(dy->data, dy->dtype, i);
+                    sdy += g, sdyx += g * (ld(x->data, x->dtype, i) - mu);
+                }
             }
         st(dgamma->data, dgamma->dtype, c, ld(dgamma->data, dgamma->dtype, c) + sdyx * is);
         st(dbeta->data, dbeta->dtype, c, ld(dbeta->data, dbeta->dtype, c) + sdy);
@@ -95,10 +125,21 @@ static void bn_backward_cpu(const ng_tensor *x, const ng_tensor *dy, const ng_te
         double scale = ld(gamma->data, gamma->dtype, c) * is;
         double k1 = training ? sdy / M : 0, k2 = training ? sdyx * is / M : 0;
         for (int64_t a = 0; a < A; a++)
-            for (int64_t s = 0; s < S; s++) {
-                int64_t i = (a * C + c) * S + s;
-                double xhat = (ld(x->data, x->dtype, i) - mu) * is;
-                st(dx->data, dx->dtype, i, scale * (ld(dy->data, dy->dtype, i) - k1 - xhat * k2));
+            if (f32) {
+                const float *xs = (const float *)x->data + (a * C + c) * S;
+                const float *gs = (const float *)dy->data + (a * C + c) * S;
+                float *ds = (float *)dx->data + (a * C + c) * S;
+                for (int64_t s = 0; s < S; s++) {
+                    double xhat = ((double)xs[s] - mu) * is;
+                    ds[s] = (float)(scale * ((double)gs[s] - k1 - xhat * k2));
+                }
+            } else {
+                for (int64_t s = 0; s < S; s++) {
+                    int64_t i = (a * C + c) * S + s;
+                    double xhat = (ld(x->data, x->dtype, i) - mu) * is;
+                    st(dx->data, dx->dtype, i,
+                       scale * (ld(dy->data, dy->dtype, i) - k1 - xhat * k2));
+                }
             }
     }
 }

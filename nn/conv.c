@@ -1,7 +1,8 @@
-/* The convolution layer. Everywhere: im2col/vol2col + ng_gemm, in chunks of whole samples or of
- * output positions so that the column matrix of a large volume stays inside a fixed scratch.
- * On CUDA, cuDNN runs instead wherever it can take the shape. The CPU twins of the patch
- * kernels live here; their CUDA twins are in conv_cuda.cu. */
+/* The convolution layer. f32 on the CPU runs on oneDNN (conv_onednn.c), on CUDA cuDNN wherever
+ * it can take the shape. Everything else (f64 gradient checks, f16/bf16, which must round as the
+ * GPU does, and the tests' reference) runs im2col/vol2col + ng_gemm, in chunks of whole samples
+ * or of output positions so that the column matrix of a large volume stays inside a fixed
+ * scratch. The CPU twins of the patch kernels live here; their CUDA twins are in conv_cuda.cu. */
 #include "nn/conv.h"
 
 #include <stdio.h>
@@ -21,14 +22,24 @@
 
 typedef struct {
     ng_conv_geom g;
-    ng_tensor x; /* the input of the last forward, for backward */
-    void *cudnn; /* cuDNN descriptors and algorithms per input shape (CUDA builds) */
+    ng_tensor x;  /* the input of the last forward, for backward */
+    void *cudnn;  /* cuDNN descriptors and algorithms per input shape (CUDA builds) */
+    void *onednn; /* oneDNN primitives per input shape */
 } conv_state;
 
-static int use_cudnn = 1;
+static int use_cudnn = 1, use_onednn = 1;
 
 void ng_conv_use_cudnn(int enabled) {
     use_cudnn = enabled;
+}
+
+void ng_conv_use_onednn(int enabled) {
+    use_onednn = enabled;
+}
+
+/* oneDNN runs this tensor's convolution (it then also adds the bias and its gradient). */
+static int onednn_for(const ng_tensor *x) {
+    return use_onednn && ng_conv_onednn_takes(x);
 }
 
 /* ---- CPU twins of the patch kernels -------------------------------------------------------- */
@@ -397,6 +408,11 @@ static ng_tensor conv_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, x);
     if (!y.numel) return y;
+    if (onednn_for(x)) {
+        const ng_tensor *b = s->g.bias ? &l->params[1].compute : NULL;
+        ng_conv_onednn_forward(&s->onednn, &s->g, x, &l->params[0].compute, b, &y, ctx->grads);
+        return y;
+    }
     int done = 0;
     if (x->device == NG_CUDA && use_cudnn)
         NG_CUDA_ONLY(done = ng_conv_cudnn_forward(&s->cudnn, &s->g, x, &l->params[0].compute, &y));
@@ -428,6 +444,12 @@ static void conv_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
         if (dx) ng_fill(dx, 0);
         return;
     }
+    if (onednn_for(&s->x)) {
+        ng_tensor *db = s->g.bias ? &l->params[1].grad : NULL;
+        ng_conv_onednn_backward(&s->onednn, &s->g, &s->x, &l->params[0].compute, dy,
+                                &l->params[0].grad, db, dx, ctx->grads);
+        return;
+    }
     int done = 0;
     if (dy->device == NG_CUDA && use_cudnn)
         NG_CUDA_ONLY(done = ng_conv_cudnn_backward(&s->cudnn, &s->g, &s->x, &l->params[0].compute,
@@ -449,6 +471,8 @@ static void conv_destroy(ng_layer *l) {
     conv_state *s = l->impl;
     if (s->cudnn) NG_CUDA_ONLY(ng_conv_cudnn_free(s->cudnn));
     s->cudnn = NULL;
+    ng_conv_onednn_free(s->onednn);
+    s->onednn = NULL;
 }
 
 /* The im2col chunks as gemm_forward and gemm_backward take them from an arena with room. */
@@ -480,6 +504,10 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         ng_sim_capture(sim, l, ndim, in, dt);
     }
     if (!ny || (backward && !nx)) return;
+    if (use_onednn && sim->device == NG_CPU && dt == NG_F32) {
+        ng_conv_onednn_plan(&s->onednn, &s->g, ndim, in, backward, need_dx, &sim->grads);
+        return;
+    }
     int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
     if (!cudnn) {
         int64_t out_sp[3];

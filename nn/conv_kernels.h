@@ -54,6 +54,30 @@ static inline ng_win3 ng_win3_from_conv(const ng_conv_geom *g, const int64_t *in
  * where cuDNN cannot take a tensor) runs and can be tested; 1 (the default) enables it. */
 void ng_conv_use_cudnn(int enabled);
 
+/* 0 sends f32 CPU convolutions to the im2col + GEMM path (the reference the tests hold oneDNN
+ * to, and what K-FAC's patches share) instead of oneDNN; 1 (the default) uses oneDNN. */
+void ng_conv_use_onednn(int enabled);
+
+/* ---- conv_onednn.c ----------------------------------------------------------------------- */
+struct ng_arena;
+struct ng_sim_arena;
+/* Whether oneDNN takes x (f32 on the CPU); f64 (gradient checks) and f16/bf16 (which must round
+ * as the GPU does) run the im2col path. */
+int ng_conv_onednn_takes(const ng_tensor *x);
+/* y = conv(x, w) (+ b when g->bias); *cache holds primitives per input shape; the scratchpad
+ * comes from `scratch` and is released before returning. */
+void ng_conv_onednn_forward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
+                            const ng_tensor *w, const ng_tensor *b, ng_tensor *y,
+                            struct ng_arena *scratch);
+/* dw (and db when g->bias) += the gradients; dx, when not NULL, is written. */
+void ng_conv_onednn_backward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
+                             const ng_tensor *w, const ng_tensor *dy, ng_tensor *dw, ng_tensor *db,
+                             ng_tensor *dx, struct ng_arena *scratch);
+/* The gradient-arena traffic of the forward (backward 0) or backward of input shape `in`. */
+void ng_conv_onednn_plan(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                         int backward, int need_dx, struct ng_sim_arena *grads);
+void ng_conv_onednn_free(void *cache);
+
 /* ---- conv_cuda.cu ------------------------------------------------------------------------ */
 /* cols [np, C k] of sample n, positions [p0, p0 + np). */
 void ng_im2col_cuda(const ng_tensor *x, int64_t n, const ng_win3 *w, int64_t p0, int64_t np,

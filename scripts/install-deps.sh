@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(cmake ninja-build gcc g++ make pkg-config git
       libopenblas-dev liblapacke-dev libyaml-dev libcjson-dev zlib1g-dev
       libarchive-dev libspng-dev
+      libdnnl-dev # oneDNN: the CPU convolutions, pooling and batch norm
       libopenmpi-dev openmpi-bin clang-format
       iproute2 util-linux) # ip, tc and unshare for the namespace cluster (scripts/cluster.sh)
 missing=()

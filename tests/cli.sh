@@ -22,6 +22,9 @@ expect 2 "usage" --
 expect 0 "commands" -- --help
 expect 2 "unknown command 'frobnicate'" -- frobnicate
 expect 0 "BLAS" -- info
+NG_THREADS=3 expect 0 "Threads:   3 (NG_THREADS" -- info
+NG_THREADS=abc expect 2 "NG_THREADS is 'abc'" -- info
+NG_THREADS=0 expect 2 "NG_THREADS is '0'; a thread count from 1 to 1024" -- info
 expect 0 "all checks passed" -- smoke
 expect 2 "--reps" -- bench-core --reps 0
 expect 2 "--device" -- bench-core --device tpu

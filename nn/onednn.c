@@ -1,0 +1,63 @@
+/* The oneDNN engine, stream and helpers shared by the CPU twins that use it. */
+#include "nn/onednn.h"
+
+#include <string.h>
+
+#include "core/threads.h"
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+
+dnnl_engine_t ng_dnnl_engine(void) {
+    if (!engine) {
+        ng_threads(); /* oneDNN sizes its OpenMP teams (and some scratchpads) from it */
+        NG_DNNL_CHECK(dnnl_engine_create(&engine, dnnl_cpu, 0));
+    }
+    return engine;
+}
+
+dnnl_stream_t ng_dnnl_stream(void) {
+    if (!stream)
+        NG_DNNL_CHECK(dnnl_stream_create(&stream, ng_dnnl_engine(), dnnl_stream_default_flags));
+    return stream;
+}
+
+dnnl_primitive_attr_t ng_dnnl_user_scratchpad(void) {
+    dnnl_primitive_attr_t a;
+    NG_DNNL_CHECK(dnnl_primitive_attr_create(&a));
+    NG_DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user));
+    return a;
+}
+
+size_t ng_dnnl_scratch_bytes(const_dnnl_primitive_desc_t pd) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    return md ? dnnl_memory_desc_get_size(md) : 0;
+}
+
+dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims) {
+    static const dnnl_format_tag_t tags[] = {
+        dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde};
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d = {0};
+    for (int i = 0; i < ndim; i++) d[i] = dims[i];
+    NG_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndim, d, dnnl_f32, tags[ndim]));
+    return md;
+}
+
+void ng_dnnl_run(dnnl_primitive_t prim, const_dnnl_primitive_desc_t pd, dnnl_memory_t *mems, int n,
+                 const ng_dnnl_buf *bufs) {
+    dnnl_exec_arg_t args[8];
+    NG_CHECK(n <= 8, "ng_dnnl_run: %d arguments; at most 8", n);
+    for (int i = 0; i < n; i++) {
+        if (!mems[i]) {
+            const dnnl_memory_desc_t *md =
+                dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, bufs[i].arg);
+            NG_CHECK(md, "ng_dnnl_run: the primitive has no argument %d", bufs[i].arg);
+            NG_DNNL_CHECK(dnnl_memory_create(&mems[i], md, ng_dnnl_engine(), DNNL_MEMORY_NONE));
+        }
+        NG_DNNL_CHECK(dnnl_memory_set_data_handle(mems[i], bufs[i].data));
+        args[i] = (dnnl_exec_arg_t){bufs[i].arg, mems[i]};
+    }
+    NG_DNNL_CHECK(dnnl_primitive_execute(prim, ng_dnnl_stream(), n, args));
+    NG_DNNL_CHECK(dnnl_stream_wait(ng_dnnl_stream()));
+}

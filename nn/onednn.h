@@ -1,0 +1,48 @@
+/* Internal to the CPU twins that run on oneDNN (conv_onednn.c so far; pooling is the next
+ * candidate, docs/BENCHMARKS.md): the one engine and stream, the check macro, and running a
+ * primitive on natgrad's buffers. Primitives are created with a user scratchpad, so their scratch
+ * comes from natgrad's gradient arena and the memory plan predicts it. */
+#ifndef NG_ONEDNN_H
+#define NG_ONEDNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "core/error.h"
+
+/* A oneDNN call that fails is a library failure (as NG_CUDNN_CHECK): print and abort. */
+#define NG_DNNL_CHECK(call)                                                                        \
+    do {                                                                                           \
+        dnnl_status_t ng_s_ = (call);                                                              \
+        if (ng_s_ != dnnl_success)                                                                 \
+            ng_lib_fail("oneDNN", __FILE__, __LINE__, #call, dnnl_status2str(ng_s_));              \
+    } while (0)
+
+/* The CPU engine and its stream, made on first use (after NG_THREADS is applied). */
+dnnl_engine_t ng_dnnl_engine(void);
+dnnl_stream_t ng_dnnl_stream(void);
+
+/* An attribute asking for a user scratchpad; free with dnnl_primitive_attr_destroy. */
+dnnl_primitive_attr_t ng_dnnl_user_scratchpad(void);
+
+/* The scratchpad bytes a primitive descriptor asks for (0: none). */
+size_t ng_dnnl_scratch_bytes(const_dnnl_primitive_desc_t pd);
+
+/* A plain (row-major, PyTorch-layout) f32 memory descriptor of ndim dims. */
+dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims);
+
+/* One argument of a primitive: its DNNL_ARG_* and natgrad's buffer. */
+typedef struct {
+    int arg;
+    void *data;
+} ng_dnnl_buf;
+
+/* Runs prim on the buffers (descriptors taken from pd) and waits for it; mems is the primitive's
+ * cache of memory objects, one per argument slot (n at most 8), made on the first run. */
+void ng_dnnl_run(dnnl_primitive_t prim, const_dnnl_primitive_desc_t pd, dnnl_memory_t *mems, int n,
+                 const ng_dnnl_buf *bufs);
+
+#endif

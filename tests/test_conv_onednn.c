@@ -1,0 +1,230 @@
+/* The CPU convolution on oneDNN against the im2col + GEMM reference path (ng_conv_use_onednn(0)):
+ * output, input gradient, weight and bias gradients, 2-D and 3-D, odd sizes, stride, padding,
+ * dilation, batch 1, with and without bias; bit-identical reruns (a fixed thread count gives a
+ * fixed summation order); gradients accumulate across backward passes; the memory plan of a
+ * oneDNN layer equals what it takes; primitives remade after the per-layer cache evicted them
+ * give the same bits.
+ *
+ * Tolerance. Both paths compute every element as an f32 sum of k products (forward: k = C
+ * prod(kernel) plus the bias; dx: k = out prod(kernel); dW and db: k = N x output positions), in
+ * different orders. Each is within k u S of the exact sum (u = 2^-24, S = the sum of the terms'
+ * magnitudes, computed here by the f64 reference on |x|, |w|, |dy|), so they differ by at most
+ * 2 k u S; a wrong index or a missed term is a difference of the size of a term, far above it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+#include "nn/conv.h"
+#include "nn/conv_kernels.h"
+#include "nn/model.h"
+#include "nn/plan.h"
+#include "testing.h"
+
+typedef struct {
+    double *y, *dx, *g;
+    int64_t ny, nx, ng;
+} pass;
+
+/* Forward on x and `passes` backward passes from dy (f64 host tensors) of make() built in dt
+ * from seed; `absolute` takes |w| and |b| (with |x| and |dy| given, the f64 reference then
+ * yields each element's sum of magnitudes). need_dx 0 asks for no input gradient. */
+static pass run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed, const ng_tensor *xh,
+                const ng_tensor *dyh, int absolute, int passes, int need_dx) {
+    ng_model *m = ng_model_new(make());
+    ng_model_build(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
+    if (absolute)
+        for (int i = 0; i < m->nparams; i++) {
+            ng_tensor *v = &m->params[i].param->value;
+            for (int64_t j = 0; j < v->numel; j++)
+                ((double *)v->data)[j] = fabs(((double *)v->data)[j]);
+        }
+    ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
+    ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
+    ng_cast(&x, xh), ng_cast(&dy, dyh);
+    ng_tensor dx = ng_tensor_new(dt, NG_CPU, x.ndim, x.shape, "dx");
+    ng_test_poison(&dx);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    ctx.retain = 1;
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    for (int p = 0; p < passes; p++)
+        m->root->ops->backward(m->root, &ctx, &dy, need_dx ? &dx : NULL);
+    pass r = {ng_test_to_f64(&y),
+              need_dx ? ng_test_to_f64(&dx) : NULL,
+              ng_test_to_f64(&m->flat_grads),
+              y.numel,
+              dx.numel,
+              m->numel};
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
+    ng_model_free(m);
+    return r;
+}
+
+static void pass_free(pass *p) {
+    free(p->y), free(p->dx), free(p->g);
+}
+
+static double max_abs(const double *v, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+/* |got - want| <= 2 k u mag, element by element. */
+static void close_by(const char *what, const char *part, const double *want, const double *got,
+                     const double *mag, int64_t n, int64_t k) {
+    double worst = 0;
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double tol = 2.0 * (double)k * 0x1p-24 * mag[i] + 1e-30;
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= tol) && (bad < 0 || e / tol > worst)) bad = i, worst = e / tol;
+    }
+    NG_TEST(bad < 0, "%s: %s element %lld: reference %.9g, oneDNN %.9g, error %.3g x tolerance",
+            what, part, (long long)bad, bad < 0 ? 0 : want[bad], bad < 0 ? 0 : got[bad], worst);
+}
+
+static const int64_t *cur_k, *cur_s, *cur_p, *cur_d;
+static int cur_nd, cur_bias;
+static int64_t cur_in, cur_out;
+static ng_layer *make_case(void) {
+    return ng_conv("conv", cur_nd, cur_in, cur_out, cur_k, cur_s, cur_p, cur_d, cur_bias);
+}
+
+static void one_case(const char *what, int nd, const int64_t *shape, int64_t out, const int64_t *k,
+                     const int64_t *s, const int64_t *p, const int64_t *d, int bias) {
+    cur_nd = nd, cur_in = shape[1], cur_out = out, cur_k = k, cur_s = s, cur_p = p, cur_d = d;
+    cur_bias = bias;
+    int ndim = nd + 2;
+    ng_layer *probe = make_case(); /* for its geometry */
+    ng_conv_geom g = ng_conv_geometry(probe);
+    ng_layer_free(probe);
+    int64_t osp[3], oshape[5] = {shape[0], out};
+    ng_conv_out_spatial(&g, shape + 2, osp, what);
+    int64_t P = 1, kp = 1;
+    for (int i = 0; i < nd; i++) oshape[2 + i] = osp[i], P *= osp[i], kp *= k[i];
+    ng_tensor x = ng_tensor_new(NG_F64, NG_CPU, ndim, shape, "x");
+    ng_tensor dy = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "dy");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_test_fill_uniform(&dy, -1, 1);
+    ng_tensor xa = ng_tensor_new(NG_F64, NG_CPU, ndim, shape, "|x|");
+    ng_tensor dya = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "|dy|");
+    for (int64_t i = 0; i < x.numel; i++) ((double *)xa.data)[i] = fabs(((double *)x.data)[i]);
+    for (int64_t i = 0; i < dy.numel; i++) ((double *)dya.data)[i] = fabs(((double *)dy.data)[i]);
+    uint64_t seed = ng_test_seed();
+
+    ng_conv_use_onednn(0);
+    pass ref = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    pass mag = run(make_case, NG_F64, seed, &xa, &dya, 1, 1, 1);
+    ng_conv_use_onednn(1);
+    pass got = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    pass again = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    pass twice = run(make_case, NG_F32, seed, &x, &dy, 0, 2, 0);
+
+    int64_t kf = shape[1] * kp + 1, kd = out * kp, kw = shape[0] * P;
+    close_by(what, "output", ref.y, got.y, mag.y, ref.ny, kf);
+    close_by(what, "input gradient", ref.dx, got.dx, mag.dx, ref.nx, kd);
+    close_by(what, "parameter gradients", ref.g, got.g, mag.g, ref.ng, kw);
+    NG_TEST(!memcmp(got.y, again.y, sizeof(double) * (size_t)got.ny) &&
+                !memcmp(got.dx, again.dx, sizeof(double) * (size_t)got.nx) &&
+                !memcmp(got.g, again.g, sizeof(double) * (size_t)got.ng),
+            "%s: a second oneDNN run is not bit-identical", what);
+    /* a + a is exact in f32, so two passes give exactly twice one pass's gradient */
+    int64_t off = 0;
+    for (int64_t i = 0; i < got.ng; i++) off += twice.g[i] != 2 * got.g[i];
+    NG_TEST(!off, "%s: two backward passes (no dx) are not twice one: %lld elements differ", what,
+            (long long)off);
+    NG_TEST(max_abs(got.dx, got.nx) > 0 && max_abs(got.g, got.ng) > 0, "%s: gradients are all zero",
+            what);
+    pass_free(&ref), pass_free(&mag), pass_free(&got), pass_free(&again), pass_free(&twice);
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
+}
+
+static void cases(void) {
+    const int64_t one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+    one_case("conv2d 3x3 pad 1", 2, (int64_t[]){2, 3, 7, 9}, 5, (int64_t[]){3, 3}, one,
+             (int64_t[]){1, 1}, one, 1);
+    one_case("conv2d 5x5 stride 2 odd sizes, batch 1", 2, (int64_t[]){1, 3, 13, 11}, 6,
+             (int64_t[]){5, 5}, (int64_t[]){2, 2}, (int64_t[]){2, 2}, one, 1);
+    one_case("conv2d 3x2 stride 2x1 pad 1x0, floored output", 2, (int64_t[]){3, 4, 10, 7}, 3,
+             (int64_t[]){3, 2}, (int64_t[]){2, 1}, (int64_t[]){1, 0}, one, 0);
+    one_case("conv2d 3x3 dilation 2x3 pad 2, no bias", 2, (int64_t[]){2, 2, 11, 13}, 4,
+             (int64_t[]){3, 3}, (int64_t[]){1, 2}, (int64_t[]){2, 2}, (int64_t[]){2, 3}, 0);
+    one_case("conv2d 1x1 (NIN's mlpconv)", 2, (int64_t[]){3, 8, 5, 5}, 7, one, one, zero, one, 1);
+    one_case("conv2d 1 input channel (first layer)", 2, (int64_t[]){4, 1, 9, 9}, 6,
+             (int64_t[]){5, 5}, one, (int64_t[]){2, 2}, one, 1);
+    one_case("conv3d 3x3x3 pad 1", 3, (int64_t[]){2, 1, 7, 6, 5}, 4, (int64_t[]){3, 3, 3}, one, one,
+             one, 1);
+    one_case("conv3d 3x3x3 pad 1, 3 channels in", 3, (int64_t[]){2, 3, 5, 7, 6}, 8,
+             (int64_t[]){3, 3, 3}, one, one, one, 1);
+    one_case("conv3d 3x2x2 stride 2x1x2 pad 1x1x0 dilation 2x1x2, batch 1", 3,
+             (int64_t[]){1, 3, 9, 5, 11}, 2, (int64_t[]){3, 2, 2}, (int64_t[]){2, 1, 2},
+             (int64_t[]){1, 1, 0}, (int64_t[]){2, 1, 2}, 1);
+    one_case("conv3d 2x3x1 stride 1x2x1 pad 1x0x2 dilation 2x2x1, no bias", 3,
+             (int64_t[]){2, 2, 5, 8, 4}, 3, (int64_t[]){2, 3, 1}, (int64_t[]){1, 2, 1},
+             (int64_t[]){1, 0, 2}, (int64_t[]){2, 2, 1}, 0);
+}
+
+/* The plan of a oneDNN conv (its scratchpads, the weight-gradient buffer) equals the arenas'
+ * measured peaks, forward and backward, with and without an input gradient. */
+static void plan_case(void) {
+    cur_nd = 3, cur_in = 2, cur_out = 4, cur_bias = 1;
+    static const int64_t k3[3] = {3, 3, 3}, one[3] = {1, 1, 1};
+    cur_k = k3, cur_s = one, cur_p = one, cur_d = one;
+    int64_t in[5] = {2, 2, 9, 8, 7};
+    ng_model *m = ng_model_new(make_case());
+    ng_arena_plan pl = ng_plan_train_step(m->root, 5, in, NG_F32, NG_F32, NG_CPU, 0);
+    ng_model_build(m, NG_CPU, NG_F32, ng_test_seed(), 8 << 20, 8 << 20);
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 5, in, "x");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_model_reset_arenas(m);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    ng_tensor dy = ng_arena_tensor(&m->grads, y.dtype, y.ndim, y.shape, "dlogits");
+    ng_fill(&dy, 1);
+    ng_model_backward(m, &ctx, &dy);
+    NG_TEST(pl.acts == m->acts.peak && pl.grads == m->grads.peak,
+            "oneDNN conv plan: acts %zu grads %zu planned, %zu %zu measured", pl.acts, pl.grads,
+            m->acts.peak, m->grads.peak);
+    ng_tensor_free(&x);
+    ng_model_free(m);
+}
+
+/* One layer over more input shapes than its cache keeps: primitives made again after eviction
+ * give the same bits as the first time. */
+static void cache_case(void) {
+    cur_nd = 2, cur_in = 3, cur_out = 5, cur_bias = 1;
+    static const int64_t k3[3] = {3, 3, 3}, one[3] = {1, 1, 1};
+    cur_k = k3, cur_s = one, cur_p = one, cur_d = one;
+    ng_model *m = ng_model_new(make_case());
+    ng_model_build(m, NG_CPU, NG_F32, ng_test_seed(), 8 << 20, 8 << 20);
+    double *first[6] = {0};
+    int same = 1;
+    for (int round = 0; round < 2; round++)
+        for (int64_t n = 1; n <= 6; n++) { /* six shapes, four slots */
+            ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, (int64_t[]){n, 3, 6, 7}, "x");
+            for (int64_t i = 0; i < x.numel; i++) ((float *)x.data)[i] = (float)((i * 37) % 11) - 5;
+            ng_model_reset_arenas(m);
+            ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+            ng_tensor y = ng_model_forward(m, &ctx, &x);
+            double *yd = ng_test_to_f64(&y);
+            if (!round)
+                first[n - 1] = yd;
+            else {
+                same &= !memcmp(yd, first[n - 1], sizeof(double) * (size_t)y.numel);
+                free(yd);
+            }
+            ng_tensor_free(&x);
+        }
+    NG_TEST(same, "oneDNN conv: outputs after the cache evicted and remade a shape's primitives "
+                  "differ from the first ones");
+    for (int i = 0; i < 6; i++) free(first[i]);
+    ng_model_free(m);
+}
+
+int main(void) {
+    cases();
+    plan_case();
+    cache_case();
+    return ng_test_finish("test_conv_onednn");
+}
