@@ -59,7 +59,8 @@ def main(out):
     for start, seeds in curves.items():
         steps = [s for s, _ in next(iter(seeds.values()))]
         accs = [[c[i][1] for c in seeds.values() if len(c) > i] for i in range(len(steps))]
-        ax.plot(steps, [100 * statistics.mean(a) for a in accs], label=start)
+        label = "from scratch" if start == "scratch" else f"pre-trained on FractalDB ({start})"
+        ax.plot(steps, [100 * statistics.mean(a) for a in accs], label=label)
         ax.fill_between(steps, [100 * min(a) for a in accs], [100 * max(a) for a in accs],
                         alpha=0.25)
     ax.set_xlabel("MNIST training step (batch 100)")
