@@ -90,8 +90,11 @@ static double median(double *v, int n) {
 static double time_rows(const ng_arch *ar, ng_dtype compute, ng_device dev, int nd,
                         const int64_t *shape, row *rows, int nrows, int k, int reps) {
     ng_model *m = ng_model_new(ng_arch_build(ar));
+    /* The walk keeps every layer's output, as a training forward does, plus a copy of the input
+     * and each layer's scratch on top in eval mode (whose kernels may differ from training's):
+     * twice the training step's plan is room enough, and memory is not what this measures. */
     ng_arena_plan plan = ng_plan_train_step(m->root, nd, shape, NG_F32, compute, dev, 0);
-    ng_model_build_mixed(m, dev, compute, 1, ng_mem_arena_capacity(plan.joint), 0);
+    ng_model_build_mixed(m, dev, compute, 1, 2 * ng_mem_arena_capacity(plan.joint), 0);
     ng_tensor x = ng_tensor_new(NG_F32, dev, nd, shape, "input");
     ng_rng_normal(&x, (ng_rng_key){.seed = 5, .stream = 1}, 0, 1);
     double *t = malloc(sizeof(double) * (size_t)reps), whole;

@@ -6,6 +6,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/half_vec.h"
 #include "core/threads.h"
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
@@ -60,10 +61,47 @@ relu_backward_f32(const float *y, const float *dy, float *dx, int64_t n) {
         dx[i] = dy[i] * (float)(y[i] > 0);
 }
 
+/* ReLU on f16/bf16 a chunk at a time through f32 with the bulk conversions (core/half_vec.h):
+ * its results (x, 0, dy, dy x 0) are values of the half type, so this gives the element loop's
+ * bits at the speed of the conversions. */
+#define HALF_CHUNK 4096
+
+static void relu_half(const void *x, void *y, ng_dtype dt, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
+    for (int64_t c = 0; c < n; c += HALF_CHUNK) {
+        float b[HALF_CHUNK];
+        int64_t k = n - c < HALF_CHUNK ? n - c : HALF_CHUNK;
+        ng_half_to_f32((const uint16_t *)x + c, dt, b, k);
+        for (int64_t i = 0; i < k; i++) b[i] = b[i] > 0 ? b[i] : 0.0f;
+        ng_half_from_f32(b, dt, (uint16_t *)y + c, k);
+    }
+}
+
+__attribute__((optimize("no-trapping-math"))) static void
+relu_backward_half(const void *y, const void *dy, void *dx, ng_dtype dt, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
+    for (int64_t c = 0; c < n; c += HALF_CHUNK) {
+        float a[HALF_CHUNK], g[HALF_CHUNK];
+        int64_t k = n - c < HALF_CHUNK ? n - c : HALF_CHUNK;
+        ng_half_to_f32((const uint16_t *)y + c, dt, a, k);
+        ng_half_to_f32((const uint16_t *)dy + c, dt, g, k);
+        for (int64_t i = 0; i < k; i++) g[i] = g[i] * (float)(a[i] > 0);
+        ng_half_from_f32(g, dt, (uint16_t *)dx + c, k);
+    }
+}
+
+static int is_half(ng_dtype dt) {
+    return dt == NG_F16 || dt == NG_BF16;
+}
+
 static void cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y) {
     ng_dtype dt = x->dtype;
     if (k == NG_ACT_RELU && dt == NG_F32) {
         relu_f32(x->data, y->data, x->numel);
+        return;
+    }
+    if (k == NG_ACT_RELU && is_half(dt)) {
+        relu_half(x->data, y->data, dt, x->numel);
         return;
     }
 #pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)
@@ -76,6 +114,10 @@ static void cpu_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor 
     ng_dtype dt = x->dtype;
     if (k == NG_ACT_RELU && dt == NG_F32) {
         relu_backward_f32(x->data, dy->data, dx->data, x->numel);
+        return;
+    }
+    if (k == NG_ACT_RELU && is_half(dt)) {
+        relu_backward_half(x->data, dy->data, dx->data, dt, x->numel);
         return;
     }
 #pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)

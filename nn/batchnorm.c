@@ -9,6 +9,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/half_vec.h"
 #include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
@@ -42,6 +43,9 @@ static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_
                            double momentum, double eps) {
     double M = (double)(A * S);
     int f32 = x->dtype == NG_F32 && y->dtype == NG_F32;
+    /* f16/bf16: the same arithmetic on chunks widened (and rounded back) by the bulk conversions
+     * of core/half_vec.h, which give the element loads' and stores' bits */
+    int half = (x->dtype == NG_F16 || x->dtype == NG_BF16) && y->dtype == x->dtype;
     /* channels are independent: each keeps its own sums in its own order */
 #pragma omp parallel for schedule(static) if (A * C * S >= NG_OMP_MIN)
     for (int64_t c = 0; c < C; c++) {
@@ -54,6 +58,17 @@ static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_
                     for (int64_t s = 0; s < S; s++) {
                         double v = (double)xs[s] - k;
                         s1 += v, s2 += v * v;
+                    }
+                } else if (half) {
+                    float b[1024];
+                    for (int64_t s0 = 0; s0 < S; s0 += 1024) {
+                        int64_t n = S - s0 < 1024 ? S - s0 : 1024;
+                        ng_half_to_f32((const uint16_t *)x->data + (a * C + c) * S + s0, x->dtype,
+                                       b, n);
+                        for (int64_t s = 0; s < n; s++) {
+                            double v = (double)b[s] - k;
+                            s1 += v, s2 += v * v;
+                        }
                     }
                 } else {
                     for (int64_t s = 0; s < S; s++) {
@@ -85,6 +100,15 @@ static void bn_forward_cpu(const ng_tensor *x, const ng_tensor *gamma, const ng_
                 float *ys = (float *)y->data + (a * C + c) * S;
                 for (int64_t s = 0; s < S; s++)
                     ys[s] = (float)(((double)xs[s] - mu) * scale + shift);
+            } else if (half) {
+                float b[1024];
+                for (int64_t s0 = 0; s0 < S; s0 += 1024) {
+                    int64_t n = S - s0 < 1024 ? S - s0 : 1024, i = (a * C + c) * S + s0;
+                    ng_half_to_f32((const uint16_t *)x->data + i, x->dtype, b, n);
+                    for (int64_t s = 0; s < n; s++)
+                        b[s] = (float)(((double)b[s] - mu) * scale + shift);
+                    ng_half_from_f32(b, y->dtype, (uint16_t *)y->data + i, n);
+                }
             } else {
                 for (int64_t s = 0; s < S; s++) {
                     int64_t i = (a * C + c) * S + s;

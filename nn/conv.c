@@ -11,6 +11,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/half_vec.h"
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
@@ -25,6 +26,8 @@ typedef struct {
     ng_tensor x;  /* the input of the last forward, for backward */
     void *cudnn;  /* cuDNN descriptors and algorithms per input shape (CUDA builds) */
     void *onednn; /* oneDNN primitives per input shape */
+    /* ... and those of the f32 convolution (bias left out) that computes an f16/bf16 forward */
+    void *onednn_half;
 } conv_state;
 
 static int use_cudnn = 1, use_onednn = 1;
@@ -147,10 +150,14 @@ static void bias_add_cpu(ng_tensor *y, const ng_tensor *b, int64_t N, int64_t O,
                 double v = ((const double *)b->data)[o], *r = (double *)y->data + off;
                 for (int64_t p = 0; p < P; p++) r[p] += v;
             } else if (y->dtype != NG_F32) { /* half y and b: add in f32, round once */
-                float v = (float)ng_act_ld(b->data, b->dtype, o);
-                for (int64_t p = 0; p < P; p++)
-                    ng_act_st(y->data, y->dtype, off + p,
-                              (double)((float)ng_act_ld(y->data, y->dtype, off + p) + v));
+                float v = (float)ng_act_ld(b->data, b->dtype, o), t[1024];
+                for (int64_t p = 0; p < P; p += 1024) { /* through the bulk conversions */
+                    int64_t k = P - p < 1024 ? P - p : 1024;
+                    uint16_t *h = (uint16_t *)y->data + off + p;
+                    ng_half_to_f32(h, y->dtype, t, k);
+                    for (int64_t i = 0; i < k; i++) t[i] += v;
+                    ng_half_from_f32(t, y->dtype, h, k);
+                }
             } else {
                 float v = ((const float *)b->data)[o], *r = (float *)y->data + off;
                 for (int64_t p = 0; p < P; p++) r[p] += v;
@@ -398,6 +405,31 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
 
 /* ---- the layer ----------------------------------------------------------------------------- */
 
+/* An f16/bf16 forward on the CPU: the input and the (half-rounded) weights widened to f32 with
+ * the SIMD conversions, oneDNN's f32 convolution, the output rounded once to the half type, then
+ * the bias added as every half conv does (in f32, rounded again: the GPU's cuDNN-then-bias order).
+ * The values are those of the im2col path up to the f32 summation order; half storage with f32
+ * compute, at oneDNN's speed instead of im2col's. Backward stays on im2col. */
+static int half_onednn(const ng_tensor *x) {
+    return use_onednn && x->device == NG_CPU && (x->dtype == NG_F16 || x->dtype == NG_BF16);
+}
+
+static void half_forward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tensor *x,
+                         ng_tensor *y) {
+    ng_conv_geom g = s->g;
+    g.bias = 0;
+    const ng_tensor *w = &l->params[0].compute;
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "conv input f32");
+    ng_tensor wf = ng_arena_tensor(ctx->grads, NG_F32, w->ndim, w->shape, "conv weights f32");
+    ng_tensor yf = ng_arena_tensor(ctx->grads, NG_F32, y->ndim, y->shape, "conv output f32");
+    ng_cast(&xf, x);
+    ng_cast(&wf, w);
+    ng_conv_onednn_forward(&s->onednn_half, &g, &xf, &wf, NULL, &yf, ctx->grads);
+    ng_cast(y, &yf);
+    ng_arena_release(ctx->grads, m);
+}
+
 static ng_tensor conv_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     conv_state *s = l->impl;
     int ndim;
@@ -416,6 +448,10 @@ static ng_tensor conv_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     int done = 0;
     if (x->device == NG_CUDA && use_cudnn)
         NG_CUDA_ONLY(done = ng_conv_cudnn_forward(&s->cudnn, &s->g, x, &l->params[0].compute, &y));
+    if (!done && half_onednn(x)) {
+        half_forward(s, l, ctx, x, &y);
+        done = 1;
+    }
     if (!done) gemm_forward(l, ctx, x, &y);
     if (s->g.bias) {
         int64_t N = shape[0], O = shape[1], P = y.numel / (N * O);
@@ -472,7 +508,8 @@ static void conv_destroy(ng_layer *l) {
     if (s->cudnn) NG_CUDA_ONLY(ng_conv_cudnn_free(s->cudnn));
     s->cudnn = NULL;
     ng_conv_onednn_free(s->onednn);
-    s->onednn = NULL;
+    ng_conv_onednn_free(s->onednn_half);
+    s->onednn = s->onednn_half = NULL;
 }
 
 /* The im2col chunks as gemm_forward and gemm_backward take them from an arena with room. */
@@ -506,6 +543,18 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     if (!ny || (backward && !nx)) return;
     if (use_onednn && sim->device == NG_CPU && dt == NG_F32) {
         ng_conv_onednn_plan(&s->onednn, &s->g, ndim, in, backward, need_dx, &sim->grads);
+        return;
+    }
+    if (!backward && use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
+        ng_conv_geom g = s->g; /* half_forward's f32 copies and convolution */
+        g.bias = 0;
+        const ng_tensor *w = &l->params[0].value;
+        size_t m = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+        ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
+        ng_sim_tensor(&sim->grads, NG_F32, on, out);
+        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, 0, 0, &sim->grads);
+        ng_sim_release(&sim->grads, m);
         return;
     }
     int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "activation_cases.h"
@@ -357,6 +358,40 @@ static void test_errors(void) {
     ng_model_free(m);
 }
 
+/* ReLU on f16/bf16 runs through f32 a chunk at a time; every pattern (NaNs, infinities, signed
+ * zeros, subnormals) must come out as x > 0 ? x : +0 in the type, and the backward as dy where
+ * y > 0, else dy x 0, on a length that is not a multiple of the chunk or the vector width. */
+static void test_relu_half_patterns(void) {
+    ng_dtype dts[2] = {NG_F16, NG_BF16};
+    for (int t = 0; t < 2; t++) {
+        int64_t n = 65536 + 4099;
+        ng_tensor x = ng_tensor_new(dts[t], NG_CPU, 1, &n, "x");
+        ng_tensor dy = ng_tensor_new(dts[t], NG_CPU, 1, &n, "dy");
+        ng_tensor dx = ng_tensor_new(dts[t], NG_CPU, 1, &n, "dx");
+        uint16_t *xs = x.data, *gs = dy.data;
+        for (int64_t i = 0; i < n; i++)
+            xs[i] = (uint16_t)(i * 40503u), gs[i] = (uint16_t)(i * 7919u);
+        ng_model *m = ng_model_new(ng_relu("r"));
+        ng_model_build_mixed(m, NG_CPU, dts[t], 1, 1 << 20, 1 << 20);
+        ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+        ng_tensor out = m->root->ops->forward(m->root, &ctx, &x);
+        m->root->ops->backward(m->root, &ctx, &dy, &dx);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float v = dts[t] == NG_F16 ? ng_f16_to_f32(xs[i]) : ng_bf16_to_f32(xs[i]);
+            uint16_t want = v > 0 ? xs[i] : 0;
+            float g = dts[t] == NG_F16 ? ng_f16_to_f32(gs[i]) : ng_bf16_to_f32(gs[i]);
+            float d = g * (float)(v > 0);
+            uint16_t wd = dts[t] == NG_F16 ? ng_f32_to_f16(d) : ng_f32_to_bf16(d);
+            bad += ((uint16_t *)out.data)[i] != want || ((uint16_t *)dx.data)[i] != wd;
+        }
+        NG_TEST(!bad, "relu %s over all patterns: %lld elements differ", ng_dtype_name(dts[t]),
+                (long long)bad);
+        ng_model_free(m);
+        ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
+    }
+}
+
 int main(void) {
     ng_gradcheck_opts o = {0}, wide = {.input_lo = -3, .input_hi = 3};
     int64_t s3[3] = {3, 4, 5}, s2[2] = {5, 6}, s4[4] = {2, 3, 4, 5};
@@ -379,6 +414,7 @@ int main(void) {
     test_softmax_rows(NG_F64);
     test_softmax_rows(NG_F32);
     test_softmax_rows(NG_F16);
+    test_relu_half_patterns();
     test_flatten();
     test_dropout();
     test_dropout_checkpoint();

@@ -3,7 +3,7 @@
  * dilation, batch 1, with and without bias; bit-identical reruns (a fixed thread count gives a
  * fixed summation order); gradients accumulate across backward passes; the memory plan of a
  * oneDNN layer equals what it takes; primitives remade after the per-layer cache evicted them
- * give the same bits.
+ * give the same bits; f16/bf16 forwards (widened to oneDNN's f32 convolution) against im2col's.
  *
  * Tolerance. Both paths compute every element as an f32 sum of k products (forward: k = C
  * prod(kernel) plus the bias; dx: k = out prod(kernel); dW and db: k = N x output positions), in
@@ -32,7 +32,10 @@ typedef struct {
 static pass run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed, const ng_tensor *xh,
                 const ng_tensor *dyh, int absolute, int passes, int need_dx) {
     ng_model *m = ng_model_new(make());
-    ng_model_build(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
+    if (dt == NG_F16 || dt == NG_BF16) /* f32 masters, half compute */
+        ng_model_build_mixed(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
+    else
+        ng_model_build(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
     if (absolute)
         for (int i = 0; i < m->nparams; i++) {
             ng_tensor *v = &m->params[i].param->value;
@@ -136,6 +139,34 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
             (long long)off);
     NG_TEST(max_abs(got.dx, got.nx) > 0 && max_abs(got.g, got.ng) > 0, "%s: gradients are all zero",
             what);
+    /* f16 and bf16: the forward runs as widen + oneDNN f32 + round (conv.c's half_forward), the
+     * reference path as im2col with f32 accumulation; both round the f32 sum to the half type,
+     * then add the bias in f32 and round again. The f32 sums differ by 2 k u S at most, and each
+     * rounding may fall on either side of a boundary: one half ulp of S (2^-10 S for f16, 2^-7 S
+     * for bf16, an upper bound on the value's ulp) each. Backward is the same code for both, so
+     * the gradients must be the same bits. */
+    const ng_dtype halves[2] = {NG_F16, NG_BF16};
+    for (int h = 0; h < 2; h++) {
+        ng_conv_use_onednn(0);
+        pass rh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
+        ng_conv_use_onednn(1);
+        pass gh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
+        double hu = halves[h] == NG_F16 ? 0x1p-10 : 0x1p-7, worst = 0;
+        int64_t bad = -1;
+        for (int64_t i = 0; i < rh.ny; i++) {
+            double tol = 2.0 * (double)kf * 0x1p-24 * mag.y[i] + 2 * hu * mag.y[i] + 1e-30;
+            double e = fabs(gh.y[i] - rh.y[i]);
+            if (!(e <= tol) && (bad < 0 || e / tol > worst)) bad = i, worst = e / tol;
+        }
+        NG_TEST(bad < 0, "%s, %s: output element %lld: im2col %.9g, oneDNN %.9g (%.3g x tolerance)",
+                what, ng_dtype_name(halves[h]), (long long)bad, bad < 0 ? 0 : rh.y[bad],
+                bad < 0 ? 0 : gh.y[bad], worst);
+        NG_TEST(!memcmp(rh.dx, gh.dx, sizeof(double) * (size_t)rh.nx) &&
+                    !memcmp(rh.g, gh.g, sizeof(double) * (size_t)rh.ng),
+                "%s, %s: the gradients (the same im2col backward) differ", what,
+                ng_dtype_name(halves[h]));
+        pass_free(&rh), pass_free(&gh);
+    }
     pass_free(&ref), pass_free(&mag), pass_free(&got), pass_free(&again), pass_free(&twice);
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "core/ops.h"
 #include "gradcheck.h"
 #include "pool_bn_cases.h"
@@ -340,6 +341,44 @@ static void errors(void) {
     ng_layer_free(gap);
 }
 
+/* Batch norm in f16/bf16 runs on chunks through the bulk conversions; its outputs must be the
+ * element formula's bits: in eval mode y = half((float)((x - mean) / sqrt(var + eps) gamma +
+ * beta)) in double, from random running statistics and affine parameters. */
+static void batchnorm_half_bits(void) {
+    ng_dtype dts[2] = {NG_F16, NG_BF16};
+    for (int t = 0; t < 2; t++) {
+        int64_t C = 3, shape[4] = {2, C, 37, 41}; /* planes longer than a chunk, odd lengths */
+        ng_model *m = ng_model_new(ng_batchnorm("bn", 2, C, 0.1, 1e-5));
+        ng_model_build_mixed(m, NG_CPU, dts[t], 1, 1 << 22, 1 << 22);
+        ng_test_fill_uniform(&m->flat_params, -2, 2);
+        ng_test_fill_uniform(&m->flat_buffers, 0.25, 2); /* means and (positive) variances */
+        ng_model_refresh_compute(m);
+        ng_tensor xd = ng_tensor_new(NG_F64, NG_CPU, 4, shape, "x64");
+        ng_test_fill_uniform(&xd, -3, 3);
+        ng_tensor x = ng_tensor_new(dts[t], NG_CPU, 4, shape, "x");
+        ng_cast(&x, &xd);
+        ng_ctx ctx = ng_model_ctx(m, 0, 1, 0);
+        ng_tensor y = m->root->ops->forward(m->root, &ctx, &x);
+        const float *g = ng_model_find(m, "bn.weight")->param->value.data;
+        const float *b = ng_model_find(m, "bn.bias")->param->value.data;
+        const float *rm = m->buffers[0].buffer->value.data, *rv = m->buffers[1].buffer->value.data;
+        int64_t S = 37 * 41, bad = 0;
+        for (int64_t i = 0; i < x.numel; i++) {
+            int64_t c = i / S % C;
+            uint16_t h = ((uint16_t *)x.data)[i];
+            double v = dts[t] == NG_F16 ? ng_f16_to_f32(h) : ng_bf16_to_f32(h);
+            double is = 1.0 / sqrt((double)rv[c] + 1e-5);
+            float f = (float)((v - (double)rm[c]) * (is * (double)g[c]) + (double)b[c]);
+            uint16_t want = dts[t] == NG_F16 ? ng_f32_to_f16(f) : ng_f32_to_bf16(f);
+            bad += ((uint16_t *)y.data)[i] != want;
+        }
+        NG_TEST(!bad, "batch norm %s, eval: %lld of %lld outputs differ from the formula's bits",
+                ng_dtype_name(dts[t]), (long long)bad, (long long)x.numel);
+        ng_tensor_free(&x), ng_tensor_free(&xd);
+        ng_model_free(m);
+    }
+}
+
 int main(void) {
     ng_gradcheck_prepare = ng_gradcheck_set_running_stats;
     gradchecks();
@@ -347,6 +386,7 @@ int main(void) {
     maxpool_rules();
     batchnorm_running_stats();
     batchnorm_checkpointed();
+    batchnorm_half_bits();
     errors();
     return ng_test_finish("test_pool_bn");
 }
