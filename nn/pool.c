@@ -4,11 +4,13 @@
 #include "nn/pool.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/half_vec.h"
 #include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "core/ops.h"
@@ -101,6 +103,27 @@ static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng
         return;
     }
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+    /* f16/bf16 image planes: widened a plane at a time (core/half_vec.h), pooled by the f32
+     * kernel, rounded back: a maximum is one of the inputs and an average is rounded through f32
+     * as the element loop stores it, so the bits are the loop's. The plane buffer is bounded
+     * (larger planes, 3-D volumes, take the loop), so it is not planned memory. */
+    if ((x->dtype == NG_F16 || x->dtype == NG_BF16) && y->dtype == x->dtype &&
+        in + out <= (1 << 16)) {
+#pragma omp parallel if (planes * in >= NG_OMP_MIN)
+        {
+            float *b = malloc(sizeof(float) * (size_t)(in + out));
+            NG_CHECK(b, "pooling: out of host memory for a %lld-element plane", (long long)in);
+#pragma omp for schedule(static)
+            for (int64_t pl = 0; pl < planes; pl++) {
+                ng_half_to_f32((const uint16_t *)x->data + pl * in, x->dtype, b, in);
+                pool_forward_f32(max, w, 1, b, b + in,
+                                 max ? (int32_t *)argmax->data + pl * out : NULL);
+                ng_half_from_f32(b + in, y->dtype, (uint16_t *)y->data + pl * out, out);
+            }
+            free(b);
+        }
+        return;
+    }
     double kk = (double)ng_win3_k_size(w);
     /* planes are independent (a window stays in its plane) */
 #pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)

@@ -379,6 +379,53 @@ static void batchnorm_half_bits(void) {
     }
 }
 
+/* Max and average pooling (3x3, stride 2, padding 1) of f16/bf16 planes, pooled in f32 a plane at
+ * a time, against the element rule written out here: the window in order, the first maximum and
+ * the last NaN, the average's sum in double over prod(kernel), rounded through f32. */
+static void pool_half_bits(void) {
+    ng_dtype dts[2] = {NG_F16, NG_BF16};
+    const int64_t k[2] = {3, 3}, st[2] = {2, 2}, pd[2] = {1, 1}, H = 13, W = 10, OH = 7, OW = 5;
+    for (int t = 0; t < 2; t++)
+        for (int max = 0; max < 2; max++) {
+            int64_t shape[4] = {2, 3, H, W};
+            ng_layer *l = max ? ng_maxpool("p", 2, k, st, pd) : ng_avgpool("p", 2, k, st, pd);
+            ng_model *m = ng_model_new(l);
+            ng_model_build_mixed(m, NG_CPU, dts[t], 1, 1 << 20, 1 << 20);
+            ng_tensor xd = ng_tensor_new(NG_F64, NG_CPU, 4, shape, "x64");
+            ng_test_fill_uniform(&xd, -4, 4);
+            ng_tensor x = ng_tensor_new(dts[t], NG_CPU, 4, shape, "x");
+            ng_cast(&x, &xd);
+            uint16_t *xs = x.data;
+            for (int64_t i = 0; i < x.numel; i += 17) xs[i] = xs[i + 1]; /* ties */
+            xs[40] = dts[t] == NG_F16 ? 0x7e00 : 0x7fc0;                 /* a NaN */
+            ng_ctx ctx = ng_model_ctx(m, 0, 1, 0);
+            ng_tensor y = m->root->ops->forward(m->root, &ctx, &x);
+            int64_t bad = 0;
+            for (int64_t pl = 0; pl < 6; pl++)
+                for (int64_t oh = 0; oh < OH; oh++)
+                    for (int64_t ow = 0; ow < OW; ow++) {
+                        double best = 0, sum = 0;
+                        int arg = -1;
+                        for (int64_t a = 0; a < 3; a++)
+                            for (int64_t b = 0; b < 3; b++) {
+                                int64_t ih = oh * 2 - 1 + a, iw = ow * 2 - 1 + b;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                uint16_t h = xs[pl * H * W + ih * W + iw];
+                                double v = dts[t] == NG_F16 ? ng_f16_to_f32(h) : ng_bf16_to_f32(h);
+                                if (arg < 0 || v > best || isnan(v)) best = v, arg = 1;
+                                sum += v;
+                            }
+                        float f = (float)(max ? best : sum / 9.0);
+                        uint16_t want = dts[t] == NG_F16 ? ng_f32_to_f16(f) : ng_f32_to_bf16(f);
+                        bad += ((uint16_t *)y.data)[(pl * OH + oh) * OW + ow] != want;
+                    }
+            NG_TEST(!bad, "%s pooling %s: %lld outputs differ from the element rule",
+                    max ? "max" : "average", ng_dtype_name(dts[t]), (long long)bad);
+            ng_tensor_free(&x), ng_tensor_free(&xd);
+            ng_model_free(m);
+        }
+}
+
 int main(void) {
     ng_gradcheck_prepare = ng_gradcheck_set_running_stats;
     gradchecks();
@@ -387,6 +434,7 @@ int main(void) {
     batchnorm_running_stats();
     batchnorm_checkpointed();
     batchnorm_half_bits();
+    pool_half_bits();
     errors();
     return ng_test_finish("test_pool_bn");
 }
