@@ -42,58 +42,60 @@ static void clamp_window(int64_t p0, int64_t k, int64_t n, int64_t *lo, int64_t 
     *hi = n - p0 < k ? n - p0 : k;
 }
 
-/* f32 pooling, the models' case: the general loop's visiting order and tie rule (the first
- * maximum, the last NaN) with the window clamped to the input once per output instead of a
- * bounds test and a dtype switch per element. */
 __attribute__((optimize("no-trapping-math"))) /* as in relu_backward_f32: selects, not jumps */
 static void
-pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const float *x, float *y,
-                 int32_t *argmax) {
-    int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+pool_plane_f32(int max, const ng_win3 *w, const float *xp, float *y, int32_t *argmax) {
     double kk = (double)ng_win3_k_size(w);
-#pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * in;
-        int64_t o = pl * out;
-        for (int64_t od = 0; od < w->out[0]; od++) {
-            int64_t id0 = od * w->s[0] - w->p[0], d0, d1;
-            clamp_window(id0, w->k[0], w->in[0], &d0, &d1);
-            for (int64_t oh = 0; oh < w->out[1]; oh++) {
-                int64_t ih0 = oh * w->s[1] - w->p[1], h0, h1;
-                clamp_window(ih0, w->k[1], w->in[1], &h0, &h1);
-                for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
-                    int64_t iw0 = ow * w->s[2] - w->p[2], w0, w1;
-                    clamp_window(iw0, w->k[2], w->in[2], &w0, &w1);
-                    float best = 0;
-                    double sum = 0;
-                    int64_t arg = -1;
-                    for (int64_t kd = d0; kd < d1; kd++)
-                        for (int64_t kh = h0; kh < h1; kh++) {
-                            int64_t row = ((id0 + kd) * w->in[1] + ih0 + kh) * w->in[2] + iw0;
-                            for (int64_t kw = w0; kw < w1; kw++) {
-                                float v = xp[row + kw];
-                                if (max) { /* masks, not branches: the data decide */
-                                    int64_t take = -(int64_t)((arg < 0) | (v > best) | (v != v));
-                                    int32_t vb, bb;
-                                    memcpy(&vb, &v, 4), memcpy(&bb, &best, 4);
-                                    bb = (vb & (int32_t)take) | (bb & ~(int32_t)take);
-                                    memcpy(&best, &bb, 4);
-                                    arg = ((row + kw) & take) | (arg & ~take);
-                                } else {
-                                    sum += v;
-                                }
+    int64_t o = 0;
+    for (int64_t od = 0; od < w->out[0]; od++) {
+        int64_t id0 = od * w->s[0] - w->p[0], d0, d1;
+        clamp_window(id0, w->k[0], w->in[0], &d0, &d1);
+        for (int64_t oh = 0; oh < w->out[1]; oh++) {
+            int64_t ih0 = oh * w->s[1] - w->p[1], h0, h1;
+            clamp_window(ih0, w->k[1], w->in[1], &h0, &h1);
+            for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
+                int64_t iw0 = ow * w->s[2] - w->p[2], w0, w1;
+                clamp_window(iw0, w->k[2], w->in[2], &w0, &w1);
+                float best = 0;
+                double sum = 0;
+                int64_t arg = -1;
+                for (int64_t kd = d0; kd < d1; kd++)
+                    for (int64_t kh = h0; kh < h1; kh++) {
+                        int64_t row = ((id0 + kd) * w->in[1] + ih0 + kh) * w->in[2] + iw0;
+                        for (int64_t kw = w0; kw < w1; kw++) {
+                            float v = xp[row + kw];
+                            if (max) { /* masks, not branches: the data decide */
+                                int64_t take = -(int64_t)((arg < 0) | (v > best) | (v != v));
+                                int32_t vb, bb;
+                                memcpy(&vb, &v, 4), memcpy(&bb, &best, 4);
+                                bb = (vb & (int32_t)take) | (bb & ~(int32_t)take);
+                                memcpy(&best, &bb, 4);
+                                arg = ((row + kw) & take) | (arg & ~take);
+                            } else {
+                                sum += v;
                             }
                         }
-                    if (max) {
-                        y[o] = best;
-                        argmax[o] = (int32_t)arg;
-                    } else {
-                        y[o] = (float)(sum / kk);
                     }
+                if (max) {
+                    y[o] = best;
+                    argmax[o] = (int32_t)arg;
+                } else {
+                    y[o] = (float)(sum / kk);
                 }
             }
         }
     }
+}
+
+/* f32 pooling, the models' case: the general loop's visiting order and tie rule (the first
+ * maximum, the last NaN) with the window clamped to the input once per output instead of a
+ * bounds test and a dtype switch per element. Planes are independent. */
+static void pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const float *x, float *y,
+                             int32_t *argmax) {
+    int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+#pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
+    for (int64_t pl = 0; pl < planes; pl++)
+        pool_plane_f32(max, w, x + pl * in, y + pl * out, max ? argmax + pl * out : NULL);
 }
 
 static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng_tensor *x,
@@ -116,8 +118,7 @@ static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng
 #pragma omp for schedule(static)
             for (int64_t pl = 0; pl < planes; pl++) {
                 ng_half_to_f32((const uint16_t *)x->data + pl * in, x->dtype, b, in);
-                pool_forward_f32(max, w, 1, b, b + in,
-                                 max ? (int32_t *)argmax->data + pl * out : NULL);
+                pool_plane_f32(max, w, b, b + in, max ? (int32_t *)argmax->data + pl * out : NULL);
                 ng_half_from_f32(b + in, y->dtype, (uint16_t *)y->data + pl * out, out);
             }
             free(b);
