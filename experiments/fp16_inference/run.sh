@@ -8,6 +8,9 @@
 # Environment: MNIST (../shared/data/mnist), BENCH_BATCH (256), BENCH_STEPS (10), and the
 # epochs EPOCHS_MLP (10), EPOCHS_LENET (5), EPOCHS_VGG (3).
 set -euo pipefail
+# OpenMP's threads spin while OpenBLAS's work on the same cores unless told to sleep: passive
+# waiting keeps the two pools from stealing each other's time (docs/BENCHMARKS.md, CPU speed).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 ng=${1:-$root/build}/natgrad
 out=${2:-$root/runs/fp16_inference}

@@ -10,6 +10,9 @@
 # STEPS (3), BUDGET (16GiB on the CPU, the device's memory on a GPU).
 # PYTHON (python3; one with matplotlib draws the plot).
 set -euo pipefail
+# OpenMP's threads spin while OpenBLAS's work on the same cores unless told to sleep: passive
+# waiting keeps the two pools from stealing each other's time (docs/BENCHMARKS.md, CPU speed).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 here=$(cd "$(dirname "$0")" && pwd)
 ng=${1:-$here/../../build}/natgrad
 out=${2:-$here/../../runs/image_size}
