@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training iterations per minute and peak memory of VGG and NIN by image side (batch fixed), on the
 # CPU or a GPU: for each size `natgrad plan` predicts the peak; a size that would not fit the
-# budget runs with every block a checkpoint segment (model.checkpoint all), and one that would not
-# fit even so is reported, not run. Each run is `natgrad bench` (forward + loss + backward,
+# budget runs with every block a checkpoint segment (model.checkpoint all), else with every block
+# recomputed (recompute), and one that would not fit even so is reported, not run. Each run is `natgrad bench` (forward + loss + backward,
 # median of STEPS after a warm-up step). Writes OUT/results.md and, with matplotlib,
 # OUT/image_size.png.
 # usage: experiments/image_size/run.sh [BUILD_DIR] [OUT_DIR]
@@ -29,7 +29,7 @@ for model in ${MODELS:-vgg nin}; do
       --set data.synthetic.test="$batch" --set train.batch_size="$batch" --device "$dev")
     [ -n "$budget" ] && args+=(--budget "$budget")
     mode=
-    for ck in none all; do
+    for ck in none all recompute; do
       p=$("$ng" plan "${args[@]}" --set model.checkpoint=$ck 2>&1) || { echo "$p" >&2; exit 1; }
       if grep -q "^fits .*: yes" <<<"$p"; then
         mode=$ck
