@@ -16,6 +16,8 @@ steps=${4:-5}
 # figure then swings 2-5x between runs. Passive waiting (the same for both) is the fair setting
 # there; pass OMP_WAIT_POLICY=active to measure the default.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# OpenBLAS's idle workers spin likewise between GEMMs unless this is small (README, Threads).
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 py=/usr/bin/python3 # Debian's interpreter, which python3-torch installs into
 $py -c 'import torch' 2>/dev/null || {
   echo "run.sh: PyTorch missing: apt-get install python3-torch" >&2

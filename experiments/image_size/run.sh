@@ -13,6 +13,8 @@ set -euo pipefail
 # OpenMP's threads spin while OpenBLAS's work on the same cores unless told to sleep: passive
 # waiting keeps the two pools from stealing each other's time (docs/BENCHMARKS.md, CPU speed).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# OpenBLAS's idle workers spin likewise between GEMMs unless this is small (README, Threads).
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 ng=${1:-$here/../../build}/natgrad
 out=${2:-$here/../../runs/image_size}
