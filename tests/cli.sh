@@ -35,6 +35,10 @@ expect 2 "--batch" -- bench --model mlp --batch 4611686018427387904
 expect 2 "gemm" -- bench-core --device cpu --gemm 4294967296 --reps 1
 expect 0 "gemm" -- bench-core --device cpu --gemm 64 --eigh 32 --reps 1
 expect 2 "not with --per-layer" -- bench --model mlp --per-layer --checkpoint all
+cfg="$(cd "$(dirname "$0")/.." && pwd)/experiments/configs/mnist_mlp.yaml"
+expect 2 "not with --config" -- bench --config "$cfg" --model lenet --per-layer
+expect 2 "nothing.yaml" -- bench --config /nonexistent/nothing.yaml --per-layer
+expect 0 "mlp, batch 2" -- bench --config "$cfg" --per-layer --batch 2 --steps 1 --device cpu
 expect 2 "--precision" -- bench --model mlp --per-layer --precision fp8
 # The per-layer report adds up: the layers' FLOPs are the model's, half bytes are half of fp32's.
 pl=$(mktemp)
