@@ -116,19 +116,25 @@ static double axis_scale(double lo, double hi, int64_t side) {
     return (double)side / ext;
 }
 
+/* The splat of an image over the bounding box bb, into out (which the caller has cleared, so a
+ * diverging set leaves it empty). */
+static splat splat_over(const double *bb, int64_t side, int flips, uint8_t *out) {
+    return (splat){.x0 = bb[0],
+                   .sx = axis_scale(bb[0], bb[1], side),
+                   .y0 = bb[2],
+                   .sy = axis_scale(bb[2], bb[3], side),
+                   .side = side,
+                   .flips = flips,
+                   .occ = out};
+}
+
 int ng_fractal_occupancy(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side, int flips,
                          uint8_t *occ) {
     memset(occ, 0, (size_t)(side * side));
     double bb[4];
     /* Twice over the same numbers: the bounding box, then the pixels; no point buffer. */
     if (!chaos(f, points, k, bb, NULL, NULL)) return 0;
-    splat sp = {.x0 = bb[0],
-                .sx = axis_scale(bb[0], bb[1], side),
-                .y0 = bb[2],
-                .sy = axis_scale(bb[2], bb[3], side),
-                .side = side,
-                .flips = flips,
-                .occ = occ};
+    splat sp = splat_over(bb, side, flips, occ);
     chaos(f, points, k, bb, visit_splat, &sp);
     return 1;
 }
@@ -138,15 +144,8 @@ int ng_fractal_paint(const ng_ifs *f, int64_t points, ng_rng_key k, int64_t side
     memset(lab, 0, (size_t)(side * side));
     double bb[4];
     if (!chaos(f, points, k, bb, NULL, NULL)) return 0;
-    splat sp = {.x0 = bb[0],
-                .sx = axis_scale(bb[0], bb[1], side),
-                .y0 = bb[2],
-                .sy = axis_scale(bb[2], bb[3], side),
-                .side = side,
-                .flips = flips,
-                .occ = lab,
-                .patch = patch,
-                .mask = mask};
+    splat sp = splat_over(bb, side, flips, lab);
+    sp.patch = patch, sp.mask = mask;
     chaos(f, points, k, bb, visit_paint, &sp);
     return 1;
 }

@@ -121,23 +121,35 @@ __global__ void fractal_kernel(const job *jobs, int64_t points, int64_t side, fl
      * diverge after a clean pass 0. */
 }
 
-extern "C" void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
-                                       int64_t count, int64_t points, int64_t side, float *out) {
+/* One block per job: the jobs (built on the host by make(j)) copied into the workspace, the
+ * kernel launched on natgrad's stream, and the host copy kept until the stream has it (it is
+ * pageable: staged once cudaMemcpyAsync returns, but safe with every driver this way). */
+template <typename J, typename Make, typename Launch>
+static void run_jobs(int64_t count, const char *who, Make make, Launch launch) {
     if (count == 0) return;
-    NG_CHECK(count <= 2147483647, "ng_fractal_render_cuda: %lld images in one call",
-             (long long)count);
-    job *h = (job *)malloc(sizeof(job) * (size_t)count);
-    NG_CHECK(h, "ng_fractal_render_cuda: out of host memory");
-    for (int64_t j = 0; j < count; j++) h[j] = job{f[j], keys[j], flips[j]};
-    job *d = (job *)ng_cuda_workspace(sizeof(job) * (size_t)count);
+    NG_CHECK(count <= 2147483647, "%s: %lld images or volumes in one call", who, (long long)count);
+    J *h = (J *)malloc(sizeof(J) * (size_t)count);
+    NG_CHECK(h, "%s: out of host memory", who);
+    for (int64_t j = 0; j < count; j++) h[j] = make(j);
+    J *d = (J *)ng_cuda_workspace(sizeof(J) * (size_t)count);
     cudaStream_t st = ng_cuda_ctx()->stream;
-    NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(job) * (size_t)count, cudaMemcpyHostToDevice, st));
-    fractal_kernel<<<(unsigned)count, THREADS, 0, st>>>(d, points, side, out);
+    NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(J) * (size_t)count, cudaMemcpyHostToDevice, st));
+    launch(d, (unsigned)count, st);
     NG_CUDA_CHECK_LAUNCH();
-    /* h is pageable: the copy has staged it once cudaMemcpyAsync returns, but keep it until the
-     * stream has the data to be safe with every driver. */
     NG_CUDA_CHECK(cudaStreamSynchronize(st));
     free(h);
+}
+
+extern "C" void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                                       int64_t count, int64_t points, int64_t side, float *out) {
+    run_jobs<job>(
+        count, "ng_fractal_render_cuda",
+        [&](int64_t j) {
+            return job{f[j], keys[j], flips[j]};
+        },
+        [&](job *d, unsigned n, cudaStream_t st) {
+            fractal_kernel<<<n, THREADS, 0, st>>>(d, points, side, out);
+        });
 }
 
 /* ---- FractalDB 3D (data/fractal3d.h) ------------------------------------------------------ */
@@ -250,17 +262,12 @@ __global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side,
 
 extern "C" void ng_fractal3d_render_cuda(const ng_ifs3 *f, const int *flips, const ng_rng_key *keys,
                                          int64_t count, int64_t points, int64_t side, float *out) {
-    if (count == 0) return;
-    NG_CHECK(count <= 2147483647, "ng_fractal3d_render_cuda: %lld volumes in one call",
-             (long long)count);
-    job3 *h = (job3 *)malloc(sizeof(job3) * (size_t)count);
-    NG_CHECK(h, "ng_fractal3d_render_cuda: out of host memory");
-    for (int64_t j = 0; j < count; j++) h[j] = job3{f[j], keys[j], flips[j]};
-    job3 *d = (job3 *)ng_cuda_workspace(sizeof(job3) * (size_t)count);
-    cudaStream_t st = ng_cuda_ctx()->stream;
-    NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(job3) * (size_t)count, cudaMemcpyHostToDevice, st));
-    fractal3d_kernel<<<(unsigned)count, THREADS, 0, st>>>(d, points, side, out);
-    NG_CUDA_CHECK_LAUNCH();
-    NG_CUDA_CHECK(cudaStreamSynchronize(st));
-    free(h);
+    run_jobs<job3>(
+        count, "ng_fractal3d_render_cuda",
+        [&](int64_t j) {
+            return job3{f[j], keys[j], flips[j]};
+        },
+        [&](job3 *d, unsigned n, cudaStream_t st) {
+            fractal3d_kernel<<<n, THREADS, 0, st>>>(d, points, side, out);
+        });
 }

@@ -1,4 +1,4 @@
-/* Whole models on CUDA against the CPU twin: a small ViT and a 3D-CNN (with checkpointing),
+/* Whole models on CUDA against the CPU twin: a small ViT and a 3D-CNN (checkpointed, recomputed),
  * forward and backward, plus LeNet and VGG. */
 #include "gradcheck.h"
 #include "nn/models.h"
@@ -17,6 +17,9 @@ int main(void) {
     ng_arch_defaults("cnn3d", &cur);
     cur.img = 17, cur.checkpoint.every = 1;
     ng_twincheck("cnn3d 17^3 checkpointed", make_cur, 5, (int64_t[]){2, 1, 17, 17, 17}, 1, 1e-4);
+    /* recomputed blocks move each output down over the last in gap-sized device copies */
+    cur.checkpoint.recompute = 1;
+    ng_twincheck("cnn3d 17^3 recomputed", make_cur, 5, (int64_t[]){2, 1, 17, 17, 17}, 1, 1e-4);
     ng_arch_defaults("lenet", &cur);
     ng_twincheck("lenet", make_cur, 4, (int64_t[]){7, 1, 28, 28}, 1, 1e-4);
     ng_arch_defaults("vgg", &cur);
