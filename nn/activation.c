@@ -94,7 +94,7 @@ static int is_half(ng_dtype dt) {
     return dt == NG_F16 || dt == NG_BF16;
 }
 
-static void cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y) {
+void ng_cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y) {
     ng_dtype dt = x->dtype;
     if (k == NG_ACT_RELU && dt == NG_F32) {
         relu_f32(x->data, y->data, x->numel);
@@ -109,8 +109,7 @@ static void cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y) {
         ng_act_st(y->data, dt, i, act_f(k, ng_act_ld(x->data, dt, i)));
 }
 
-static void cpu_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor *dy,
-                             ng_tensor *dx) {
+void ng_cpu_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor *dy, ng_tensor *dx) {
     ng_dtype dt = x->dtype;
     if (k == NG_ACT_RELU && dt == NG_F32) {
         relu_backward_f32(x->data, dy->data, dx->data, x->numel);
@@ -253,7 +252,7 @@ static ng_tensor act_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = is_relu(s) && ctx->inplace ? *x : new_output(l, ctx, x);
     if (is_relu(s) && ctx->inplace) need_float(l->ops->kind, l->name, x);
     if (x->numel)
-        NG_DISPATCH(x, cpu_act_forward(s->kind, x, &y), ng_cuda_act_forward(s->kind, x, &y));
+        NG_DISPATCH(x, ng_cpu_act_forward(s->kind, x, &y), ng_cuda_act_forward(s->kind, x, &y));
     s->x = is_relu(s) ? y : *x;
     return y;
 }
@@ -263,7 +262,7 @@ static void act_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     act_state *s = l->impl;
     check_backward(l, &s->x, dy, dx);
     if (!dx || !dx->numel) return;
-    NG_DISPATCH(dx, cpu_act_backward(s->kind, &s->x, dy, dx),
+    NG_DISPATCH(dx, ng_cpu_act_backward(s->kind, &s->x, dy, dx),
                 ng_cuda_act_backward(s->kind, &s->x, dy, dx));
 }
 

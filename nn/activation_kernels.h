@@ -22,7 +22,10 @@ typedef enum { NG_ACT_RELU = 0, NG_ACT_GELU_ERF, NG_ACT_GELU_TANH } ng_act_kind;
 #define NG_GELU_TANH_C 0.7978845608028654
 #define NG_GELU_TANH_K 0.044715
 
-/* y = f(x) and dx = f'(x) dy, element-wise (dx may alias dy). */
+/* y = f(x) and dx = f'(x) dy, element-wise (y may alias x, dx may alias dy): the CPU twins in
+ * activation.c (the layers there and the fused batch norm + ReLU call them) and the CUDA ones. */
+void ng_cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y);
+void ng_cpu_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor *dy, ng_tensor *dx);
 void ng_cuda_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y);
 void ng_cuda_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor *dy, ng_tensor *dx);
 /* y_i = x_i * scale where u_i <= keep (u_i the Philox uniform of element i under `key`, as in

@@ -132,7 +132,7 @@ static ng_tensor attn_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     /* qkv's output is only needed for the permute: a Linear's backward reads its input and
      * weights, never its output, so the output's memory is given back at once. */
     ng_arena_mark am = ng_arena_get_mark(ctx->acts);
-    ctx->inplace = 0;
+    ctx->inplace = 0, ctx->output_unused = 0;
     ng_tensor y3 = qkv->ops->forward(qkv, ctx, x);
     ng_vit_permute(&y3, &s->qkvp, 5, (int64_t[]){B, T, 3, H, hd}, (int[]){2, 0, 3, 1, 4});
     ng_arena_release(ctx->acts, am);
@@ -194,7 +194,7 @@ static void attn_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     if (!backward) {
         ng_sim_tensor(&sim->acts, dt, 4, qkv4);
         size_t am = ng_sim_mark(&sim->acts);
-        sim->inplace = 0;
+        sim->inplace = 0, sim->output_unused = 0;
         ng_layer_plan(qkv, sim, 0, 0, ndim, in, dt);
         ng_sim_release(&sim->acts, am);
         ng_sim_tensor(&sim->acts, dt, 3, probs);

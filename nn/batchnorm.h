@@ -15,6 +15,13 @@ extern "C" {
  * the unbiased variance. Eval: normalises by the running statistics. */
 ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double momentum, double eps);
 
+/* relu(batchnorm(x)) as one layer, with the same parameters, buffers and values as a batch norm
+ * followed by a ReLU (conv blocks use it). It needs less memory: no output when nothing reads it
+ * (ctx->output_unused: its backward recomputes ReLU's mask from the input) and its output over
+ * its input when no backward follows (ctx->forward_only with ctx->inplace). */
+ng_layer *ng_batchnorm_relu(const char *name, int nd, int64_t channels, double momentum,
+                            double eps);
+
 /* Views [C] of the running mean and variance (buffers, not parameters), for checkpoints to
  * read or write. Before any forward they live on the CPU in f32, starting at 0 and 1; the
  * first forward moves them to the input's device and the parameters' dtype, keeping their

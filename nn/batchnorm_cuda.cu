@@ -167,16 +167,40 @@ __global__ void bn_stats(const T *__restrict__ x, const double *__restrict__ sum
     invstd[c] = is;
 }
 
+/* The normalised value, with each operation rounded as the CPU twin rounds it (nvcc would
+ * otherwise fuse the product and the sum): the twins agree bit for bit, and the fused ReLU's
+ * backward recomputes exactly what the forward stored. */
+static __device__ __forceinline__ double bn_value(double x, double mu, double scale, double shift) {
+    return __dadd_rn(__dmul_rn(x - mu, scale), shift);
+}
+
 template <typename T, typename P>
-__global__ void bn_apply(const T *__restrict__ x, const P *__restrict__ gamma,
-                         const P *__restrict__ beta, const double *__restrict__ mean,
-                         const double *__restrict__ invstd, int64_t C, int64_t S, int64_t n,
-                         T *__restrict__ y) {
+__global__ void bn_apply(const T *x, const P *__restrict__ gamma, const P *__restrict__ beta,
+                         const double *__restrict__ mean, const double *__restrict__ invstd,
+                         int64_t C, int64_t S, int64_t n, T *y) { /* y may be x */
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = (i / S) % C;
         double scale = invstd[c] * (double)gamma[c];
-        ng_st_d(y, i, ((double)ng_ld(x, i) - mean[c]) * scale + (double)beta[c]);
+        ng_st_d(y, i, bn_value((double)ng_ld(x, i), mean[c], scale, (double)beta[c]));
+    }
+}
+
+/* g = dy x (stored output > 0), ReLU's backward with the output recomputed and rounded to T as
+ * bn_apply stores it; g may be dy. */
+template <typename T, typename P>
+__global__ void bn_relu_grad(const T *__restrict__ x, const T *dy, const P *__restrict__ gamma,
+                             const P *__restrict__ beta, const double *__restrict__ mean,
+                             const double *__restrict__ invstd, int64_t C, int64_t S, int64_t n,
+                             T *g) {
+    typedef typename ng_acc<T>::type A;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = (i / S) % C;
+        double scale = invstd[c] * (double)gamma[c];
+        T stored[1];
+        ng_st_d(stored, 0, bn_value((double)ng_ld(x, i), mean[c], scale, (double)beta[c]));
+        ng_st(g, i, ng_ld(dy, i) * (ng_ld(stored, 0) > A(0) ? A(1) : A(0)));
     }
 }
 
@@ -196,11 +220,11 @@ __global__ void bn_grad_stats(double *__restrict__ sums, const double *__restric
     sums[2 * c + 1] = training ? s1 * is / M : 0.0;
 }
 
+/* dx may be dy: each element is read before it is written, by the same thread. */
 template <typename T, typename P>
-__global__ void bn_dx(const T *__restrict__ x, const T *__restrict__ dy,
-                      const P *__restrict__ gamma, const double *__restrict__ mean,
-                      const double *__restrict__ invstd, const double *__restrict__ coef, int64_t C,
-                      int64_t S, int64_t n, T *__restrict__ dx) {
+__global__ void bn_dx(const T *__restrict__ x, const T *dy, const P *__restrict__ gamma,
+                      const double *__restrict__ mean, const double *__restrict__ invstd,
+                      const double *__restrict__ coef, int64_t C, int64_t S, int64_t n, T *dx) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = (i / S) % C;
@@ -222,6 +246,7 @@ static void bn_forward_t(const ng_tensor *x, const ng_tensor *gamma, const ng_te
         (const T *)x->data, (const double *)sums->data, C, S, (double)(A * S), training, update,
         momentum, eps, (P *)rm->data, (P *)rv->data, (double *)mean->data, (double *)invstd->data);
     NG_CUDA_CHECK_LAUNCH();
+    if (!y) return;
     int64_t n = A * C * S;
     bn_apply<T, P><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
         (const T *)x->data, (const P *)gamma->data, (const P *)beta->data,
@@ -248,6 +273,29 @@ static void bn_backward_t(const ng_tensor *x, const ng_tensor *dy, const ng_tens
     NG_CUDA_CHECK_LAUNCH();
 }
 
+/* Runs CALL(T, P) for x's dtype: T the activations' type, P the parameters' (f32 under mixed
+ * precision). */
+#define BN_TYPES(dtype, CALL)                                                                      \
+    do {                                                                                           \
+        switch (dtype) {                                                                           \
+            case NG_F32:                                                                           \
+                CALL(float, float);                                                                \
+                break;                                                                             \
+            case NG_F64:                                                                           \
+                CALL(double, double);                                                              \
+                break;                                                                             \
+            case NG_F16:                                                                           \
+                CALL(ng_half16, float);                                                            \
+                break;                                                                             \
+            case NG_BF16:                                                                          \
+                CALL(ng_bhalf16, float);                                                           \
+                break;                                                                             \
+            default:                                                                               \
+                ng_fail("batchnorm: CUDA twin takes a floating type, not %s",                      \
+                        ng_dtype_name(dtype));                                                     \
+        }                                                                                          \
+    } while (0)
+
 extern "C" void ng_bn_cuda_forward(const ng_tensor *x, const ng_tensor *gamma,
                                    const ng_tensor *beta, ng_tensor *rm, ng_tensor *rv,
                                    ng_tensor *mean, ng_tensor *invstd, ng_tensor *sums,
@@ -256,22 +304,7 @@ extern "C" void ng_bn_cuda_forward(const ng_tensor *x, const ng_tensor *gamma,
 #define BN_FWD(T, P)                                                                               \
     bn_forward_t<T, P>(x, gamma, beta, rm, rv, mean, invstd, sums, y, A, C, S, training, update,   \
                        momentum, eps)
-    switch (x->dtype) {
-        case NG_F32:
-            BN_FWD(float, float);
-            break;
-        case NG_F64:
-            BN_FWD(double, double);
-            break;
-        case NG_F16:
-            BN_FWD(ng_half16, float);
-            break;
-        case NG_BF16:
-            BN_FWD(ng_bhalf16, float);
-            break;
-        default:
-            ng_fail("batchnorm: CUDA twin takes a floating type, not %s", ng_dtype_name(x->dtype));
-    }
+    BN_TYPES(x->dtype, BN_FWD);
 #undef BN_FWD
 }
 
@@ -281,21 +314,26 @@ extern "C" void ng_bn_cuda_backward(const ng_tensor *x, const ng_tensor *dy, con
                                     int64_t C, int64_t S, int training) {
 #define BN_BWD(T, P)                                                                               \
     bn_backward_t<T, P>(x, dy, gamma, mean, invstd, sums, dgamma, dbeta, dx, A, C, S, training)
-    switch (x->dtype) {
-        case NG_F32:
-            BN_BWD(float, float);
-            break;
-        case NG_F64:
-            BN_BWD(double, double);
-            break;
-        case NG_F16:
-            BN_BWD(ng_half16, float);
-            break;
-        case NG_BF16:
-            BN_BWD(ng_bhalf16, float);
-            break;
-        default:
-            ng_fail("batchnorm: CUDA twin takes a floating type, not %s", ng_dtype_name(x->dtype));
-    }
+    BN_TYPES(x->dtype, BN_BWD);
 #undef BN_BWD
+}
+
+template <typename T, typename P>
+static void bn_relu_grad_t(const ng_tensor *x, const ng_tensor *gamma, const ng_tensor *beta,
+                           const ng_tensor *mean, const ng_tensor *invstd, const ng_tensor *dy,
+                           ng_tensor *g, int64_t A, int64_t C, int64_t S) {
+    int64_t n = A * C * S;
+    bn_relu_grad<T, P><<<ng_cuda_blocks(n, THREADS), THREADS, 0, stream()>>>(
+        (const T *)x->data, (const T *)dy->data, (const P *)gamma->data, (const P *)beta->data,
+        (const double *)mean->data, (const double *)invstd->data, C, S, n, (T *)g->data);
+    NG_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void ng_bn_cuda_relu_grad(const ng_tensor *x, const ng_tensor *gamma,
+                                     const ng_tensor *beta, const ng_tensor *mean,
+                                     const ng_tensor *invstd, const ng_tensor *dy, ng_tensor *g,
+                                     int64_t A, int64_t C, int64_t S) {
+#define BN_RELU(T, P) bn_relu_grad_t<T, P>(x, gamma, beta, mean, invstd, dy, g, A, C, S)
+    BN_TYPES(x->dtype, BN_RELU);
+#undef BN_RELU
 }

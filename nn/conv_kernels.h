@@ -127,7 +127,7 @@ void ng_channel_sums_cuda(int mode, const ng_tensor *x, const ng_tensor *dy, int
 
 /* Batch norm on x [A, C, S]. mean and invstd are f64 [C] outputs (saved for backward); sums is
  * f64 [2 C] scratch. Training uses batch statistics and, when update is set, updates rm and rv;
- * eval uses rm and rv. */
+ * eval uses rm and rv. y NULL: the statistics only. */
 void ng_bn_cuda_forward(const ng_tensor *x, const ng_tensor *gamma, const ng_tensor *beta,
                         ng_tensor *rm, ng_tensor *rv, ng_tensor *mean, ng_tensor *invstd,
                         ng_tensor *sums, ng_tensor *y, int64_t A, int64_t C, int64_t S,
@@ -137,6 +137,11 @@ void ng_bn_cuda_backward(const ng_tensor *x, const ng_tensor *dy, const ng_tenso
                          const ng_tensor *mean, const ng_tensor *invstd, ng_tensor *sums,
                          ng_tensor *dgamma, ng_tensor *dbeta, ng_tensor *dx, int64_t A, int64_t C,
                          int64_t S, int training);
+/* The fused batch norm + ReLU's gradient without its output: g = dy x (stored output > 0), the
+ * output recomputed from x and rounded as the forward stored it (g may alias dy). */
+void ng_bn_cuda_relu_grad(const ng_tensor *x, const ng_tensor *gamma, const ng_tensor *beta,
+                          const ng_tensor *mean, const ng_tensor *invstd, const ng_tensor *dy,
+                          ng_tensor *g, int64_t A, int64_t C, int64_t S);
 
 #ifdef __cplusplus
 }

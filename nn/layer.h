@@ -96,6 +96,17 @@ typedef struct {
      * no longer reads it (the sequence's own buffer, or the sequence's caller gave dy up).
      * Containers that read dy after a child's backward (residual) clear it. */
     int dy_scratch;
+    /* Set by a sequence for a forward that no backward will follow (the recomputation chain of
+     * model.checkpoint: recompute, which only rebuilds a block's input): layers need not keep
+     * what their backward reads, and where ctx->inplace allows, batch norm writes over its
+     * input. Containers pass it on to their children. */
+    int forward_only;
+    /* Set by a sequence around one child's forward when nothing after the child reads its
+     * output (the last child of a replayed checkpoint segment: the layers after it have run
+     * their backward). The child may then skip computing it (batch norm does; its backward
+     * recomputes what it needs) and return a tensor of the right shape without data.
+     * Containers clear it for their children, passing it on only where it still holds. */
+    int output_unused;
     ng_rng_key rng; /* seed and step; layers add their own stream id */
     ng_observer *observer;
     ng_grad_hook *grad_ready; /* NULL: nobody waits for gradients */
@@ -106,6 +117,9 @@ typedef struct {
     /* 1 when forward's output is a fresh arena tensor that this layer's backward never reads:
      * the next layer of a sequence may then overwrite it (ctx->inplace). */
     int out_unread;
+    /* 1 when backward can write dx over dy (element by element, after anything it reduces over
+     * dy): a sequence may then give a child dy's memory for dx when ctx->dy_scratch allows. */
+    int dx_over_dy;
     /* Output shape for an input shape; dim 0 is the batch. Fails naming the layer when the
      * input shape does not fit. */
     void (*out_shape)(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim, int64_t *out);

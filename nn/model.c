@@ -203,7 +203,8 @@ void ng_model_reset_arenas(ng_model *m) {
 }
 
 ng_tensor ng_model_forward(ng_model *m, ng_ctx *ctx, const ng_tensor *x) {
-    ctx->inplace = 0; /* the caller's input stays as it is */
+    ctx->inplace = 0;       /* the caller's input stays as it is */
+    ctx->output_unused = 0; /* and reads the output */
     /* Only a mixed model converts: other inputs go to the layers as they are, as they always did
      * (the layers check what they accept). */
     if (m->compute_dtype == m->dtype || x->dtype != m->dtype)

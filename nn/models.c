@@ -125,9 +125,10 @@ static ng_layer *conv_block(const char *prefix, int nd, int64_t in, int64_t out,
     char n[80];
     snprintf(n, sizeof n, "%s.conv", prefix);
     add(b, conv(n, nd, in, out, k, k1, pad));
-    if (bn) {
+    if (bn) { /* fused: the same values, less memory (nn/batchnorm.h) */
         snprintf(n, sizeof n, "%s.bn", prefix);
-        add(b, ng_batchnorm(n, nd, out, 0.1, 1e-5));
+        add(b, ng_batchnorm_relu(n, nd, out, 0.1, 1e-5));
+        return b;
     }
     snprintf(n, sizeof n, "%s.act", prefix);
     add(b, ng_relu(n));

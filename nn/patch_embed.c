@@ -118,7 +118,7 @@ static ng_tensor pe_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     /* proj's output is copied into y and not needed by its backward: released at once. */
     ng_arena_mark am = ng_arena_get_mark(ctx->acts);
     weight_views keep = weight_as_matrix(proj);
-    ctx->inplace = 0;
+    ctx->inplace = 0, ctx->output_unused = 0;
     ng_tensor tok = proj->ops->forward(proj, ctx, &cols);
     weight_restore(proj, keep);
     ng_vit_copy_blocks(&y, D, T * D, &tok, 0, N * D, B, N * D);
@@ -185,7 +185,7 @@ static void pe_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int
         ng_sim_tensor(&sim->acts, dt, 3, cols);
         ng_sim_tensor(&sim->acts, dt, 3, (int64_t[]){B, T, D});
         size_t am = ng_sim_mark(&sim->acts);
-        sim->inplace = 0;
+        sim->inplace = 0, sim->output_unused = 0;
         ng_layer_plan(proj, sim, 0, 0, 3, cols, dt);
         ng_sim_release(&sim->acts, am);
         size_t gm = ng_sim_mark(&sim->grads);

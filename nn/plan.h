@@ -26,14 +26,16 @@ typedef struct ng_sim_arena {
 
 struct ng_mem_sim {
     ng_sim_arena acts, grads;
-    size_t joint;     /* the most acts and grads held at once */
-    ng_device device; /* the CUDA path of some layers takes its scratch elsewhere (cuDNN) */
-    ng_dtype master;  /* the parameters' gradients (f32 in mixed precision) */
-    int training;     /* dropout allocates only in training */
-    int retain;       /* as ng_ctx.retain: backward keeps the forward's activations */
-    int recomputing;  /* replaying a checkpoint segment: no capture */
-    int inplace;      /* as ng_ctx.inplace, for the child being planned */
-    int dy_scratch;   /* as ng_ctx.dy_scratch */
+    size_t joint;      /* the most acts and grads held at once */
+    ng_device device;  /* the CUDA path of some layers takes its scratch elsewhere (cuDNN) */
+    ng_dtype master;   /* the parameters' gradients (f32 in mixed precision) */
+    int training;      /* dropout allocates only in training */
+    int retain;        /* as ng_ctx.retain: backward keeps the forward's activations */
+    int recomputing;   /* replaying a checkpoint segment: no capture */
+    int inplace;       /* as ng_ctx.inplace, for the child being planned */
+    int dy_scratch;    /* as ng_ctx.dy_scratch */
+    int forward_only;  /* as ng_ctx.forward_only */
+    int output_unused; /* as ng_ctx.output_unused, for the child being planned */
     /* Called by Linear and Conv plans where their forward tells the observer its input (K-FAC's
      * plan sizes its scratch from these); NULL: nobody listens. */
     void (*capture)(void *self, const ng_layer *l, int ndim, const int64_t *in, ng_dtype dt);

@@ -14,7 +14,7 @@ static void res_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *o
 
 static ng_tensor res_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_layer *f = l->children[0];
-    ctx->inplace = 0; /* x is added after the branch */
+    ctx->inplace = 0, ctx->output_unused = 0; /* x and f(x) are added after the branch */
     ng_tensor fx = f->ops->forward(f, ctx, x);
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, x->ndim, x->shape, l->name);
     ng_add(x, &fx, &y);
@@ -35,7 +35,7 @@ static void res_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
 
 static void res_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
                      const int64_t *in, ng_dtype dt) {
-    s->inplace = 0, s->dy_scratch = 0;
+    s->inplace = 0, s->dy_scratch = 0, s->output_unused = 0;
     ng_layer_plan(l->children[0], s, backward, need_dx, ndim, in, dt);
     if (!backward) ng_sim_tensor(&s->acts, dt, ndim, in);
 }

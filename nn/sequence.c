@@ -110,6 +110,9 @@ static void move_down(ng_tensor *dst, const ng_tensor *src) {
 static ng_tensor run_moved(ng_layer *l, ng_ctx *ctx, int i, int end, ng_tensor cur,
                            ng_arena_mark base) {
     seq_state *s = l->impl;
+    /* what the segment keeps for backward is never read: its replay runs it again */
+    int was = ctx->forward_only;
+    ctx->forward_only = 1;
     for (int j = i; j < end; j++) {
         s->ndim[j] = cur.ndim;
         memcpy(s->shape[j], cur.shape, sizeof cur.shape);
@@ -117,6 +120,7 @@ static ng_tensor run_moved(ng_layer *l, ng_ctx *ctx, int i, int end, ng_tensor c
         cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
         ctx->inplace = 0;
     }
+    ctx->forward_only = was;
     ng_arena_release(ctx->acts, base);
     ng_tensor y =
         ng_arena_tensor(ctx->acts, cur.dtype, cur.ndim, cur.shape, l->children[end - 1]->name);
@@ -128,6 +132,8 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     seq_state *s = l->impl;
     NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
              SEQ_MAX);
+    int unused = ctx->output_unused; /* the caller's word, for the last child only */
+    ctx->output_unused = 0;
     ng_tensor cur = *x;
     s->n = l->nchildren;
     s->dtype = x->dtype;
@@ -162,8 +168,10 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
             s->ndim[j] = cur.ndim;
             memcpy(s->shape[j], cur.shape, sizeof cur.shape);
             ctx->inplace = may_overwrite(l, s, j);
+            /* not for the end of a segment: its output is copied out below */
+            ctx->output_unused = unused && !end && j == l->nchildren - 1;
             cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
-            ctx->inplace = 0;
+            ctx->inplace = 0, ctx->output_unused = 0;
         }
         if (end) {
             NG_CHECK(cur.dtype == y.dtype,
@@ -199,8 +207,10 @@ static int64_t replay(ng_layer *l, ng_ctx *ctx, int last, int *first) {
                                     mark);
             for (int j = i; j <= last; j++) {
                 ctx->inplace = may_overwrite(l, s, j);
+                /* the layers after the segment are done with its output */
+                ctx->output_unused = j == last;
                 cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
-                ctx->inplace = 0;
+                ctx->inplace = 0, ctx->output_unused = 0;
             }
             ctx->recomputing = was;
             *first = i;
@@ -225,15 +235,17 @@ static int64_t child_numel(const seq_state *s, int i) {
     return n;
 }
 
-static void grad_places(const seq_state *s, int64_t dx_numel, int64_t dy_numel, int loc[],
-                        int64_t most[2]) {
+static void grad_places(const ng_layer *l, const seq_state *s, int64_t dx_numel, int64_t dy_numel,
+                        int loc[], int64_t most[2]) {
     most[0] = most[1] = 0;
     for (int i = s->n - 1; i >= 1; i--) {
         int64_t n = child_numel(s, i);
         int from = i == s->n - 1 ? LOC_DY : loc[i + 1];
+        /* ... unless child n-1 writes its dx over its dy element by element */
+        int over = i == s->n - 1 && l->children[i]->ops->dx_over_dy;
         if (i != 1 && from != LOC_DX && n <= dx_numel)
             loc[i] = LOC_DX;
-        else if (i <= s->n - 2 && from != LOC_DY && n <= dy_numel)
+        else if ((i <= s->n - 2 || over) && (from != LOC_DY || over) && n <= dy_numel)
             loc[i] = LOC_DY;
         else
             loc[i] = from == 0 ? 1 : 0;
@@ -253,7 +265,7 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
     ctx->dy_scratch = 0;
     int loc[SEQ_MAX];
     int64_t most[2];
-    grad_places(s, dx ? dx->numel : -1, dy_free ? dy->numel : -1, loc, most);
+    grad_places(l, s, dx ? dx->numel : -1, dy_free ? dy->numel : -1, loc, most);
     ng_arena_mark mark = ng_arena_get_mark(ctx->grads);
     ng_tensor buf[2] = {{0}, {0}};
     for (int b = 0; b < 2; b++)
@@ -296,6 +308,8 @@ static void seq_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tenso
 static void plan_moved(ng_layer *l, ng_mem_sim *sim, int i, int end, int *cn, int64_t *cur,
                        ng_dtype dt, size_t base) {
     seq_state *s = l->impl;
+    int was = sim->forward_only;
+    sim->forward_only = 1;
     for (int j = i; j < end; j++) {
         s->ndim[j] = *cn;
         memcpy(s->shape[j], cur, sizeof(int64_t) * NG_MAX_DIMS);
@@ -306,6 +320,7 @@ static void plan_moved(ng_layer *l, ng_mem_sim *sim, int i, int end, int *cn, in
         ng_layer_out_shape(l->children[j], *cn, cur, cn, next);
         memcpy(cur, next, sizeof next);
     }
+    sim->forward_only = was;
     ng_sim_release(&sim->acts, base);
     ng_sim_tensor(&sim->acts, dt, *cn, cur);
 }
@@ -314,6 +329,8 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
     seq_state *s = l->impl;
     NG_CHECK(l->nchildren <= SEQ_MAX, "sequence %s: more than %d children; nest sequences", l->name,
              SEQ_MAX);
+    int unused = sim->output_unused;
+    sim->output_unused = 0;
     int cn = ndim;
     int64_t cur[NG_MAX_DIMS];
     memcpy(cur, in, sizeof(int64_t) * (size_t)ndim);
@@ -347,8 +364,9 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
             s->ndim[j] = cn;
             memcpy(s->shape[j], cur, sizeof cur);
             sim->inplace = may_overwrite(l, s, j);
+            sim->output_unused = unused && !end && j == l->nchildren - 1;
             ng_layer_plan(l->children[j], sim, 0, 0, cn, cur, dt);
-            sim->inplace = 0;
+            sim->inplace = 0, sim->output_unused = 0;
             int64_t next[NG_MAX_DIMS];
             ng_layer_out_shape(l->children[j], cn, cur, &cn, next);
             memcpy(cur, next, sizeof next);
@@ -367,7 +385,7 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
     if (!l->nchildren) return;
     int loc[SEQ_MAX];
     int64_t most[2];
-    grad_places(s, need_dx ? child_numel(s, 0) : -1, dy_free ? s->out_numel : -1, loc, most);
+    grad_places(l, s, need_dx ? child_numel(s, 0) : -1, dy_free ? s->out_numel : -1, loc, most);
     size_t gmark = ng_sim_mark(&sim->grads);
     for (int b = 0; b < 2; b++)
         if (most[b]) ng_sim_tensor(&sim->grads, s->dtype, 1, (int64_t[]){most[b]});
@@ -391,8 +409,9 @@ static void plan_backward(ng_layer *l, ng_mem_sim *sim, int need_dx) {
                     }
                     for (int j = a; j <= i; j++) {
                         sim->inplace = may_overwrite(l, s, j);
+                        sim->output_unused = j == i;
                         ng_layer_plan(l->children[j], sim, 0, 0, s->ndim[j], s->shape[j], s->dtype);
-                        sim->inplace = 0;
+                        sim->inplace = 0, sim->output_unused = 0;
                     }
                     sim->recomputing = was;
                     break;

@@ -72,7 +72,32 @@ static ng_arch arch(const char *name) {
     return a;
 }
 
+/* What recompute comes to on the GPU, where cuDNN's workspace lies outside the arenas: a 3D-CNN
+ * step holds four block activations at any depth (a block's input and its conv's output, the
+ * gradients w.r.t. a block's output and input) besides the model's input and small tensors.
+ * Fused batch norm + ReLU keeps no output in the replayed block and writes over its conv's output
+ * in the recomputation chain; before, a step held five. */
+static void recompute_holds_four(void) {
+    for (int depth = 6; depth <= 12; depth += 6) {
+        ng_arch a = arch("cnn3d");
+        a.img = 24, a.width = 16, a.depth = depth;
+        char why[128];
+        NG_TEST(ng_ckpt_spec_parse("recompute", &a.checkpoint, why, sizeof why), "%s", why);
+        int64_t in[NG_MAX_DIMS] = {1};
+        int nd = ng_arch_input_shape(&a, in + 1) + 1;
+        ng_layer *root = ng_arch_build(&a);
+        ng_arena_plan p = ng_plan_train_step(root, nd, in, NG_F32, NG_F16, NG_CUDA, 0);
+        ng_layer_free(root);
+        size_t vox = 24 * 24 * 24, act = vox * 16 * 2, input = vox * 2;
+        NG_TEST(p.joint >= 4 * act && p.joint <= 4 * act + input + act / 8,
+                "cnn3d depth %d recomputed, f16 on the GPU: step holds %zu bytes, %.3f block "
+                "activations (%zu bytes each)",
+                depth, p.joint, (double)p.joint / (double)act, act);
+    }
+}
+
 int main(void) {
+    recompute_holds_four();
     static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16};
     for (int d = 0; d < 3; d++) {
         ng_dtype dt = dts[d];

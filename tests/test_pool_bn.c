@@ -41,6 +41,9 @@ static ng_layer *make_bn2(void) {
 static ng_layer *make_bn3(void) {
     return ng_batchnorm("bn", 3, 3, 0.2, 1e-3);
 }
+static ng_layer *make_bn_relu3(void) {
+    return ng_batchnorm_relu("bn", 3, 3, 0.2, 1e-3);
+}
 
 static void gradchecks(void) {
     ng_gradcheck_opts tr = {.training = 1}, ev = {.training = 0};
@@ -58,6 +61,8 @@ static void gradchecks(void) {
     ng_gradcheck("batchnorm2d eval", make_bn2, 4, (int64_t[]){3, 4, 3, 5}, ev);
     ng_gradcheck("batchnorm3d train", make_bn3, 5, (int64_t[]){2, 3, 3, 4, 5}, tr);
     ng_gradcheck("batchnorm3d eval", make_bn3, 5, (int64_t[]){2, 3, 3, 4, 5}, ev);
+    ng_gradcheck("batchnorm_relu3d train", make_bn_relu3, 5, (int64_t[]){2, 3, 3, 4, 5}, tr);
+    ng_gradcheck("batchnorm_relu3d eval", make_bn_relu3, 5, (int64_t[]){2, 3, 3, 4, 5}, ev);
 }
 
 /* ---- pooling forward against loops --------------------------------------------------------- */
@@ -319,6 +324,29 @@ static void batchnorm_checkpointed(void) {
     ng_model_free(m);
 }
 
+/* The fused batch norm + ReLU computes what the two layers did, bit for bit, in every dtype and
+ * memory mode: as a model runs it, without its output (the mask recomputed from the input), over
+ * its input when no backward follows, and with dx written over dy. Without its output it holds
+ * at least one activation less. */
+static void batchnorm_relu_fused(void) {
+    const ng_dtype dts[4] = {NG_F64, NG_F32, NG_F16, NG_BF16};
+    for (int t = 0; t < 4; t++) {
+        ng_dtype dt = dts[t];
+        ng_tensor x64, dy64;
+        double p[6];
+        bn_relu_inputs(&x64, &dy64, p);
+        int64_t n = x64.numel, zeros = 0;
+        bn_relu_result ref = bn_relu_run(NG_CPU, dt, BN_RELU_TWO_LAYERS, &x64, &dy64, p);
+        for (int64_t i = 0; i < n; i++) zeros += ref.y[i] == 0;
+        NG_TEST(zeros > n / 10 && zeros < n * 9 / 10,
+                "batchnorm_relu %s: ReLU cut %lld of %lld outputs; the check needs both sides",
+                ng_dtype_name(dt), (long long)zeros, (long long)n);
+        bn_relu_check_modes(NG_CPU, dt, &x64, &dy64, p, &ref);
+        bn_relu_result_free(&ref);
+        ng_tensor_free(&x64), ng_tensor_free(&dy64);
+    }
+}
+
 /* ---- errors -------------------------------------------------------------------------------- */
 
 static void errors(void) {
@@ -434,6 +462,7 @@ int main(void) {
     batchnorm_running_stats();
     batchnorm_checkpointed();
     batchnorm_half_bits();
+    batchnorm_relu_fused();
     pool_half_bits();
     errors();
     return ng_test_finish("test_pool_bn");

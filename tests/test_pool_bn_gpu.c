@@ -30,6 +30,30 @@ static ng_layer *make_bn2_3(void) {
 static ng_layer *make_bn3(void) {
     return ng_batchnorm("bn", 3, 5, 0.2, 1e-3);
 }
+static ng_layer *make_bn_relu3(void) {
+    return ng_batchnorm_relu("bn", 3, 5, 0.2, 1e-3);
+}
+
+/* The fused batch norm + ReLU on the GPU in each memory mode: the GPU's two layers bit for bit
+ * (the recomputed mask included), and the CPU twin within rounding. */
+static void bn_relu_modes(void) {
+    const ng_dtype dts[4] = {NG_F64, NG_F32, NG_F16, NG_BF16};
+    for (int t = 0; t < 4; t++) {
+        ng_dtype dt = dts[t];
+        ng_tensor x64, dy64;
+        double p[6];
+        bn_relu_inputs(&x64, &dy64, p);
+        int64_t n = x64.numel;
+        bn_relu_result ref = bn_relu_run(NG_CUDA, dt, BN_RELU_TWO_LAYERS, &x64, &dy64, p);
+        bn_relu_result cpu = bn_relu_run(NG_CPU, dt, BN_RELU_TWO_LAYERS, &x64, &dy64, p);
+        double tol = dt == NG_F64 ? 1e-12 : dt == NG_F32 ? 1e-5 : dt == NG_F16 ? 2e-3 : 1.6e-2;
+        ng_test_close("batchnorm + relu output, cuda vs cpu", cpu.y, ref.y, n, tol, tol);
+        ng_test_close("batchnorm + relu dx, cuda vs cpu", cpu.dx, ref.dx, n, tol, tol);
+        bn_relu_check_modes(NG_CUDA, dt, &x64, &dy64, p, &ref);
+        bn_relu_result_free(&ref), bn_relu_result_free(&cpu);
+        ng_tensor_free(&x64), ng_tensor_free(&dy64);
+    }
+}
 
 /* Running stats after one training step on each device. */
 static void running_twin(void) {
@@ -75,6 +99,8 @@ int main(void) {
     ng_twincheck("batchnorm2d train, 3 blocks per channel", make_bn2_3, 4,
                  (int64_t[]){8, 3, 33, 35}, 1, 1e-5);
     running_twin();
+    ng_twincheck("batchnorm_relu3d train", make_bn_relu3, 5, (int64_t[]){2, 5, 9, 10, 11}, 1, 1e-5);
+    bn_relu_modes();
     for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
         ng_twincheck_mixed("maxpool3d, mixed", make_max3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
                            ng_mixed_tol(dt, 1, 0));
