@@ -96,8 +96,9 @@ typedef struct {
      * no longer reads it (the sequence's own buffer, or the sequence's caller gave dy up).
      * Containers that read dy after a child's backward (residual) clear it. */
     int dy_scratch;
-    /* Set by a sequence for a forward that no backward will follow (the recomputation chain of
-     * model.checkpoint: recompute, which only rebuilds a block's input): layers need not keep
+    /* Set by a sequence for a forward that no backward will follow: a checkpoint segment's
+     * first forward (replayed before its backward) and the recomputation chain of
+     * model.checkpoint: recompute (which only rebuilds a block's input). Layers need not keep
      * what their backward reads, and where ctx->inplace allows, batch norm writes over its
      * input. Containers pass it on to their children. */
     int forward_only;

@@ -164,6 +164,9 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
             s->seg_x[i] = cur;
         }
         int last = end ? end - 1 : i;
+        /* a segment's interior is released below and replayed before its backward */
+        int was = ctx->forward_only;
+        ctx->forward_only = was || end;
         for (int j = i; j <= last; j++) {
             s->ndim[j] = cur.ndim;
             memcpy(s->shape[j], cur.shape, sizeof cur.shape);
@@ -173,6 +176,7 @@ static ng_tensor seq_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
             cur = l->children[j]->ops->forward(l->children[j], ctx, &cur);
             ctx->inplace = 0, ctx->output_unused = 0;
         }
+        ctx->forward_only = was;
         if (end) {
             NG_CHECK(cur.dtype == y.dtype,
                      "sequence %s: checkpoint segment ending at %s changes "
@@ -360,6 +364,8 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
             mark = ng_sim_mark(&sim->acts);
         }
         int last = end ? end - 1 : i;
+        int was = sim->forward_only;
+        sim->forward_only = was || end;
         for (int j = i; j <= last; j++) {
             s->ndim[j] = cn;
             memcpy(s->shape[j], cur, sizeof cur);
@@ -371,6 +377,7 @@ static void plan_forward(ng_layer *l, ng_mem_sim *sim, int ndim, const int64_t *
             ng_layer_out_shape(l->children[j], cn, cur, &cn, next);
             memcpy(cur, next, sizeof next);
         }
+        sim->forward_only = was;
         if (end) ng_sim_release(&sim->acts, mark);
         i = last;
     }

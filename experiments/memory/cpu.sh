@@ -22,7 +22,8 @@ print(f"| {r['model']} | {side} | {r['batch']} | {r['dtype']} | {r['checkpoint']
 PY
   rm -f "$j"
 }
-for spec in none "every 2" "every 1"; do row cnn3d 32 2 fp32 "$spec"; done
+for spec in none "every 2" "every 1" recompute; do row cnn3d 32 2 fp32 "$spec"; done
 row cnn3d 32 2 bf16 "every 1"
+row cnn3d 32 2 bf16 recompute
 for spec in none "every 3" "every 1"; do row vit_tiny_patch4_32 32 64 fp32 "$spec"; done
 row vit_tiny_patch4_32 32 64 bf16 "every 1"
