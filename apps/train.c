@@ -14,6 +14,7 @@
 #include "apps/memory_report.h"
 #include "apps/progress.h"
 #include "apps/run.h"
+#include "apps/step.h"
 #include "apps/stop.h"
 #include "apps/train_config.h"
 #include "comm/bucket.h"
@@ -23,12 +24,8 @@
 #include "core/ops.h"
 #include "data/loader.h"
 #include "nn/loss.h"
-#include "nn/sample.h"
 #include "nn/weights.h"
 #include "optim/smoothing.h"
-
-/* The Philox stream of the true Fisher's sampled labels (offset: step << 32). */
-#define NG_STREAM_FISHER (UINT64_C(0x46495348) << 32)
 
 typedef struct {
     const char *config, *out, *resume, *weights;
@@ -309,41 +306,16 @@ static step_result train_step(trainer *t, const ng_batch *b, int64_t step) {
      * the plain seed, so a one-rank run is the same as before). */
     uint64_t seed = s->seed ^ ((uint64_t)t->rank * UINT64_C(0x9E3779B97F4A7C15));
     ng_ctx ctx = ng_model_ctx(m, 1, seed, (uint64_t)step);
-    ctx.observer = ng_optimizer_observer(opt);
-    ng_optimizer_begin(opt, step, b->b);
-    ng_tensor logits = ng_model_forward(m, &ctx, &xv);
-    ng_tensor dlogits =
-        ng_arena_tensor(&m->grads, logits.dtype, logits.ndim, logits.shape, "dlogits");
-    if (ng_optimizer_sampled_backward(opt)) {
-        /* E.g. K-FAC's true Fisher: a backward on labels drawn from the model, whose parameter
-         * gradients are then dropped. */
-        ng_tensor sampled = ng_arena_tensor(&m->grads, NG_I32, 1, (int64_t[]){b->b}, "sampled");
-        ng_sample_categorical(&logits,
-                              (ng_rng_key){.seed = s->seed,
-                                           .stream = NG_STREAM_FISHER,
-                                           .offset = (uint64_t)step << 32},
-                              &sampled);
-        ng_softmax_xent(&logits, &sampled, 0.0, &dlogits, NULL);
-        ng_optimizer_pass(opt, NG_PASS_SAMPLED);
-        ng_model_zero_grad(m);
-        ctx.retain = 1; /* the forward serves the backward below too */
-        ng_model_backward(m, &ctx, &dlogits);
-        ctx.retain = 0;
-    }
-    ng_optimizer_pass(opt, NG_PASS_LOSS);
-    int64_t correct = 0;
     step_result r = {.lr = ng_schedule_lr(&s->sched, step), .gnorm = NAN};
-    /* The loss gradient is multiplied by the loss scale (fp16), so small gradients survive the
-     * half-precision backward; the optimizer's parts divide it out of what they gather (K-FAC's
-     * G), the unscale below out of the gradient. */
     r.scale = ng_loss_scaler_scale(&t->scaler);
-    ng_optimizer_set_loss_scale(opt, r.scale);
-    r.loss = ng_softmax_xent_scaled(&logits, &yv, s->smoothing, r.scale, &dlogits, &correct);
-    ng_model_zero_grad(m);
-    ctx.grad_ready = t->buckets ? &t->hook : NULL;
-    double tb = ng_now();
-    ng_model_backward(m, &ctx, &dlogits);
-    ng_optimizer_after_backward(opt);
+    ng_step_passes p = {.seed = s->seed,
+                        .step = step,
+                        .smoothing = s->smoothing,
+                        .scale = r.scale,
+                        .ready = t->buckets ? &t->hook : NULL};
+    r.loss = ng_step_run_passes(m, opt, &ctx, &xv, &yv, &p);
+    int64_t correct = p.correct;
+    double tb = p.backward_at;
     if (t->buckets) { /* the average over the ranks: every rank now holds the same gradient */
         ng_sync(s->device);
         double tw = ng_now();

@@ -17,7 +17,27 @@ fi
 ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.log"
 "$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
-"$ng" bench --model vit_tiny_patch16_224 --batch 256 --device cuda --json "$out/vit_ti_b256.json"
+# Issue 14's table: whole training steps (natgrad bench --step: forward, backward, the optimizer
+# chain) beside PyTorch eager and torch.compile in one Python process, then the markdown table.
+vit=(--config "$root/experiments/gpu_peer/vit_ti16.yaml" --step --device cuda)
+step() { # NAME ARGS...
+  local name=$1
+  shift
+  timeout 120 "$ng" bench "${vit[@]}" "$@" --json "$out/step_$name.json" 2>&1 | tail -1
+}
+step vit_ti16_bf16_sgd --steps 30
+step vit_ti16_fp32_sgd --steps 30 --precision fp32
+step vit_ti16_bf16_kfac10_100 --steps 200 --set kfac.enabled=true --set kfac.factor_every=10 \
+  --set kfac.inv_every=100
+step vit_ti16_bf16_kfac1_1 --steps 10 --set kfac.enabled=true --set kfac.factor_every=1 \
+  --set kfac.inv_every=1
+step vit_b16_bf16_sgd --steps 30 --batch 128 --set model.arch=vit_base_patch16_224 \
+  --set train.batch_size=128
+timeout 420 python3 "$root/experiments/gpu_peer/torch_peer.py" gemm:4096,8192 eigh:1024,2048,4096 \
+  vit:vit_tiny_patch16_224:256:bf16:eager vit:vit_tiny_patch16_224:256:fp32:eager \
+  vit:vit_base_patch16_224:128:bf16:eager vit:vit_tiny_patch16_224:256:bf16:compile \
+  vit:vit_base_patch16_224:128:bf16:compile | tee "$out/torch_peer.jsonl"
+python3 "$root/experiments/gpu_peer/summarize.py" "$out" | tee "$out/peer_table.md"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
 # Issue 10's figures: the 3D-CNN at 128^3 batch 2 in fp16, plain and checkpointed, beside PyTorch

@@ -40,6 +40,16 @@ expect 2 "not with --config" -- bench --config "$cfg" --model lenet --per-layer
 expect 2 "nothing.yaml" -- bench --config /nonexistent/nothing.yaml --per-layer
 expect 0 "mlp, batch 2" -- bench --config "$cfg" --per-layer --batch 2 --steps 1 --device cpu
 expect 2 "--precision" -- bench --model mlp --per-layer --precision fp8
+# bench --step: a config's whole training step, its optimizer chain included.
+expect 2 "needs --config" -- bench --model mlp --step
+expect 2 "--set" -- bench --config "$cfg" --step --set kfac.enabled
+expect 2 "kfac.factor_every" -- bench --config "$cfg" --step --set kfac.enabled=true --set kfac.factor_every=0
+st=$(mktemp)
+expect 0 "optimizer kfac+sgd" -- bench --config "$cfg" --step --set kfac.enabled=true \
+  --set kfac.factor_every=2 --set kfac.inv_every=4 --batch 8 --steps 5 --device cpu --json "$st"
+grep -q '"optimizer": "kfac+sgd", "steps": 5, "ms_per_step": [0-9.]*, "mean_ms_per_step": [0-9.]*' "$st" &&
+  pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: bench --step json: $(cat "$st")"; }
+rm -f "$st"
 # The per-layer report adds up: the layers' FLOPs are the model's, half bytes are half of fp32's.
 pl=$(mktemp)
 expect 0 "sum of layers" -- bench --model lenet --per-layer --batch 4 --steps 1 --device cpu --json "$pl"
