@@ -62,6 +62,7 @@ __device__ static void chaos_game(const job *J, int64_t points, int64_t side, Sp
     __shared__ unsigned char pick[CHUNK];
     __shared__ double xs[CHUNK], ys[CHUNK];
     __shared__ double cum[NG_FRACTAL_MAX_MAPS];
+    __shared__ ng_ifs_map maps[NG_FRACTAL_MAX_MAPS]; /* the chain reads them every point */
     __shared__ double bb[4], px, py, sx, sy;
     __shared__ int ok;
     int tid = threadIdx.x;
@@ -77,7 +78,7 @@ __device__ static void chaos_game(const job *J, int64_t points, int64_t side, Sp
                 cum[j] = total;
             }
             ok = total > 0 && isfinite(total) && points > NG_FRACTAL_SKIP;
-            for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total);
+            for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total), maps[j] = f->m[j];
             bb[0] = bb[2] = INFINITY;
             bb[1] = bb[3] = -INFINITY;
         }
@@ -100,7 +101,7 @@ __device__ static void chaos_game(const job *J, int64_t points, int64_t side, Sp
                 if (tid == 0) {
                     double x = px, y = py;
                     for (int64_t i = 0; i < len; i++) {
-                        const ng_ifs_map *m = &f->m[pick[i]];
+                        const ng_ifs_map *m = &maps[pick[i]];
                         double nx =
                             __dadd_rn(__dadd_rn(__dmul_rn(m->a, x), __dmul_rn(m->b, y)), m->e);
                         double ny =
@@ -279,6 +280,7 @@ __global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side,
     __shared__ unsigned char pick[CHUNK3];
     __shared__ double ps[3][CHUNK3];
     __shared__ double cum[NG_FRACTAL3D_MAX_MAPS];
+    __shared__ ng_ifs3_map maps[NG_FRACTAL3D_MAX_MAPS]; /* the chain reads them every point */
     __shared__ double lo[3], hi[3], sc[3], cur[3];
     __shared__ int ok;
     const job3 *J = &jobs[blockIdx.x];
@@ -302,7 +304,7 @@ __global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side,
                 cum[j] = total;
             }
             ok = total > 0 && isfinite(total) && points > NG_FRACTAL_SKIP;
-            for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total);
+            for (int j = 0; j < f->nmaps; j++) cum[j] = __ddiv_rn(cum[j], total), maps[j] = f->m[j];
             for (int a = 0; a < 3; a++) lo[a] = INFINITY, hi[a] = -INFINITY;
         }
         __syncthreads();
@@ -324,7 +326,7 @@ __global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side,
                 if (tid == 0) {
                     double x = cur[0], y = cur[1], z = cur[2];
                     for (int64_t i = 0; i < len; i++) {
-                        const ng_ifs3_map *m = &f->m[pick[i]];
+                        const ng_ifs3_map *m = &maps[pick[i]];
                         double n3[3];
                         for (int r = 0; r < 3; r++)
                             n3[r] = __dadd_rn(__dadd_rn(__dadd_rn(__dmul_rn(m->a[3 * r], x),
