@@ -4,7 +4,11 @@
  * the chunk, one thread walks the chunk, and (second pass) every thread splats the chunk's points
  * with atomic stores. The first pass finds the bounding box, as the CPU does, so no point buffer
  * outlives a chunk. Double arithmetic through the _rn intrinsics, so nothing is fused into an
- * FMA (the CPU build uses -ffp-contract=off); min, max and floor are exact. */
+ * FMA (the CPU build uses -ffp-contract=off); min, max and floor are exact. Painted images
+ * (patches, colour) share the chain and differ in the splat; their pixel values are the host's,
+ * copied. Nothing here is computed differently from the CPU, so every kernel is meant to match it
+ * bit for bit (no tolerance anywhere in tests/test_fractal_gpu.c). A job may carry a second IFS,
+ * rendered when the first diverges: the sources' fallback to the category's own IFS. */
 #include <stdint.h>
 #include <string.h>
 
