@@ -1,8 +1,11 @@
 /* `natgrad data-bench`: how fast a config's training data comes, in images/s: the source alone on
  * this thread (a fractal renderer's speed per core), the loader over it (shuffle, batches and its
  * prefetch thread: shards against an in-memory set), and, with --png-dir, the same examples read
- * back as one PNG file per image (open, read, decode), the layout shards replace. Nothing else
- * measures these: `natgrad bench` times models, `natgrad train` mixes data with compute. */
+ * back as one PNG file per image (open, read, decode), the layout shards replace. With --device
+ * cuda, a source that renders on the GPU (the fractals' fill_batch) fills device batches instead,
+ * after a check of its first examples against the host's fill (whose time gives the CPU row).
+ * Nothing else measures these: `natgrad bench` times models, `natgrad train` mixes data with
+ * compute. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +16,23 @@
 #include "apps/clock.h"
 #include "apps/commands.h"
 #include "apps/train_config.h"
+#include "core/backend.h"
 #include "core/error.h"
 #include "data/loader.h"
 #include "data/shard_members.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: natgrad data-bench --from CONFIG [--examples N] [--batch B]\n"
-            "                          [--png-dir DIR [--png-range LO,HI]] [--set key=value ...]\n"
-            "  times N examples (default 256) of the config's training data: the source on\n"
-            "  this thread, the loader (batches of B, default train.batch_size, prefetch\n"
-            "  data.prefetch), and with --png-dir the same examples written there as one PNG\n"
-            "  file per image (values over --png-range, default 0,1) and read back\n");
+    fprintf(
+        f,
+        "usage: natgrad data-bench --from CONFIG [--examples N] [--batch B] [--device cpu|cuda]\n"
+        "                          [--png-dir DIR [--png-range LO,HI]] [--set key=value ...]\n"
+        "  times N examples (default 256) of the config's training data: the source on\n"
+        "  this thread, the loader (batches of B, default train.batch_size, prefetch\n"
+        "  data.prefetch), and with --png-dir the same examples written there as one PNG\n"
+        "  file per image (values over --png-range, default 0,1) and read back.\n"
+        "  --device cuda: the source renders batches of B on the GPU instead (FractalDB 2D\n"
+        "  and 3D), after one untimed batch, with its first examples checked against the\n"
+        "  host's fill (timed: the CPU row)\n");
 }
 
 static double cpu_now(void) {
@@ -36,10 +44,66 @@ static void row(const char *what, int64_t n, double wall, double cpu) {
            cpu > 0 ? (double)n / cpu : 0.0);
 }
 
+/* The source on the GPU: up to 16 examples filled on the host (timed, the one-core figure) and
+ * as one device batch, compared value for value; one untimed batch (the CUDA context, the
+ * kernel's first launch); then n examples, positions 0.. in batches of `batch`, each batch
+ * finished on the device before the next (fill_batch returns after its kernel). Returns 1 when
+ * the check passed. */
+static int bench_device(ng_source *src, int64_t n, int64_t batch) {
+    NG_CHECK(ng_cuda_available(), "--device cuda: no CUDA device is usable here");
+    NG_CHECK(src->ops->fill_batch,
+             "--device cuda: %s has no GPU renderer (FractalDB 2D and 3D have: data.name "
+             "fractal or fractal3d)",
+             src->name);
+    int64_t e = ng_source_example_size(src), shape[5] = {batch}, k = batch < 16 ? batch : 16;
+    for (int d = 0; d < src->ndim; d++) shape[d + 1] = src->shape[d];
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CUDA, src->ndim + 1, shape, "device batch");
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)batch);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
+    float *host = malloc(sizeof(float) * (size_t)(k * e));
+    NG_CHECK(idx && y && host, "data-bench: out of host memory for a batch of %lld",
+             (long long)batch);
+    for (int64_t j = 0; j < batch; j++) idx[j] = j % src->n;
+
+    double t0 = ng_now(), c0 = cpu_now();
+    int32_t yj;
+    for (int64_t j = 0; j < k; j++) ng_source_fill(src, 0, idx[j], host + j * e, &yj);
+    row("source (this thread)", k, ng_now() - t0, cpu_now() - c0);
+    ng_source_fill_batch(src, 0, idx, batch, &x, y); /* also the untimed first batch */
+    ng_tensor first = ng_tensor_view(&x, 0, 1, (int64_t[]){k * e}, "first examples");
+    ng_tensor h = ng_tensor_to(&first, NG_CPU, "first examples on the host");
+    int64_t differ = 0;
+    for (int64_t i = 0; i < k * e; i++) differ += host[i] != ((const float *)h.data)[i];
+    ng_tensor_free(&h);
+
+    int64_t done = 0;
+    t0 = ng_now();
+    while (done < n) {
+        int64_t b = n - done < batch ? n - done : batch;
+        for (int64_t j = 0; j < b; j++) idx[j] = (done + j) % src->n;
+        ng_tensor part =
+            b == batch ? x
+                       : ng_tensor_view(&x, 0, src->ndim + 1,
+                                        (int64_t[]){b, shape[1], shape[2], shape[3], shape[4]},
+                                        "last device batch");
+        ng_source_fill_batch(src, 0, idx, b, &part, y);
+        done += b;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "source on cuda (batch %lld)", (long long)batch);
+    row(what, done, ng_now() - t0, 0);
+    printf("check: %lld of the first %lld examples' %lld values differ between cuda and the "
+           "host's fill%s\n",
+           (long long)differ, (long long)k, (long long)(k * e), differ ? " (MISMATCH)" : "");
+    ng_tensor_free(&x);
+    free(idx), free(y), free(host);
+    return differ == 0;
+}
+
 int ng_cmd_data_bench(int argc, char **argv) {
     const char *from = NULL, *png_dir = NULL, *range_s = "0,1", *sets[256];
     int64_t n = 256, batch = 0;
-    int nsets = 0;
+    int nsets = 0, cuda = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -65,6 +129,8 @@ int ng_cmd_data_bench(int argc, char **argv) {
             batch = strtoll(v, &end, 10);
             NG_CHECK(*v && !*end && batch >= 1 && batch <= 1000000, "--batch: '%s' is not 1 to 1e6",
                      v);
+        } else if (!strcmp(o, "--device") && (!strcmp(v, "cpu") || !strcmp(v, "cuda"))) {
+            cuda = !strcmp(v, "cuda");
         } else if (!strcmp(o, "--set") && strchr(v, '=') && nsets < 256) {
             sets[nsets++] = v;
         } else {
@@ -97,6 +163,15 @@ int ng_cmd_data_bench(int argc, char **argv) {
     for (int d = 0; d < src->ndim; d++)
         printf("%lld%s", (long long)src->shape[d], d + 1 < src->ndim ? ", " : "]\n");
     printf("%-28s %8s %10s %12s %14s\n", "stage", "images", "wall_s", "images/s", "images/cpu_s");
+
+    if (cuda) {
+        NG_CHECK(!png_dir,
+                 "--png-dir: not with --device cuda (the PNG files are read on the host)");
+        int ok = bench_device(src, n, batch);
+        free(x);
+        ng_train_setup_free(&s);
+        return ok ? 0 : 1;
+    }
 
     /* The source on this thread, positions 0.. in order (an ordered source streams them). */
     double t0 = ng_now(), c0 = cpu_now();

@@ -249,7 +249,53 @@ void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys
         NG_CHECK(f[j].nmaps >= 1 && f[j].nmaps <= NG_FRACTAL_MAX_MAPS,
                  "ng_fractal_render: image %lld has %d maps", (long long)j, f[j].nmaps);
     NG_DISPATCH(out, render_cpu(f, flips, keys, count, points, side, out->data),
-                ng_fractal_render_cuda(f, flips, keys, count, points, side, out->data));
+                ng_fractal_render_cuda(f, NULL, flips, keys, count, points, side, out->data));
+}
+
+/* Painted map numbers (1-4, 0 = unpainted) as pixels: +1 grey, or the map's colour in [0.25, 1]
+ * as [-0.5, 1] per channel; the background -1. */
+static void paint_pixels(const uint8_t *lab, int64_t hw, const float (*rgb)[3], float *x) {
+    if (!rgb) {
+        for (int64_t p = 0; p < hw; p++) x[p] = lab[p] ? 1.0f : -1.0f;
+        return;
+    }
+    for (int ch = 0; ch < 3; ch++)
+        for (int64_t p = 0; p < hw; p++)
+            x[ch * hw + p] = lab[p] ? (float)(2.0 * (double)rgb[lab[p] - 1][ch] - 1.0) : -1.0f;
+}
+
+static void render_paint_cpu(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                             int64_t count, int64_t points, int64_t side, int patch,
+                             const uint8_t *masks, const float (*rgb)[NG_FRACTAL_MAX_MAPS][3],
+                             float *out) {
+    uint8_t *lab = malloc((size_t)(side * side));
+    NG_CHECK(lab, "ng_fractal_render_paint: out of host memory");
+    int64_t hw = side * side, ch = rgb ? 3 : 1;
+    for (int64_t j = 0; j < count; j++) {
+        ng_fractal_paint(&f[j], points, keys[j], side, flips[j], patch, masks + j * patch * patch,
+                         lab);
+        paint_pixels(lab, hw, rgb ? (const float(*)[3])rgb[j] : NULL, out + j * ch * hw);
+    }
+    free(lab);
+}
+
+void ng_fractal_render_paint(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                             int64_t points, int patch, const uint8_t *masks,
+                             const float (*rgb)[NG_FRACTAL_MAX_MAPS][3], ng_tensor *out) {
+    int64_t side = out->shape[out->ndim - 1], count = out->shape[0], ch = rgb ? 3 : 1;
+    NG_CHECK(out->dtype == NG_F32 && out->ndim == 4 && out->shape[1] == ch &&
+                 out->shape[2] == side && side >= 1,
+             "ng_fractal_render_paint: %s must be f32 [count, %lld, side, side]",
+             out->name ? out->name : "out", (long long)ch);
+    NG_CHECK(patch >= 1 && patch <= NG_FRACTAL_MAX_PATCH,
+             "ng_fractal_render_paint: patch %d, need 1 to %d", patch, NG_FRACTAL_MAX_PATCH);
+    for (int64_t j = 0; j < count; j++)
+        NG_CHECK(f[j].nmaps >= 1 && f[j].nmaps <= NG_FRACTAL_MAX_MAPS,
+                 "ng_fractal_render_paint: image %lld has %d maps", (long long)j, f[j].nmaps);
+    NG_DISPATCH(out,
+                render_paint_cpu(f, flips, keys, count, points, side, patch, masks, rgb, out->data),
+                ng_fractal_paint_cuda(f, NULL, flips, keys, count, points, side, patch, masks, rgb,
+                                      out->data));
 }
 
 /* ---- the source ------------------------------------------------------------------------- */
@@ -291,16 +337,51 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     if (patch > 1) ng_fractal_patch_mask(c->seed, cat, inst, patch, mask);
     if (!ng_fractal_paint(&f, c->points, k, c->side, flips, patch, mask, fr->occ))
         ng_fractal_paint(&fr->cats[cat], c->points, k, c->side, flips, patch, mask, fr->occ);
-    if (!c->colour) {
-        for (int64_t p = 0; p < hw; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
+    float rgb[NG_FRACTAL_MAX_MAPS][3];
+    if (c->colour) ng_fractal_colours(c->seed, cat, inst, rgb);
+    paint_pixels(fr->occ, hw, c->colour ? (const float(*)[3])rgb : NULL, x);
+}
+
+/* A batch: on the host, fill example by example; on the GPU, the instances, fallbacks, patterns
+ * and colours are drawn here as fill draws them and one kernel call renders them all. */
+static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
+                       int32_t *y) {
+    fractals *fr = s->impl;
+    const ng_fractal_config *c = &fr->c;
+    int64_t e = ng_source_example_size(s);
+    if (x->device != NG_CUDA) {
+        for (int64_t j = 0; j < count; j++) fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
         return;
     }
-    float rgb[NG_FRACTAL_MAX_MAPS][3];
-    ng_fractal_colours(c->seed, cat, inst, rgb);
-    for (int ch = 0; ch < 3; ch++) /* the colour in [0.25, 1] as [-0.5, 1]; background -1 */
-        for (int64_t p = 0; p < hw; p++)
-            x[ch * hw + p] =
-                fr->occ[p] ? (float)(2.0 * (double)rgb[fr->occ[p] - 1][ch] - 1.0) : -1.0f;
+    int patch = c->patch < 1 ? 1 : (int)c->patch;
+    size_t n = (size_t)count;
+    ng_ifs *f = malloc(sizeof(ng_ifs) * 2 * n);
+    int *flips = malloc(sizeof(int) * n);
+    ng_rng_key *keys = malloc(sizeof(ng_rng_key) * n);
+    uint8_t *masks = malloc(n * (size_t)(patch * patch));
+    float(*rgb)[NG_FRACTAL_MAX_MAPS][3] = c->colour ? malloc(sizeof *rgb * n) : NULL;
+    NG_CHECK(f && flips && keys && masks && (rgb || !c->colour),
+             "%s: out of host memory for a batch of %lld", s->name, (long long)count);
+    for (int64_t j = 0; j < count; j++) {
+        int64_t cat = idx[j] % c->categories, inst = c->first_instance + idx[j] / c->categories;
+        ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst, &f[j], &flips[j]);
+        f[count + j] = fr->cats[cat]; /* the fallback, as fill's */
+        keys[j] = ng_fractal_points_key(c->seed, cat, inst);
+        y[j] = (int32_t)cat;
+        if (patch > 1)
+            ng_fractal_patch_mask(c->seed, cat, inst, patch, masks + j * patch * patch);
+        else
+            masks[j] = 1;
+        if (rgb) ng_fractal_colours(c->seed, cat, inst, rgb[j]);
+    }
+    if (plain(c))
+        NG_CUDA_ONLY(
+            ng_fractal_render_cuda(f, f + count, flips, keys, count, c->points, c->side, x->data));
+    else
+        NG_CUDA_ONLY(ng_fractal_paint_cuda(f, f + count, flips, keys, count, c->points, c->side,
+                                           patch, masks,
+                                           (const float(*)[NG_FRACTAL_MAX_MAPS][3])rgb, x->data));
+    free(f), free(flips), free(keys), free(masks), free(rgb);
 }
 
 static void destroy(ng_source *s) {
@@ -310,7 +391,7 @@ static void destroy(ng_source *s) {
     free(fr);
 }
 
-static const ng_source_ops ops = {fill, destroy, NULL};
+static const ng_source_ops ops = {fill, destroy, NULL, fill_batch};
 
 const ng_ifs *ng_fractal_source_categories(const ng_source *s) {
     NG_CHECK(s->ops == &ops, "%s is not a fractal source", s->name);

@@ -99,16 +99,35 @@ ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instan
  * multiply-add, as the CPU build), and all threads splat the chunk with atomic stores. */
 void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys, int64_t points,
                        ng_tensor *out);
+/* Renders count painted images (patches, colour) into out, an f32 tensor [count, C, side, side]
+ * on either device, C = 3 with rgb (colour: rgb[j] the map colours of image j, as from
+ * ng_fractal_colours) or 1 without (grey, +1 where painted): image j as ng_fractal_paint of f[j],
+ * flips[j], keys[j] with the patch x patch pattern masks + j patch^2, pixels as the source's. The
+ * CUDA twin gives the same bits: the chain as in the grey kernel, and since the points of a chunk
+ * splat in parallel, each pixel keeps the largest (point, map) that reached it, which is the
+ * CPU's last painter. */
+void ng_fractal_render_paint(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
+                             int64_t points, int patch, const uint8_t *masks,
+                             const float (*rgb)[NG_FRACTAL_MAX_MAPS][3], ng_tensor *out);
 #ifdef NG_HAVE_CUDA
-void ng_fractal_render_cuda(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
-                            int64_t count, int64_t points, int64_t side, float *out);
+/* The CUDA twins; alt (NULL: none) is rendered for image j instead when f[j] diverges or keeps
+ * no point (the source's fallback to the category's own IFS). */
+void ng_fractal_render_cuda(const ng_ifs *f, const ng_ifs *alt, const int *flips,
+                            const ng_rng_key *keys, int64_t count, int64_t points, int64_t side,
+                            float *out);
+void ng_fractal_paint_cuda(const ng_ifs *f, const ng_ifs *alt, const int *flips,
+                           const ng_rng_key *keys, int64_t count, int64_t points, int64_t side,
+                           int patch, const uint8_t *masks,
+                           const float (*rgb)[NG_FRACTAL_MAX_MAPS][3], float *out);
 #endif
 
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
  * take disjoint instance ranges (train 0.., test from the train count on). patch (0 or 1: single
- * pixels) and colour as above; the CUDA renderer does grey single pixels only (the source renders
- * on the CPU). */
+ * pixels) and colour as above. The source's fill_batch (data/source.h) renders a batch of
+ * examples on the device of the tensor it is given: on the CPU example by example through fill,
+ * on the GPU in one call of the CUDA twins above (grey, patch and colour alike, with the
+ * fallback), the same values either way. */
 typedef struct {
     int64_t categories, instances, first_instance, side, points, patch;
     int colour;

@@ -230,7 +230,7 @@ void ng_fractal3d_render(const ng_ifs3 *f, const int *flips, const ng_rng_key *k
         NG_CHECK(f[j].nmaps >= 1 && f[j].nmaps <= NG_FRACTAL3D_MAX_MAPS,
                  "ng_fractal3d_render: volume %lld has %d maps", (long long)j, f[j].nmaps);
     NG_DISPATCH(out, render_cpu(f, flips, keys, count, points, side, out->data),
-                ng_fractal3d_render_cuda(f, flips, keys, count, points, side, out->data));
+                ng_fractal3d_render_cuda(f, NULL, flips, keys, count, points, side, out->data));
 }
 
 /* ---- the source ------------------------------------------------------------------------- */
@@ -258,6 +258,35 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     *y = (int32_t)cat;
 }
 
+/* A batch: on the host, fill volume by volume; on the GPU, the instances and fallbacks drawn here
+ * as fill draws them and one kernel call renders them all. */
+static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
+                       int32_t *y) {
+    fractals3d *fr = s->impl;
+    const ng_fractal3d_config *c = &fr->c;
+    int64_t e = ng_source_example_size(s);
+    if (x->device != NG_CUDA) {
+        for (int64_t j = 0; j < count; j++) fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
+        return;
+    }
+    size_t n = (size_t)count;
+    ng_ifs3 *f = malloc(sizeof(ng_ifs3) * 2 * n);
+    int *flips = malloc(sizeof(int) * n);
+    ng_rng_key *keys = malloc(sizeof(ng_rng_key) * n);
+    NG_CHECK(f && flips && keys, "%s: out of host memory for a batch of %lld", s->name,
+             (long long)count);
+    for (int64_t j = 0; j < count; j++) {
+        int64_t cat = idx[j] % c->categories, inst = c->first_instance + idx[j] / c->categories;
+        ng_fractal3d_instance(&fr->cats[cat], c->seed, cat, inst, &f[j], &flips[j]);
+        f[count + j] = fr->cats[cat]; /* the fallback, as fill's */
+        keys[j] = ng_fractal3d_points_key(c->seed, cat, inst);
+        y[j] = (int32_t)cat;
+    }
+    NG_CUDA_ONLY(
+        ng_fractal3d_render_cuda(f, f + count, flips, keys, count, c->points, c->side, x->data));
+    free(f), free(flips), free(keys);
+}
+
 static void destroy(ng_source *s) {
     fractals3d *fr = s->impl;
     free(fr->cats);
@@ -265,7 +294,7 @@ static void destroy(ng_source *s) {
     free(fr);
 }
 
-static const ng_source_ops ops = {fill, destroy, NULL};
+static const ng_source_ops ops = {fill, destroy, NULL, fill_batch};
 
 const ng_ifs3 *ng_fractal3d_source_categories(const ng_source *s) {
     NG_CHECK(s->ops == &ops, "%s is not a fractal3d source", s->name);

@@ -88,13 +88,16 @@ ng_rng_key ng_fractal3d_points_key(uint64_t seed, int64_t category, int64_t inst
 void ng_fractal3d_render(const ng_ifs3 *f, const int *flips, const ng_rng_key *keys, int64_t points,
                          ng_tensor *out);
 #ifdef NG_HAVE_CUDA
-void ng_fractal3d_render_cuda(const ng_ifs3 *f, const int *flips, const ng_rng_key *keys,
-                              int64_t count, int64_t points, int64_t side, float *out);
+/* alt (NULL: none) is rendered for volume j instead when f[j] diverges (the source's fallback). */
+void ng_fractal3d_render_cuda(const ng_ifs3 *f, const ng_ifs3 *alt, const int *flips,
+                              const ng_rng_key *keys, int64_t count, int64_t points, int64_t side,
+                              float *out);
 #endif
 
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
- * take disjoint instance ranges. */
+ * take disjoint instance ranges. Its fill_batch (data/source.h) renders a batch on the device of
+ * the tensor it is given (the GPU: one call of the CUDA twin, with the fallback). */
 typedef struct {
     int64_t categories, instances, first_instance, side, points;
     double threshold;

@@ -7,10 +7,11 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/rng.h"
 
 typedef struct {
-    float *x;
+    float *x; /* on the config's device */
     int32_t *y;
     int64_t b, g; /* examples, global batch number */
 } slot;
@@ -22,6 +23,8 @@ struct ng_loader {
     slot *slots;
     int64_t *perm, perm_epoch; /* the producer's cache of one epoch's order */
     float *scratch;            /* one example before augmentation (NULL without it) */
+    int64_t *idx;              /* the examples of the batch being built */
+    int batched;               /* 1: the source's fill_batch fills whole batches */
     /* shared between threads, under mu */
     pthread_t thread;
     int running, stop;
@@ -70,8 +73,17 @@ static void build(ng_loader *l, int64_t g, slot *s) {
     for (int64_t k = 0; k < b; k++) {
         /* Rank r takes positions r, r + w, ... of the epoch order padded by wrapping. */
         int64_t pos = (first + k) * l->c.world + l->c.rank;
-        int64_t idx = l->perm[pos % n];
-        put_example(l, epoch, idx, s->x + k * l->esize, &s->y[k]);
+        l->idx[k] = l->perm[pos % n];
+    }
+    if (l->batched) {
+        const ng_source *src = l->c.source;
+        int64_t shape[5] = {b};
+        for (int d = 0; d < src->ndim; d++) shape[d + 1] = src->shape[d];
+        ng_tensor x = ng_tensor_wrap(s->x, NG_F32, l->c.device, src->ndim + 1, shape, "batch");
+        ng_source_fill_batch(l->c.source, epoch, l->idx, b, &x, s->y);
+    } else {
+        for (int64_t k = 0; k < b; k++)
+            put_example(l, epoch, l->idx[k], s->x + k * l->esize, &s->y[k]);
     }
     s->b = b, s->g = g;
 }
@@ -98,7 +110,7 @@ static void *producer(void *arg) {
 static void start(ng_loader *l, int64_t g) {
     l->produced = l->consumed = g;
     l->stop = 0;
-    if (l->c.prefetch > 0) {
+    if (l->c.prefetch > 0 && l->c.device == NG_CPU) {
         NG_CHECK(!pthread_create(&l->thread, NULL, producer, l),
                  "data loader: cannot start its thread");
         l->running = 1;
@@ -115,6 +127,21 @@ static void halt(ng_loader *l) {
     l->running = 0;
 }
 
+static size_t slot_bytes(const ng_loader *l) {
+    return sizeof(float) * (size_t)(l->c.batch * l->esize);
+}
+
+static void free_slots(ng_loader *l) {
+    for (int i = 0; l->slots && i < l->nslots; i++) {
+        if (l->c.device == NG_CPU)
+            free(l->slots[i].x);
+        else if (l->slots[i].x)
+            ng_free(l->c.device, l->slots[i].x, slot_bytes(l));
+        free(l->slots[i].y);
+    }
+    free(l->slots);
+}
+
 ng_loader *ng_loader_new(const ng_loader_config *c) {
     NG_CHECK(c, "data loader: no configuration");
     const ng_source *d = c->source;
@@ -128,6 +155,13 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
     NG_CHECK(c->prefetch >= 0 && c->prefetch <= 64, "data.prefetch: %d is outside [0, 64]",
              c->prefetch);
     ng_augment_check(&c->augment, d->ndim, d->shape, d->name);
+    NG_CHECK(c->device == NG_CPU || c->device == NG_CUDA, "data loader: device %d", (int)c->device);
+    NG_CHECK(c->device == NG_CPU || d->ops->fill_batch,
+             "data loader: %s cannot fill batches on the GPU (FractalDB 2D and 3D can)", d->name);
+    NG_CHECK(c->device == NG_CPU || !ng_augment_active(&c->augment),
+             "data.augment: %s renders its batches on the GPU, where nothing augments yet; turn "
+             "augmentation off",
+             d->name);
     /* Sizes are settled before anything is allocated, so a caught error leaks nothing. */
     int64_t per_rank = (d->n + c->world - 1) / c->world;
     int64_t nb = c->drop_last ? per_rank / c->batch : (per_rank + c->batch - 1) / c->batch;
@@ -141,20 +175,29 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
     l->esize = ng_source_example_size(d);
     l->per_rank = per_rank;
     l->nb = nb;
-    l->nslots = c->prefetch + 1;
+    /* Device batches are built in ng_loader_next, so one slot. */
+    l->nslots = c->device == NG_CPU ? c->prefetch + 1 : 1;
+    l->batched = d->ops->fill_batch && !ng_augment_active(&c->augment);
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
     l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    l->idx = malloc(sizeof(int64_t) * (size_t)c->batch);
     if (ng_augment_active(&c->augment)) l->scratch = malloc(sizeof(float) * (size_t)l->esize);
-    int ok = l->slots && l->perm && (l->scratch || !ng_augment_active(&c->augment));
+    int ok = l->slots && l->perm && l->idx && (l->scratch || !ng_augment_active(&c->augment));
     for (int i = 0; ok && i < l->nslots; i++) {
-        l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
+        if (c->device == NG_CPU) {
+            l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
+        } else { /* ng_alloc fails itself when the device has no memory left */
+            ng_mem_category was = ng_mem_set_category(NG_MEM_DATA);
+            l->slots[i].x = ng_alloc(c->device, slot_bytes(l));
+            ng_mem_set_category(was);
+        }
         l->slots[i].y = malloc(sizeof(int32_t) * (size_t)c->batch);
         ok = l->slots[i].x && l->slots[i].y;
     }
     if (!ok) {
-        for (int i = 0; l->slots && i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
-        free(l->slots);
+        free_slots(l);
         free(l->perm);
+        free(l->idx);
         free(l->scratch);
         free(l);
         ng_fail("data loader: out of host memory for %d batches of %lld examples of %s",
@@ -183,7 +226,7 @@ ng_batch ng_loader_next(ng_loader *l) {
         pthread_mutex_unlock(&l->mu);
         s = &l->slots[g % l->nslots];
     }
-    return (ng_batch){s->x, s->y, s->b, g / l->nb, g % l->nb};
+    return (ng_batch){s->x, s->y, s->b, g / l->nb, g % l->nb, l->c.device};
 }
 
 int64_t ng_loader_batches_per_epoch(const ng_loader *l) {
@@ -201,9 +244,9 @@ void ng_loader_seek(ng_loader *l, int64_t epoch, int64_t index) {
 void ng_loader_free(ng_loader *l) {
     if (!l) return;
     halt(l);
-    for (int i = 0; i < l->nslots; i++) free(l->slots[i].x), free(l->slots[i].y);
-    free(l->slots);
+    free_slots(l);
     free(l->perm);
+    free(l->idx);
     free(l->scratch);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);

@@ -1,6 +1,9 @@
 /* Batches from a data source: seeded per-epoch shuffling, per-rank sharding, augmentation, and a
  * thread that prepares batches ahead. Every batch is a function of (seed, epoch, index) only, so
- * a loader moved with ng_loader_seek continues bit-identically, whatever was prefetched. */
+ * a loader moved with ng_loader_seek continues bit-identically, whatever was prefetched. A batch
+ * is the list of its examples' indices, filled example by example (through the augmentation), or
+ * in one call of the source's fill_batch when it has one and nothing augments (the only way to a
+ * device batch). */
 #ifndef NG_LOADER_H
 #define NG_LOADER_H
 
@@ -17,6 +20,12 @@ typedef struct {
                          * wrapping so every rank gets the same count (as DistributedSampler) */
     ng_augment augment; /* applied to each example after the source fills it */
     int prefetch;       /* batches prepared ahead by a thread; 0 = none, built in ng_loader_next */
+    /* Where batches live. NG_CUDA: the source renders each batch straight into device memory
+     * (its fill_batch: FractalDB 2D and 3D), no augmentation, and on the caller's thread inside
+     * ng_loader_next (prefetch is not used: natgrad's one CUDA stream and its workspace belong to
+     * that thread). The same examples in the same order as on the host, so positions and resume
+     * are unchanged. NG_CPU (0): host batches. */
+    ng_device device;
 } ng_loader_config;
 
 typedef struct {
@@ -24,6 +33,7 @@ typedef struct {
     int32_t *y;           /* [b] */
     int64_t b;            /* examples in this batch */
     int64_t epoch, index; /* which batch of which epoch */
+    ng_device device;     /* where x lives (the config's device); y is always on the host */
 } ng_batch;
 
 typedef struct ng_loader ng_loader;

@@ -343,7 +343,7 @@ static void destroy(ng_source *src) {
     free(s);
 }
 
-static const ng_source_ops ops = {fill, destroy, split};
+static const ng_source_ops ops = {fill, destroy, split, NULL};
 
 /* data.skip_bad: counts a bad example (or a shard cut short, whose rest is unreadable) and keeps
  * the first reason, naming the shard and the member. */

@@ -20,6 +20,30 @@ void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y)
     s->ops->fill(s, epoch, i, x, y);
 }
 
+void ng_source_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count,
+                          ng_tensor *x, int32_t *y) {
+    for (int64_t j = 0; j < count; j++)
+        NG_CHECK(idx[j] >= 0 && idx[j] < s->n && epoch >= 0,
+                 "data source %s: example %lld of epoch %lld is outside its %lld examples", s->name,
+                 (long long)idx[j], (long long)epoch, (long long)s->n);
+    int64_t e = ng_source_example_size(s);
+    int shape_ok = x->dtype == NG_F32 && s->dtype == NG_F32 && x->ndim == s->ndim + 1 &&
+                   x->shape[0] == count && count >= 0;
+    for (int d = 0; shape_ok && d < s->ndim; d++) shape_ok = x->shape[d + 1] == s->shape[d];
+    NG_CHECK(shape_ok,
+             "data source %s: a batch of %lld needs an f32 tensor [%lld, its example "
+             "shape], not %s",
+             s->name, (long long)count, (long long)count, x->name ? x->name : "this one");
+    if (s->ops->fill_batch) {
+        s->ops->fill_batch(s, epoch, idx, count, x, y);
+        return;
+    }
+    NG_CHECK(x->device == NG_CPU, "data source %s fills host batches only (%s is on the GPU)",
+             s->name, x->name ? x->name : "the batch");
+    for (int64_t j = 0; j < count; j++)
+        s->ops->fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
+}
+
 int ng_source_split(ng_source *s, int rank, int world) {
     NG_CHECK(world >= 1 && rank >= 0 && rank < world, "data source %s: rank %d of %d", s->name,
              rank, world);
@@ -46,7 +70,7 @@ static void dataset_destroy(ng_source *s) {
     ng_dataset_free(s->impl);
 }
 
-static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy, NULL};
+static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy, NULL, NULL};
 
 ng_source *ng_source_dataset(ng_dataset *d) {
     NG_CHECK(d && d->n > 0 && d->x && d->y, "data source: no data (an empty or missing data set)");

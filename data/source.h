@@ -23,6 +23,12 @@ typedef struct {
      * its own files; n becomes this rank's count, equal on every rank. NULL: the loader splits
      * the epoch's positions instead (every rank sees the whole source). */
     void (*split)(ng_source *s, int rank, int world);
+    /* Optional: examples idx[0..count) of epoch `epoch` into x, an f32 tensor [count, shape...]
+     * on any device, and their labels into y (host, count of them): what fill gives example by
+     * example, value for value, so a source that renders (the fractals) can fill a device batch
+     * directly. NULL: fill only (host batches). */
+    void (*fill_batch)(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
+                       int32_t *y);
 } ng_source_ops;
 
 struct ng_source {
@@ -73,6 +79,11 @@ int ng_source_split(ng_source *s, int rank, int world);
 /* Checks i in [0, n) and calls the source's fill. */
 void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
 int64_t ng_source_example_size(const ng_source *s);
+/* Examples idx[0..count) of epoch `epoch` into x, an f32 tensor [count, shape...] (on the host,
+ * or on the GPU for a source with fill_batch), labels into y: the source's fill_batch, or fill
+ * example by example into a host tensor. Checks the indices and the tensor, naming the source. */
+void ng_source_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count,
+                          ng_tensor *x, int32_t *y);
 void ng_source_free(ng_source *s);
 
 #endif

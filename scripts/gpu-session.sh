@@ -16,6 +16,10 @@ fi
 "$ng" info | tee "$out/info.txt"
 ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.log"
 "$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
+# Issue 12: FractalDB rendered on the GPU, images/s beside one CPU core, each row checking the GPU's
+# first examples against the host's fill (test_fractal_gpu above checks the rest); fixed image
+# counts, seconds a row.
+timeout 300 bash "$root/experiments/data_bench/gpu.sh" "$ng" 2>&1 | tee "$out/fractal_gpu.txt"
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
 # Issue 14's table: whole training steps (natgrad bench --step: forward, backward, the optimizer
 # chain) beside PyTorch eager and torch.compile in one Python process, then the markdown table.

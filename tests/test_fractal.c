@@ -298,6 +298,78 @@ static void test_patch_colour(uint64_t seed) {
     NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.patch");
 }
 
+/* Batches: the source's fill_batch on a host tensor gives fill's examples in the order asked
+ * (grey, patch, colour), ng_fractal_render_paint (what the GPU twin is compared with) gives the
+ * source's painted images, and a batch of the wrong shape is refused naming the source. */
+static void test_batches(uint64_t seed, int v) {
+    enum { SIDE = 24, HW = SIDE * SIDE, B = 7 };
+    ng_fractal_config base = {.categories = 5,
+                              .instances = 4,
+                              .side = SIDE,
+                              .points = 1500,
+                              .threshold = 0.2,
+                              .seed = seed,
+                              .name = "batches"};
+    const int64_t idx[B] = {19, 0, 7, 7, 12, 3, 18};
+    {
+        ng_fractal_config c = base;
+        c.patch = v == 1 ? 3 : v == 3 ? 5 : 0;
+        c.colour = v >= 2;
+        ng_source *s = ng_fractal_new(&c);
+        int64_t ch = c.colour ? 3 : 1, shape[4] = {B, ch, SIDE, SIDE};
+        ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, shape, "batch");
+        int32_t y[B];
+        ng_source_fill_batch(s, 0, idx, B, &x, y);
+        static float one[3 * HW];
+        int bad = 0, bad_y = 0, bad_paint = 0;
+        for (int j = 0; j < B; j++) {
+            int32_t yj;
+            ng_source_fill(s, 0, idx[j], one, &yj);
+            bad +=
+                memcmp(one, (float *)x.data + j * ch * HW, sizeof(float) * (size_t)(ch * HW)) != 0;
+            bad_y += yj != y[j];
+        }
+        if (c.patch > 1 || c.colour) { /* the renderer of the GPU test, on the source's draws */
+            const ng_ifs *cats = ng_fractal_source_categories(s);
+            ng_ifs f[B];
+            int flips[B];
+            ng_rng_key keys[B];
+            int patch = c.patch > 1 ? (int)c.patch : 1;
+            uint8_t masks[B * 25], lab[HW];
+            float rgb[B][NG_FRACTAL_MAX_MAPS][3];
+            for (int j = 0; j < B; j++) {
+                int64_t cat = idx[j] % c.categories, inst = idx[j] / c.categories;
+                ng_fractal_instance(&cats[cat], seed, cat, inst, &f[j], &flips[j]);
+                keys[j] = ng_fractal_points_key(seed, cat, inst);
+                masks[j * patch * patch] = 1;
+                if (patch > 1)
+                    ng_fractal_patch_mask(seed, cat, inst, patch, masks + j * patch * patch);
+                ng_fractal_colours(seed, cat, inst, rgb[j]);
+                if (!ng_fractal_paint(&f[j], c.points, keys[j], SIDE, flips[j], patch,
+                                      masks + j * patch * patch, lab))
+                    f[j] = cats[cat]; /* the source's fallback */
+            }
+            ng_tensor r = ng_tensor_new(NG_F32, NG_CPU, 4, shape, "painted");
+            ng_fractal_render_paint(f, flips, keys, c.points, patch, masks,
+                                    c.colour ? (const float(*)[NG_FRACTAL_MAX_MAPS][3])rgb : NULL,
+                                    &r);
+            bad_paint = memcmp(r.data, x.data, sizeof(float) * (size_t)x.numel) != 0;
+            ng_tensor_free(&r);
+        }
+        NG_TEST(!bad && !bad_y && !bad_paint,
+                "batch of patch %lld colour %d: %d images and %d labels differ from fill, "
+                "render_paint %s",
+                (long long)c.patch, c.colour, bad, bad_y, bad_paint ? "differs" : "agrees");
+        int64_t wrong[4] = {B, 2, SIDE, SIDE};
+        ng_tensor w = ng_tensor_new(NG_F32, NG_CPU, 4, wrong, "wrong");
+        NG_TEST_ERROR(ng_source_fill_batch(s, 0, idx, B, &w, y), "batches");
+        int64_t out_of_range = 20;
+        NG_TEST_ERROR(ng_source_fill_batch(s, 0, &out_of_range, 1, &x, y), "outside");
+        ng_tensor_free(&w), ng_tensor_free(&x);
+        ng_source_free(s);
+    }
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     test_segment();
@@ -306,5 +378,6 @@ int main(void) {
     test_search(seed);
     test_source(seed);
     test_patch_colour(seed);
+    for (int v = 0; v < 4; v++) test_batches(seed, v); /* grey, patch, colour, both */
     return ng_test_finish("test_fractal");
 }

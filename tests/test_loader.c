@@ -521,6 +521,56 @@ static void test_errors(ng_source *d, uint64_t seed) {
     ng_source_free(flat);
 }
 
+/* A source with fill_batch (as the fractals have), over a crafted one: the loader fills its
+ * batches through it (counted) when nothing augments, and the streams, ranks, partial batches and
+ * seeks are those of the example-by-example path. A device batch needs such a source and no
+ * augmentation (the checks run before any device memory). */
+static int64_t batch_calls;
+static void wrap_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y) {
+    ng_source *in = s->impl;
+    in->ops->fill(in, epoch, i, x, y);
+}
+static void wrap_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count,
+                            ng_tensor *x, int32_t *y) {
+    ng_source *in = s->impl;
+    int64_t e = ng_source_example_size(in);
+    batch_calls++;
+    for (int64_t j = count - 1; j >= 0; j--) /* backwards: the order within a batch is free */
+        in->ops->fill(in, epoch, idx[j], (float *)x->data + j * e, &y[j]);
+}
+static const ng_source_ops wrap_ops = {wrap_fill, NULL, NULL, wrap_fill_batch};
+
+static void test_batched(ng_source *d, uint64_t seed) {
+    ng_source w = *d;
+    w.ops = &wrap_ops, w.impl = d;
+    for (int v = 0; v < 4; v++) {
+        ng_loader_config c = base(d, seed), cw;
+        c.shuffle = 1, c.world = v >= 2 ? 4 : 1, c.rank = v >= 2 ? 3 : 0;
+        c.drop_last = v % 2, c.prefetch = v == 1 ? 2 : 0;
+        cw = c, cw.source = &w;
+        ng_loader *l = ng_loader_new(&c);
+        int64_t nb = ng_loader_batches_per_epoch(l),
+                count = 4 * nb + 4; /* seeks land in 3 epochs, then up to 4 more */
+        ng_loader_free(l);
+        stream ref = record(&c, count);
+        batch_calls = 0;
+        stream got = record(&cw, count);
+        NG_TEST(same_stream(&ref, &got) && batch_calls >= count,
+                "world %d drop_last %d prefetch %d: fill_batch gives the example-by-example "
+                "stream (%lld batch calls for %lld batches)",
+                c.world, c.drop_last, c.prefetch, (long long)batch_calls, (long long)count);
+        ng_loader_config cs = cw;
+        cs.prefetch = 3;
+        seek_trials(&cs, &ref, nb);
+        stream_free(&ref), stream_free(&got);
+    }
+    ng_loader_config c = base(d, seed);
+    c.device = NG_CUDA;
+    NG_TEST_ERROR(ng_loader_new(&c), "cannot fill batches on the GPU");
+    c.source = &w, c.augment.hflip = 1;
+    NG_TEST_ERROR(ng_loader_new(&c), "data.augment");
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     ng_source *d = crafted(N, 1, 4, 4, 0);
@@ -530,6 +580,7 @@ int main(void) {
     ng_source_free(d);
     ng_source *dd = crafted(N, 1, 4, 4, 1);
     test_seek(dd, seed);
+    test_batched(dd, seed);
     ng_source_free(dd);
     test_augment(seed);
     test_augment_volumes(seed);

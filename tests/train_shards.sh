@@ -126,6 +126,9 @@ out=$("$ng" data-bench --from "$work/small.yaml" --examples 64 --set data.name=s
 expect_bad "--examples" "$ng" data-bench --from "$work/fr.yaml" --examples 0
 expect_bad "--png-range" "$ng" data-bench --from "$work/fr.yaml" --png-dir "$work/files2"
 expect_bad "data.fractal.side" "$ng" data-bench --from "$work/fr.yaml" --set data.fractal.side=2
+expect_bad "--device gpu" "$ng" data-bench --from "$work/fr.yaml" --device gpu
+# --device cuda: refused without a GPU, and for a source that cannot render on one (synthetic).
+expect_bad "--device cuda" "$ng" data-bench --from "$work/small.yaml" --device cuda
 
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
