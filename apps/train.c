@@ -121,14 +121,15 @@ static char *describe_build(void) {
     return buf;
 }
 
-/* Uploads a host batch into the device input and label tensors (views of the first b rows). */
+/* Copies a batch (on the host, or already on the device when its source rendered it there) into
+ * the input and label tensors (views of the first b rows). */
 static void upload(const ng_batch *b, ng_tensor *x, ng_tensor *y, ng_tensor *xv, ng_tensor *yv) {
     int64_t shape[NG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = b->b;
     *xv = ng_tensor_view(x, 0, x->ndim, shape, "input");
     *yv = ng_tensor_view(y, 0, 1, (int64_t[]){b->b}, "labels");
-    ng_tensor hx = ng_tensor_wrap(b->x, NG_F32, NG_CPU, x->ndim, shape, "input");
+    ng_tensor hx = ng_tensor_wrap(b->x, NG_F32, b->device, x->ndim, shape, "input");
     ng_tensor hy = ng_tensor_wrap(b->y, NG_I32, NG_CPU, 1, (int64_t[]){b->b}, "labels");
     ng_tensor_copy(xv, &hx);
     ng_tensor_copy(yv, &hy);
@@ -486,6 +487,10 @@ int ng_cmd_train(int argc, char **argv) {
                            .world = split ? 1 : world,
                            .augment = s.augment,
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
+    /* A source that renders on the GPU (FractalDB) fills device batches there, on this thread,
+     * when nothing augments them (augmentation is a host step). */
+    if (s.device == NG_CUDA && s.train->ops->fill_batch && !ng_augment_active(&s.augment))
+        lc.device = NG_CUDA;
     ng_loader *loader = ng_loader_new(&lc);
     int64_t per_epoch = ng_loader_batches_per_epoch(loader);
     NG_CHECK(pos.index < per_epoch,
