@@ -14,12 +14,22 @@ if [ ! -x "$ng" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 && ninja -C "$build" || exit 1
 fi
 "$ng" info | tee "$out/info.txt"
-ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/gpu-tests.log"
+# Most important first: the call may end at its time limit; what is under $OUT still comes back.
+timeout 300 ctest --test-dir "$build" -L gpu --timeout 120 --output-on-failure 2>&1 |
+  tee "$out/gpu-tests.log"
 "$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
-# Issue 12: FractalDB rendered on the GPU, images/s beside one CPU core, each row checking the GPU's
-# first examples against the host's fill (test_fractal_gpu above checks the rest); fixed image
-# counts, seconds a row.
-timeout 300 bash "$root/experiments/data_bench/gpu.sh" "$ng" 2>&1 | tee "$out/fractal_gpu.txt"
+# Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
+# NCCL communicator's setup; buckets and distributed K-FAC start at two ranks, i.e. two GPUs, as
+# NCCL refuses two ranks on one device), each a short run of the main job.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+cfg="$root/experiments/configs/mnist_mlp.yaml"
+for p in fp32 fp16 bf16; do
+  timeout 120 "$ng" train --config "$cfg" --out "$out/train-$p" --set device=cuda --set train.steps=300 \
+    --set precision.compute=$p --set data.fallback_synthetic=true 2>&1 | tail -3 | tee -a "$out/train.log"
+done
+timeout 180 mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
+  --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
+  --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
 # Issue 14's table: whole training steps (natgrad bench --step: forward, backward, the optimizer
 # chain) beside PyTorch eager and torch.compile in one Python process, then the markdown table.
@@ -42,6 +52,10 @@ timeout 420 python3 "$root/experiments/gpu_peer/torch_peer.py" gemm:4096,8192 ei
   vit:vit_base_patch16_224:128:bf16:eager vit:vit_tiny_patch16_224:256:bf16:compile \
   vit:vit_base_patch16_224:128:bf16:compile | tee "$out/torch_peer.jsonl"
 python3 "$root/experiments/gpu_peer/summarize.py" "$out" | tee "$out/peer_table.md"
+# Issue 12: FractalDB rendered on the GPU, images/s beside one CPU core, each row checking the GPU's
+# first examples against the host's fill (test_fractal_gpu above checks the rest); fixed image
+# counts, seconds a row.
+timeout 300 bash "$root/experiments/data_bench/gpu.sh" "$ng" 2>&1 | tee "$out/fractal_gpu.txt"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
 # Issue 10's figures: the 3D-CNN at 128^3 batch 2 in fp16, plain and checkpointed, beside PyTorch
@@ -73,16 +87,4 @@ DEVICE=cuda STEPS=3 timeout 240 bash "$root/experiments/image_size/run.sh" "$bui
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
   2>&1 | tee "$out/comm-bench.log"
-# Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
-# NCCL communicator's setup; buckets and distributed K-FAC start at two ranks, i.e. two GPUs, as
-# NCCL refuses two ranks on one device), each a short run of the main job.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-cfg="$root/experiments/configs/mnist_mlp.yaml"
-for p in fp32 fp16 bf16; do
-  "$ng" train --config "$cfg" --out "$out/train-$p" --set device=cuda --set train.steps=300 \
-    --set precision.compute=$p --set data.fallback_synthetic=true 2>&1 | tail -3 | tee -a "$out/train.log"
-done
-mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
-  --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
-  --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
 echo "results in $out"
