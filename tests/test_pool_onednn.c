@@ -200,6 +200,8 @@ static void cases(void) {
              (int64_t[]){2, 2, 3}, (int64_t[]){2, 1, 2}, (int64_t[]){1, 0, 1}, NULL);
     one_case("3-D 3x3x3 stride 1 pad 1, batch 1", 3, (int64_t[]){1, 16, 5, 4, 6},
              (int64_t[]){3, 3, 3}, one, one, NULL);
+    one_case("3-D 7x7x7 stride 1 (343 positions: a workspace wider than u8)", 3,
+             (int64_t[]){1, 4, 7, 9, 8}, (int64_t[]){7, 7, 7}, one, zero, NULL);
     one_case("2-D 3x3 stride 2 pad 1, NaN and -inf", 2, (int64_t[]){2, 3, 9, 8}, (int64_t[]){3, 3},
              two, one, fill_specials);
     one_case("3-D 2x2x2 stride 1 pad 1, NaN and -inf, 16 channels", 3, (int64_t[]){2, 16, 4, 5, 6},
