@@ -7,7 +7,7 @@
  *   gcc -O2 -fopenmp -I. -Icore -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       experiments/cpu_speed/pool_onednn.c -o /tmp/pool_onednn build-cpu/libnatgrad_nn.a \
  *       build-cpu/libnatgrad_core.a -llapacke -lopenblas -lcjson -ldnnl -lm -lpthread
- *   NG_THREADS=1 /tmp/pool_onednn 256 6 24 [loops]  # N C H: LeNet's first pool, batch 256 */
+ *   NG_THREADS=1 /tmp/pool_onednn 256 6 28 [loops]  # N C H: LeNet's first pool, batch 256 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
