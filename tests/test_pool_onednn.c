@@ -142,7 +142,7 @@ static void one_case(const char *what, int nd, const int64_t *shape, const int64
         pass again = run(NG_F32, &x, &dy);
         if (cur_max) {
             same_bits(name, "output", ref.yf, got.yf, ref.ny);
-            if (!overlap || x_fill) /* specials: the loops ran */
+            if (!overlap || x_fill) /* specials: the loops ran; ties: windows apart */
                 same_bits(name, "input gradient", ref.dxf, got.dxf, ref.nx);
             else /* 2 (w - 1) u D <= 2 (w + 2) u D */
                 close_by(name, "input gradient", ref.dx, got.dx, mag.dx, ref.nx, wins);
@@ -169,6 +169,13 @@ static void fill_specials(ng_tensor *x) {
     v[n / 2] = NAN, v[n / 2 + 1] = NAN;
     v[0] = v[1] = v[W] = v[W + 1] = -INFINITY; /* the first window (with padding around it) */
     v[n - 1] = -FLT_MAX, v[n - 2] = -INFINITY;
+}
+
+/* Every value on four levels, so most windows hold their maximum more than once: which of the tied
+ * elements takes the gradient is then visible in dx. No special values: oneDNN runs. */
+static void fill_ties(ng_tensor *x) {
+    double *v = x->data;
+    for (int64_t i = 0; i < x->numel; i++) v[i] = floor(v[i] * 2) / 2;
 }
 
 static void fill_neg_huge(ng_tensor *x) { /* no NaN: -inf and -FLT_MAX alone */
@@ -202,6 +209,12 @@ static void cases(void) {
              (int64_t[]){3, 3, 3}, one, one, NULL);
     one_case("3-D 7x7x7 stride 1 (343 positions: a workspace wider than u8)", 3,
              (int64_t[]){1, 4, 7, 9, 8}, (int64_t[]){7, 7, 7}, one, zero, NULL);
+    one_case("2-D 2x2 stride 2, ties, 32 channels", 2, (int64_t[]){2, 32, 12, 10}, two, two, zero,
+             fill_ties);
+    one_case("2-D 3x2 stride 3x2 pad 1x0, ties, batch 1", 2, (int64_t[]){1, 3, 7, 9},
+             (int64_t[]){3, 2}, (int64_t[]){3, 2}, (int64_t[]){1, 0}, fill_ties);
+    one_case("3-D 2x2x2 stride 2, ties, 16 channels", 3, (int64_t[]){2, 16, 6, 5, 8}, two, two,
+             zero, fill_ties);
     one_case("2-D 3x3 stride 2 pad 1, NaN and -inf", 2, (int64_t[]){2, 3, 9, 8}, (int64_t[]){3, 3},
              two, one, fill_specials);
     one_case("3-D 2x2x2 stride 1 pad 1, NaN and -inf, 16 channels", 3, (int64_t[]){2, 16, 4, 5, 6},
