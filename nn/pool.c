@@ -78,8 +78,10 @@ window_max_f32(const ng_win3 *w, const float *xp, int64_t id0, int64_t d0, int64
     return arg;
 }
 
-/* One plane's outputs; argmax (max pooling) may be NULL. */
-static void pool_plane_f32(int max, const ng_win3 *w, const float *xp, float *y, int32_t *argmax) {
+/* One plane's outputs; argmax (max pooling) may be NULL. (The attribute matches window_max_f32's,
+ * without which GCC will not inline it.) */
+__attribute__((optimize("no-trapping-math"))) static void
+pool_plane_f32(int max, const ng_win3 *w, const float *xp, float *y, int32_t *argmax) {
     double kk = (double)ng_win3_k_size(w);
     int64_t o = 0;
     for (int64_t od = 0; od < w->out[0]; od++) {
@@ -125,8 +127,8 @@ static void pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const fl
 /* f32 max pooling's gradient without a stored argmax: each window's maximum found again in x by
  * the forward's rule and dy added there, in increasing output order as pool_backward_cpu adds
  * it, so the bits are the same. For the calls whose forward could not go to oneDNN. */
-static void max_backward_f32(const ng_win3 *w, int64_t planes, const float *x, const float *dy,
-                             float *dx) {
+__attribute__((optimize("no-trapping-math"))) static void
+max_backward_f32(const ng_win3 *w, int64_t planes, const float *x, const float *dy, float *dx) {
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
 #pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
     for (int64_t pl = 0; pl < planes; pl++) {
