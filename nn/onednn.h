@@ -1,7 +1,7 @@
-/* Internal to the CPU twins that run on oneDNN (conv_onednn.c so far; pooling is the next
- * candidate, docs/BENCHMARKS.md): the one engine and stream, the check macro, and running a
- * primitive on natgrad's buffers. Primitives are created with a user scratchpad, so their scratch
- * comes from natgrad's gradient arena and the memory plan predicts it. */
+/* Internal to the CPU twins that run on oneDNN (conv_onednn.c, pool_onednn.c): the one engine
+ * and stream, the check macro, and running a primitive on natgrad's buffers. Primitives are created
+ * with a user scratchpad, so their scratch comes from natgrad's gradient arena and the memory plan
+ * predicts it. */
 #ifndef NG_ONEDNN_H
 #define NG_ONEDNN_H
 

@@ -1,8 +1,11 @@
 /* Max, average and global average pooling: layers and CPU twins (CUDA twins in pool_cuda.cu).
- * Backward on both devices visits each input's windows in increasing output order, so the CPU
- * scatter and the CUDA gather add the same terms in the same order. */
+ * f32 max and average pooling on the CPU run on oneDNN (pool_onednn.c); the loops here are the
+ * reference the tests hold it to and serve f16/bf16, f64 and the calls oneDNN's max cannot take
+ * (see has_special). Backward on both devices visits each input's windows in increasing output
+ * order, so the CPU scatter and the CUDA gather add the same terms in the same order. */
 #include "nn/pool.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -16,12 +19,19 @@
 #include "core/ops.h"
 #include "nn/conv_kernels.h"
 #include "nn/plan.h"
+#include "nn/pool_onednn.h"
+
+/* How the last forward ran, so its backward runs the same way. */
+enum { BY_LOOPS, BY_ONEDNN, BY_LOOPS_NO_ARGMAX };
 
 typedef struct {
     int max, global, nd;
     int64_t kernel[3], stride[3], padding[3];
     ng_tensor x;      /* the input of the last forward (its shape, dtype and device) */
-    ng_tensor argmax; /* i32, the output's shape: max pooling only */
+    ng_tensor argmax; /* i32, the output's shape: max pooling on the loops only */
+    int path;         /* BY_* of the last forward */
+    void *ws;         /* oneDNN max pooling's workspace, in the activation arena */
+    void *onednn;     /* oneDNN primitives per input shape */
 } pool_state;
 
 /* Element access for every float dtype: f16/bf16 widened exactly, stores rounded once through
@@ -42,8 +52,35 @@ static void clamp_window(int64_t p0, int64_t k, int64_t n, int64_t *lo, int64_t 
     *hi = n - p0 < k ? n - p0 : k;
 }
 
+/* The maximum of the window [d0,d1) x [h0,h1) x [w0,w1) of offsets from (id0, ih0, iw0) and its
+ * index in the plane: the first maximum in row-major window order, or the last NaN. */
 __attribute__((optimize("no-trapping-math"))) /* as in relu_backward_f32: selects, not jumps */
-static void
+static inline int64_t
+window_max_f32(const ng_win3 *w, const float *xp, int64_t id0, int64_t d0, int64_t d1, int64_t ih0,
+               int64_t h0, int64_t h1, int64_t iw0, int64_t w0, int64_t w1, float *max) {
+    float best = 0;
+    int64_t arg = -1;
+    for (int64_t kd = d0; kd < d1; kd++)
+        for (int64_t kh = h0; kh < h1; kh++) {
+            int64_t row = ((id0 + kd) * w->in[1] + ih0 + kh) * w->in[2] + iw0;
+            for (int64_t kw = w0; kw < w1; kw++) {
+                float v = xp[row + kw];
+                /* masks, not branches: the data decide */
+                int64_t take = -(int64_t)((arg < 0) | (v > best) | (v != v));
+                int32_t vb, bb;
+                memcpy(&vb, &v, 4), memcpy(&bb, &best, 4);
+                bb = (vb & (int32_t)take) | (bb & ~(int32_t)take);
+                memcpy(&best, &bb, 4);
+                arg = ((row + kw) & take) | (arg & ~take);
+            }
+        }
+    *max = best;
+    return arg;
+}
+
+/* One plane's outputs; argmax (max pooling) may be NULL. (The attribute matches window_max_f32's,
+ * without which GCC will not inline it.) */
+__attribute__((optimize("no-trapping-math"))) static void
 pool_plane_f32(int max, const ng_win3 *w, const float *xp, float *y, int32_t *argmax) {
     double kk = (double)ng_win3_k_size(w);
     int64_t o = 0;
@@ -56,32 +93,21 @@ pool_plane_f32(int max, const ng_win3 *w, const float *xp, float *y, int32_t *ar
             for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
                 int64_t iw0 = ow * w->s[2] - w->p[2], w0, w1;
                 clamp_window(iw0, w->k[2], w->in[2], &w0, &w1);
-                float best = 0;
+                if (max) {
+                    float best;
+                    int64_t arg =
+                        window_max_f32(w, xp, id0, d0, d1, ih0, h0, h1, iw0, w0, w1, &best);
+                    y[o] = best;
+                    if (argmax) argmax[o] = (int32_t)arg;
+                    continue;
+                }
                 double sum = 0;
-                int64_t arg = -1;
                 for (int64_t kd = d0; kd < d1; kd++)
                     for (int64_t kh = h0; kh < h1; kh++) {
                         int64_t row = ((id0 + kd) * w->in[1] + ih0 + kh) * w->in[2] + iw0;
-                        for (int64_t kw = w0; kw < w1; kw++) {
-                            float v = xp[row + kw];
-                            if (max) { /* masks, not branches: the data decide */
-                                int64_t take = -(int64_t)((arg < 0) | (v > best) | (v != v));
-                                int32_t vb, bb;
-                                memcpy(&vb, &v, 4), memcpy(&bb, &best, 4);
-                                bb = (vb & (int32_t)take) | (bb & ~(int32_t)take);
-                                memcpy(&best, &bb, 4);
-                                arg = ((row + kw) & take) | (arg & ~take);
-                            } else {
-                                sum += v;
-                            }
-                        }
+                        for (int64_t kw = w0; kw < w1; kw++) sum += xp[row + kw];
                     }
-                if (max) {
-                    y[o] = best;
-                    argmax[o] = (int32_t)arg;
-                } else {
-                    y[o] = (float)(sum / kk);
-                }
+                y[o] = (float)(sum / kk);
             }
         }
     }
@@ -95,7 +121,51 @@ static void pool_forward_f32(int max, const ng_win3 *w, int64_t planes, const fl
     int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
 #pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
     for (int64_t pl = 0; pl < planes; pl++)
-        pool_plane_f32(max, w, x + pl * in, y + pl * out, max ? argmax + pl * out : NULL);
+        pool_plane_f32(max, w, x + pl * in, y + pl * out, argmax ? argmax + pl * out : NULL);
+}
+
+/* f32 max pooling's gradient without a stored argmax: each window's maximum found again in x by
+ * the forward's rule and dy added there, in increasing output order as pool_backward_cpu adds
+ * it, so the bits are the same. For the calls whose forward could not go to oneDNN. */
+__attribute__((optimize("no-trapping-math"))) static void
+max_backward_f32(const ng_win3 *w, int64_t planes, const float *x, const float *dy, float *dx) {
+    int64_t in = ng_win3_in_size(w), out = ng_win3_out_size(w);
+#pragma omp parallel for schedule(static) if (planes * in >= NG_OMP_MIN)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * in, *g = dy + pl * out;
+        float *dp = dx + pl * in;
+        memset(dp, 0, sizeof(float) * (size_t)in);
+        int64_t o = 0;
+        for (int64_t od = 0; od < w->out[0]; od++) {
+            int64_t id0 = od * w->s[0] - w->p[0], d0, d1;
+            clamp_window(id0, w->k[0], w->in[0], &d0, &d1);
+            for (int64_t oh = 0; oh < w->out[1]; oh++) {
+                int64_t ih0 = oh * w->s[1] - w->p[1], h0, h1;
+                clamp_window(ih0, w->k[1], w->in[1], &h0, &h1);
+                for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
+                    int64_t iw0 = ow * w->s[2] - w->p[2], w0, w1;
+                    clamp_window(iw0, w->k[2], w->in[2], &w0, &w1);
+                    float best;
+                    dp[window_max_f32(w, xp, id0, d0, d1, ih0, h0, h1, iw0, w0, w1, &best)] += g[o];
+                }
+            }
+        }
+    }
+}
+
+/* Whether x holds a value oneDNN's max pooling would treat otherwise than natgrad: a NaN (natgrad
+ * and its CUDA twin make a NaN its window's maximum; oneDNN's comparisons drop it) or a value at
+ * or below -FLT_MAX (oneDNN starts each window at -FLT_MAX, not -inf, so a window of -inf gives
+ * -FLT_MAX, and a window whose values are all -FLT_MAX or -inf keeps its first, possibly padded,
+ * position as the argmax). Such a call runs on the loops instead. A check of the input is one
+ * read of it, cheaper than a pass that repairs outputs, and NaNs in a forward are rare (a
+ * diverging step, which is then skipped), so the slow path costs nothing in practice. */
+__attribute__((optimize("no-trapping-math"))) static int has_special(const ng_tensor *x) {
+    const float *v = x->data;
+    int any = 0;
+#pragma omp parallel for reduction(| : any) schedule(static) if (x->numel >= NG_OMP_MIN)
+    for (int64_t i = 0; i < x->numel; i++) any |= !(v[i] > -FLT_MAX);
+    return any;
 }
 
 static void pool_forward_cpu(int max, const ng_win3 *w, int64_t planes, const ng_tensor *x,
@@ -251,6 +321,13 @@ static ng_win3 win_of(const pool_state *s, const int64_t *in_sp, const int64_t *
     return ng_win3_from_conv(&g, in_sp, out_sp);
 }
 
+static ng_pool_geom geom_of(const pool_state *s) {
+    ng_pool_geom g = {.max = s->max, .nd = s->nd};
+    for (int i = 0; i < 3; i++)
+        g.kernel[i] = s->kernel[i], g.stride[i] = s->stride[i], g.padding[i] = s->padding[i];
+    return g;
+}
+
 static void check_input(const ng_layer *l, const ng_tensor *x) {
     NG_CHECK(ng_dtype_is_float(x->dtype), "%s %s: input %s must be a floating type", l->ops->kind,
              l->name, ng_tensor_desc(x));
@@ -278,6 +355,18 @@ static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         return y;
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    if (ng_pool_onednn_takes(x)) {
+        ng_pool_geom g = geom_of(s);
+        size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape);
+        s->ws = wb ? ng_arena_alloc(ctx->acts, wb) : NULL; /* in place of the i32 argmax */
+        s->path = s->max && has_special(x) ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
+        if (s->path == BY_ONEDNN)
+            ng_pool_onednn_forward(&s->onednn, &g, x, &y, s->ws, ctx->grads);
+        else
+            pool_forward_f32(1, &w, planes, x->data, y.data, NULL);
+        return y;
+    }
+    s->path = BY_LOOPS;
     ng_tensor *am = NULL;
     if (s->max) {
         NG_CHECK(ng_win3_in_size(&w) <= INT32_MAX,
@@ -292,7 +381,6 @@ static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
 }
 
 static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor *dx) {
-    (void)ctx;
     pool_state *s = l->impl;
     const ng_tensor *x = &s->x;
     NG_CHECK(x->ndim >= 3, "%s %s: backward without a forward", l->ops->kind, l->name);
@@ -316,6 +404,15 @@ static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
         return;
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    if (s->path == BY_ONEDNN) {
+        ng_pool_geom g = geom_of(s);
+        ng_pool_onednn_backward(&s->onednn, &g, x, dy, s->ws, dx, ctx->grads);
+        return;
+    }
+    if (s->path == BY_LOOPS_NO_ARGMAX) {
+        max_backward_f32(&w, planes, x->data, dy->data, dx->data);
+        return;
+    }
     const ng_tensor *am = s->max ? &s->argmax : NULL;
     NG_DISPATCH(dx, pool_backward_cpu(s->max, &w, planes, dy, am, dx),
                 ng_pool_cuda_backward(s->max, &w, planes, dy, am, dx));
@@ -323,16 +420,27 @@ static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
 
 static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
                       const int64_t *in, ng_dtype dt) {
-    (void)need_dx;
-    if (backward) return;
     pool_state *s = l->impl;
     int on;
     int64_t out[NG_MAX_DIMS];
     pool_out_shape(l, ndim, in, &on, out);
-    ng_sim_tensor(&sim->acts, dt, on, out);
+    if (!backward) ng_sim_tensor(&sim->acts, dt, on, out);
     int64_t n = 1;
     for (int i = 0; i < on; i++) n *= out[i];
     if (!n) return;
+    int onednn = !s->global && ng_pool_onednn_enabled() && sim->device == NG_CPU && dt == NG_F32;
+    ng_pool_geom g = geom_of(s);
+    if (backward) {
+        /* oneDNN's scratch (the loops take none); a call that fell back takes less */
+        if (onednn && need_dx) ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 1, &sim->grads);
+        return;
+    }
+    if (onednn) {
+        size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, ndim, in);
+        if (wb) ng_sim_alloc(&sim->acts, wb);
+        ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 0, &sim->grads);
+        return;
+    }
     if (s->global) {
         size_t m = ng_sim_mark(&sim->grads);
         ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * in[0] * in[1]});
@@ -342,12 +450,19 @@ static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     }
 }
 
+static void pool_destroy(ng_layer *l) {
+    pool_state *s = l->impl;
+    ng_pool_onednn_free(s->onednn);
+    s->onednn = NULL;
+}
+
 static const ng_layer_ops maxpool_ops = {
     .kind = "maxpool",
     .out_shape = pool_out_shape,
     .forward = pool_forward,
     .backward = pool_backward,
     .plan = pool_plan,
+    .destroy = pool_destroy,
     .out_unread = 1,
 };
 static const ng_layer_ops avgpool_ops = {
@@ -356,6 +471,7 @@ static const ng_layer_ops avgpool_ops = {
     .forward = pool_forward,
     .backward = pool_backward,
     .plan = pool_plan,
+    .destroy = pool_destroy,
     .out_unread = 1,
 };
 static const ng_layer_ops global_avgpool_ops = {

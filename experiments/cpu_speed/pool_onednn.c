@@ -1,11 +1,13 @@
 /* natgrad's max pooling layer (forward, backward) against oneDNN's max pooling primitive on the
  * same plain NCHW f32 tensors, interleaved in one process (median of 30): the figures behind
- * docs/BENCHMARKS.md's note on pooling. Not part of the build:
+ * docs/BENCHMARKS.md's note on pooling. The layer runs on oneDNN itself (nn/pool_onednn.c), so
+ * this shows what the layer adds (the NaN check, the arena); a fourth argument `loops` times
+ * natgrad's own loops instead. Not part of the build:
  *
  *   gcc -O2 -fopenmp -I. -Icore -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       experiments/cpu_speed/pool_onednn.c -o /tmp/pool_onednn build-cpu/libnatgrad_nn.a \
  *       build-cpu/libnatgrad_core.a -llapacke -lopenblas -lcjson -ldnnl -lm -lpthread
- *   NG_THREADS=1 /tmp/pool_onednn 256 6 28     # N C H: LeNet's first pool at batch 256 */
+ *   NG_THREADS=1 /tmp/pool_onednn 256 6 28 [loops]  # N C H: LeNet's first pool, batch 256 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "core/threads.h"
 #include "nn/model.h"
 #include "nn/pool.h"
+#include "nn/pool_onednn.h"
 #include "core/rng.h"
 static double now() {
     struct timespec t;
@@ -35,6 +38,7 @@ int cmp(const void *a, const void *b) {
 int main(int argc, char **argv) {
     int64_t N = atoi(argv[1]), C = atoi(argv[2]), H = atoi(argv[3]);
     ng_threads();
+    if (argc > 4 && !strcmp(argv[4], "loops")) ng_pool_use_onednn(0);
     int64_t k2[2] = {2, 2}, p0[2] = {0, 0};
     ng_model *m = ng_model_new(ng_maxpool("pool", 2, k2, k2, p0));
     ng_model_build(m, NG_CPU, NG_F32, 1, 256 << 20, 256 << 20);

@@ -1,0 +1,201 @@
+/* Max and average pooling of f32 CPU tensors (2-D and 3-D) through oneDNN: forward, and backward
+ * from the forward's workspace (max) or from the shapes alone (average). Primitives are made once
+ * per layer and input shape and kept in the layer's cache, as conv_onednn.c does.
+ *
+ * Layouts: natgrad's plain NCHW / NCDHW on both sides, no reorders. Unlike convolution, oneDNN's
+ * jit pooling runs on plain layouts (it transposes channel blocks through its scratchpad
+ * internally), and a reorder would be a full pass over a computation that is itself one pass.
+ * Scratchpads are the user's, taken from the gradient arena for the call and given back; the
+ * planning entry takes the same sizes from the plan's counters. The max workspace is the layer's
+ * to keep (pool.c allocates it in the activation arena in place of natgrad's i32 argmax). */
+#include "nn/pool_onednn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/onednn.h"
+
+/* Shapes a layer keeps primitives for: training, evaluation and a last partial batch fit. */
+#define CACHE_SLOTS 4
+
+typedef struct {
+    int ndim;
+    int64_t shape[5]; /* the input's; ndim 0: an empty slot */
+    dnnl_primitive_desc_t fpd, bpd;
+    dnnl_primitive_t fwd, bwd;
+    dnnl_memory_t fmem[4], bmem[4]; /* one per argument slot, in ng_dnnl_run's order */
+    uint64_t used;                  /* for eviction: the clock of the last use */
+} pool_prims;
+
+typedef struct {
+    pool_prims slot[CACHE_SLOTS];
+    uint64_t clock;
+} pool_cache;
+
+static int use_onednn = 1;
+
+void ng_pool_use_onednn(int enabled) {
+    use_onednn = enabled;
+}
+
+int ng_pool_onednn_enabled(void) {
+    return use_onednn;
+}
+
+int ng_pool_onednn_takes(const ng_tensor *x) {
+    return use_onednn && x->device == NG_CPU && x->dtype == NG_F32;
+}
+
+/* ---- descriptors and primitives ------------------------------------------------------------ */
+
+typedef struct {
+    dnnl_memory_desc_t src, dst;
+    dnnl_dims_t strides, kernel, dilation, pad_l, pad_r;
+    dnnl_alg_kind_t alg;
+} pool_mds;
+
+static pool_mds descs(const ng_pool_geom *g, int ndim, const int64_t *in) {
+    pool_mds m;
+    memset(&m, 0, sizeof m); /* dilation 0: none (oneDNN counts the gaps) */
+    int64_t out[5] = {in[0], in[1]};
+    for (int i = 0; i < g->nd; i++) {
+        /* natgrad floors the output size and pads symmetrically; oneDNN floors too */
+        out[2 + i] = (in[2 + i] + 2 * g->padding[i] - g->kernel[i]) / g->stride[i] + 1;
+        m.strides[i] = g->stride[i];
+        m.kernel[i] = g->kernel[i];
+        m.pad_l[i] = m.pad_r[i] = g->padding[i];
+    }
+    m.src = ng_dnnl_plain_f32(ndim, in);
+    m.dst = ng_dnnl_plain_f32(ndim, out);
+    /* include_padding divides by prod(kernel) everywhere: PyTorch's count_include_pad */
+    m.alg = g->max ? dnnl_pooling_max : dnnl_pooling_avg_include_padding;
+    return m;
+}
+
+static void make_pd(dnnl_primitive_desc_t *pd, const void *desc, const_dnnl_primitive_desc_t hint) {
+    dnnl_primitive_attr_t a = ng_dnnl_user_scratchpad();
+    NG_DNNL_CHECK(dnnl_primitive_desc_create(pd, desc, a, ng_dnnl_engine(), hint));
+    NG_DNNL_CHECK(dnnl_primitive_attr_destroy(a));
+}
+
+static void forward_pd(pool_prims *p, const ng_pool_geom *g) {
+    if (p->fpd) return;
+    pool_mds m = descs(g, p->ndim, p->shape);
+    dnnl_pooling_v2_desc_t d;
+    /* training: max pooling then leaves the workspace its backward needs */
+    NG_DNNL_CHECK(dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_training, m.alg, &m.src,
+                                                    &m.dst, m.strides, m.kernel, m.dilation,
+                                                    m.pad_l, m.pad_r));
+    make_pd(&p->fpd, &d, NULL);
+}
+
+static void backward_pd(pool_prims *p, const ng_pool_geom *g) {
+    if (p->bpd) return;
+    forward_pd(p, g);
+    pool_mds m = descs(g, p->ndim, p->shape);
+    dnnl_pooling_v2_desc_t d;
+    NG_DNNL_CHECK(dnnl_pooling_v2_backward_desc_init(&d, m.alg, &m.src, &m.dst, m.strides, m.kernel,
+                                                     m.dilation, m.pad_l, m.pad_r));
+    make_pd(&p->bpd, &d, p->fpd);
+}
+
+static void free_prims(pool_prims *p) {
+    for (int i = 0; i < 4; i++) {
+        if (p->fmem[i]) dnnl_memory_destroy(p->fmem[i]);
+        if (p->bmem[i]) dnnl_memory_destroy(p->bmem[i]);
+    }
+    if (p->fwd) dnnl_primitive_destroy(p->fwd);
+    if (p->bwd) dnnl_primitive_destroy(p->bwd);
+    if (p->fpd) dnnl_primitive_desc_destroy(p->fpd);
+    if (p->bpd) dnnl_primitive_desc_destroy(p->bpd);
+    memset(p, 0, sizeof *p);
+}
+
+/* The slot for input shape `in`, made (evicting the least recently used) when missing. */
+static pool_prims *lookup(void **cache, int ndim, const int64_t *in) {
+    NG_CHECK(ndim >= 4 && ndim <= 5, "pool (oneDNN): input has %d dims; 4 or 5", ndim);
+    if (!*cache) {
+        *cache = calloc(1, sizeof(pool_cache));
+        NG_CHECK(*cache, "pool: out of host memory for the oneDNN primitive cache");
+    }
+    pool_cache *c = *cache;
+    pool_prims *victim = &c->slot[0];
+    c->clock++;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        pool_prims *p = &c->slot[i];
+        if (p->ndim == ndim && !memcmp(p->shape, in, sizeof(int64_t) * (size_t)ndim)) {
+            p->used = c->clock;
+            return p;
+        }
+        if (p->used < victim->used) victim = p;
+    }
+    free_prims(victim);
+    victim->ndim = ndim;
+    memcpy(victim->shape, in, sizeof(int64_t) * (size_t)ndim);
+    victim->used = c->clock;
+    return victim;
+}
+
+/* ---- the interface ------------------------------------------------------------------------- */
+
+size_t ng_pool_onednn_workspace(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in) {
+    if (!g->max) return 0;
+    pool_prims *p = lookup(cache, ndim, in);
+    forward_pd(p, g);
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(p->fpd, dnnl_query_workspace_md, 0);
+    return md ? dnnl_memory_desc_get_size(md) : 0;
+}
+
+void ng_pool_onednn_forward(void **cache, const ng_pool_geom *g, const ng_tensor *x, ng_tensor *y,
+                            void *ws, ng_arena *scratch) {
+    pool_prims *p = lookup(cache, x->ndim, x->shape);
+    forward_pd(p, g);
+    size_t sb = ng_dnnl_scratch_bytes(p->fpd);
+    ng_arena_mark m = ng_arena_get_mark(scratch);
+    void *pad = sb ? ng_arena_alloc(scratch, sb) : NULL;
+    if (!p->fwd) NG_DNNL_CHECK(dnnl_primitive_create(&p->fwd, p->fpd));
+    /* memory objects are per argument slot, so the slots keep one order for a primitive */
+    ng_dnnl_buf b[4] = {{DNNL_ARG_SRC, x->data}, {DNNL_ARG_DST, y->data}};
+    int n = 2;
+    if (g->max) b[n++] = (ng_dnnl_buf){DNNL_ARG_WORKSPACE, ws};
+    if (sb) b[n++] = (ng_dnnl_buf){DNNL_ARG_SCRATCHPAD, pad};
+    ng_dnnl_run(p->fwd, p->fpd, p->fmem, n, b);
+    ng_arena_release(scratch, m);
+}
+
+void ng_pool_onednn_backward(void **cache, const ng_pool_geom *g, const ng_tensor *x,
+                             const ng_tensor *dy, const void *ws, ng_tensor *dx,
+                             ng_arena *scratch) {
+    pool_prims *p = lookup(cache, x->ndim, x->shape);
+    backward_pd(p, g);
+    size_t sb = ng_dnnl_scratch_bytes(p->bpd);
+    ng_arena_mark m = ng_arena_get_mark(scratch);
+    void *pad = sb ? ng_arena_alloc(scratch, sb) : NULL;
+    if (!p->bwd) NG_DNNL_CHECK(dnnl_primitive_create(&p->bwd, p->bpd));
+    ng_dnnl_buf b[4] = {{DNNL_ARG_DIFF_DST, dy->data}, {DNNL_ARG_DIFF_SRC, dx->data}};
+    int n = 2;
+    if (g->max) b[n++] = (ng_dnnl_buf){DNNL_ARG_WORKSPACE, (void *)ws};
+    if (sb) b[n++] = (ng_dnnl_buf){DNNL_ARG_SCRATCHPAD, pad};
+    ng_dnnl_run(p->bwd, p->bpd, p->bmem, n, b);
+    ng_arena_release(scratch, m);
+}
+
+void ng_pool_onednn_plan(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in,
+                         int backward, ng_sim_arena *grads) {
+    pool_prims *p = lookup(cache, ndim, in);
+    if (backward)
+        backward_pd(p, g);
+    else
+        forward_pd(p, g);
+    size_t sb = ng_dnnl_scratch_bytes(backward ? p->bpd : p->fpd);
+    size_t m = ng_sim_mark(grads);
+    if (sb) ng_sim_alloc(grads, sb);
+    ng_sim_release(grads, m);
+}
+
+void ng_pool_onednn_free(void *cache) {
+    pool_cache *c = cache;
+    if (!c) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) free_prims(&c->slot[i]);
+    free(c);
+}
