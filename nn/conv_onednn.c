@@ -31,15 +31,13 @@ typedef struct {
 } edge;
 
 typedef struct {
-    int ndim;
-    int64_t shape[5];                    /* the input's; ndim 0: an empty slot */
+    ng_dnnl_key key;                     /* the input shape it is made for */
     dnnl_primitive_desc_t fpd, dpd, wpd; /* forward, backward data, backward weights */
     dnnl_primitive_t fwd, bwd_data, bwd_w;
     dnnl_memory_t fmem[5], dmem[4], wmem[5];
     /* forward: x in, w in, y out; backward data: dy in, w in, dx out; backward weights: x in,
      * dy in, dW out */
     edge f_src, f_wei, f_dst, d_dst, d_wei, d_src, w_src, w_dst, w_wei;
-    uint64_t used; /* for eviction: the clock of the last use */
 } conv_prims;
 
 typedef struct {
@@ -177,7 +175,7 @@ static void *edge_out_buf(edge *e, taker *t, void *plain) {
 
 static void forward_pd(conv_prims *p, const ng_conv_geom *g) {
     if (p->fpd) return;
-    conv_mds m = descs(g, p->ndim, p->shape);
+    conv_mds m = descs(g, p->key.ndim, p->key.shape);
     dnnl_convolution_desc_t d;
     NG_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
         &d, dnnl_forward_training, dnnl_convolution_direct, &m.src_any, &m.wei_any,
@@ -192,7 +190,7 @@ static void forward_pd(conv_prims *p, const ng_conv_geom *g) {
 static void backward_pds(conv_prims *p, const ng_conv_geom *g) {
     if (p->dpd) return;
     forward_pd(p, g);
-    conv_mds m = descs(g, p->ndim, p->shape);
+    conv_mds m = descs(g, p->key.ndim, p->key.shape);
     dnnl_convolution_desc_t d;
     NG_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
         &d, dnnl_convolution_direct, &m.src_any, &m.wei_any, &m.dst_any, m.strides, m.dilates,
@@ -240,21 +238,13 @@ static conv_prims *lookup(void **cache, int ndim, const int64_t *in) {
         NG_CHECK(*cache, "conv: out of host memory for the oneDNN primitive cache");
     }
     conv_cache *c = *cache;
-    conv_prims *victim = &c->slot[0];
-    c->clock++;
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        conv_prims *p = &c->slot[i];
-        if (p->ndim == ndim && !memcmp(p->shape, in, sizeof(int64_t) * (size_t)ndim)) {
-            p->used = c->clock;
-            return p;
-        }
-        if (p->used < victim->used) victim = p;
+    int miss, i = ng_dnnl_slot(&c->slot[0].key, sizeof c->slot[0], CACHE_SLOTS, &c->clock, ndim, in,
+                               &miss);
+    if (miss) {
+        free_prims(&c->slot[i]);
+        ng_dnnl_key_set(&c->slot[i].key, ndim, in, c->clock);
     }
-    free_prims(victim);
-    victim->ndim = ndim;
-    memcpy(victim->shape, in, sizeof(int64_t) * (size_t)ndim);
-    victim->used = c->clock;
-    return victim;
+    return &c->slot[i];
 }
 
 static size_t max_size(size_t a, size_t b) {

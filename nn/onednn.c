@@ -61,3 +61,30 @@ void ng_dnnl_run(dnnl_primitive_t prim, const_dnnl_primitive_desc_t pd, dnnl_mem
     NG_DNNL_CHECK(dnnl_primitive_execute(prim, ng_dnnl_stream(), n, args));
     NG_DNNL_CHECK(dnnl_stream_wait(ng_dnnl_stream()));
 }
+
+static ng_dnnl_key *key_at(ng_dnnl_key *first, size_t stride, int i) {
+    return (ng_dnnl_key *)((char *)first + (size_t)i * stride);
+}
+
+int ng_dnnl_slot(ng_dnnl_key *first, size_t stride, int n, uint64_t *clock, int ndim,
+                 const int64_t *in, int *miss) {
+    int victim = 0;
+    ++*clock;
+    for (int i = 0; i < n; i++) {
+        ng_dnnl_key *k = key_at(first, stride, i);
+        if (k->ndim == ndim && !memcmp(k->shape, in, sizeof(int64_t) * (size_t)ndim)) {
+            k->used = *clock;
+            *miss = 0;
+            return i;
+        }
+        if (k->used < key_at(first, stride, victim)->used) victim = i;
+    }
+    *miss = 1;
+    return victim;
+}
+
+void ng_dnnl_key_set(ng_dnnl_key *k, int ndim, const int64_t *in, uint64_t clock) {
+    k->ndim = ndim;
+    memcpy(k->shape, in, sizeof(int64_t) * (size_t)ndim);
+    k->used = clock;
+}

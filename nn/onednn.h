@@ -40,6 +40,22 @@ typedef struct {
     void *data;
 } ng_dnnl_buf;
 
+/* What a cache slot of a layer's primitives is made for: an input shape, and its last use. */
+typedef struct {
+    int ndim;         /* 0: an empty slot */
+    int64_t shape[5]; /* the input's */
+    uint64_t used;    /* the cache's clock at the last use, for eviction */
+} ng_dnnl_key;
+
+/* Finds the slot made for input shape (ndim, in) among n slots of `stride` bytes whose keys lie
+ * at `first` (the key of slot 0) and stamps it with the advanced clock; *miss = 0. When none is,
+ * returns the least recently used slot with *miss = 1: the caller frees what it holds and then
+ * calls ng_dnnl_key_set on it. Every CPU twin on oneDNN keeps its primitives this way, per layer
+ * and shape (training, evaluation and a last partial batch each get theirs). */
+int ng_dnnl_slot(ng_dnnl_key *first, size_t stride, int n, uint64_t *clock, int ndim,
+                 const int64_t *in, int *miss);
+void ng_dnnl_key_set(ng_dnnl_key *k, int ndim, const int64_t *in, uint64_t clock);
+
 /* Runs prim on the buffers (descriptors taken from pd) and waits for it; mems is the primitive's
  * cache of memory objects, one per argument slot (n at most 8), made on the first run. */
 void ng_dnnl_run(dnnl_primitive_t prim, const_dnnl_primitive_desc_t pd, dnnl_memory_t *mems, int n,

@@ -19,12 +19,10 @@
 #define CACHE_SLOTS 4
 
 typedef struct {
-    int ndim;
-    int64_t shape[5]; /* the input's; ndim 0: an empty slot */
+    ng_dnnl_key key; /* the input shape it is made for */
     dnnl_primitive_desc_t fpd, bpd;
     dnnl_primitive_t fwd, bwd;
     dnnl_memory_t fmem[4], bmem[4]; /* one per argument slot, in ng_dnnl_run's order */
-    uint64_t used;                  /* for eviction: the clock of the last use */
 } pool_prims;
 
 typedef struct {
@@ -80,7 +78,7 @@ static void make_pd(dnnl_primitive_desc_t *pd, const void *desc, const_dnnl_prim
 
 static void forward_pd(pool_prims *p, const ng_pool_geom *g) {
     if (p->fpd) return;
-    pool_mds m = descs(g, p->ndim, p->shape);
+    pool_mds m = descs(g, p->key.ndim, p->key.shape);
     dnnl_pooling_v2_desc_t d;
     /* training: max pooling then leaves the workspace its backward needs */
     NG_DNNL_CHECK(dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_training, m.alg, &m.src,
@@ -92,7 +90,7 @@ static void forward_pd(pool_prims *p, const ng_pool_geom *g) {
 static void backward_pd(pool_prims *p, const ng_pool_geom *g) {
     if (p->bpd) return;
     forward_pd(p, g);
-    pool_mds m = descs(g, p->ndim, p->shape);
+    pool_mds m = descs(g, p->key.ndim, p->key.shape);
     dnnl_pooling_v2_desc_t d;
     NG_DNNL_CHECK(dnnl_pooling_v2_backward_desc_init(&d, m.alg, &m.src, &m.dst, m.strides, m.kernel,
                                                      m.dilation, m.pad_l, m.pad_r));
@@ -119,21 +117,13 @@ static pool_prims *lookup(void **cache, int ndim, const int64_t *in) {
         NG_CHECK(*cache, "pool: out of host memory for the oneDNN primitive cache");
     }
     pool_cache *c = *cache;
-    pool_prims *victim = &c->slot[0];
-    c->clock++;
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        pool_prims *p = &c->slot[i];
-        if (p->ndim == ndim && !memcmp(p->shape, in, sizeof(int64_t) * (size_t)ndim)) {
-            p->used = c->clock;
-            return p;
-        }
-        if (p->used < victim->used) victim = p;
+    int miss, i = ng_dnnl_slot(&c->slot[0].key, sizeof c->slot[0], CACHE_SLOTS, &c->clock, ndim, in,
+                               &miss);
+    if (miss) {
+        free_prims(&c->slot[i]);
+        ng_dnnl_key_set(&c->slot[i].key, ndim, in, c->clock);
     }
-    free_prims(victim);
-    victim->ndim = ndim;
-    memcpy(victim->shape, in, sizeof(int64_t) * (size_t)ndim);
-    victim->used = c->clock;
-    return victim;
+    return &c->slot[i];
 }
 
 /* ---- the interface ------------------------------------------------------------------------- */
