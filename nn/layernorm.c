@@ -4,20 +4,27 @@
 #include "nn/layernorm.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "nn/vit_kernels.h"
 #include "nn/plan.h"
 
 /* ---- CPU kernels ------------------------------------------------------------------------- */
 
+/* Rows are independent, so forward and dx split over rows across NG_THREADS. dw and db sum over
+ * rows: they split over column blocks instead, each column summed over the rows in order by one
+ * thread, so the sums (and their bits) are those of a single thread whatever the count. */
+#define LN_COLS 16 /* columns of dw/db per task */
+
 #define LN_CPU(T, sfx)                                                                             \
     static void ln_fwd_##sfx(const T *x, const T *w, const T *b, double eps, T *y, T *mean,        \
                              T *rstd, int64_t rows, int64_t d) {                                   \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
+        _Pragma(                                                                                   \
+            "omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)") for (int64_t r = 0;   \
+                                                                                  r < rows; r++) { \
             const T *xr = x + r * d;                                                               \
             T *yr = y + r * d;                                                                     \
             double s = 0, v = 0;                                                                   \
@@ -34,32 +41,44 @@
     }                                                                                              \
     static void ln_bwd_##sfx(const T *x, const T *w, const T *mean, const T *rstd, const T *dy,    \
                              T *dx, T *dw, T *db, int64_t rows, int64_t d) {                       \
-        double *acc = calloc((size_t)(2 * d), sizeof(double));                                     \
-        NG_CHECK(acc, "layernorm backward: out of host memory");                                   \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *xr = x + r * d, *gr = dy + r * d;                                             \
-            double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;                                    \
-            for (int64_t i = 0; i < d; i++) {                                                      \
-                double xh = ((double)xr[i] - mu) * rs, g = (double)gr[i] * (double)w[i];           \
-                sg += g;                                                                           \
-                sgx += g * xh;                                                                     \
-                acc[i] += (double)gr[i] * xh;                                                      \
-                acc[d + i] += (double)gr[i];                                                       \
-            }                                                                                      \
-            if (!dx) continue;                                                                     \
-            sg /= (double)d;                                                                       \
-            sgx /= (double)d;                                                                      \
-            T *dr = dx + r * d;                                                                    \
-            for (int64_t i = 0; i < d; i++) {                                                      \
-                double xh = ((double)xr[i] - mu) * rs;                                             \
-                dr[i] = (T)(rs * ((double)gr[i] * (double)w[i] - sg - xh * sgx));                  \
+        int par = rows * d >= NG_OMP_MIN;                                                          \
+        if (dx) {                                                                                  \
+            _Pragma("omp parallel for schedule(static) if (par)") for (int64_t r = 0; r < rows;    \
+                                                                       r++) {                      \
+                const T *xr = x + r * d, *gr = dy + r * d;                                         \
+                double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;                                \
+                for (int64_t i = 0; i < d; i++) {                                                  \
+                    double xh = ((double)xr[i] - mu) * rs, g = (double)gr[i] * (double)w[i];       \
+                    sg += g;                                                                       \
+                    sgx += g * xh;                                                                 \
+                }                                                                                  \
+                sg /= (double)d;                                                                   \
+                sgx /= (double)d;                                                                  \
+                T *dr = dx + r * d;                                                                \
+                for (int64_t i = 0; i < d; i++) {                                                  \
+                    double xh = ((double)xr[i] - mu) * rs;                                         \
+                    dr[i] = (T)(rs * ((double)gr[i] * (double)w[i] - sg - xh * sgx));              \
+                }                                                                                  \
             }                                                                                      \
         }                                                                                          \
-        for (int64_t i = 0; i < d; i++) {                                                          \
-            dw[i] = (T)((double)dw[i] + acc[i]);                                                   \
-            db[i] = (T)((double)db[i] + acc[d + i]);                                               \
+        _Pragma("omp parallel for schedule(static) if (par)") for (int64_t c0 = 0; c0 < d;         \
+                                                                   c0 += LN_COLS) {                \
+            int64_t nc = d - c0 < LN_COLS ? d - c0 : LN_COLS;                                      \
+            double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};                                           \
+            for (int64_t r = 0; r < rows; r++) {                                                   \
+                const T *xr = x + r * d + c0, *gr = dy + r * d + c0;                               \
+                double mu = mean[r], rs = rstd[r];                                                 \
+                for (int64_t i = 0; i < nc; i++) {                                                 \
+                    double xh = ((double)xr[i] - mu) * rs;                                         \
+                    aw[i] += (double)gr[i] * xh;                                                   \
+                    ab[i] += (double)gr[i];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t i = 0; i < nc; i++) {                                                     \
+                dw[c0 + i] = (T)((double)dw[c0 + i] + aw[i]);                                      \
+                db[c0 + i] = (T)((double)db[c0 + i] + ab[i]);                                      \
+            }                                                                                      \
         }                                                                                          \
-        free(acc);                                                                                 \
     }
 
 LN_CPU(float, f32)
@@ -69,6 +88,7 @@ LN_CPU(double, f64)
  * widened exactly and each stored activation rounded once (through float, as the GPU stores). */
 static void ln_fwd_half(ng_dtype dt, const void *x, const float *w, const float *b, double eps,
                         void *y, float *mean, float *rstd, int64_t rows, int64_t d) {
+#pragma omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t o = r * d;
         double s = 0, v = 0;
@@ -88,33 +108,45 @@ static void ln_fwd_half(ng_dtype dt, const void *x, const float *w, const float 
 static void ln_bwd_half(ng_dtype dt, const void *x, const float *w, const float *mean,
                         const float *rstd, const void *dy, void *dx, float *dw, float *db,
                         int64_t rows, int64_t d) {
-    double *acc = calloc((size_t)(2 * d), sizeof(double));
-    NG_CHECK(acc, "layernorm backward: out of host memory");
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r * d;
-        double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;
-        for (int64_t i = 0; i < d; i++) {
-            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
-            double g = gy * (double)w[i];
-            sg += g;
-            sgx += g * xh;
-            acc[i] += gy * xh;
-            acc[d + i] += gy;
-        }
-        if (!dx) continue;
-        sg /= (double)d;
-        sgx /= (double)d;
-        for (int64_t i = 0; i < d; i++) {
-            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs;
-            ng_act_st(dx, dt, o + i,
-                      rs * (ng_act_ld(dy, dt, o + i) * (double)w[i] - sg - xh * sgx));
+    int par = rows * d >= NG_OMP_MIN;
+    if (dx) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t o = r * d;
+            double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;
+            for (int64_t i = 0; i < d; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
+                double g = gy * (double)w[i];
+                sg += g;
+                sgx += g * xh;
+            }
+            sg /= (double)d;
+            sgx /= (double)d;
+            for (int64_t i = 0; i < d; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs;
+                ng_act_st(dx, dt, o + i,
+                          rs * (ng_act_ld(dy, dt, o + i) * (double)w[i] - sg - xh * sgx));
+            }
         }
     }
-    for (int64_t i = 0; i < d; i++) {
-        dw[i] = (float)((double)dw[i] + acc[i]);
-        db[i] = (float)((double)db[i] + acc[d + i]);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c0 = 0; c0 < d; c0 += LN_COLS) {
+        int64_t nc = d - c0 < LN_COLS ? d - c0 : LN_COLS;
+        double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t o = r * d + c0;
+            double mu = mean[r], rs = rstd[r];
+            for (int64_t i = 0; i < nc; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
+                aw[i] += gy * xh;
+                ab[i] += gy;
+            }
+        }
+        for (int64_t i = 0; i < nc; i++) {
+            dw[c0 + i] = (float)((double)dw[c0 + i] + aw[i]);
+            db[c0 + i] = (float)((double)db[c0 + i] + ab[i]);
+        }
     }
-    free(acc);
 }
 
 static void ln_fwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b, double eps,
