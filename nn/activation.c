@@ -180,7 +180,9 @@ static void cpu_dropout(const ng_tensor *x, ng_tensor *y, ng_rng_key key, double
 }
 
 /* Softmax rows are independent: they split over NG_THREADS (y may alias x: a row is read before
- * it is written, by the one thread that owns it). */
+ * it is written, by the one thread that owns it). Rows of up to SOFTMAX_KEEP columns (attention's
+ * tokens) compute each exponential once; longer rows compute it again for the store. */
+#define SOFTMAX_KEEP 512
 static void cpu_softmax_rows(const ng_tensor *x, ng_tensor *y, int64_t cols) {
     ng_dtype dt = x->dtype;
 #pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)
@@ -191,10 +193,17 @@ static void cpu_softmax_rows(const ng_tensor *x, ng_tensor *y, int64_t cols) {
             double v = ng_act_ld(x->data, dt, o + j);
             if (v > m) m = v;
         }
-        for (int64_t j = 0; j < cols; j++) s += exp(ng_act_ld(x->data, dt, o + j) - m);
+        double e[SOFTMAX_KEEP]; /* a short row's exponentials, kept from the sum for the store */
+        int keep = cols <= SOFTMAX_KEEP;
+        for (int64_t j = 0; j < cols; j++) {
+            double ej = exp(ng_act_ld(x->data, dt, o + j) - m);
+            if (keep) e[j] = ej;
+            s += ej;
+        }
         double inv = 1.0 / s;
         for (int64_t j = 0; j < cols; j++)
-            ng_act_st(y->data, dt, o + j, exp(ng_act_ld(x->data, dt, o + j) - m) * inv);
+            ng_act_st(y->data, dt, o + j,
+                      (keep ? e[j] : exp(ng_act_ld(x->data, dt, o + j) - m)) * inv);
     }
 }
 
