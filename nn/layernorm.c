@@ -16,53 +16,89 @@
 
 /* Rows are independent, so forward and dx split over rows across NG_THREADS. dw and db sum over
  * rows: they split over column blocks instead, each column summed over the rows in order by one
- * thread, so the sums (and their bits) are those of a single thread whatever the count. */
+ * thread, so the sums (and their bits) are those of a single thread whatever the count.
+ *
+ * A row's sums run in double one element after the other (their order is the result's), so each
+ * is a chain of dependent adds; forward and dx take LN_GROUP rows at once, their chains
+ * interleaved element by element, which keeps every row's own order and so its bits. */
 #define LN_COLS 16 /* columns of dw/db per task */
+#define LN_GROUP 4 /* rows whose sums run side by side */
 
+/* clang-format off */
 #define LN_CPU(T, sfx)                                                                             \
+    /* Rows r0 .. r0+n-1 (n <= LN_GROUP). */                                                       \
+    static inline void ln_fwd_rows_##sfx(const T *x, const T *w, const T *b, double eps, T *y,     \
+                                         T *mean, T *rstd, int64_t r0, int n, int64_t d) {         \
+        const T *xr = x + r0 * d;                                                                  \
+        T *yr = y + r0 * d;                                                                        \
+        double s[LN_GROUP] = {0}, v[LN_GROUP] = {0}, mu[LN_GROUP], rs[LN_GROUP];                   \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++) s[k] += xr[k * d + i];                                     \
+        for (int k = 0; k < n; k++) mu[k] = s[k] / (double)d;                                      \
+        /* Two passes: the one-pass E[x^2] - mu^2 cancels badly for inputs far from 0. */          \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++)                                                            \
+                v[k] += ((double)xr[k * d + i] - mu[k]) * ((double)xr[k * d + i] - mu[k]);         \
+        for (int k = 0; k < n; k++) rs[k] = 1.0 / sqrt(v[k] / (double)d + eps);                    \
+        for (int k = 0; k < n; k++) {                                                              \
+            for (int64_t i = 0; i < d; i++)                                                        \
+                yr[k * d + i] =                                                                    \
+                    (T)(((double)xr[k * d + i] - mu[k]) * rs[k] * (double)w[i] + (double)b[i]);    \
+            mean[r0 + k] = (T)mu[k];                                                               \
+            rstd[r0 + k] = (T)rs[k];                                                               \
+        }                                                                                          \
+    }                                                                                              \
     static void ln_fwd_##sfx(const T *x, const T *w, const T *b, double eps, T *y, T *mean,        \
                              T *rstd, int64_t rows, int64_t d) {                                   \
-        _Pragma(                                                                                   \
-            "omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)") for (int64_t r = 0;   \
-                                                                                  r < rows; r++) { \
-            const T *xr = x + r * d;                                                               \
-            T *yr = y + r * d;                                                                     \
-            double s = 0, v = 0;                                                                   \
-            for (int64_t i = 0; i < d; i++) s += xr[i];                                            \
-            double mu = s / (double)d;                                                             \
-            /* Two passes: the one-pass E[x^2] - mu^2 cancels badly for inputs far from 0. */      \
-            for (int64_t i = 0; i < d; i++) v += ((double)xr[i] - mu) * ((double)xr[i] - mu);      \
-            double rs = 1.0 / sqrt(v / (double)d + eps);                                           \
-            for (int64_t i = 0; i < d; i++)                                                        \
-                yr[i] = (T)(((double)xr[i] - mu) * rs * (double)w[i] + (double)b[i]);              \
-            mean[r] = (T)mu;                                                                       \
-            rstd[r] = (T)rs;                                                                       \
+        int64_t groups = (rows + LN_GROUP - 1) / LN_GROUP;                                         \
+        _Pragma("omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)")                   \
+        for (int64_t g = 0; g < groups; g++) {                                                     \
+            int64_t r0 = g * LN_GROUP;                                                             \
+            if (rows - r0 >= LN_GROUP)                                                             \
+                ln_fwd_rows_##sfx(x, w, b, eps, y, mean, rstd, r0, LN_GROUP, d);                   \
+            else                                                                                   \
+                ln_fwd_rows_##sfx(x, w, b, eps, y, mean, rstd, r0, (int)(rows - r0), d);           \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void ln_dx_rows_##sfx(const T *x, const T *w, const T *mean, const T *rstd,      \
+                                        const T *dy, T *dx, int64_t r0, int n, int64_t d) {        \
+        const T *xr = x + r0 * d, *gr = dy + r0 * d;                                               \
+        T *dr = dx + r0 * d;                                                                       \
+        double mu[LN_GROUP], rs[LN_GROUP], sg[LN_GROUP] = {0}, sgx[LN_GROUP] = {0};                \
+        for (int k = 0; k < n; k++) mu[k] = mean[r0 + k], rs[k] = rstd[r0 + k];                    \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++) {                                                          \
+                double xh = ((double)xr[k * d + i] - mu[k]) * rs[k],                               \
+                       g = (double)gr[k * d + i] * (double)w[i];                                   \
+                sg[k] += g;                                                                        \
+                sgx[k] += g * xh;                                                                  \
+            }                                                                                      \
+        for (int k = 0; k < n; k++) {                                                              \
+            sg[k] /= (double)d;                                                                    \
+            sgx[k] /= (double)d;                                                                   \
+            for (int64_t i = 0; i < d; i++) {                                                      \
+                double xh = ((double)xr[k * d + i] - mu[k]) * rs[k];                               \
+                dr[k * d + i] =                                                                    \
+                    (T)(rs[k] * ((double)gr[k * d + i] * (double)w[i] - sg[k] - xh * sgx[k]));     \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
     static void ln_bwd_##sfx(const T *x, const T *w, const T *mean, const T *rstd, const T *dy,    \
                              T *dx, T *dw, T *db, int64_t rows, int64_t d) {                       \
         int par = rows * d >= NG_OMP_MIN;                                                          \
+        int64_t groups = (rows + LN_GROUP - 1) / LN_GROUP;                                         \
         if (dx) {                                                                                  \
-            _Pragma("omp parallel for schedule(static) if (par)") for (int64_t r = 0; r < rows;    \
-                                                                       r++) {                      \
-                const T *xr = x + r * d, *gr = dy + r * d;                                         \
-                double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;                                \
-                for (int64_t i = 0; i < d; i++) {                                                  \
-                    double xh = ((double)xr[i] - mu) * rs, g = (double)gr[i] * (double)w[i];       \
-                    sg += g;                                                                       \
-                    sgx += g * xh;                                                                 \
-                }                                                                                  \
-                sg /= (double)d;                                                                   \
-                sgx /= (double)d;                                                                  \
-                T *dr = dx + r * d;                                                                \
-                for (int64_t i = 0; i < d; i++) {                                                  \
-                    double xh = ((double)xr[i] - mu) * rs;                                         \
-                    dr[i] = (T)(rs * ((double)gr[i] * (double)w[i] - sg - xh * sgx));              \
-                }                                                                                  \
+            _Pragma("omp parallel for schedule(static) if (par)")                                  \
+            for (int64_t g = 0; g < groups; g++) {                                                 \
+                int64_t r0 = g * LN_GROUP;                                                         \
+                if (rows - r0 >= LN_GROUP)                                                         \
+                    ln_dx_rows_##sfx(x, w, mean, rstd, dy, dx, r0, LN_GROUP, d);                   \
+                else                                                                               \
+                    ln_dx_rows_##sfx(x, w, mean, rstd, dy, dx, r0, (int)(rows - r0), d);           \
             }                                                                                      \
         }                                                                                          \
-        _Pragma("omp parallel for schedule(static) if (par)") for (int64_t c0 = 0; c0 < d;         \
-                                                                   c0 += LN_COLS) {                \
+        _Pragma("omp parallel for schedule(static) if (par)")                                      \
+        for (int64_t c0 = 0; c0 < d; c0 += LN_COLS) {                                              \
             int64_t nc = d - c0 < LN_COLS ? d - c0 : LN_COLS;                                      \
             double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};                                           \
             for (int64_t r = 0; r < rows; r++) {                                                   \
@@ -80,6 +116,7 @@
             }                                                                                      \
         }                                                                                          \
     }
+/* clang-format on */
 
 LN_CPU(float, f32)
 LN_CPU(double, f64)
