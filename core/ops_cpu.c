@@ -11,6 +11,7 @@
 #include "convert.h"
 #include "half.h"
 #include "half_vec.h"
+#include "threads.h"
 
 /* y + a*x must be two roundings, as in the CUDA twin (__fmul_rn, __fadd_rn), never one fused
  * multiply-add: GNU C contracts by default wherever the target has FMA. */
@@ -62,6 +63,21 @@ static int ld_of(int64_t ld) {
     return ld > 1 ? (int)ld : 1;
 } /* BLAS wants ld >= 1 even if k = 0 */
 
+/* OpenBLAS runs a GEMM of at most 4 x 65536 multiply-adds (its GEMM_MULTITHREAD_THRESHOLD times
+ * SMP_THRESHOLD_MIN) on the calling thread alone, so a batch of such small entries (attention's
+ * per-head [T, hd] products) would keep one core busy and leave the rest idle. Such a batch is
+ * split over NG_THREADS instead, whole entries per thread: each entry is still one single-threaded
+ * call, so its bits do not depend on which thread runs it or on the thread count. Batches of
+ * larger entries keep OpenBLAS's own threading inside each call. */
+#define GEMM_SMALL_MNK (4.0 * 65536.0)
+#define GEMM_SPLIT_MIN_MNK 65536.0 /* the whole batch's work that pays for a fork */
+
+static int batch_split(const ng_gemm_desc *d) {
+    double mnk = (double)d->m * (double)d->n * (double)d->k;
+    return d->batch > 1 && mnk <= GEMM_SMALL_MNK && mnk * (double)d->batch >= GEMM_SPLIT_MIN_MNK &&
+           ng_threads() > 1;
+}
+
 void ng_cpu_gemm(const ng_gemm_desc *d) {
     NG_CHECK(d->m <= INT_MAX && d->n <= INT_MAX && d->k <= INT_MAX && d->lda <= INT_MAX &&
                  d->ldb <= INT_MAX && d->ldc <= INT_MAX,
@@ -73,6 +89,8 @@ void ng_cpu_gemm(const ng_gemm_desc *d) {
     int lda = ld_of(d->lda), ldb = ld_of(d->ldb), ldc = ld_of(d->ldc);
 
     if (d->in_type == NG_F64) {
+        int split = batch_split(d);
+#pragma omp parallel for schedule(static) if (split)
         for (int64_t p = 0; p < d->batch; p++)
             cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, d->alpha,
                         (const double *)d->A + p * d->stride_a, lda,
@@ -100,6 +118,8 @@ void ng_cpu_gemm(const ng_gemm_desc *d) {
                  (long long)c_count);
         C = Cw;
     }
+    int split = batch_split(d);
+#pragma omp parallel for schedule(static) if (split)
     for (int64_t p = 0; p < d->batch; p++)
         cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, (float)d->alpha, A + p * d->stride_a, lda,
                     B + p * d->stride_b, ldb, (float)d->beta, C + p * d->stride_c, ldc);
@@ -114,11 +134,15 @@ void ng_cpu_gemm(const ng_gemm_desc *d) {
 
 /* ---- Element-wise -------------------------------------------------------------------------- */
 
+/* The f32/f64 loops split over NG_THREADS (OpenMP, as the layers' loops): every element is its own
+ * result, so the split changes no bits. */
+
 void ng_cpu_axpy(double alpha, const ng_tensor *x, ng_tensor *y) {
     int64_t n = y->numel;
     if (y->dtype == NG_F64) {
         const double *X = x->data;
         double *Y = y->data;
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
         for (int64_t i = 0; i < n; i++) Y[i] = Y[i] + alpha * X[i];
         return;
     }
@@ -126,6 +150,7 @@ void ng_cpu_axpy(double alpha, const ng_tensor *x, ng_tensor *y) {
     if (y->dtype == NG_F32) {
         const float *X = x->data;
         float *Y = y->data;
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
         for (int64_t i = 0; i < n; i++) Y[i] = Y[i] + a * X[i];
         return;
     }
@@ -143,12 +168,14 @@ void ng_cpu_scale(double alpha, ng_tensor *x) {
     int64_t n = x->numel;
     if (x->dtype == NG_F64) {
         double *X = x->data;
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
         for (int64_t i = 0; i < n; i++) X[i] = alpha * X[i];
         return;
     }
     float a = (float)alpha, xs[CHUNK];
     if (x->dtype == NG_F32) {
         float *X = x->data;
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
         for (int64_t i = 0; i < n; i++) X[i] = a * X[i];
         return;
     }
@@ -217,19 +244,25 @@ void ng_cpu_binary(ng_binary_op op, const ng_tensor *a, const ng_tensor *b, ng_t
     if (c->dtype == NG_F64) {
         const double *A = a->data, *B = b->data;
         double *C = c->data;
-        if (add)
+        if (add) {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
             for (int64_t i = 0; i < n; i++) C[i] = A[i] + B[i];
-        else
+        } else {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
             for (int64_t i = 0; i < n; i++) C[i] = A[i] * B[i];
+        }
         return;
     }
     if (c->dtype == NG_F32) {
         const float *A = a->data, *B = b->data;
         float *C = c->data;
-        if (add)
+        if (add) {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
             for (int64_t i = 0; i < n; i++) C[i] = A[i] + B[i];
-        else
+        } else {
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
             for (int64_t i = 0; i < n; i++) C[i] = A[i] * B[i];
+        }
         return;
     }
     float as[CHUNK], bs[CHUNK];

@@ -10,6 +10,7 @@
 #include "core/threads.h"
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
+#include "nn/gelu_vec.h"
 #include "nn/plan.h"
 
 /* ---- CPU kernels --------------------------------------------------------------------------- */
@@ -90,6 +91,35 @@ relu_backward_half(const void *y, const void *dy, void *dx, ng_dtype dt, int64_t
     }
 }
 
+/* GELU (erf form) in f32, the ViT's case: act_f's and act_df's expressions in double, element
+ * for element the same bits as the general loop, without its per-element dtype and kind switches.
+ */
+static void gelu_erf_f32(const float *x, float *y, int64_t n) {
+    if (ng_gelu_vec_ok()) {
+        ng_gelu_vec_forward(x, y, n);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        y[i] = (float)(0.5 * v * (1.0 + erf(v * M_SQRT1_2)));
+    }
+}
+
+static void gelu_erf_backward_f32(const float *x, const float *dy, float *dx, int64_t n) {
+    if (ng_gelu_vec_ok()) {
+        ng_gelu_vec_backward(x, dy, dx, n);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n >= NG_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        double cdf = 0.5 * (1.0 + erf(v * M_SQRT1_2));
+        double pdf = exp(-0.5 * v * v) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+        dx[i] = (float)((double)dy[i] * (cdf + v * pdf));
+    }
+}
+
 static int is_half(ng_dtype dt) {
     return dt == NG_F16 || dt == NG_BF16;
 }
@@ -102,6 +132,10 @@ void ng_cpu_act_forward(ng_act_kind k, const ng_tensor *x, ng_tensor *y) {
     }
     if (k == NG_ACT_RELU && is_half(dt)) {
         relu_half(x->data, y->data, dt, x->numel);
+        return;
+    }
+    if (k == NG_ACT_GELU_ERF && dt == NG_F32) {
+        gelu_erf_f32(x->data, y->data, x->numel);
         return;
     }
 #pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)
@@ -117,6 +151,10 @@ void ng_cpu_act_backward(ng_act_kind k, const ng_tensor *x, const ng_tensor *dy,
     }
     if (k == NG_ACT_RELU && is_half(dt)) {
         relu_backward_half(x->data, dy->data, dx->data, dt, x->numel);
+        return;
+    }
+    if (k == NG_ACT_GELU_ERF && dt == NG_F32) {
+        gelu_erf_backward_f32(x->data, dy->data, dx->data, x->numel);
         return;
     }
 #pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)
@@ -140,8 +178,13 @@ static void cpu_dropout(const ng_tensor *x, ng_tensor *y, ng_rng_key key, double
     }
 }
 
+/* Softmax rows are independent: they split over NG_THREADS (y may alias x: a row is read before
+ * it is written, by the one thread that owns it). Rows of up to SOFTMAX_KEEP columns (attention's
+ * tokens) compute each exponential once; longer rows compute it again for the store. */
+#define SOFTMAX_KEEP 512
 static void cpu_softmax_rows(const ng_tensor *x, ng_tensor *y, int64_t cols) {
     ng_dtype dt = x->dtype;
+#pragma omp parallel for schedule(static) if (x->numel >= NG_OMP_MIN)
     for (int64_t r = 0; r < x->numel / cols; r++) {
         int64_t o = r * cols;
         double m = -INFINITY, s = 0;
@@ -149,16 +192,24 @@ static void cpu_softmax_rows(const ng_tensor *x, ng_tensor *y, int64_t cols) {
             double v = ng_act_ld(x->data, dt, o + j);
             if (v > m) m = v;
         }
-        for (int64_t j = 0; j < cols; j++) s += exp(ng_act_ld(x->data, dt, o + j) - m);
+        double e[SOFTMAX_KEEP]; /* a short row's exponentials, kept from the sum for the store */
+        int keep = cols <= SOFTMAX_KEEP;
+        for (int64_t j = 0; j < cols; j++) {
+            double ej = exp(ng_act_ld(x->data, dt, o + j) - m);
+            if (keep) e[j] = ej;
+            s += ej;
+        }
         double inv = 1.0 / s;
         for (int64_t j = 0; j < cols; j++)
-            ng_act_st(y->data, dt, o + j, exp(ng_act_ld(x->data, dt, o + j) - m) * inv);
+            ng_act_st(y->data, dt, o + j,
+                      (keep ? e[j] : exp(ng_act_ld(x->data, dt, o + j) - m)) * inv);
     }
 }
 
 static void cpu_softmax_rows_backward(const ng_tensor *y, const ng_tensor *dy, ng_tensor *dx,
                                       int64_t cols) {
     ng_dtype dt = y->dtype;
+#pragma omp parallel for schedule(static) if (y->numel >= NG_OMP_MIN)
     for (int64_t r = 0; r < y->numel / cols; r++) {
         int64_t o = r * cols;
         double dot = 0;

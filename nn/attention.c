@@ -4,12 +4,14 @@
 #include "nn/attention.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/threads.h"
 #include "nn/activation.h"
 #include "nn/linear.h"
 #include "nn/vit_kernels.h"
@@ -17,24 +19,27 @@
 
 /* ---- permute ----------------------------------------------------------------------------- */
 
-/* Walks y in order with an odometer over its outer dims; the source offset follows by
- * strides, so the inner loop is a strided gather of one output row. */
+/* Walks output rows r0..r1-1 of y in order with an odometer over its outer dims; the source
+ * offset follows by strides, so the inner loop is a strided gather of one output row. */
 #define PERMUTE_CPU(E)                                                                             \
     static void permute_##E(const E *x, E *y, int nd, const int64_t *oshape,                       \
-                            const int64_t *sstride) {                                              \
+                            const int64_t *sstride, int64_t r0, int64_t r1) {                      \
         int64_t idx[NG_VIT_PERMUTE_MAX_DIMS] = {0}, src = 0, last = oshape[nd - 1],                \
                 ls = sstride[nd - 1];                                                              \
-        for (;;) {                                                                                 \
+        for (int64_t k = nd - 2, q = r0; k >= 0; k--) {                                            \
+            idx[k] = q % oshape[k], q /= oshape[k];                                                \
+            src += idx[k] * sstride[k];                                                            \
+        }                                                                                          \
+        y += r0 * last;                                                                            \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
             for (int64_t i = 0; i < last; i++) y[i] = x[src + i * ls];                             \
             y += last;                                                                             \
-            int k = nd - 2;                                                                        \
-            for (; k >= 0; k--) {                                                                  \
+            for (int k = nd - 2; k >= 0; k--) {                                                    \
                 src += sstride[k];                                                                 \
                 if (++idx[k] < oshape[k]) break;                                                   \
                 src -= sstride[k] * oshape[k];                                                     \
                 idx[k] = 0;                                                                        \
             }                                                                                      \
-            if (k < 0) return;                                                                     \
         }                                                                                          \
     }
 
@@ -50,21 +55,29 @@ static void permute_cpu(const ng_tensor *x, ng_tensor *y, int nd, const int64_t 
     istride[nd - 1] = 1;
     for (int k = nd - 2; k >= 0; k--) istride[k] = istride[k + 1] * shape[k + 1];
     for (int k = 0; k < nd; k++) oshape[k] = shape[perm[k]], sstride[k] = istride[perm[k]];
-    switch (ng_dtype_size(x->dtype)) {
-        case 1:
-            permute_uint8_t(x->data, y->data, nd, oshape, sstride);
-            break;
-        case 2:
-            permute_uint16_t(x->data, y->data, nd, oshape, sstride);
-            break;
-        case 4:
-            permute_uint32_t(x->data, y->data, nd, oshape, sstride);
-            break;
-        case 8:
-            permute_uint64_t(x->data, y->data, nd, oshape, sstride);
-            break;
-        default:
-            ng_fail("ng_vit_permute: element size %zu", ng_dtype_size(x->dtype));
+    /* Output rows split over NG_THREADS: a pure copy, so any split gives the same bits. */
+    int64_t rows = 1, n = x->numel, es = (int64_t)ng_dtype_size(x->dtype);
+    for (int k = 0; k < nd - 1; k++) rows *= oshape[k];
+    NG_CHECK(es == 1 || es == 2 || es == 4 || es == 8, "ng_vit_permute: element size %lld",
+             (long long)es);
+#pragma omp parallel if (n >= NG_OMP_MIN)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+        switch (es) {
+            case 1:
+                permute_uint8_t(x->data, y->data, nd, oshape, sstride, r0, r1);
+                break;
+            case 2:
+                permute_uint16_t(x->data, y->data, nd, oshape, sstride, r0, r1);
+                break;
+            case 4:
+                permute_uint32_t(x->data, y->data, nd, oshape, sstride, r0, r1);
+                break;
+            default:
+                permute_uint64_t(x->data, y->data, nd, oshape, sstride, r0, r1);
+                break;
+        }
     }
 }
 

@@ -4,63 +4,119 @@
 #include "nn/layernorm.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "nn/activation_kernels.h"
 #include "nn/vit_kernels.h"
 #include "nn/plan.h"
 
 /* ---- CPU kernels ------------------------------------------------------------------------- */
 
+/* Rows are independent, so forward and dx split over rows across NG_THREADS. dw and db sum over
+ * rows: they split over column blocks instead, each column summed over the rows in order by one
+ * thread, so the sums (and their bits) are those of a single thread whatever the count.
+ *
+ * A row's sums run in double one element after the other (their order is the result's), so each
+ * is a chain of dependent adds; forward and dx take LN_GROUP rows at once, their chains
+ * interleaved element by element, which keeps every row's own order and so its bits. */
+#define LN_COLS 16 /* columns of dw/db per task */
+#define LN_GROUP 4 /* rows whose sums run side by side */
+
+/* clang-format off */
 #define LN_CPU(T, sfx)                                                                             \
+    /* Rows r0 .. r0+n-1 (n <= LN_GROUP). */                                                       \
+    static inline void ln_fwd_rows_##sfx(const T *x, const T *w, const T *b, double eps, T *y,     \
+                                         T *mean, T *rstd, int64_t r0, int n, int64_t d) {         \
+        const T *xr = x + r0 * d;                                                                  \
+        T *yr = y + r0 * d;                                                                        \
+        double s[LN_GROUP] = {0}, v[LN_GROUP] = {0}, mu[LN_GROUP], rs[LN_GROUP];                   \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++) s[k] += xr[k * d + i];                                     \
+        for (int k = 0; k < n; k++) mu[k] = s[k] / (double)d;                                      \
+        /* Two passes: the one-pass E[x^2] - mu^2 cancels badly for inputs far from 0. */          \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++)                                                            \
+                v[k] += ((double)xr[k * d + i] - mu[k]) * ((double)xr[k * d + i] - mu[k]);         \
+        for (int k = 0; k < n; k++) rs[k] = 1.0 / sqrt(v[k] / (double)d + eps);                    \
+        for (int k = 0; k < n; k++) {                                                              \
+            for (int64_t i = 0; i < d; i++)                                                        \
+                yr[k * d + i] =                                                                    \
+                    (T)(((double)xr[k * d + i] - mu[k]) * rs[k] * (double)w[i] + (double)b[i]);    \
+            mean[r0 + k] = (T)mu[k];                                                               \
+            rstd[r0 + k] = (T)rs[k];                                                               \
+        }                                                                                          \
+    }                                                                                              \
     static void ln_fwd_##sfx(const T *x, const T *w, const T *b, double eps, T *y, T *mean,        \
                              T *rstd, int64_t rows, int64_t d) {                                   \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *xr = x + r * d;                                                               \
-            T *yr = y + r * d;                                                                     \
-            double s = 0, v = 0;                                                                   \
-            for (int64_t i = 0; i < d; i++) s += xr[i];                                            \
-            double mu = s / (double)d;                                                             \
-            /* Two passes: the one-pass E[x^2] - mu^2 cancels badly for inputs far from 0. */      \
-            for (int64_t i = 0; i < d; i++) v += ((double)xr[i] - mu) * ((double)xr[i] - mu);      \
-            double rs = 1.0 / sqrt(v / (double)d + eps);                                           \
-            for (int64_t i = 0; i < d; i++)                                                        \
-                yr[i] = (T)(((double)xr[i] - mu) * rs * (double)w[i] + (double)b[i]);              \
-            mean[r] = (T)mu;                                                                       \
-            rstd[r] = (T)rs;                                                                       \
+        int64_t groups = (rows + LN_GROUP - 1) / LN_GROUP;                                         \
+        _Pragma("omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)")                   \
+        for (int64_t g = 0; g < groups; g++) {                                                     \
+            int64_t r0 = g * LN_GROUP;                                                             \
+            if (rows - r0 >= LN_GROUP)                                                             \
+                ln_fwd_rows_##sfx(x, w, b, eps, y, mean, rstd, r0, LN_GROUP, d);                   \
+            else                                                                                   \
+                ln_fwd_rows_##sfx(x, w, b, eps, y, mean, rstd, r0, (int)(rows - r0), d);           \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void ln_dx_rows_##sfx(const T *x, const T *w, const T *mean, const T *rstd,      \
+                                        const T *dy, T *dx, int64_t r0, int n, int64_t d) {        \
+        const T *xr = x + r0 * d, *gr = dy + r0 * d;                                               \
+        T *dr = dx + r0 * d;                                                                       \
+        double mu[LN_GROUP], rs[LN_GROUP], sg[LN_GROUP] = {0}, sgx[LN_GROUP] = {0};                \
+        for (int k = 0; k < n; k++) mu[k] = mean[r0 + k], rs[k] = rstd[r0 + k];                    \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            for (int k = 0; k < n; k++) {                                                          \
+                double xh = ((double)xr[k * d + i] - mu[k]) * rs[k],                               \
+                       g = (double)gr[k * d + i] * (double)w[i];                                   \
+                sg[k] += g;                                                                        \
+                sgx[k] += g * xh;                                                                  \
+            }                                                                                      \
+        for (int k = 0; k < n; k++) {                                                              \
+            sg[k] /= (double)d;                                                                    \
+            sgx[k] /= (double)d;                                                                   \
+            for (int64_t i = 0; i < d; i++) {                                                      \
+                double xh = ((double)xr[k * d + i] - mu[k]) * rs[k];                               \
+                dr[k * d + i] =                                                                    \
+                    (T)(rs[k] * ((double)gr[k * d + i] * (double)w[i] - sg[k] - xh * sgx[k]));     \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
     static void ln_bwd_##sfx(const T *x, const T *w, const T *mean, const T *rstd, const T *dy,    \
                              T *dx, T *dw, T *db, int64_t rows, int64_t d) {                       \
-        double *acc = calloc((size_t)(2 * d), sizeof(double));                                     \
-        NG_CHECK(acc, "layernorm backward: out of host memory");                                   \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *xr = x + r * d, *gr = dy + r * d;                                             \
-            double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;                                    \
-            for (int64_t i = 0; i < d; i++) {                                                      \
-                double xh = ((double)xr[i] - mu) * rs, g = (double)gr[i] * (double)w[i];           \
-                sg += g;                                                                           \
-                sgx += g * xh;                                                                     \
-                acc[i] += (double)gr[i] * xh;                                                      \
-                acc[d + i] += (double)gr[i];                                                       \
-            }                                                                                      \
-            if (!dx) continue;                                                                     \
-            sg /= (double)d;                                                                       \
-            sgx /= (double)d;                                                                      \
-            T *dr = dx + r * d;                                                                    \
-            for (int64_t i = 0; i < d; i++) {                                                      \
-                double xh = ((double)xr[i] - mu) * rs;                                             \
-                dr[i] = (T)(rs * ((double)gr[i] * (double)w[i] - sg - xh * sgx));                  \
+        int par = rows * d >= NG_OMP_MIN;                                                          \
+        int64_t groups = (rows + LN_GROUP - 1) / LN_GROUP;                                         \
+        if (dx) {                                                                                  \
+            _Pragma("omp parallel for schedule(static) if (par)")                                  \
+            for (int64_t g = 0; g < groups; g++) {                                                 \
+                int64_t r0 = g * LN_GROUP;                                                         \
+                if (rows - r0 >= LN_GROUP)                                                         \
+                    ln_dx_rows_##sfx(x, w, mean, rstd, dy, dx, r0, LN_GROUP, d);                   \
+                else                                                                               \
+                    ln_dx_rows_##sfx(x, w, mean, rstd, dy, dx, r0, (int)(rows - r0), d);           \
             }                                                                                      \
         }                                                                                          \
-        for (int64_t i = 0; i < d; i++) {                                                          \
-            dw[i] = (T)((double)dw[i] + acc[i]);                                                   \
-            db[i] = (T)((double)db[i] + acc[d + i]);                                               \
+        _Pragma("omp parallel for schedule(static) if (par)")                                      \
+        for (int64_t c0 = 0; c0 < d; c0 += LN_COLS) {                                              \
+            int64_t nc = d - c0 < LN_COLS ? d - c0 : LN_COLS;                                      \
+            double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};                                           \
+            for (int64_t r = 0; r < rows; r++) {                                                   \
+                const T *xr = x + r * d + c0, *gr = dy + r * d + c0;                               \
+                double mu = mean[r], rs = rstd[r];                                                 \
+                for (int64_t i = 0; i < nc; i++) {                                                 \
+                    double xh = ((double)xr[i] - mu) * rs;                                         \
+                    aw[i] += (double)gr[i] * xh;                                                   \
+                    ab[i] += (double)gr[i];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t i = 0; i < nc; i++) {                                                     \
+                dw[c0 + i] = (T)((double)dw[c0 + i] + aw[i]);                                      \
+                db[c0 + i] = (T)((double)db[c0 + i] + ab[i]);                                      \
+            }                                                                                      \
         }                                                                                          \
-        free(acc);                                                                                 \
     }
+/* clang-format on */
 
 LN_CPU(float, f32)
 LN_CPU(double, f64)
@@ -69,6 +125,7 @@ LN_CPU(double, f64)
  * widened exactly and each stored activation rounded once (through float, as the GPU stores). */
 static void ln_fwd_half(ng_dtype dt, const void *x, const float *w, const float *b, double eps,
                         void *y, float *mean, float *rstd, int64_t rows, int64_t d) {
+#pragma omp parallel for schedule(static) if (rows * d >= NG_OMP_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t o = r * d;
         double s = 0, v = 0;
@@ -88,33 +145,45 @@ static void ln_fwd_half(ng_dtype dt, const void *x, const float *w, const float 
 static void ln_bwd_half(ng_dtype dt, const void *x, const float *w, const float *mean,
                         const float *rstd, const void *dy, void *dx, float *dw, float *db,
                         int64_t rows, int64_t d) {
-    double *acc = calloc((size_t)(2 * d), sizeof(double));
-    NG_CHECK(acc, "layernorm backward: out of host memory");
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r * d;
-        double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;
-        for (int64_t i = 0; i < d; i++) {
-            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
-            double g = gy * (double)w[i];
-            sg += g;
-            sgx += g * xh;
-            acc[i] += gy * xh;
-            acc[d + i] += gy;
-        }
-        if (!dx) continue;
-        sg /= (double)d;
-        sgx /= (double)d;
-        for (int64_t i = 0; i < d; i++) {
-            double xh = (ng_act_ld(x, dt, o + i) - mu) * rs;
-            ng_act_st(dx, dt, o + i,
-                      rs * (ng_act_ld(dy, dt, o + i) * (double)w[i] - sg - xh * sgx));
+    int par = rows * d >= NG_OMP_MIN;
+    if (dx) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t o = r * d;
+            double mu = mean[r], rs = rstd[r], sg = 0, sgx = 0;
+            for (int64_t i = 0; i < d; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
+                double g = gy * (double)w[i];
+                sg += g;
+                sgx += g * xh;
+            }
+            sg /= (double)d;
+            sgx /= (double)d;
+            for (int64_t i = 0; i < d; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs;
+                ng_act_st(dx, dt, o + i,
+                          rs * (ng_act_ld(dy, dt, o + i) * (double)w[i] - sg - xh * sgx));
+            }
         }
     }
-    for (int64_t i = 0; i < d; i++) {
-        dw[i] = (float)((double)dw[i] + acc[i]);
-        db[i] = (float)((double)db[i] + acc[d + i]);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c0 = 0; c0 < d; c0 += LN_COLS) {
+        int64_t nc = d - c0 < LN_COLS ? d - c0 : LN_COLS;
+        double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t o = r * d + c0;
+            double mu = mean[r], rs = rstd[r];
+            for (int64_t i = 0; i < nc; i++) {
+                double xh = (ng_act_ld(x, dt, o + i) - mu) * rs, gy = ng_act_ld(dy, dt, o + i);
+                aw[i] += gy * xh;
+                ab[i] += gy;
+            }
+        }
+        for (int64_t i = 0; i < nc; i++) {
+            dw[c0 + i] = (float)((double)dw[c0 + i] + aw[i]);
+            db[c0 + i] = (float)((double)db[c0 + i] + ab[i]);
+        }
     }
-    free(acc);
 }
 
 static void ln_fwd_cpu(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b, double eps,

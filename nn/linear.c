@@ -1,12 +1,13 @@
 /* The Linear layer: three GEMMs (weights read in the compute dtype; dW and db land in the f32
  * master gradient straight from the GEMM's f32 accumulator). Bias add and bias gradient are rank-1
  * GEMMs against a ones vector, so the layer needs no kernels of its own and runs on any device
- * ng_gemm does. */
+ * ng_gemm does; on the CPU in f32/f64 the bias add is a loop with the GEMM's bits. */
 #include "nn/linear.h"
 #include "nn/plan.h"
 
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/threads.h"
 
 typedef struct {
     int64_t in, out;
@@ -30,6 +31,23 @@ static ng_tensor ones(ng_arena *a, ng_dtype dt, int64_t n) {
     return t;
 }
 
+/* On the CPU in f32 and f64 the bias is added by a loop. The rank-1 GEMM against the ones column
+ * forms 1 * b exactly and adds it to y with one rounding, which is what the loop does, so the
+ * bits are the same; the loop saves OpenBLAS's k = 1 product (a pass over y with packing and a
+ * thread team for little work) and the ones column. Other devices and dtypes keep the GEMM. */
+static int bias_by_loop(ng_device dev, ng_dtype dt) {
+    return dev == NG_CPU && (dt == NG_F32 || dt == NG_F64);
+}
+
+#define BIAS_ADD(T)                                                                                \
+    static void bias_add_##T(T *y, const T *b, int64_t rows, int64_t out) {                        \
+        _Pragma("omp parallel for schedule(static) if (rows * out >= NG_OMP_MIN)") for (           \
+            int64_t r = 0; r < rows; r++) for (int64_t j = 0; j < out; j++) y[r * out + j] =       \
+            y[r * out + j] + b[j];                                                                 \
+    }
+BIAS_ADD(float)
+BIAS_ADD(double)
+
 static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     linear_state *s = l->impl;
     int ndim;
@@ -41,7 +59,13 @@ static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
     ng_gemm(0, 1, 1.0, &s->x, &l->params[0].compute, 0.0, &y2);
-    if (s->bias) {
+    if (s->bias && bias_by_loop(x->device, x->dtype)) {
+        const ng_tensor *b = &l->params[1].compute;
+        if (x->dtype == NG_F32)
+            bias_add_float(y2.data, b->data, rows, s->out);
+        else
+            bias_add_double(y2.data, b->data, rows, s->out);
+    } else if (s->bias) {
         ng_arena_mark m = ng_arena_get_mark(ctx->grads);
         ng_tensor one = ones(ctx->grads, x->dtype, rows);
         ng_tensor b = ng_tensor_reshape(&l->params[1].compute, 2, (int64_t[]){1, s->out});
@@ -83,7 +107,8 @@ static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx,
         ng_sim_tensor(&sim->acts, dt, on, out);
         ng_sim_capture(sim, l, ndim, in, dt);
     }
-    if (s->bias) { /* the ones column of the bias GEMM, both ways */
+    /* the ones column of the bias GEMM: backward, and forward where no loop adds the bias */
+    if (s->bias && (backward || !bias_by_loop(sim->device, dt))) {
         size_t m = ng_sim_mark(&sim->grads);
         int64_t rows = 1;
         for (int i = 0; i < ndim - 1; i++) rows *= in[i];
