@@ -103,12 +103,17 @@ static void write_pending(ng_metrics *m, int sync) {
         m->failures = 0;
         return;
     }
-    if (!m->failures++)
+    m->last_err = err;
+    if (!m->failures++) {
+        m->failing_since = ng_now();
         fprintf(stderr,
                 "natgrad: warning: cannot write %s (%s); its lines are kept and retried at the "
                 "next log step\n",
                 m->path, strerror(err));
-    if (m->failures >= NG_METRICS_MAX_FAILURES || m->len > NG_METRICS_MAX_PENDING) {
+    }
+    if ((m->failures >= NG_METRICS_MAX_FAILURES &&
+         ng_now() - m->failing_since >= NG_METRICS_MAX_FAIL_S) ||
+        m->len > NG_METRICS_MAX_PENDING) {
         fprintf(stderr,
                 "natgrad: error: cannot write %s: %s (%d attempts in a row, %zu bytes of lines "
                 "waiting); the run stops; continue it with --resume auto once there is room\n",
@@ -138,8 +143,10 @@ void ng_metrics_close(ng_metrics *m) {
         write_pending(m, 1);
     }
     if (m->len) {
-        fprintf(stderr, "natgrad: error: cannot write the last %zu bytes of lines to %s\n", m->len,
-                m->path);
+        fprintf(stderr,
+                "natgrad: error: cannot write %s: %s (the last %zu bytes of lines, at the end of "
+                "the run)\n",
+                m->path, strerror(m->last_err), m->len);
         exit(1);
     }
     close(m->fd);

@@ -17,19 +17,24 @@ ng_json_num_text ng_json_num(const char *fmt, double v);
 
 /* Seconds between fdatasyncs of the lines written. */
 #define NG_METRICS_SYNC_S 1.0
-/* Consecutive failed flushes, and lines waiting to be written, after which the run stops. */
+/* Consecutive failed flushes over at least NG_METRICS_MAX_FAIL_S seconds (a count alone would
+ * depend on the step time: a fast model makes 200 attempts in a fraction of a second), or lines
+ * waiting to be written, after which the run stops. */
 #define NG_METRICS_MAX_FAILURES 200
+#define NG_METRICS_MAX_FAIL_S 5.0
 #define NG_METRICS_MAX_PENDING (4u << 20)
 
 typedef struct {
     int fd;
     char path[4096];
-    off_t good;       /* end of the last line known to be on disk (fdatasync'ed) */
-    char *pending;    /* whole lines after `good`, in order */
-    size_t len, cap;  /* of pending */
-    size_t written;   /* bytes of pending written, not yet synced */
-    double synced_at; /* when `good` last moved (monotonic seconds) */
-    int failures;     /* consecutive failed flushes */
+    off_t good;           /* end of the last line known to be on disk (fdatasync'ed) */
+    char *pending;        /* whole lines after `good`, in order */
+    size_t len, cap;      /* of pending */
+    size_t written;       /* bytes of pending written, not yet synced */
+    double synced_at;     /* when `good` last moved (monotonic seconds) */
+    int failures;         /* consecutive failed flushes */
+    double failing_since; /* when the first of them failed */
+    int last_err;         /* the errno of the last one */
 } ng_metrics;
 
 /* Opens DIR/metrics.jsonl: new (resume_step < 0), or kept up to resume_step, so that the lines

@@ -25,6 +25,7 @@ data:
   synthetic: {train: 1000, test: 200, noise: 3.0}
 train: {batch_size: 50, steps: 1500, log_every: 1, checkpoint_every: 1500, eval_every: 1500, keep_checkpoints: 1}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+schedule: {name: constant}
 YAML
 fill() { dd if=/dev/zero of="$mnt/fill" bs=64k >/dev/null 2>&1; } # until the disk is full
 
@@ -52,8 +53,11 @@ else
 fi
 rm -rf "$mnt/a"
 
-# Full for good: the run stops, and the metrics file ends with a whole line.
-"$ng" train --config "$work/run.yaml" --out "$mnt/b" >/dev/null 2>"$work/b.err" &
+# Full for good: the run stops, and the metrics file ends with a whole line. It stops once the
+# writes have failed NG_METRICS_MAX_FAILURES times over NG_METRICS_MAX_FAIL_S seconds (5 s), so
+# this run is long enough, with nothing else to write before then.
+"$ng" train --config "$work/run.yaml" --out "$mnt/b" --set train.steps=100000 \
+  --set train.checkpoint_every=100000 --set train.eval_every=100000 >/dev/null 2>"$work/b.err" &
 pid=$!
 pids+=("$pid")
 if wait_for "$pid" has_lines "$mnt/b" 20; then
