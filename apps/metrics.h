@@ -43,8 +43,7 @@ ng_metrics ng_metrics_open(const char *dir, int64_t resume_step);
 /* Appends one line (json without its newline) and writes every pending line, fdatasync'ing at
  * most every NG_METRICS_SYNC_S. A failed write or sync keeps the lines for the next call;
  * NG_METRICS_MAX_FAILURES failures in a row over NG_METRICS_MAX_FAIL_S, or more than
- * NG_METRICS_MAX_PENDING bytes waiting,
- * stop the run (exit 1) naming the file and the error. */
+ * NG_METRICS_MAX_PENDING bytes waiting, stop the run (exit 1) naming the file and the error. */
 void ng_metrics_line(ng_metrics *m, const char *json);
 /* Writes and syncs what is pending (the run stops with exit 1 when it cannot) and closes. */
 void ng_metrics_close(ng_metrics *m);
