@@ -1,8 +1,9 @@
 /* Max, average and global average pooling: layers and CPU twins (CUDA twins in pool_cuda.cu).
- * f32 max and average pooling on the CPU run on oneDNN (pool_onednn.c); the loops here are the
- * reference the tests hold it to and serve f16/bf16, f64 and the calls oneDNN's max cannot take
- * (see has_special). Backward on both devices visits each input's windows in increasing output
- * order, so the CPU scatter and the CUDA gather add the same terms in the same order. */
+ * f32 max and average pooling on the CPU run on oneDNN (pool_onednn.c), and so do f16/bf16
+ * through f32 copies (half_forward); the loops here are the reference the tests hold it to and
+ * serve f64 and the calls oneDNN's max cannot take (see has_special). Backward on both devices
+ * visits each input's windows in increasing output order, so the CPU scatter and the CUDA gather
+ * add the same terms in the same order. */
 #include "nn/pool.h"
 
 #include <float.h>
@@ -334,6 +335,54 @@ static void check_input(const ng_layer *l, const ng_tensor *x) {
     NG_CHECK(x->data || !x->numel, "%s %s: input has no data", l->ops->kind, l->name);
 }
 
+/* f16/bf16 on the CPU through oneDNN's f32 kernels: the input widened (exactly) into the gradient
+ * arena, pooled, the output rounded back once. A maximum is one of the inputs, so max pooling's
+ * output is the loops' bits; an average is oneDNN's f32 mean rounded once where the loops round
+ * their own. Backward widens dy, runs oneDNN's f32 backward and rounds dx once, where the loops
+ * round after each window's term: the same bits where windows do not overlap (max), within
+ * rounding otherwise. The f32 copies are planned (pool_plan). */
+static int half_onednn(const pool_state *s, const ng_tensor *x) {
+    return !s->global && ng_pool_onednn_enabled() && x->device == NG_CPU &&
+           (x->dtype == NG_F16 || x->dtype == NG_BF16);
+}
+
+static void half_forward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
+                         const ng_tensor *x, ng_tensor *y) {
+    ng_pool_geom g = geom_of(s);
+    size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape);
+    s->ws = wb ? ng_arena_alloc(ctx->acts, wb) : NULL;
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "pool input f32");
+    ng_tensor yf = ng_arena_tensor(ctx->grads, NG_F32, y->ndim, y->shape, "pool output f32");
+    ng_cast(&xf, x);
+    s->path = s->max && has_special(&xf) ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
+    if (s->path == BY_ONEDNN)
+        ng_pool_onednn_forward(&s->onednn, &g, &xf, &yf, s->ws, ctx->grads);
+    else
+        pool_forward_f32(1, w, planes, xf.data, yf.data, NULL);
+    ng_cast(y, &yf);
+    ng_arena_release(ctx->grads, m);
+}
+
+static void half_backward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
+                          const ng_tensor *dy, ng_tensor *dx) {
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor dyf = ng_arena_tensor(ctx->grads, NG_F32, dy->ndim, dy->shape, "pool grad f32");
+    ng_tensor dxf = ng_arena_tensor(ctx->grads, NG_F32, dx->ndim, dx->shape, "pool input grad f32");
+    ng_cast(&dyf, dy);
+    if (s->path == BY_ONEDNN) {
+        ng_pool_geom g = geom_of(s);
+        ng_pool_onednn_backward(&s->onednn, &g, &s->x, &dyf, s->ws, &dxf, ctx->grads);
+    } else { /* a forward that fell back (a NaN: a step to be skipped): x widened on the heap */
+        ng_tensor xf = ng_tensor_new(NG_F32, NG_CPU, s->x.ndim, s->x.shape, "pool input f32");
+        ng_cast(&xf, &s->x);
+        max_backward_f32(w, planes, xf.data, dyf.data, dxf.data);
+        ng_tensor_free(&xf);
+    }
+    ng_cast(dx, &dxf);
+    ng_arena_release(ctx->grads, m);
+}
+
 static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     pool_state *s = l->impl;
     int ndim;
@@ -355,6 +404,10 @@ static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         return y;
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    if (half_onednn(s, x)) {
+        half_forward(s, ctx, &w, planes, x, &y);
+        return y;
+    }
     if (ng_pool_onednn_takes(x)) {
         ng_pool_geom g = geom_of(s);
         size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape);
@@ -404,6 +457,10 @@ static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
         return;
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    if ((x->dtype == NG_F16 || x->dtype == NG_BF16) && s->path != BY_LOOPS) {
+        half_backward(s, ctx, &w, planes, dy, dx);
+        return;
+    }
     if (s->path == BY_ONEDNN) {
         ng_pool_geom g = geom_of(s);
         ng_pool_onednn_backward(&s->onednn, &g, x, dy, s->ws, dx, ctx->grads);
@@ -429,7 +486,27 @@ static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     for (int i = 0; i < on; i++) n *= out[i];
     if (!n) return;
     int onednn = !s->global && ng_pool_onednn_enabled() && sim->device == NG_CPU && dt == NG_F32;
+    int half = !s->global && ng_pool_onednn_enabled() && sim->device == NG_CPU &&
+               (dt == NG_F16 || dt == NG_BF16);
     ng_pool_geom g = geom_of(s);
+    if (half) { /* half_forward's and half_backward's f32 copies around oneDNN's passes */
+        if (!backward) {
+            size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, ndim, in);
+            if (wb) ng_sim_alloc(&sim->acts, wb);
+        }
+        size_t m = ng_sim_mark(&sim->grads);
+        if (!backward) {
+            ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+            ng_sim_tensor(&sim->grads, NG_F32, on, out);
+            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 0, &sim->grads);
+        } else if (need_dx) {
+            ng_sim_tensor(&sim->grads, NG_F32, on, out);
+            ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 1, &sim->grads);
+        }
+        ng_sim_release(&sim->grads, m);
+        return;
+    }
     if (backward) {
         /* oneDNN's scratch (the loops take none); a call that fell back takes less */
         if (onednn && need_dx) ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 1, &sim->grads);

@@ -416,6 +416,9 @@ static void batchnorm_half_bits(void) {
  * a time, against the element rule written out here: the window in order, the first maximum and
  * the last NaN, the average's sum in double over prod(kernel), rounded through f32. */
 static void pool_half_bits(void) {
+    /* the loops' half path (the reference); oneDNN's, through f32 copies, is held to it in
+     * test_pool_onednn.c */
+    ng_pool_use_onednn(0);
     ng_dtype dts[2] = {NG_F16, NG_BF16};
     const int64_t k[2] = {3, 3}, st[2] = {2, 2}, pd[2] = {1, 1}, H = 13, W = 10, OH = 7, OW = 5;
     for (int t = 0; t < 2; t++)
@@ -457,6 +460,7 @@ static void pool_half_bits(void) {
             ng_tensor_free(&x), ng_tensor_free(&xd);
             ng_model_free(m);
         }
+    ng_pool_use_onednn(1);
 }
 
 int main(void) {

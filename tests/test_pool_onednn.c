@@ -19,7 +19,15 @@
  * by at most 2 (k + 2) u S / k. The gradient of input i adds one rounded dy / k per window that
  * holds it, at most w = prod(ceil(kernel / stride)) of them, in f32 by both: by the same argument
  * within 2 (w + 2) u T, T the sum of |dy| / k over those windows (the f64 loops on |dy|). A missed
- * or doubled term is the size of a term, far above either. */
+ * or doubled term is the size of a term, far above either.
+ *
+ * f16/bf16 run on oneDNN through f32 copies (pool.c's half_forward), the loops on widened planes;
+ * both round each output once to the half type, so beyond the f32 bounds above each side may round
+ * across a half boundary: one ulp of the value (h = 2^-10 for f16, 2^-7 for bf16, relative to the
+ * magnitude). Max pooling's output is a selection: the same bits. Its gradient where windows do
+ * not overlap is one term: the same bits. Elsewhere the loops round after each of up to w terms
+ * (f16/bf16 adds) where oneDNN rounds once: within (w + 1) h T of each other, T as above; the
+ * average's gradient likewise, its terms rounded dy / k. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -56,7 +64,10 @@ static float *bits_of(const ng_tensor *t) {
 /* Forward of xh and a backward from dyh (f64 host tensors) in dt. */
 static pass run(ng_dtype dt, const ng_tensor *xh, const ng_tensor *dyh) {
     ng_model *m = ng_model_new(make_case());
-    ng_model_build(m, NG_CPU, dt, 1, 8 << 20, 8 << 20);
+    if (dt == NG_F16 || dt == NG_BF16) /* no parameters: only the activations' dtype */
+        ng_model_build_mixed(m, NG_CPU, dt, 1, 8 << 20, 8 << 20);
+    else
+        ng_model_build(m, NG_CPU, dt, 1, 8 << 20, 8 << 20);
     ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
     ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
     ng_cast(&x, xh), ng_cast(&dy, dyh);
@@ -105,6 +116,55 @@ static ng_tensor absolute(const ng_tensor *t) {
     ng_tensor a = ng_tensor_new(NG_F64, NG_CPU, t->ndim, t->shape, "|t|");
     for (int64_t i = 0; i < t->numel; i++) ((double *)a.data)[i] = fabs(((double *)t->data)[i]);
     return a;
+}
+
+/* |got - want| <= (f32 bound) + (w + 1) h mag (see the top), element by element. */
+static void half_close(const char *what, const char *part, const double *want, const double *got,
+                       const double *mag, int64_t n, int64_t k, int64_t w, double h) {
+    double worst = 0;
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double tol = (2.0 * (double)(k + 2) * 0x1p-24 + (double)(w + 1) * h) * mag[i] + 1e-30;
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= tol) && (bad < 0 || e / tol > worst)) bad = i, worst = e / tol;
+    }
+    NG_TEST(bad < 0, "%s: %s element %lld: loops %.9g, oneDNN %.9g, error %.3g x tolerance", what,
+            part, (long long)bad, bad < 0 ? 0 : want[bad], bad < 0 ? 0 : got[bad], worst);
+}
+
+/* The case in f16 and bf16: oneDNN through f32 copies against the loops' half path. x is rounded
+ * to the half type first, so the f64 magnitudes select the maxima the half runs select. */
+static void half_case(const char *name, const ng_tensor *x, const ng_tensor *dy,
+                      const ng_tensor *dya, int64_t kk, int64_t wins, int overlap) {
+    const ng_dtype dts[2] = {NG_F16, NG_BF16};
+    for (int t = 0; t < 2; t++) {
+        char what[240];
+        snprintf(what, sizeof what, "%s, %s", name, ng_dtype_name(dts[t]));
+        double h = dts[t] == NG_F16 ? 0x1p-10 : 0x1p-7;
+        ng_tensor xt = ng_tensor_new(dts[t], NG_CPU, x->ndim, x->shape, "x half");
+        ng_tensor xr = ng_tensor_new(NG_F64, NG_CPU, x->ndim, x->shape, "x rounded");
+        ng_cast(&xt, x), ng_cast(&xr, &xt);
+        ng_tensor xa = absolute(&xr);
+        ng_pool_use_onednn(0);
+        pass ref = run(dts[t], &xr, dy);
+        pass mag = run(NG_F64, cur_max ? &xr : &xa, dya);
+        ng_pool_use_onednn(1);
+        pass got = run(dts[t], &xr, dy);
+        if (cur_max) {
+            NG_TEST(!memcmp(ref.y, got.y, sizeof(double) * (size_t)ref.ny),
+                    "%s: max pooling's output differs from the loops'", what);
+            if (!overlap)
+                NG_TEST(!memcmp(ref.dx, got.dx, sizeof(double) * (size_t)ref.nx),
+                        "%s: max pooling's gradient (windows apart) differs from the loops'", what);
+            else
+                half_close(what, "input gradient", ref.dx, got.dx, mag.dx, ref.nx, wins, wins, h);
+        } else {
+            half_close(what, "output", ref.y, got.y, mag.y, ref.ny, kk, 0, h);
+            half_close(what, "input gradient", ref.dx, got.dx, mag.dx, ref.nx, wins, wins, h);
+        }
+        pass_free(&ref), pass_free(&mag), pass_free(&got);
+        ng_tensor_free(&xt), ng_tensor_free(&xr), ng_tensor_free(&xa);
+    }
 }
 
 /* One geometry, max and average, on fresh uniform inputs; x_fill (may be NULL) then puts special
@@ -157,6 +217,7 @@ static void one_case(const char *what, int nd, const int64_t *shape, const int64
         for (int64_t i = 0; i < got.nx; i++) gmax = fmax(gmax, fabs(got.dx[i]));
         NG_TEST(gmax > 0, "%s: the input gradient is all zero", name);
         pass_free(&ref), pass_free(&mag), pass_free(&got), pass_free(&again);
+        half_case(name, &x, &dy, &dya, kk, wins, overlap);
     }
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
 }
