@@ -428,3 +428,9 @@ void ng_batchnorm_running(const ng_layer *l, ng_tensor *mean, ng_tensor *var) {
     *mean = l->buffers[0].value;
     *var = l->buffers[1].value;
 }
+
+const ng_tensor *ng_batchnorm_relu_output(const ng_layer *l) {
+    if (!l || l->ops != &bn_relu_ops) return NULL;
+    const bn_state *s = l->impl;
+    return s->y.data ? &s->y : NULL;
+}

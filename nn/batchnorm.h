@@ -22,6 +22,11 @@ ng_layer *ng_batchnorm(const char *name, int nd, int64_t channels, double moment
 ng_layer *ng_batchnorm_relu(const char *name, int nd, int64_t channels, double momentum,
                             double eps);
 
+/* The fused layer's last output (its ReLU's side of 0 is where it is > 0), or NULL when the layer
+ * is not a batchnorm_relu or kept no output (ctx->output_unused). For tests that tell a switched
+ * ReLU from rounding. */
+const ng_tensor *ng_batchnorm_relu_output(const ng_layer *l);
+
 /* Views [C] of the running mean and variance (buffers, not parameters), for checkpoints to
  * read or write. Before any forward they live on the CPU in f32, starting at 0 and 1; the
  * first forward moves them to the input's device and the parameters' dtype, keeping their

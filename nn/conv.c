@@ -409,7 +409,9 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
  * the SIMD conversions, oneDNN's f32 convolution, the output rounded once to the half type, then
  * the bias added as every half conv does (in f32, rounded again: the GPU's cuDNN-then-bias order).
  * The values are those of the im2col path up to the f32 summation order; half storage with f32
- * compute, at oneDNN's speed instead of im2col's. Backward stays on im2col. */
+ * compute, at oneDNN's speed instead of im2col's. Backward likewise (half_backward): x, the weights
+ * and dy widened, oneDNN's f32 backward adding into the f32 master gradient, dx rounded once to the
+ * half type (im2col rounds its column gradients and each of their additions into dx). */
 static int half_onednn(const ng_tensor *x) {
     return use_onednn && x->device == NG_CPU && (x->dtype == NG_F16 || x->dtype == NG_BF16);
 }
@@ -427,6 +429,29 @@ static void half_forward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tenso
     ng_cast(&wf, w);
     ng_conv_onednn_forward(&s->onednn_half, &g, &xf, &wf, NULL, &yf, ctx->grads);
     ng_cast(y, &yf);
+    ng_arena_release(ctx->grads, m);
+}
+
+static void half_backward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tensor *dy,
+                          ng_tensor *dx) {
+    ng_conv_geom g = s->g;
+    g.bias = 0; /* the bias gradient is the common half path's, after this */
+    const ng_tensor *x = &s->x, *w = &l->params[0].compute;
+    ng_tensor *dw = &l->params[0].grad;
+    NG_CHECK(dw->dtype == NG_F32, "conv %s: a half-precision backward needs f32 master gradients",
+             l->name);
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "conv input f32");
+    ng_tensor wf = ng_arena_tensor(ctx->grads, NG_F32, w->ndim, w->shape, "conv weights f32");
+    ng_tensor dyf = ng_arena_tensor(ctx->grads, NG_F32, dy->ndim, dy->shape, "conv grad f32");
+    ng_tensor dxf = {0};
+    if (dx) dxf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "conv input grad f32");
+    ng_cast(&xf, x);
+    ng_cast(&wf, w);
+    ng_cast(&dyf, dy);
+    ng_conv_onednn_backward(&s->onednn_half, &g, &xf, &wf, &dyf, dw, NULL, dx ? &dxf : NULL,
+                            ctx->grads);
+    if (dx) ng_cast(dx, &dxf);
     ng_arena_release(ctx->grads, m);
 }
 
@@ -490,6 +515,10 @@ static void conv_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     if (dy->device == NG_CUDA && use_cudnn)
         NG_CUDA_ONLY(done = ng_conv_cudnn_backward(&s->cudnn, &s->g, &s->x, &l->params[0].compute,
                                                    dy, &l->params[0].grad, dx));
+    if (!done && half_onednn(&s->x)) {
+        half_backward(s, l, ctx, dy, dx);
+        done = 1;
+    }
     if (!done) gemm_backward(l, ctx, dy, dx);
     if (s->g.bias) {
         int64_t N = shape[0], O = shape[1], P = dy->numel / (N * O);
@@ -558,7 +587,18 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         return;
     }
     int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
-    if (!cudnn) {
+    if (backward && use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
+        ng_conv_geom g = s->g; /* half_backward's f32 copies and convolution */
+        g.bias = 0;
+        const ng_tensor *w = &l->params[0].value;
+        size_t m = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+        ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
+        ng_sim_tensor(&sim->grads, NG_F32, on, out);
+        if (need_dx) ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, 1, need_dx, &sim->grads);
+        ng_sim_release(&sim->grads, m);
+    } else if (!cudnn) {
         int64_t out_sp[3];
         ng_conv_out_spatial(&s->g, in + 2, out_sp, "conv");
         ng_win3 w = ng_win3_from_conv(&s->g, in + 2, out_sp);

@@ -9,6 +9,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "nn/activation.h"
+#include "nn/batchnorm.h"
 #include "nn/model.h"
 #include "testing.h"
 
@@ -229,8 +230,11 @@ int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const in
  * of the gradient (a kink of the function), not a rounding error, so no format tolerance covers
  * it: the mixed check draws new inputs instead. */
 static int same_relu_sides(const ng_layer *a, const ng_layer *b) {
-    if (!strcmp(a->ops->kind, "relu")) {
-        const ng_tensor *xa = ng_activation_input(a), *xb = ng_activation_input(b);
+    int relu = !strcmp(a->ops->kind, "relu"), fused = !strcmp(a->ops->kind, "batchnorm_relu");
+    if (relu || fused) {
+        /* a ReLU's input, or the fused batch norm + ReLU's output: > 0 on the same side */
+        const ng_tensor *xa = relu ? ng_activation_input(a) : ng_batchnorm_relu_output(a),
+                        *xb = relu ? ng_activation_input(b) : ng_batchnorm_relu_output(b);
         if (!xa || !xb || xa->numel != xb->numel) return 0;
         double *va = ng_test_to_f64(xa), *vb = ng_test_to_f64(xb);
         int64_t i = 0;
