@@ -574,30 +574,22 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         ng_conv_onednn_plan(&s->onednn, &s->g, ndim, in, backward, need_dx, &sim->grads);
         return;
     }
-    if (!backward && use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
-        ng_conv_geom g = s->g; /* half_forward's f32 copies and convolution */
-        g.bias = 0;
-        const ng_tensor *w = &l->params[0].value;
-        size_t m = ng_sim_mark(&sim->grads);
-        ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
-        ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
-        ng_sim_tensor(&sim->grads, NG_F32, on, out);
-        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, 0, 0, &sim->grads);
-        ng_sim_release(&sim->grads, m);
-        return;
-    }
     int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
-    if (backward && use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
-        ng_conv_geom g = s->g; /* half_backward's f32 copies and convolution */
+    if (use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
+        /* half_forward's and half_backward's f32 copies (x, weights, y or dy, dx) and convolution
+         */
+        ng_conv_geom g = s->g;
         g.bias = 0;
         const ng_tensor *w = &l->params[0].value;
+        int dx = backward && need_dx;
         size_t m = ng_sim_mark(&sim->grads);
         ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
         ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
         ng_sim_tensor(&sim->grads, NG_F32, on, out);
-        if (need_dx) ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
-        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, 1, need_dx, &sim->grads);
+        if (dx) ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, backward, dx, &sim->grads);
         ng_sim_release(&sim->grads, m);
+        if (!backward) return;
     } else if (!cudnn) {
         int64_t out_sp[3];
         ng_conv_out_spatial(&s->g, in + 2, out_sp, "conv");

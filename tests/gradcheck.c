@@ -350,3 +350,26 @@ void ng_test_forward_error(ng_layer *l, int ndim, const int64_t *shape, int trai
     ng_tensor_free(&x);
     ng_model_free(m);
 }
+
+int ng_test_same_after_eviction(ng_model *m, int64_t c, int64_t h, int64_t w) {
+    double *first[6] = {0};
+    int same = 1;
+    for (int round = 0; round < 2; round++)
+        for (int64_t n = 1; n <= 6; n++) { /* six shapes, four slots */
+            ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, (int64_t[]){n, c, h, w}, "x");
+            for (int64_t i = 0; i < x.numel; i++) ((float *)x.data)[i] = (float)((i * 37) % 11) - 5;
+            ng_model_reset_arenas(m);
+            ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+            ng_tensor y = ng_model_forward(m, &ctx, &x);
+            double *yd = ng_test_to_f64(&y); /* exact from f32, NaN payloads apart */
+            if (!round) {
+                first[n - 1] = yd;
+            } else {
+                same &= !memcmp(yd, first[n - 1], sizeof(double) * (size_t)y.numel);
+                free(yd);
+            }
+            ng_tensor_free(&x);
+        }
+    for (int i = 0; i < 6; i++) free(first[i]);
+    return same;
+}

@@ -63,4 +63,10 @@ int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t
 void ng_test_forward_error(ng_layer *l, int ndim, const int64_t *shape, int training,
                            const char *needle);
 
+/* A CPU twin that caches primitives per input shape (oneDNN's four slots a layer): m's forward
+ * on f32 inputs [n, c, h, w] for n = 1..6, twice, with the same values each time; 1 when every
+ * output of the second round, made by primitives the cache evicted and made again, has the first
+ * round's bits. */
+int ng_test_same_after_eviction(ng_model *m, int64_t c, int64_t h, int64_t w);
+
 #endif

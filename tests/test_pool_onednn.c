@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "gradcheck.h"
 #include "nn/containers.h"
 #include "nn/model.h"
 #include "nn/plan.h"
@@ -343,27 +344,9 @@ static void cache_case(void) {
     cur_max = 1, cur_nd = 2, cur_k = k, cur_s = s, cur_p = p;
     ng_model *m = ng_model_new(make_case());
     ng_model_build(m, NG_CPU, NG_F32, ng_test_seed(), 8 << 20, 8 << 20);
-    float *first[6] = {0};
-    int same = 1;
-    for (int round = 0; round < 2; round++)
-        for (int64_t n = 1; n <= 6; n++) { /* six shapes, four slots */
-            ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, (int64_t[]){n, 8, 9, 7}, "x");
-            for (int64_t i = 0; i < x.numel; i++) ((float *)x.data)[i] = (float)((i * 37) % 11) - 5;
-            ng_model_reset_arenas(m);
-            ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-            ng_tensor y = ng_model_forward(m, &ctx, &x);
-            float *yb = bits_of(&y);
-            if (!round)
-                first[n - 1] = yb;
-            else {
-                same &= !memcmp(yb, first[n - 1], ng_tensor_bytes(&y));
-                free(yb);
-            }
-            ng_tensor_free(&x);
-        }
-    NG_TEST(same, "oneDNN pool: outputs after the cache evicted and remade a shape's primitives "
-                  "differ from the first ones");
-    for (int i = 0; i < 6; i++) free(first[i]);
+    NG_TEST(ng_test_same_after_eviction(m, 8, 9, 7),
+            "oneDNN pool: outputs after the cache evicted and remade a shape's primitives differ "
+            "from the first ones");
     ng_model_free(m);
 }
 
