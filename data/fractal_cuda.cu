@@ -56,6 +56,22 @@ __device__ static double axis_scale(double lo, double hi, int64_t side) {
     return __ddiv_rn((double)side, ext);
 }
 
+/* The maps of points [base, base + len) of a chain, drawn by the block's threads four at a time
+ * from one Philox block each, as the CPU renderers draw them (u <= the cumulative probability). */
+__device__ static void draw_maps(ng_rng_key key, int64_t base, int64_t len, const double *cum,
+                                 int nmaps, unsigned char *pick) {
+    for (int64_t q = threadIdx.x; q < (len + 3) / 4; q += blockDim.x) {
+        uint32_t w[4];
+        ng_rng_block(key, (uint64_t)(base / 4 + q), w);
+        for (int r = 0; r < 4; r++) {
+            double u = (double)ng_rng_u01(w[r]);
+            int k = 0;
+            while (k < nmaps - 1 && !(u <= cum[k])) k++;
+            pick[4 * q + r] = (unsigned char)k;
+        }
+    }
+}
+
 /* The chaos game of one image by the whole block (every thread calls it): J->f, or J->alt when f
  * diverges. splat(n, row, col, map) is called, by any thread, once for every kept point n of the
  * second pass with its pixel (flips applied) and map; points of one chunk in parallel, chunks in
@@ -91,16 +107,7 @@ __device__ static void chaos_game(const job *J, int64_t points, int64_t side, Sp
             if (tid == 0) px = 0, py = 0;
             for (int64_t base = 0; base < points; base += CHUNK) {
                 int64_t len = points - base < CHUNK ? points - base : CHUNK;
-                for (int64_t q = tid; q < (len + 3) / 4; q += blockDim.x) {
-                    uint32_t w[4];
-                    ng_rng_block(J->key, (uint64_t)(base / 4 + q), w);
-                    for (int r = 0; r < 4; r++) {
-                        double u = (double)ng_rng_u01(w[r]);
-                        int k = 0;
-                        while (k < f->nmaps - 1 && !(u <= cum[k])) k++;
-                        pick[4 * q + r] = (unsigned char)k;
-                    }
-                }
+                draw_maps(J->key, base, len, cum, f->nmaps, pick);
                 __syncthreads();
                 if (tid == 0) {
                     double x = px, y = py;
@@ -316,16 +323,7 @@ __global__ void fractal3d_kernel(const job3 *jobs, int64_t points, int64_t side,
             if (tid == 0) cur[0] = cur[1] = cur[2] = 0;
             for (int64_t base = 0; base < points; base += CHUNK3) {
                 int64_t len = points - base < CHUNK3 ? points - base : CHUNK3;
-                for (int64_t q = tid; q < (len + 3) / 4; q += blockDim.x) {
-                    uint32_t w[4];
-                    ng_rng_block(J->key, (uint64_t)(base / 4 + q), w);
-                    for (int r = 0; r < 4; r++) {
-                        double u = (double)ng_rng_u01(w[r]);
-                        int k = 0;
-                        while (k < f->nmaps - 1 && !(u <= cum[k])) k++;
-                        pick[4 * q + r] = (unsigned char)k;
-                    }
-                }
+                draw_maps(J->key, base, len, cum, f->nmaps, pick);
                 __syncthreads();
                 if (tid == 0) {
                     double x = cur[0], y = cur[1], z = cur[2];
