@@ -78,8 +78,11 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     f->arenas.acts = tr.acts > ev.acts ? tr.acts : ev.acts;
     f->arenas.grads = tr.grads > ev.grads ? tr.grads : ev.grads;
     f->arenas.joint = tr.joint > ev.joint ? tr.joint : ev.joint;
+    /* the CUDA workspace is one buffer grown to the largest request */
+    f->arenas.workspace = tr.workspace > ev.workspace ? tr.workspace : ev.workspace;
+    f->arenas.workspace_bounded = tr.workspace_bounded || ev.workspace_bounded;
     f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
-    f->cat[NG_MEM_WORKSPACE] = f->arenas.grads;
+    f->cat[NG_MEM_WORKSPACE] = f->arenas.grads + f->arenas.workspace;
     if (kp) {
         f->cat[NG_MEM_KFAC] = ng_kfac_planner_state(kp);
         f->cat[NG_MEM_WORKSPACE] += ng_kfac_planner_scratch(kp);
@@ -112,7 +115,7 @@ void ng_mem_measure(const ng_model *m, ng_mem_figures *f) {
     /* the arena buffer counts as activations; its two ends' high-water marks are reported */
     f->cat[NG_MEM_WORKSPACE] = m->grads.peak + st.cat_peak[NG_MEM_WORKSPACE];
     f->device_peak = st.peak;
-    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak};
+    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak, 0, 0};
 }
 
 static double mib(size_t b) {
@@ -148,6 +151,9 @@ void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *m
                 fprintf(out, " %9s", "-");
         }
         fprintf(out, "\n");
+        if (c == NG_MEM_WORKSPACE && pred->arenas.workspace) /* cuDNN's, in the line above */
+            fprintf(out, "%-12s %14.2f%s\n", " cuDNN", mib(pred->arenas.workspace),
+                    pred->arenas.workspace_bounded ? "  (the cap: no GPU here to ask cuDNN)" : "");
         if (c == NG_MEM_WORKSPACE) { /* the shared buffer of the two arenas */
             fprintf(out, "%-12s %14.2f", " both arenas", mib(pred->arenas.joint));
             if (meas)

@@ -1,6 +1,7 @@
-/* The convolution layer. f32 on the CPU runs on oneDNN (conv_onednn.c), on CUDA cuDNN wherever
- * it can take the shape. Everything else (f64 gradient checks, f16/bf16, which must round as the
- * GPU does, and the tests' reference) runs im2col/vol2col + ng_gemm, in chunks of whole samples
+/* The convolution layer. f32 on the CPU runs on oneDNN (conv_onednn.c), f16/bf16 on oneDNN's f32
+ * kernels over widened copies; on CUDA every dtype runs on cuDNN wherever it can take the shape
+ * (halves on tensor cores). Everything else (f64 gradient checks on the CPU, shapes cuDNN cannot
+ * take, and the tests' reference) runs im2col/vol2col + ng_gemm, in chunks of whole samples
  * or of output positions so that the column matrix of a large volume stays inside a fixed
  * scratch. The CPU twins of the patch kernels live here; their CUDA twins are in conv_cuda.cu. */
 #include "nn/conv.h"
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/backend.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/half_vec.h"
@@ -556,6 +558,45 @@ static void plan_columns(ng_mem_sim *sim, const ng_win3 *w, int64_t N, int64_t K
     ng_sim_release(&sim->grads, m);
 }
 
+int64_t ng_conv_cudnn_batch(int64_t N, int64_t per_x, int64_t per_y) {
+    int64_t per = per_x > per_y ? per_x : per_y;
+    if (per <= 0 || per > (int64_t)INT32_MAX) return 0;
+    int64_t nb = (int64_t)INT32_MAX / per;
+    return nb < N ? nb : N;
+}
+
+/* 1 when the CUDA pass takes cuDNN for this input, with its workspace request recorded: asked of
+ * cuDNN where a GPU is present (the algorithms, so the bytes, are the run's), else the cap the
+ * algorithm picker allows (plus the half weight gradient behind it), an upper bound. */
+static int plan_cudnn(conv_state *s, ng_mem_sim *sim, int backward, int need_dx, int ndim,
+                      const int64_t *in, ng_dtype dt) {
+    if (sim->device != NG_CUDA || !use_cudnn) return 0;
+    if (dt != NG_F32 && dt != NG_F64 && dt != NG_F16 && dt != NG_BF16) return 0;
+    int64_t ws = -1;
+    (void)need_dx; /* read only by the CUDA build's cuDNN query */
+    if (ng_cuda_available()) {
+        NG_CUDA_ONLY(
+            ws = ng_conv_cudnn_workspace(&s->cudnn, &s->g, ndim, in, dt, backward, need_dx));
+        if (ws < 0) return 0;
+    } else {
+        int64_t out_sp[3], per_x = 1, per_y = s->g.out_ch;
+        for (int i = 1; i < ndim; i++) per_x *= in[i];
+        ng_conv_out_spatial(&s->g, in + 2, out_sp, "conv");
+        for (int i = 0; i < s->g.nd; i++) per_y *= out_sp[i];
+        if (!ng_conv_cudnn_batch(in[0], per_x, per_y)) return 0;
+        size_t cap = NG_CUDNN_WORKSPACE_CAP;
+        if (backward && (dt == NG_F16 || dt == NG_BF16)) {
+            int64_t dw = s->g.out_ch * s->g.in_ch;
+            for (int i = 0; i < s->g.nd; i++) dw *= s->g.kernel[i];
+            cap = ng_cudnn_dw_offset(cap) + (size_t)dw * ng_dtype_size(dt);
+        }
+        ws = (int64_t)cap;
+        sim->workspace_bounded = 1;
+    }
+    if ((size_t)ws > sim->workspace) sim->workspace = (size_t)ws;
+    return 1;
+}
+
 static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
                       const int64_t *in, ng_dtype dt) {
     conv_state *s = l->impl;
@@ -574,7 +615,7 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         ng_conv_onednn_plan(&s->onednn, &s->g, ndim, in, backward, need_dx, &sim->grads);
         return;
     }
-    int cudnn = sim->device == NG_CUDA && use_cudnn; /* its scratch is the CUDA workspace */
+    int cudnn = plan_cudnn(s, sim, backward, need_dx, ndim, in, dt);
     if (use_onednn && sim->device == NG_CPU && (dt == NG_F16 || dt == NG_BF16)) {
         /* half_forward's and half_backward's f32 copies (x, weights, y or dy, dx) and convolution
          */

@@ -9,10 +9,6 @@
 
 #define THREADS 256
 
-/* Algorithms needing more scratch than this are passed over: the workspace is shared and
- * stays allocated, and a large-volume conv must not pin gigabytes of it. */
-#define WORKSPACE_CAP ((size_t)1 << 30)
-
 /* ---- patch kernels ------------------------------------------------------------------------- */
 
 /* One thread per element of cols [np, K]; xs is sample n of x. Consecutive threads take
@@ -243,12 +239,14 @@ static void destroy_plan(conv_plan *p) {
 
 /* The preferred usable algorithm of a heuristics list (best first): it must have run status
  * success, fit the workspace cap and, for f32, not use TF32 tensor cores; among those a
- * deterministic one is taken first, for reproducible gradients. -1 when none qualifies. */
+ * deterministic one is taken first, for reproducible gradients. -1 when none qualifies. Half
+ * types take tensor-core algorithms: their products are exact in f32 and accumulate in f32. */
 template <typename Perf>
 static int pick(const Perf *perf, int n, ng_dtype dt) {
     int first = -1;
     for (int i = 0; i < n; i++) {
-        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WORKSPACE_CAP) continue;
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > NG_CUDNN_WORKSPACE_CAP)
+            continue;
         if (dt == NG_F32 && (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
                              perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
             continue;
@@ -256,6 +254,10 @@ static int pick(const Perf *perf, int n, ng_dtype dt) {
         if (first < 0) first = i;
     }
     return first;
+}
+
+static int cudnn_takes(ng_dtype dt) {
+    return dt == NG_F32 || dt == NG_F64 || dt == NG_F16 || dt == NG_BF16;
 }
 
 static void contiguous(int ndim, const int *dims, int *strides) {
@@ -280,7 +282,13 @@ static void build_plan(conv_plan *p, const ng_conv_geom *g, const int64_t *shape
     }
     contiguous(ndim, xdims, xstr);
     contiguous(ndim, ydims, ystr);
-    cudnnDataType_t cdt = dt == NG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+    /* Tensors in their own type; the arithmetic in double for f64 and float otherwise (cuDNN's
+     * "pseudo half" configurations for f16 and bf16). */
+    cudnnDataType_t cdt = dt == NG_F64    ? CUDNN_DATA_DOUBLE
+                          : dt == NG_F16  ? CUDNN_DATA_HALF
+                          : dt == NG_BF16 ? CUDNN_DATA_BFLOAT16
+                                          : CUDNN_DATA_FLOAT;
+    cudnnDataType_t acc = dt == NG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
     NG_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->xd));
     NG_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->yd));
     NG_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->wd));
@@ -290,11 +298,12 @@ static void build_plan(conv_plan *p, const ng_conv_geom *g, const int64_t *shape
     NG_CUDNN_CHECK(cudnnSetTensorNdDescriptor(p->yd, cdt, ndim, ydims, ystr));
     NG_CUDNN_CHECK(cudnnSetFilterNdDescriptor(p->wd, cdt, CUDNN_TENSOR_NCHW, ndim, wdims));
     NG_CUDNN_CHECK(
-        cudnnSetConvolutionNdDescriptor(p->cd, nd, pad, str, dil, CUDNN_CROSS_CORRELATION, cdt));
+        cudnnSetConvolutionNdDescriptor(p->cd, nd, pad, str, dil, CUDNN_CROSS_CORRELATION, acc));
     /* CUDNN_DEFAULT_MATH lets Ampere and later GPUs run f32 as TF32; FMA math keeps f32 exact
-     * so the CPU twin agrees. TF32 is to become a run setting. */
-    NG_CUDNN_CHECK(
-        cudnnSetConvolutionMathType(p->cd, dt == NG_F32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
+     * so the CPU twin agrees. TF32 is to become a run setting. Half types: tensor cores. */
+    NG_CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, dt == NG_F32   ? CUDNN_FMA_MATH
+                                                      : dt == NG_F64 ? CUDNN_DEFAULT_MATH
+                                                                     : CUDNN_TENSOR_OP_MATH));
     int got[5];
     NG_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(p->cd, p->xd, p->wd, ndim, got));
     for (int i = 0; i < ndim; i++)
@@ -332,10 +341,10 @@ static void build_plan(conv_plan *p, const ng_conv_geom *g, const int64_t *shape
     }
 }
 
-/* The plan for x's shape with batch nb, built when new; `keep` (a plan the caller still holds)
- * is never the one replaced. */
-static conv_plan *get_plan(void **cache, const ng_conv_geom *g, const ng_tensor *x, int64_t nb,
-                           const conv_plan *keep) {
+/* The plan for an input of `shape` (ndim, dt) with batch nb, built when new; `keep` (a plan the
+ * caller still holds) is never the one replaced. */
+static conv_plan *get_plan(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                           ng_dtype dt, int64_t nb, const conv_plan *keep) {
     plan_cache *pc = (plan_cache *)*cache;
     if (!pc) {
         pc = (plan_cache *)calloc(1, sizeof *pc);
@@ -343,12 +352,12 @@ static conv_plan *get_plan(void **cache, const ng_conv_geom *g, const ng_tensor 
         *cache = pc;
     }
     int64_t shape[5];
-    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    memcpy(shape, in, sizeof(int64_t) * (size_t)ndim);
     shape[0] = nb;
     for (int i = 0; i < PLANS; i++) {
         conv_plan *p = &pc->p[i];
-        if (p->used && p->ndim == x->ndim && p->dt == x->dtype &&
-            !memcmp(p->shape, shape, sizeof(int64_t) * (size_t)x->ndim))
+        if (p->used && p->ndim == ndim && p->dt == dt &&
+            !memcmp(p->shape, shape, sizeof(int64_t) * (size_t)ndim))
             return p;
     }
     if (&pc->p[pc->next] == keep) pc->next = (pc->next + 1) % PLANS;
@@ -356,20 +365,11 @@ static conv_plan *get_plan(void **cache, const ng_conv_geom *g, const ng_tensor 
     pc->next = (pc->next + 1) % PLANS;
     destroy_plan(p);
     memset(p, 0, sizeof *p);
-    p->ndim = x->ndim;
-    p->dt = x->dtype;
+    p->ndim = ndim;
+    p->dt = dt;
     memcpy(p->shape, shape, sizeof shape);
-    build_plan(p, g, shape, x->dtype);
+    build_plan(p, g, shape, dt);
     return p;
-}
-
-/* Samples per cuDNN call: its descriptors take int sizes and strides, so each call's tensors
- * must stay below 2^31 elements. 0 when one sample is already too big. */
-static int64_t batch_chunk(int64_t N, int64_t per_x, int64_t per_y) {
-    int64_t per = per_x > per_y ? per_x : per_y;
-    if (per <= 0 || per > (int64_t)INT32_MAX) return 0;
-    int64_t nb = (int64_t)INT32_MAX / per;
-    return nb < N ? nb : N;
 }
 
 union scalar {
@@ -385,15 +385,81 @@ static const void *scal(ng_dtype dt, double v, scalar *s) {
     return s;
 }
 
+/* The full-chunk and tail plans of an input of `shape` split into calls of nb samples; NULL when
+ * cuDNN cannot take the dtype or one sample. */
+static conv_plan *plans_for(void **cache, const ng_conv_geom *g, int ndim, const int64_t *shape,
+                            ng_dtype dt, conv_plan **tail, int64_t *nb) {
+    if (!cudnn_takes(dt)) return NULL;
+    int64_t N = shape[0], per_x = 1, per_y = g->out_ch, out_sp[3];
+    for (int i = 1; i < ndim; i++) per_x *= shape[i];
+    ng_conv_out_spatial(g, shape + 2, out_sp, "conv (cuDNN)");
+    for (int i = 0; i < g->nd; i++) per_y *= out_sp[i];
+    *nb = N ? ng_conv_cudnn_batch(N, per_x, per_y) : 0;
+    if (!*nb) return NULL;
+    conv_plan *full = get_plan(cache, g, ndim, shape, dt, *nb, NULL);
+    *tail = N % *nb ? get_plan(cache, g, ndim, shape, dt, N % *nb, full) : full;
+    return full;
+}
+
+/* dw (f32) += the half weight gradient cuDNN wrote. */
+template <typename T>
+__global__ void add_widened_kernel(float *__restrict__ dw, const T *__restrict__ h, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dw[i] += ng_ld(h, i);
+}
+
+static void add_widened(ng_tensor *dw, const void *h, ng_dtype dt) {
+    int64_t n = dw->numel;
+    unsigned blocks =
+        (unsigned)((n + THREADS - 1) / THREADS < 4096 ? (n + THREADS - 1) / THREADS : 4096);
+    if (dt == NG_F16)
+        add_widened_kernel<<<blocks, THREADS, 0, stream()>>>((float *)dw->data,
+                                                             (const ng_half16 *)h, n);
+    else
+        add_widened_kernel<<<blocks, THREADS, 0, stream()>>>((float *)dw->data,
+                                                             (const ng_bhalf16 *)h, n);
+    NG_CUDA_CHECK_LAUNCH();
+}
+
+static int is_half(ng_dtype dt) {
+    return dt == NG_F16 || dt == NG_BF16;
+}
+
+/* What a half backward asks of the workspace: the filter algorithm's scratch, then dw in the half
+ * type. */
+static size_t filter_ws(const conv_plan *p, int64_t dw_numel) {
+    if (!is_half(p->dt)) return p->bwd_filter_ws;
+    return ng_cudnn_dw_offset(p->bwd_filter_ws) + (size_t)dw_numel * ng_dtype_size(p->dt);
+}
+
+extern "C" int64_t ng_conv_cudnn_workspace(void **cache, const ng_conv_geom *g, int ndim,
+                                           const int64_t *shape, ng_dtype dt, int backward,
+                                           int need_dx) {
+    conv_plan *tail;
+    int64_t nb;
+    conv_plan *full = plans_for(cache, g, ndim, shape, dt, &tail, &nb);
+    if (!full) return -1;
+    int64_t dw_numel = g->out_ch * g->in_ch;
+    for (int i = 0; i < g->nd; i++) dw_numel *= g->kernel[i];
+    size_t ws = 0;
+    for (const conv_plan *p = full;; p = tail) {
+        if (backward ? !p->bwd_ok : !p->fwd_ok) return -1;
+        size_t w = backward ? filter_ws(p, dw_numel) : p->fwd_ws;
+        if (backward && need_dx && p->bwd_data_ws > w) w = p->bwd_data_ws;
+        if (w > ws) ws = w;
+        if (p == tail) break;
+    }
+    return (int64_t)ws;
+}
+
 extern "C" int ng_conv_cudnn_forward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                                      const ng_tensor *w, ng_tensor *y) {
-    if (x->dtype != NG_F32 && x->dtype != NG_F64) return 0;
+    conv_plan *tail;
+    int64_t nb;
+    conv_plan *full = plans_for(cache, g, x->ndim, x->shape, x->dtype, &tail, &nb);
+    if (!full || !full->fwd_ok || !tail->fwd_ok) return 0;
     int64_t N = x->shape[0], per_x = x->numel / N, per_y = y->numel / N;
-    int64_t nb = batch_chunk(N, per_x, per_y);
-    if (!nb) return 0;
-    conv_plan *full = get_plan(cache, g, x, nb, NULL);
-    conv_plan *tail = N % nb ? get_plan(cache, g, x, N % nb, full) : full;
-    if (!full->fwd_ok || !tail->fwd_ok) return 0;
     cudnnHandle_t h = ng_cuda_ctx()->cudnn;
     size_t es = ng_dtype_size(x->dtype);
     scalar one, zero;
@@ -411,13 +477,15 @@ extern "C" int ng_conv_cudnn_forward(void **cache, const ng_conv_geom *g, const 
 extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                                       const ng_tensor *w, const ng_tensor *dy, ng_tensor *dw,
                                       ng_tensor *dx) {
-    if (x->dtype != NG_F32 && x->dtype != NG_F64) return 0;
+    conv_plan *tail;
+    int64_t nb;
+    conv_plan *full = plans_for(cache, g, x->ndim, x->shape, x->dtype, &tail, &nb);
+    if (!full || !full->bwd_ok || !tail->bwd_ok) return 0;
+    int half = is_half(x->dtype);
+    NG_CHECK(!half || dw->dtype == NG_F32,
+             "conv (cuDNN): a half-precision backward needs an f32 master gradient, not %s",
+             ng_tensor_desc(dw));
     int64_t N = x->shape[0], per_x = x->numel / N, per_y = dy->numel / N;
-    int64_t nb = batch_chunk(N, per_x, per_y);
-    if (!nb) return 0;
-    conv_plan *full = get_plan(cache, g, x, nb, NULL);
-    conv_plan *tail = N % nb ? get_plan(cache, g, x, N % nb, full) : full;
-    if (!full->bwd_ok || !tail->bwd_ok) return 0;
     cudnnHandle_t h = ng_cuda_ctx()->cudnn;
     size_t es = ng_dtype_size(x->dtype);
     scalar one, zero;
@@ -426,15 +494,23 @@ extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const
         conv_plan *p = N - n0 >= nb ? full : tail;
         const void *xs = (const char *)x->data + (size_t)(n0 * per_x) * es;
         const void *dys = (const char *)dy->data + (size_t)(n0 * per_y) * es;
-        /* beta 1: parameter gradients accumulate. */
-        void *ws = p->bwd_filter_ws ? ng_cuda_workspace(p->bwd_filter_ws) : NULL;
-        NG_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, a1, p->xd, xs, p->yd, dys, p->cd,
-                                                      p->bwd_filter, ws, p->bwd_filter_ws, a1,
-                                                      p->wd, dw->data));
+        size_t fws = filter_ws(p, dw->numel);
+        char *ws = fws ? (char *)ng_cuda_workspace(fws) : NULL;
+        if (half) { /* into the half dw after the algorithm's scratch, then added in f32 */
+            void *dwh = ws + ng_cudnn_dw_offset(p->bwd_filter_ws);
+            NG_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, a1, p->xd, xs, p->yd, dys, p->cd,
+                                                          p->bwd_filter, ws, p->bwd_filter_ws, b0,
+                                                          p->wd, dwh));
+            add_widened(dw, dwh, x->dtype);
+        } else { /* beta 1: parameter gradients accumulate */
+            NG_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, a1, p->xd, xs, p->yd, dys, p->cd,
+                                                          p->bwd_filter, ws, p->bwd_filter_ws, a1,
+                                                          p->wd, dw->data));
+        }
         if (!dx) continue;
-        ws = p->bwd_data_ws ? ng_cuda_workspace(p->bwd_data_ws) : NULL;
+        void *wsd = p->bwd_data_ws ? ng_cuda_workspace(p->bwd_data_ws) : NULL;
         NG_CUDNN_CHECK(cudnnConvolutionBackwardData(h, a1, p->wd, w->data, p->yd, dys, p->cd,
-                                                    p->bwd_data, ws, p->bwd_data_ws, b0, p->xd,
+                                                    p->bwd_data, wsd, p->bwd_data_ws, b0, p->xd,
                                                     (char *)dx->data + (size_t)(n0 * per_x) * es));
     }
     return 1;

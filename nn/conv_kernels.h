@@ -95,12 +95,32 @@ void ng_copy_rows_cuda(void *dst, int64_t dst_ld, const void *src, int64_t src_l
                        int64_t cols, size_t elsize);
 /* cuDNN convolution; *cache holds descriptors and chosen algorithms per input shape. They
  * return 0 without doing anything when cuDNN cannot take the shape (the caller then runs the
- * im2col path). Backward accumulates into dw and writes dx (when not NULL). */
+ * im2col path). Backward accumulates into dw and writes dx (when not NULL). f32 and f64 run in
+ * their own type (f32 without TF32); f16 and bf16 on tensor cores with f32 accumulation, the
+ * output and dx rounded once to the half type, the weight gradient rounded once to it per call
+ * (cuDNN's half configurations keep dw in the data type) and added into the f32 master dw. */
 int ng_conv_cudnn_forward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                           const ng_tensor *w, ng_tensor *y);
 int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                            const ng_tensor *w, const ng_tensor *dy, ng_tensor *dw, ng_tensor *dx);
+/* The CUDA workspace bytes the forward (backward 0) or backward of an input of `shape` (ndim,
+ * batch first) in dt asks for, or -1 when cuDNN cannot take it. Asks cuDNN's heuristics, so it
+ * needs a GPU; the plan calls it when one is present. */
+int64_t ng_conv_cudnn_workspace(void **cache, const ng_conv_geom *g, int ndim, const int64_t *shape,
+                                ng_dtype dt, int backward, int need_dx);
 void ng_conv_cudnn_free(void *cache);
+/* Samples per cuDNN call: its descriptors take int sizes and strides, so each call's tensors
+ * must stay below 2^31 elements. 0 when one sample is already too big (conv.c; host code). */
+int64_t ng_conv_cudnn_batch(int64_t N, int64_t per_x, int64_t per_y);
+/* Algorithms needing more scratch than this are passed over: the workspace is shared and stays
+ * allocated, and a large-volume conv must not pin gigabytes of it. Without a GPU to ask, the
+ * plan takes it as each cuDNN call's workspace. */
+#define NG_CUDNN_WORKSPACE_CAP ((size_t)1 << 30)
+/* Where a half backward puts the weight gradient cuDNN writes in the half type: after the
+ * algorithm's own workspace, from this offset. */
+static inline size_t ng_cudnn_dw_offset(size_t algo_ws) {
+    return (algo_ws + 255) / 256 * 256;
+}
 
 /* ---- pool_cuda.cu ------------------------------------------------------------------------ */
 /* x [planes, in...] -> y [planes, out...]; max pooling also writes argmax (i32, y's shape: the

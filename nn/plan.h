@@ -40,6 +40,10 @@ struct ng_mem_sim {
      * plan sizes its scratch from these); NULL: nobody listens. */
     void (*capture)(void *self, const ng_layer *l, int ndim, const int64_t *in, ng_dtype dt);
     void *capture_self;
+    /* The largest request to the CUDA workspace (cuDNN's scratch), which lies outside the arenas;
+     * `workspace_bounded` when some request is the cap, no GPU having been there to ask. */
+    size_t workspace;
+    int workspace_bounded;
 };
 
 /* The observer's view of a plan, for Linear and Conv plans. */
@@ -63,9 +67,12 @@ static inline void ng_sim_release(ng_sim_arena *a, size_t mark) {
 void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int ndim,
                    const int64_t *in, ng_dtype dt);
 
-/* The arenas' high-water marks, and the most both hold at once (their shared buffer), in bytes. */
+/* The arenas' high-water marks, and the most both hold at once (their shared buffer), in bytes;
+ * and the CUDA workspace a pass asks for. */
 typedef struct {
     size_t acts, grads, joint;
+    size_t workspace;      /* the CUDA workspace (ng_mem_sim.workspace) */
+    int workspace_bounded; /* 1: workspace is an upper bound (planned without a GPU) */
 } ng_arena_plan;
 
 /* A training step as the trainer runs it: the input cast to the compute dtype (when it differs

@@ -2,12 +2,15 @@
  * at awkward sizes, and ng_im2col CUDA vs CPU. */
 #include <stdlib.h>
 
+#include "core/dispatch.h"
+#include "core/memory.h"
 #include "core/ops.h"
 #include "conv_cases.h"
 #include "gradcheck.h"
 #include "nn/conv.h"
 #include "nn/conv_kernels.h"
 #include "nn/model.h"
+#include "nn/plan.h"
 #include "testing.h"
 
 static ng_layer *make_c3(void) {
@@ -79,20 +82,68 @@ static void im2col_twin(const char *what, const ng_conv_geom *gm, int ndim, cons
     ng_tensor_free(&cg);
 }
 
+/* A half conv step on cuDNN asks the CUDA workspace for what the plan predicts (the plan asks
+ * cuDNN's heuristics for the same algorithms), and cuDNN takes the shape at all (else the twin
+ * checks below would test the im2col path twice). First in the process: the workspace only grows,
+ * and its peak is the process's. */
+static void workspace_as_planned(ng_dtype dt) {
+    ng_model *m = ng_model_new(make_c3());
+    int64_t in[5] = {2, 3, 9, 10, 11};
+    ng_arena_plan p = ng_plan_train_step(m->root, 5, in, NG_F32, dt, NG_CUDA, 0);
+    NG_TEST(!p.workspace_bounded, "conv %s plan on the GPU: cuDNN was not asked",
+            ng_dtype_name(dt));
+    ng_model_build_mixed(m, NG_CUDA, dt, ng_test_seed(), 8 << 20, 8 << 20);
+    ng_tensor x = ng_tensor_new(dt, NG_CUDA, 5, in, "x");
+    ng_tensor dy = ng_tensor_new(dt, NG_CUDA, 5, (int64_t[]){2, 5, 5, 5, 6}, "dy");
+    ng_tensor dx = ng_tensor_new(dt, NG_CUDA, 5, in, "dx");
+    ng_fill(&x, 0.5);
+    ng_fill(&dy, 0.25);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    ng_model_forward(m, &ctx, &x);
+    m->root->ops->backward(m->root, &ctx, &dy, &dx);
+    size_t got = ng_mem_stats_get(NG_CUDA).cat_peak[NG_MEM_WORKSPACE];
+    NG_TEST(got == p.workspace, "conv %s step on cuDNN: workspace peak %zu bytes, planned %zu",
+            ng_dtype_name(dt), got, p.workspace);
+    void *cache = NULL;
+    ng_conv_geom g = {.nd = 3,
+                      .in_ch = 3,
+                      .out_ch = 5,
+                      .kernel = {3, 3, 3},
+                      .stride = {2, 2, 2},
+                      .padding = {1, 1, 1},
+                      .dilation = {1, 1, 1},
+                      .bias = 1};
+    int64_t ws = -1; /* the CUDA build's only: ng_test_require_gpu has left the others */
+    (void)cache, (void)g;
+    NG_CUDA_ONLY(ws = ng_conv_cudnn_workspace(&cache, &g, 5, in, dt, 1, 1));
+    NG_TEST(ws >= 0, "cuDNN takes no %s conv3d [2,3,9,10,11] backward", ng_dtype_name(dt));
+    NG_CUDA_ONLY(ng_conv_cudnn_free(cache));
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
+    ng_model_free(m);
+}
+
 int main(void) {
     ng_test_require_gpu("test_conv_gpu");
+    workspace_as_planned(NG_F16); /* the largest request comes first: the peak is the process's */
     ng_conv_use_cudnn(1);
     twins("cuDNN");
     ng_conv_use_cudnn(0);
     twins("im2col");
-    /* f16/bf16 take the im2col path on CUDA (cuDNN is used for f32/f64 only): columns copied,
-     * GEMM with f32 accumulation, col2im gathered in double and rounded once. */
-    for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
-        ng_twincheck_mixed("conv3d, mixed", make_c3, 5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
-                           ng_mixed_tol(dt, 4, 81));
-        ng_twincheck_mixed("conv2d, mixed", make_c2, 4, (int64_t[]){3, 5, 17, 19}, 1, dt,
-                           ng_mixed_tol(dt, 4, 30));
+    /* f16/bf16 on the im2col path (columns copied, GEMM with f32 accumulation, col2im gathered in
+     * double and rounded once), then on cuDNN's tensor cores, whose weight gradient is rounded
+     * once more (to the half type, before it is added into the f32 master): one rounding more. */
+    for (int cudnn = 0; cudnn <= 1; cudnn++) {
+        ng_conv_use_cudnn(cudnn);
+        for (ng_dtype dt = NG_F16; dt <= NG_BF16; dt++) {
+            ng_twincheck_mixed(cudnn ? "conv3d, mixed (cuDNN)" : "conv3d, mixed (im2col)", make_c3,
+                               5, (int64_t[]){2, 3, 9, 10, 11}, 1, dt,
+                               ng_mixed_tol(dt, 4 + cudnn, 81));
+            ng_twincheck_mixed(cudnn ? "conv2d, mixed (cuDNN)" : "conv2d, mixed (im2col)", make_c2,
+                               4, (int64_t[]){3, 5, 17, 19}, 1, dt,
+                               ng_mixed_tol(dt, 4 + cudnn, 30));
+        }
     }
+    ng_conv_use_cudnn(0);
     chunked();
     ng_conv_use_cudnn(1);
     ng_conv_geom g3 = {.nd = 3,

@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/backend.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "nn/loss.h"
 #include "nn/model.h"
+#include "nn/conv.h"
 #include "nn/models.h"
 #include "nn/plan.h"
 #include "testing.h"
@@ -96,8 +98,47 @@ static void recompute_holds_four(void) {
     }
 }
 
+/* The CUDA plan of a convolution: cuDNN's workspace outside the arenas (the cap the algorithm
+ * picker allows where no GPU answers, plus the half weight gradient of a half backward), and the
+ * im2col path's columns in the gradient arena where one sample is beyond cuDNN's int sizes. */
+static void cudnn_workspace_planned(void) {
+    if (ng_cuda_available()) {
+        printf("# cudnn_workspace_planned: a GPU is here; test_conv_gpu checks cuDNN's answer\n");
+        return;
+    }
+    int64_t o = 2 + (int64_t)(ng_test_seed() % 7), c = 1 + (int64_t)(ng_test_seed() / 7 % 3);
+    for (ng_dtype dt = NG_F32; dt <= NG_BF16; dt++) {
+        if (dt != NG_F32 && dt != NG_F16 && dt != NG_BF16) continue;
+        ng_layer *l =
+            ng_conv("conv", 3, c, o, (int64_t[]){3, 3, 3}, NULL, (int64_t[]){1, 1, 1}, NULL, 1);
+        int64_t small[5] = {2, c, 9, 10, 11};
+        ng_arena_plan fw = ng_plan_eval(l, 5, small, NG_F32, dt, NG_CUDA);
+        ng_arena_plan tr = ng_plan_train_step(l, 5, small, NG_F32, dt, NG_CUDA, 0);
+        size_t cap = (size_t)1 << 30, dw = (size_t)(o * c * 27) * ng_dtype_size(dt);
+        size_t want = dt == NG_F32 ? cap : (cap + 255) / 256 * 256 + dw;
+        NG_TEST(fw.workspace == cap && fw.workspace_bounded,
+                "conv %s forward on cuDNN without a GPU: workspace %zu, bounded %d; want the cap",
+                ng_dtype_name(dt), fw.workspace, fw.workspace_bounded);
+        NG_TEST(tr.workspace == want && tr.workspace_bounded,
+                "conv %s step on cuDNN without a GPU: workspace %zu, want %zu (cap + half dw)",
+                ng_dtype_name(dt), tr.workspace, want);
+        /* one sample of 1300^3 x c elements is beyond int: the im2col path, in 64 MiB chunks */
+        int64_t big[5] = {1, c, 1300, 1300, 1300};
+        ng_arena_plan bg = ng_plan_train_step(l, 5, big, NG_F32, dt, NG_CUDA, 0);
+        size_t act = (size_t)1300 * 1300 * 1300 * ng_dtype_size(dt);
+        size_t dy = act * (size_t)o;
+        NG_TEST(bg.workspace == 0 && bg.grads >= dy + ((size_t)48 << 20) &&
+                    bg.grads <= dy + ((size_t)65 << 20),
+                "conv %s of a 1300^3 sample on CUDA: workspace %zu (want 0: im2col), gradient "
+                "arena %zu (want dy plus 48-64 MiB of columns)",
+                ng_dtype_name(dt), bg.workspace, bg.grads);
+        ng_layer_free(l);
+    }
+}
+
 int main(void) {
     recompute_holds_four();
+    cudnn_workspace_planned();
     static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16};
     for (int d = 0; d < 3; d++) {
         ng_dtype dt = dts[d];
