@@ -4,6 +4,9 @@
  * back as one PNG file per image (open, read, decode), the layout shards replace. With --device
  * cuda, a source that renders on the GPU (the fractals' fill_batch) fills device batches instead,
  * after a check of its first examples against the host's fill (whose time gives the CPU row).
+ * With --cold, the files a pass will read (the shards, the PNG files) are dropped from the page
+ * cache first (apps/page_cache.h: only natgrad's own files, so no root and no other user's cache)
+ * and the pass is refused when they stay resident, so a cold row is never a warm one.
  * Nothing else measures these: `natgrad bench` times models, `natgrad train` mixes data with
  * compute. */
 #include <errno.h>
@@ -15,24 +18,37 @@
 
 #include "apps/clock.h"
 #include "apps/commands.h"
+#include "apps/page_cache.h"
 #include "apps/train_config.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "data/loader.h"
 #include "data/shard_members.h"
+#include "data/shards.h"
+
+/* --cold: the largest fraction of a pass's file pages left in the page cache after dropping them
+ * for which its row still counts as cold (a little room for pages another process is reading;
+ * ext4 on the development machine leaves 0.0%, tmpfs keeps 100%). */
+#define COLD_MAX_RESIDENT 0.05
 
 static void usage(FILE *f) {
     fprintf(
         f,
         "usage: natgrad data-bench --from CONFIG [--examples N] [--batch B] [--device cpu|cuda]\n"
-        "                          [--png-dir DIR [--png-range LO,HI]] [--set key=value ...]\n"
+        "                          [--png-dir DIR [--png-range LO,HI]] [--cold]\n"
+        "                          [--set key=value ...]\n"
         "  times N examples (default 256) of the config's training data: the source on\n"
         "  this thread, the loader (batches of B, default train.batch_size, prefetch\n"
         "  data.prefetch), and with --png-dir the same examples written there as one PNG\n"
         "  file per image (values over --png-range, default 0,1) and read back.\n"
         "  --device cuda: the source renders batches of B on the GPU instead (FractalDB 2D\n"
         "  and 3D), after one untimed batch, with its first examples checked against the\n"
-        "  host's fill (timed: the CPU row)\n");
+        "  host's fill (timed: the CPU row)\n"
+        "  --cold: before each pass that reads files (data.name shards: the source and the\n"
+        "  loader; --png-dir: the PNG files), drop those files from the page cache\n"
+        "  (posix_fadvise, natgrad's files only), print how much of them stays resident and\n"
+        "  refuse (exit 2) above 5%% (tmpfs, or a file system that keeps them); the rows are\n"
+        "  marked cold. Not with --device cuda, nor without files to read\n");
 }
 
 static double cpu_now(void) {
@@ -42,6 +58,48 @@ static double cpu_now(void) {
 static void row(const char *what, int64_t n, double wall, double cpu) {
     printf("%-28s %8lld %10.3f %12.1f %14.1f\n", what, (long long)n, wall, (double)n / wall,
            cpu > 0 ? (double)n / cpu : 0.0);
+}
+
+/* The k-th file a pass reads, or NULL past the last: a shards source's shards, or PNG files. */
+typedef const char *(*pass_file)(const void *ctx, int64_t k, char *buf, size_t cap);
+
+static const char *shard_file(const void *src, int64_t k, char *buf, size_t cap) {
+    (void)buf, (void)cap;
+    return k < 1 << 30 ? ng_shards_file(src, (int)k) : NULL;
+}
+
+typedef struct {
+    const char *dir;
+    int64_t n;
+} png_files;
+
+static const char *png_file(const void *ctx, int64_t k, char *buf, size_t cap) {
+    const png_files *p = ctx;
+    if (k >= p->n) return NULL;
+    snprintf(buf, cap, "%s/%09lld.png", p->dir, (long long)k);
+    return buf;
+}
+
+/* --cold: drops every file of the coming pass from the page cache, then counts what stayed (all
+ * dropped before any is counted) and prints it; too much left is an error, not a warm row. */
+static void go_cold(pass_file file, const void *ctx) {
+    char buf[4200];
+    const char *p;
+    for (int64_t k = 0; (p = file(ctx, k, buf, sizeof buf)); k++) ng_page_cache_evict(p);
+    ng_page_residency r = {0};
+    for (int64_t k = 0; (p = file(ctx, k, buf, sizeof buf)); k++) ng_page_cache_count(p, &r);
+    double f = ng_page_residency_fraction(&r);
+    printf("cold: %lld files, %.1f MiB, %.1f%% resident before the pass\n", (long long)r.files,
+           (double)r.bytes / (1 << 20), 100 * f);
+    fflush(stdout);
+    NG_CHECK(f <= COLD_MAX_RESIDENT,
+             "--cold: %.1f%% of the pages of %lld files stay in the page cache after dropping "
+             "them (the most: %s, %lld of %lld pages), more than %.0f%%: %s; no cold figure",
+             100 * f, (long long)r.files, r.worst, (long long)r.worst_resident,
+             (long long)r.worst_pages, 100 * COLD_MAX_RESIDENT,
+             r.worst_tmpfs ? "it is on tmpfs, which keeps files in memory; put them on a disk"
+                           : "the file system ignores the advice, or this user may not write "
+                             "the file (mincore then reports every page resident)");
 }
 
 /* The source on the GPU: up to 16 examples filled on the host (timed, the one-core figure) and
@@ -103,12 +161,16 @@ static int bench_device(ng_source *src, int64_t n, int64_t batch) {
 int ng_cmd_data_bench(int argc, char **argv) {
     const char *from = NULL, *png_dir = NULL, *range_s = "0,1", *sets[256];
     int64_t n = 256, batch = 0;
-    int nsets = 0, cuda = 0;
+    int nsets = 0, cuda = 0, cold = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(o, "--cold")) { /* the one option without a value */
+            cold = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "natgrad: error: data-bench: option %s needs a value\n", o);
@@ -146,6 +208,8 @@ int ng_cmd_data_bench(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    NG_CHECK(!cold || !cuda,
+             "--cold: not with --device cuda (the GPU renders its batches; no file is read)");
     double lo = 0, hi = 1;
     int used = 0;
     NG_CHECK(sscanf(range_s, "%lf,%lf%n", &lo, &hi, &used) == 2 && !range_s[used] && lo < hi,
@@ -156,6 +220,12 @@ int ng_cmd_data_bench(int argc, char **argv) {
     if (n > src->n) n = src->n;
     if (!batch) batch = s.batch;
     if (batch > n) batch = n;
+    int files = ng_shards_file(src, 0) != NULL; /* the source's passes read files */
+    NG_CHECK(!cold || files || png_dir,
+             "--cold: %s reads no files in its passes (in memory or rendered): --cold needs "
+             "data.name shards or --png-dir",
+             src->name);
+    const char *cold_mark = cold ? ", cold" : "";
     int64_t e = ng_source_example_size(src);
     float *x = malloc(sizeof(float) * (size_t)e);
     NG_CHECK(x, "data-bench: out of host memory for an example of %s", src->name);
@@ -174,10 +244,13 @@ int ng_cmd_data_bench(int argc, char **argv) {
     }
 
     /* The source on this thread, positions 0.. in order (an ordered source streams them). */
+    char what[64];
+    if (cold && files) go_cold(shard_file, src);
     double t0 = ng_now(), c0 = cpu_now();
     int32_t y;
     for (int64_t i = 0; i < n; i++) ng_source_fill(src, 0, i, x, &y);
-    row("source (this thread)", n, ng_now() - t0, cpu_now() - c0);
+    snprintf(what, sizeof what, "source (this thread%s)", files ? cold_mark : "");
+    row(what, n, ng_now() - t0, cpu_now() - c0);
 
     /* The loader as training uses it: shuffled batches from its prefetch thread. */
     ng_loader_config lc = {.source = src,
@@ -188,12 +261,13 @@ int ng_cmd_data_bench(int argc, char **argv) {
                            .world = 1,
                            .augment = s.augment,
                            .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
+    if (cold && files) go_cold(shard_file, src); /* before its prefetch thread starts reading */
     ng_loader *l = ng_loader_new(&lc);
     int64_t nb = n / batch, got = 0;
     t0 = ng_now(), c0 = cpu_now();
     for (int64_t b = 0; b < nb; b++) got += ng_loader_next(l).b;
-    char what[64];
-    snprintf(what, sizeof what, "loader (batch %lld, prefetch %d)", (long long)batch, lc.prefetch);
+    snprintf(what, sizeof what, "loader (batch %lld, prefetch %d%s)", (long long)batch, lc.prefetch,
+             files ? cold_mark : "");
     row(what, got, ng_now() - t0, cpu_now() - c0);
     ng_loader_free(l);
 
@@ -215,6 +289,7 @@ int ng_cmd_data_bench(int argc, char **argv) {
                      "--png-dir: cannot write %s", path);
             free(p);
         }
+        if (cold) go_cold(png_file, &(png_files){png_dir, n}); /* written just now: dirty */
         t0 = ng_now(), c0 = cpu_now();
         unsigned char *buf = NULL;
         size_t cap = 0;
@@ -236,7 +311,8 @@ int ng_cmd_data_bench(int argc, char **argv) {
             NG_CHECK(ng_shard_decode("png", buf, len, NULL, &got_shape, x, why, sizeof why),
                      "%s: %s", path, why);
         }
-        row("png files (this thread)", n, ng_now() - t0, cpu_now() - c0);
+        snprintf(what, sizeof what, "png files (this thread%s)", cold_mark);
+        row(what, n, ng_now() - t0, cpu_now() - c0);
         free(buf);
     }
     free(x);

@@ -345,6 +345,12 @@ static void destroy(ng_source *src) {
 
 static const ng_source_ops ops = {fill, destroy, split, NULL};
 
+const char *ng_shards_file(const ng_source *src, int k) {
+    if (!src || src->ops != &ops) return NULL;
+    const shards *s = src->impl;
+    return k >= 0 && k < s->nmine ? s->paths[s->mine[k]] : NULL;
+}
+
 /* data.skip_bad: counts a bad example (or a shard cut short, whose rest is unreadable) and keeps
  * the first reason, naming the shard and the member. */
 static void note_bad(ng_source *src, const char *path, const char *why, int cut) {

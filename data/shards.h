@@ -40,6 +40,11 @@ typedef struct {
  * error. */
 ng_source *ng_shards_open(const ng_shards_config *c);
 
+/* The k-th file a shards source's epochs read (its rank's shards after a split, in sorted order),
+ * or NULL past the last one and for a source that is not shards; the path lives as long as the
+ * source. For `natgrad data-bench --cold`, which drops these files from the page cache. */
+const char *ng_shards_file(const ng_source *src, int k);
+
 /* Writes every example of a source, in its order, as DIR/PREFIX-NNNNNN.tar shards of about
  * shard_bytes each (an example is never split; each shard holds at least one), members
  * KEY.npy (f4, the example's shape) and KEY.cls, KEY the example's index in 9 digits. Each shard

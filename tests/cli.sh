@@ -75,5 +75,54 @@ expect 2 "deep.yaml line 2: mappings and lists nest deeper than 64 levels" -- \
   fail=$((fail + 1))
   echo "FAIL: the deep config took over 30 s or left a run directory"
 }
+# data-bench --cold: before each pass the files it reads (shards from `natgrad shards`, PNG files)
+# are dropped from the page cache, what stays resident is printed and must be small, and the rows
+# say cold. Freshly written files are fully cached, so a drop that did nothing fails here. tmpfs
+# cannot drop pages: when /tmp is tmpfs the files go to the build folder, on a disk.
+cold=$tmp
+[ "$(stat -f -c %T "$tmp")" = tmpfs ] && cold=$(mktemp -d "$(dirname "$ng")/cli-cold.XXXXXX")
+trap 'rm -rf "$tmp" "$cold"' EXIT
+syn=(--set data.name=synthetic --set data.synthetic.train=600 --set data.synthetic.test=200
+  --set data.synthetic.noise=0.1 --set data.augment.crop_pad=0)
+"$ng" shards --from "$cfg" --out "$cold/sh" --shard-mib 0.25 "${syn[@]}" >/dev/null 2>&1
+nsh=$(ls "$cold/sh"/train-*.tar 2>/dev/null | wc -l)
+sh=(--from "$cfg" --examples 500 --batch 50 --set data.name=shards --set data.dir="$cold/sh"
+  --set data.shuffle_buffer=64 --set data.augment.crop_pad=0)
+cold_ok() { # WHAT FILES OUTPUT: every residency line counts FILES files and at most 5% resident
+  local lines worst
+  lines=$(grep -c "^cold: $2 files, [0-9.]* MiB, [0-9.]*% resident before the pass$" <<<"$3")
+  worst=$(grep -o '[0-9.]*% resident' <<<"$3" | sed 's/%.*//' | sort -g | tail -1)
+  [ "$lines" -eq "$1" ] && awk -v w="${worst:-100}" 'BEGIN { exit !(w <= 5) }'
+}
+out=$("$ng" data-bench "${sh[@]}" --cold 2>&1)
+if [ $? -eq 0 ] && [ "$nsh" -ge 5 ] && cold_ok 2 "$nsh" "$out" &&
+  grep -Eq '^source \(this thread, cold\) +500 ' <<<"$out" &&
+  grep -Eq '^loader \(batch 50, prefetch [0-9]+, cold\) +500 ' <<<"$out"; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL: data-bench --cold over $nsh shards: want two residency lines of at most 5% and cold rows:"
+  echo "$out" | head -8
+fi
+out=$("$ng" data-bench --from "$cfg" --examples 300 "${syn[@]}" --png-dir "$cold/png" \
+  --png-range -8,8 --cold 2>&1)
+if [ $? -eq 0 ] && cold_ok 1 300 "$out" && grep -Eq '^png files \(this thread, cold\) +300 ' <<<"$out" &&
+  grep -Eq '^source \(this thread\) +300 ' <<<"$out"; then
+  pass=$((pass + 1))
+else
+  fail=$((fail + 1))
+  echo "FAIL: data-bench --cold --png-dir: want one residency line for 300 files and a cold PNG row:"
+  echo "$out" | head -8
+fi
+expect 2 "--cold: synthetic-train reads no files" -- data-bench --from "$cfg" "${syn[@]}" --cold
+expect 2 "--cold: not with --device cuda" -- data-bench "${sh[@]}" --cold --device cuda
+# Shards on tmpfs stay in memory: refused, naming the file, rather than timed as cold.
+if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && shm=$(mktemp -d /dev/shm/cli-cold.XXXXXX 2>/dev/null); then
+  trap 'rm -rf "$tmp" "$cold" "$shm"' EXIT
+  cp -r "$cold/sh" "$shm/sh"
+  expect 2 "--cold: 100.0% of the pages of $nsh files stay .*$shm/sh/train-.*on tmpfs" -- \
+    data-bench "${sh[@]}" --set data.dir="$shm/sh" --cold
+  rm -rf "$shm"
+fi
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -3,7 +3,11 @@
 # and 3D images/s on one core at the stated sides and point counts, and the loader's images/s
 # from an in-memory MNIST set, from tar shards of it (npy and png members), and from one PNG file
 # per image. Every figure is `natgrad data-bench` (apps/data_bench.c); images/cpu_s divides by
-# the process's CPU time, which holds up better than wall time on a shared machine.
+# the process's CPU time, which holds up better than wall time on a shared machine. Each file
+# layout is timed warm (the files in the page cache) and then cold (`--cold`: the files dropped
+# from the page cache before each pass, its residency line printed above the row, marked cold);
+# a cold pass whose files stay cached (tmpfs) is refused and its error shown instead of a row, so
+# $TMPDIR must be on a disk.
 # usage: experiments/data_bench/run.sh [PATH/TO/natgrad] [MNIST_DIR]   (prints the tables)
 set -eu
 ng=${1:-build/natgrad}
@@ -38,12 +42,18 @@ m=(--set data.dir="$mnist" --set data.shuffle_buffer=1000 --set data.augment.cro
 "$ng" shards --from "$here/mnist.yaml" --out "$work/npy" --shard-mib 16 "${m[@]}" >/dev/null
 "$ng" shards --from "$here/mnist.yaml" --out "$work/png" --shard-mib 4 --format png \
   --png-range -0.4243,2.8215 "${m[@]}" >/dev/null
-echo "== MNIST in memory (and one PNG file per image)"
+cold() { # the residency lines and the cold rows of a --cold run (or its refusal)
+  grep -E '^cold:|, cold\)|error' || true
+}
+echo "== MNIST in memory (and one PNG file per image, warm then cold)"
 "$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --png-dir "$work/files" \
   --png-range -0.4243,2.8215 2>/dev/null
-echo "== MNIST from tar shards of npy members ($(ls "$work/npy" | grep -c train) train shards)"
-"$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --set data.name=shards \
-  --set data.dir="$work/npy" 2>/dev/null | sed -n '2,4p'
-echo "== MNIST from tar shards of png members ($(ls "$work/png" | grep -c train) train shards)"
-"$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --set data.name=shards \
-  --set data.dir="$work/png" 2>/dev/null | sed -n '2,4p'
+"$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --png-dir "$work/files" \
+  --png-range -0.4243,2.8215 --cold 2>&1 | cold
+for f in npy png; do
+  echo "== MNIST from tar shards of $f members ($(ls "$work/$f" | grep -c train) train shards), warm then cold"
+  "$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --set data.name=shards \
+    --set data.dir="$work/$f" 2>/dev/null | sed -n '2,4p'
+  "$ng" data-bench --from "$here/mnist.yaml" --examples 7936 "${m[@]}" --set data.name=shards \
+    --set data.dir="$work/$f" --cold 2>&1 | cold
+done
