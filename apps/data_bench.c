@@ -109,7 +109,7 @@ static void go_cold(pass_file file, const void *ctx) {
  * the check passed. */
 static int bench_device(ng_source *src, int64_t n, int64_t batch) {
     NG_CHECK(ng_cuda_available(), "--device cuda: no CUDA device is usable here");
-    NG_CHECK(src->ops->fill_batch,
+    NG_CHECK(src->device_batches,
              "--device cuda: %s has no GPU renderer (FractalDB 2D and 3D have: data.name "
              "fractal or fractal3d)",
              src->name);
@@ -244,7 +244,7 @@ int ng_cmd_data_bench(int argc, char **argv) {
     }
 
     /* The source on this thread, positions 0.. in order (an ordered source streams them). */
-    char what[64];
+    char what[96];
     if (cold && files) go_cold(shard_file, src);
     double t0 = ng_now(), c0 = cpu_now();
     int32_t y;
@@ -260,14 +260,15 @@ int ng_cmd_data_bench(int argc, char **argv) {
                            .seed = s.seed,
                            .world = 1,
                            .augment = s.augment,
-                           .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
+                           .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch"),
+                           .workers = (int)ng_cfg_int(s.cfg, "data.workers")};
     if (cold && files) go_cold(shard_file, src); /* before its prefetch thread starts reading */
     ng_loader *l = ng_loader_new(&lc);
     int64_t nb = n / batch, got = 0;
     t0 = ng_now(), c0 = cpu_now();
     for (int64_t b = 0; b < nb; b++) got += ng_loader_next(l).b;
-    snprintf(what, sizeof what, "loader (batch %lld, prefetch %d%s)", (long long)batch, lc.prefetch,
-             files ? cold_mark : "");
+    snprintf(what, sizeof what, "loader (batch %lld, prefetch %d, workers %d%s)", (long long)batch,
+             lc.prefetch, lc.workers, files ? cold_mark : "");
     row(what, got, ng_now() - t0, cpu_now() - c0);
     ng_loader_free(l);
 

@@ -81,7 +81,8 @@ int ng_run_read_result(const char *dir, ng_run_result *r);
  * history lines, which are returned too. The caller frees the text (never NULL). */
 #define NG_RUN_FREE_KEYS                                                                           \
     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",     \
-        "train.stop_at_step", "train.max_skips", "train.arena_mib", "data.prefetch", "data.dir"
+        "train.stop_at_step", "train.max_skips", "train.arena_mib", "data.prefetch", "data.dir",   \
+        "data.workers"
 char *ng_run_config_check(const ng_config *now, const ng_cfg_spec *spec, int nspec, const char *dir,
                           int64_t step, int allow);
 

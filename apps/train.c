@@ -486,10 +486,11 @@ int ng_cmd_train(int argc, char **argv) {
                            .seed = s.seed,
                            .world = split ? 1 : world,
                            .augment = s.augment,
-                           .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch")};
+                           .prefetch = (int)ng_cfg_int(s.cfg, "data.prefetch"),
+                           .workers = (int)ng_cfg_int(s.cfg, "data.workers")};
     /* A source that renders on the GPU (FractalDB) fills device batches there, on this thread,
      * when nothing augments them (augmentation is a host step). */
-    if (s.device == NG_CUDA && s.train->ops->fill_batch && !ng_augment_active(&s.augment))
+    if (s.device == NG_CUDA && s.train->device_batches && !ng_augment_active(&s.augment))
         lc.device = NG_CUDA;
     ng_loader *loader = ng_loader_new(&lc);
     int64_t per_epoch = ng_loader_batches_per_epoch(loader);

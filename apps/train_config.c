@@ -111,6 +111,9 @@ const ng_cfg_spec ng_train_spec[] = {
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
     {"data.prefetch", NG_CFG_INT, "2", 0, 64, NULL,
      "batches the loader thread prepares ahead (0: no thread)"},
+    {"data.workers", NG_CFG_INT, "1", 1, 256, NULL,
+     "threads that render, decode and augment a batch's examples (the batches are the same for "
+     "any number)"},
 
     {"train.batch_size", NG_CFG_INT, "128", 1, 1e9, NULL, "global batch size"},
     {"train.epochs", NG_CFG_INT, "10", 0, 1e6, NULL, "epochs (ignored when train.steps > 0)"},

@@ -312,9 +312,9 @@ static int plain(const ng_fractal_config *c) {
     return !c->colour && c->patch <= 1;
 }
 
-static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {
-    (void)epoch; /* a fixed data set: the same image every epoch */
-    fractals *fr = s->impl;
+/* Image i into out, with occ (side^2 bytes) as the renderer's scratch: a fixed data set, the same
+ * image every epoch. */
+static void render(const fractals *fr, int64_t i, float *out, int32_t *y, uint8_t *occ) {
     const ng_fractal_config *c = &fr->c;
     int64_t cat = i % c->categories, inst = c->first_instance + i / c->categories;
     ng_ifs f;
@@ -327,30 +327,54 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     if (plain(c)) {
         /* A scaled parameter can make the IFS expand: then the category's own IFS, same points
          * key and flips (a blank image would be a label without a picture). */
-        if (!ng_fractal_occupancy(&f, c->points, k, c->side, flips, fr->occ))
-            ng_fractal_occupancy(&fr->cats[cat], c->points, k, c->side, flips, fr->occ);
-        for (int64_t p = 0; p < hw; p++) x[p] = fr->occ[p] ? 1.0f : -1.0f;
+        if (!ng_fractal_occupancy(&f, c->points, k, c->side, flips, occ))
+            ng_fractal_occupancy(&fr->cats[cat], c->points, k, c->side, flips, occ);
+        for (int64_t p = 0; p < hw; p++) x[p] = occ[p] ? 1.0f : -1.0f;
         return;
     }
     uint8_t mask[NG_FRACTAL_MAX_PATCH * NG_FRACTAL_MAX_PATCH] = {1};
     int patch = c->patch < 1 ? 1 : (int)c->patch;
     if (patch > 1) ng_fractal_patch_mask(c->seed, cat, inst, patch, mask);
-    if (!ng_fractal_paint(&f, c->points, k, c->side, flips, patch, mask, fr->occ))
-        ng_fractal_paint(&fr->cats[cat], c->points, k, c->side, flips, patch, mask, fr->occ);
+    if (!ng_fractal_paint(&f, c->points, k, c->side, flips, patch, mask, occ))
+        ng_fractal_paint(&fr->cats[cat], c->points, k, c->side, flips, patch, mask, occ);
     float rgb[NG_FRACTAL_MAX_MAPS][3];
     if (c->colour) ng_fractal_colours(c->seed, cat, inst, rgb);
-    paint_pixels(fr->occ, hw, c->colour ? (const float(*)[3])rgb : NULL, x);
+    paint_pixels(occ, hw, c->colour ? (const float(*)[3])rgb : NULL, x);
 }
 
-/* A batch: on the host, fill example by example; on the GPU, the instances, fallbacks, patterns
- * and colours are drawn here as fill draws them and one kernel call renders them all. */
+static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {
+    (void)epoch;
+    fractals *fr = s->impl;
+    render(fr, i, out, y, fr->occ);
+}
+
+/* A host batch on the source's workers, each with its own scratch: the images of fill. */
+static void host_batch(ng_source *s, const int64_t *idx, int64_t count, float *x, int32_t *y) {
+    const fractals *fr = s->impl;
+    int64_t e = ng_source_example_size(s), hw = fr->c.side * fr->c.side;
+    int workers = s->workers > 1 && count > 1 ? s->workers : 1, ok = 1;
+#pragma omp parallel num_threads(workers) reduction(&& : ok)
+    {
+        uint8_t *occ = malloc((size_t)hw);
+        ok = occ != NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t j = 0; j < count; j++)
+            if (occ) render(fr, idx[j], x + j * e, &y[j], occ);
+        free(occ);
+    }
+    NG_CHECK(ok, "%s: out of host memory for %d renderers", s->name, workers);
+}
+
+/* A batch: on the host, rendered as fill renders (host_batch); on the GPU, the instances,
+ * fallbacks, patterns and colours are drawn here as fill draws them and one kernel call renders
+ * them all. */
 static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
                        int32_t *y) {
     fractals *fr = s->impl;
     const ng_fractal_config *c = &fr->c;
-    int64_t e = ng_source_example_size(s);
+    (void)epoch;
     if (x->device != NG_CUDA) {
-        for (int64_t j = 0; j < count; j++) fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
+        host_batch(s, idx, count, x->data, y);
         return;
     }
     int patch = c->patch < 1 ? 1 : (int)c->patch;
@@ -436,6 +460,7 @@ ng_source *ng_fractal_new(const ng_fractal_config *c) {
     fr->c = *c;
     fr->c.name = NULL;
     *s = (ng_source){.ops = &ops,
+                     .device_batches = 1,
                      .n = n,
                      .ndim = 3,
                      .shape = {c->colour ? 3 : 1, c->side, c->side},

@@ -241,9 +241,9 @@ typedef struct {
     uint8_t *occ;
 } fractals3d;
 
-static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {
-    (void)epoch; /* a fixed data set: the same volume every epoch */
-    fractals3d *fr = s->impl;
+/* Volume i into out, with occ (side^3 bytes) as the renderer's scratch: a fixed data set, the
+ * same volume every epoch. */
+static void render(const fractals3d *fr, int64_t i, float *out, int32_t *y, uint8_t *occ) {
     const ng_fractal3d_config *c = &fr->c;
     int64_t cat = i % c->categories, inst = c->first_instance + i / c->categories;
     ng_ifs3 f;
@@ -252,21 +252,44 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     ng_rng_key k = ng_fractal3d_points_key(c->seed, cat, inst);
     /* A scaled parameter can make the IFS expand: then the category's own IFS (a blank volume
      * would be a label without a shape). */
-    if (!ng_fractal3d_occupancy(&f, c->points, k, c->side, flips, fr->occ))
-        ng_fractal3d_occupancy(&fr->cats[cat], c->points, k, c->side, flips, fr->occ);
-    to_pm1(fr->occ, c->side * c->side * c->side, out);
+    if (!ng_fractal3d_occupancy(&f, c->points, k, c->side, flips, occ))
+        ng_fractal3d_occupancy(&fr->cats[cat], c->points, k, c->side, flips, occ);
+    to_pm1(occ, c->side * c->side * c->side, out);
     *y = (int32_t)cat;
 }
 
-/* A batch: on the host, fill volume by volume; on the GPU, the instances and fallbacks drawn here
- * as fill draws them and one kernel call renders them all. */
+static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {
+    (void)epoch;
+    fractals3d *fr = s->impl;
+    render(fr, i, out, y, fr->occ);
+}
+
+/* A host batch on the source's workers, each with its own scratch: the volumes of fill. */
+static void host_batch(ng_source *s, const int64_t *idx, int64_t count, float *x, int32_t *y) {
+    const fractals3d *fr = s->impl;
+    int64_t e = ng_source_example_size(s);
+    int workers = s->workers > 1 && count > 1 ? s->workers : 1, ok = 1;
+#pragma omp parallel num_threads(workers) reduction(&& : ok)
+    {
+        uint8_t *occ = malloc((size_t)e);
+        ok = occ != NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t j = 0; j < count; j++)
+            if (occ) render(fr, idx[j], x + j * e, &y[j], occ);
+        free(occ);
+    }
+    NG_CHECK(ok, "%s: out of host memory for %d renderers", s->name, workers);
+}
+
+/* A batch: on the host, rendered as fill renders (host_batch); on the GPU, the instances and
+ * fallbacks drawn here as fill draws them and one kernel call renders them all. */
 static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
                        int32_t *y) {
     fractals3d *fr = s->impl;
     const ng_fractal3d_config *c = &fr->c;
-    int64_t e = ng_source_example_size(s);
+    (void)epoch;
     if (x->device != NG_CUDA) {
-        for (int64_t j = 0; j < count; j++) fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
+        host_batch(s, idx, count, x->data, y);
         return;
     }
     size_t n = (size_t)count;
@@ -337,6 +360,7 @@ ng_source *ng_fractal3d_new(const ng_fractal3d_config *c) {
     fr->c = *c;
     fr->c.name = NULL;
     *s = (ng_source){.ops = &ops,
+                     .device_batches = 1,
                      .n = n,
                      .ndim = 4,
                      .shape = {1, c->side, c->side, c->side},

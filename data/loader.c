@@ -22,9 +22,8 @@ struct ng_loader {
     int nslots;
     slot *slots;
     int64_t *perm, perm_epoch; /* the producer's cache of one epoch's order */
-    float *scratch;            /* one example before augmentation (NULL without it) */
+    float *raw;                /* a batch before augmentation (NULL without it) */
     int64_t *idx;              /* the examples of the batch being built */
-    int batched;               /* 1: the source's fill_batch fills whole batches */
     /* shared between threads, under mu */
     pthread_t thread;
     int running, stop;
@@ -53,16 +52,15 @@ static void epoch_order(ng_loader *l, int64_t epoch) {
     l->perm_epoch = epoch;
 }
 
-/* One example into dst, through the augmentation step when there is one. */
-static void put_example(ng_loader *l, int64_t epoch, int64_t idx, float *dst, int32_t *y) {
-    ng_source *src = l->c.source;
-    if (!l->scratch) {
-        ng_source_fill(src, epoch, idx, dst, y);
-        return;
-    }
-    ng_source_fill(src, epoch, idx, l->scratch, y);
-    ng_augment_example(&l->c.augment, l->c.seed, epoch, idx, src->ndim, src->shape, l->scratch,
-                       dst);
+/* The augmentation of a filled batch, raw -> x, example by example on the workers (each example
+ * is a function of its own index). */
+static void augment_batch(ng_loader *l, int64_t epoch, int64_t b, float *x) {
+    const ng_source *src = l->c.source;
+    int workers = l->c.workers > 1 ? l->c.workers : 1;
+#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1 && b > 1)
+    for (int64_t k = 0; k < b; k++)
+        ng_augment_example(&l->c.augment, l->c.seed, epoch, l->idx[k], src->ndim, src->shape,
+                           l->raw + k * l->esize, x + k * l->esize);
 }
 
 static void build(ng_loader *l, int64_t g, slot *s) {
@@ -75,16 +73,13 @@ static void build(ng_loader *l, int64_t g, slot *s) {
         int64_t pos = (first + k) * l->c.world + l->c.rank;
         l->idx[k] = l->perm[pos % n];
     }
-    if (l->batched) {
-        const ng_source *src = l->c.source;
-        int64_t shape[5] = {b};
-        for (int d = 0; d < src->ndim; d++) shape[d + 1] = src->shape[d];
-        ng_tensor x = ng_tensor_wrap(s->x, NG_F32, l->c.device, src->ndim + 1, shape, "batch");
-        ng_source_fill_batch(l->c.source, epoch, l->idx, b, &x, s->y);
-    } else {
-        for (int64_t k = 0; k < b; k++)
-            put_example(l, epoch, l->idx[k], s->x + k * l->esize, &s->y[k]);
-    }
+    const ng_source *src = l->c.source;
+    int64_t shape[5] = {b};
+    for (int d = 0; d < src->ndim; d++) shape[d + 1] = src->shape[d];
+    ng_tensor x =
+        ng_tensor_wrap(l->raw ? l->raw : s->x, NG_F32, l->c.device, src->ndim + 1, shape, "batch");
+    ng_source_fill_batch(l->c.source, epoch, l->idx, b, &x, s->y);
+    if (l->raw) augment_batch(l, epoch, b, s->x);
     s->b = b, s->g = g;
 }
 
@@ -154,9 +149,11 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
              c->rank, c->world, c->world);
     NG_CHECK(c->prefetch >= 0 && c->prefetch <= 64, "data.prefetch: %d is outside [0, 64]",
              c->prefetch);
+    NG_CHECK(c->workers >= 0 && c->workers <= 256, "data.workers: %d is outside [1, 256]",
+             c->workers);
     ng_augment_check(&c->augment, d->ndim, d->shape, d->name);
     NG_CHECK(c->device == NG_CPU || c->device == NG_CUDA, "data loader: device %d", (int)c->device);
-    NG_CHECK(c->device == NG_CPU || d->ops->fill_batch,
+    NG_CHECK(c->device == NG_CPU || d->device_batches,
              "data loader: %s cannot fill batches on the GPU (FractalDB 2D and 3D can)", d->name);
     NG_CHECK(c->device == NG_CPU || !ng_augment_active(&c->augment),
              "data.augment: %s renders its batches on the GPU, where nothing augments yet; turn "
@@ -177,12 +174,12 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
     l->nb = nb;
     /* Device batches are built in ng_loader_next, so one slot. */
     l->nslots = c->device == NG_CPU ? c->prefetch + 1 : 1;
-    l->batched = d->ops->fill_batch && !ng_augment_active(&c->augment);
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
     l->perm = malloc(sizeof(int64_t) * (size_t)d->n);
     l->idx = malloc(sizeof(int64_t) * (size_t)c->batch);
-    if (ng_augment_active(&c->augment)) l->scratch = malloc(sizeof(float) * (size_t)l->esize);
-    int ok = l->slots && l->perm && l->idx && (l->scratch || !ng_augment_active(&c->augment));
+    int aug = ng_augment_active(&c->augment);
+    if (aug) l->raw = malloc(slot_bytes(l));
+    int ok = l->slots && l->perm && l->idx && (l->raw || !aug);
     for (int i = 0; ok && i < l->nslots; i++) {
         if (c->device == NG_CPU) {
             l->slots[i].x = malloc(sizeof(float) * (size_t)(c->batch * l->esize));
@@ -198,12 +195,13 @@ ng_loader *ng_loader_new(const ng_loader_config *c) {
         free_slots(l);
         free(l->perm);
         free(l->idx);
-        free(l->scratch);
+        free(l->raw);
         free(l);
         ng_fail("data loader: out of host memory for %d batches of %lld examples of %s",
                 c->prefetch + 1, (long long)c->batch, d->name);
     }
     l->perm_epoch = -1;
+    c->source->workers = c->workers; /* the source's fill_batch threads */
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     start(l, 0);
@@ -247,7 +245,7 @@ void ng_loader_free(ng_loader *l) {
     free_slots(l);
     free(l->perm);
     free(l->idx);
-    free(l->scratch);
+    free(l->raw);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

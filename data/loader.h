@@ -1,9 +1,9 @@
 /* Batches from a data source: seeded per-epoch shuffling, per-rank sharding, augmentation, and a
  * thread that prepares batches ahead. Every batch is a function of (seed, epoch, index) only, so
  * a loader moved with ng_loader_seek continues bit-identically, whatever was prefetched. A batch
- * is the list of its examples' indices, filled example by example (through the augmentation), or
- * in one call of the source's fill_batch when it has one and nothing augments (the only way to a
- * device batch). */
+ * is the list of its examples' indices, filled in one call of the source's fill_batch when it has
+ * one (with `workers` threads; the only way to a device batch) and then augmented example by
+ * example on those threads, or else filled and augmented example by example. */
 #ifndef NG_LOADER_H
 #define NG_LOADER_H
 
@@ -20,6 +20,9 @@ typedef struct {
                          * wrapping so every rank gets the same count (as DistributedSampler) */
     ng_augment augment; /* applied to each example after the source fills it */
     int prefetch;       /* batches prepared ahead by a thread; 0 = none, built in ng_loader_next */
+    int workers; /* threads that fill and augment a batch's examples (data.workers; 0 or 1: the
+                  * loader's own thread), through the source's fill_batch; the batches are the
+                  * same for any number */
     /* Where batches live. NG_CUDA: the source renders each batch straight into device memory
      * (its fill_batch: FractalDB 2D and 3D), no augmentation, and on the caller's thread inside
      * ng_loader_next (prefetch is not used: natgrad's one CUDA stream and its workspace belong to

@@ -203,6 +203,18 @@ fail:
 
 /* ---- the source ------------------------------------------------------------------------------ */
 
+/* An example as the stream holds it: its data member's bytes, decoded when it is taken, so the
+ * shuffle buffer holds encoded examples (a tenth of the decoded floats for PNG) and a batch's
+ * examples are decoded on the workers. */
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    char ext[8];
+    char *name; /* the data member's name, for errors */
+    int shard;  /* index into paths */
+    int32_t y;
+} item;
+
 typedef struct {
     ng_shards_config c;
     int nshards;
@@ -210,19 +222,29 @@ typedef struct {
     int64_t *counts;
     ng_shard_shape shape;
     int64_t esize;
+    /* skip_bad: the groups whose data member the scan could not decode, as (shard, group number
+     * within the shard), in increasing order; the stream passes over the same ones */
+    int64_t (*undecodable)[2];
+    int64_t nundecodable, cap_undecodable;
     /* the stream of one epoch */
     int64_t epoch, pos; /* epoch -1: no stream */
     int *mine, nmine;   /* this rank's shards (all of them unless split) */
     int *order, at;     /* this rank's shards in this epoch's order, the one being read */
     reader r;
-    float *buf; /* shuffle_buffer examples */
-    int32_t *buf_y;
+    int64_t group_no; /* groups read so far from the open shard */
+    item *buf;        /* shuffle_buffer examples */
     int64_t buf_n;
-    int exhausted;
 } shards;
+
+static void item_free(item *it) {
+    free(it->data), free(it->name);
+    memset(it, 0, sizeof *it);
+}
 
 static void stream_reset(shards *s) {
     reader_close(&s->r);
+    for (int64_t i = 0; i < s->buf_n; i++) item_free(&s->buf[i]);
+    s->buf_n = 0;
     s->epoch = -1;
 }
 
@@ -234,8 +256,20 @@ static void stream_fail(shards *s, const char *path, const char *why) {
     ng_fail("%s", msg);
 }
 
-/* The next example of the epoch's shard stream into x, y: 1, or 0 when the stream has ended. */
-static int stream_next(shards *s, float *x, int32_t *y) {
+static int by_pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
+}
+
+static int undecodable(const shards *s, int shard, int64_t group) {
+    int64_t key[2] = {shard, group};
+    return s->nundecodable &&
+           bsearch(key, s->undecodable, (size_t)s->nundecodable, sizeof key, by_pair) != NULL;
+}
+
+/* The next example of the epoch's shard stream into *it (encoded): 1, or 0 when the stream has
+ * ended. */
+static int stream_next(shards *s, item *it) {
     char why[1024];
     for (;;) {
         if (!s->r.a) {
@@ -246,28 +280,34 @@ static int stream_next(shards *s, float *x, int32_t *y) {
                 s->at++; /* counted as cut by the scan, which could not open it either */
                 continue;
             }
+            s->group_no = 0;
         }
         group g;
         int st = next_group(&s->r, &g, 1, why, sizeof why);
         /* With skip_bad the scan has read every member and left out (and counted) these same
          * groups and the rest of these same shards: the stream passes over them. */
-        if (st == -1 && s->c.skip_bad) continue;
+        if (st == -1 && s->c.skip_bad) {
+            s->group_no++;
+            continue;
+        }
         if (st < 0 && !s->c.skip_bad) stream_fail(s, s->r.path, why);
         if (st <= 0) {
             reader_close(&s->r);
             s->at++;
             continue;
         }
-        ng_shard_shape got;
-        int ok = ng_shard_decode(g.ext, g.data, g.data_len, &s->shape, &got, x, why, sizeof why);
-        free(g.data);
-        if (!ok && s->c.skip_bad) continue;
-        if (!ok) {
-            char m[1200];
-            snprintf(m, sizeof m, "member '%.300s': %.800s", g.data_name, why);
-            stream_fail(s, s->r.path, m);
+        int64_t no = s->group_no++;
+        if (s->c.skip_bad && undecodable(s, s->order[s->at], no)) {
+            free(g.data);
+            continue;
         }
-        *y = g.y;
+        *it = (item){.data = g.data, .len = g.data_len, .shard = s->order[s->at], .y = g.y};
+        snprintf(it->ext, sizeof it->ext, "%s", g.ext);
+        it->name = strdup(g.data_name);
+        if (!it->name) {
+            item_free(it);
+            stream_fail(s, s->r.path, "out of host memory");
+        }
         return 1;
     }
 }
@@ -284,34 +324,88 @@ static void stream_start(shards *s, int64_t epoch) {
         s->order[i] = s->order[j], s->order[j] = t;
     }
     s->at = 0, s->epoch = epoch, s->pos = 0, s->buf_n = 0;
-    while (s->buf_n < s->c.shuffle_buffer &&
-           stream_next(s, s->buf + s->buf_n * s->esize, &s->buf_y[s->buf_n]))
-        s->buf_n++;
+    while (s->buf_n < s->c.shuffle_buffer && stream_next(s, &s->buf[s->buf_n])) s->buf_n++;
 }
 
-/* Position pos of the epoch: a Philox pick from the buffer, refilled from the stream. */
-static void stream_take(shards *s, float *x, int32_t *y) {
+/* Position pos of the epoch: a Philox pick from the buffer (into *out, or dropped), refilled from
+ * the stream. */
+static void stream_take(shards *s, item *out) {
     NG_CHECK(s->buf_n > 0, "%s: the shards hold fewer examples than their scan counted", s->c.dir);
     uint32_t w[4];
     ng_rng_block((ng_rng_key){.seed = s->c.seed, .stream = STREAM_SHARD_PICK | (uint64_t)s->epoch},
                  (uint64_t)s->pos, w);
     int64_t j = (int64_t)((((uint64_t)w[0] << 32) | w[1]) % (uint64_t)s->buf_n);
-    float *slot = s->buf + j * s->esize;
-    if (x) memcpy(x, slot, sizeof(float) * (size_t)s->esize);
-    if (y) *y = s->buf_y[j];
-    if (!stream_next(s, slot, &s->buf_y[j])) { /* the stream has ended: the buffer drains */
-        s->buf_n--;
-        memcpy(slot, s->buf + s->buf_n * s->esize, sizeof(float) * (size_t)s->esize);
-        s->buf_y[j] = s->buf_y[s->buf_n];
-    }
+    if (out)
+        *out = s->buf[j];
+    else
+        item_free(&s->buf[j]);
+    if (!stream_next(s, &s->buf[j])) /* the stream has ended: the buffer drains */
+        s->buf[j] = s->buf[--s->buf_n];
     s->pos++;
+}
+
+/* Position i of the epoch into *out, replaying the epoch when i lies behind the stream. */
+static void take(shards *s, int64_t epoch, int64_t i, item *out) {
+    if (epoch != s->epoch || i < s->pos) stream_start(s, epoch); /* a replay: resume or seek */
+    while (s->pos < i) stream_take(s, NULL);
+    stream_take(s, out);
+}
+
+/* Decodes it into x (the first example's shape); 0 on failure, with a message naming the shard
+ * and the member in msg unless it is NULL. */
+static int decode(const shards *s, const item *it, float *x, char *msg, size_t cap) {
+    char why[800];
+    ng_shard_shape got;
+    if (ng_shard_decode(it->ext, it->data, it->len, &s->shape, &got, x, why, sizeof why)) return 1;
+    if (msg) snprintf(msg, cap, "%s: member '%.300s': %s", s->paths[it->shard], it->name, why);
+    return 0;
 }
 
 static void fill(ng_source *src, int64_t epoch, int64_t i, void *x, int32_t *y) {
     shards *s = src->impl;
-    if (epoch != s->epoch || i < s->pos) stream_start(s, epoch); /* a replay: resume or seek */
-    while (s->pos < i) stream_take(s, NULL, NULL);
-    stream_take(s, x, y);
+    item it;
+    take(s, epoch, i, &it);
+    char msg[1200];
+    int ok = decode(s, &it, x, msg, sizeof msg);
+    *y = it.y;
+    item_free(&it);
+    if (!ok) {
+        stream_reset(s);
+        ng_fail("%s", msg);
+    }
+}
+
+/* A batch: the examples taken from the stream in order (reading is sequential), then decoded on
+ * the workers. A member that does not decode is the error of the first such example in the
+ * batch, as filling them one by one would give. */
+static void fill_batch(ng_source *src, int64_t epoch, const int64_t *idx, int64_t count,
+                       ng_tensor *x, int32_t *y) {
+    shards *s = src->impl;
+    NG_CHECK(x->device == NG_CPU, "%s: tar shards fill host batches only (%s is on the GPU)",
+             src->name, x->name ? x->name : "the batch");
+    item *its = calloc((size_t)(count ? count : 1), sizeof *its);
+    char *bad = calloc((size_t)(count ? count : 1), 1);
+    NG_CHECK(its && bad, "%s: out of host memory for a batch of %lld", src->name, (long long)count);
+    for (int64_t j = 0; j < count; j++) take(s, epoch, idx[j], &its[j]);
+    int workers = src->workers > 1 && count > 1 ? src->workers : 1;
+    float *out = x->data;
+#pragma omp parallel for num_threads(workers) schedule(dynamic, 1)
+    for (int64_t j = 0; j < count; j++) {
+        bad[j] = !decode(s, &its[j], out + j * s->esize, NULL, 0);
+        y[j] = its[j].y;
+    }
+    int64_t first = -1;
+    for (int64_t j = 0; j < count && first < 0; j++)
+        if (bad[j]) first = j;
+    char msg[1200] = "";
+    if (first >= 0) /* again, for its message */
+        decode(s, &its[first], out + first * s->esize, msg, sizeof msg);
+    for (int64_t j = 0; j < count; j++) item_free(&its[j]);
+    free(its), free(bad);
+    if (first >= 0) {
+        stream_reset(s);
+        ng_fail("%s", msg);
+    }
 }
 
 /* Rank r keeps the shards whose sorted index is r modulo world, and as many examples per epoch
@@ -337,13 +431,14 @@ static void split(ng_source *src, int rank, int world) {
 static void destroy(ng_source *src) {
     shards *s = src->impl;
     if (!s) return;
-    reader_close(&s->r);
+    stream_reset(s);
     for (int i = 0; i < s->nshards; i++) free(s->paths[i]);
-    free(s->paths), free(s->counts), free(s->order), free(s->mine), free(s->buf), free(s->buf_y);
+    free(s->paths), free(s->counts), free(s->order), free(s->mine), free(s->buf);
+    free(s->undecodable);
     free(s);
 }
 
-static const ng_source_ops ops = {fill, destroy, split, NULL};
+static const ng_source_ops ops = {fill, destroy, split, fill_batch};
 
 const char *ng_shards_file(const ng_source *src, int k) {
     if (!src || src->ops != &ops) return NULL;
@@ -360,6 +455,20 @@ static void note_bad(ng_source *src, const char *path, const char *why, int cut)
         src->cut++;
     else
         src->skipped++;
+}
+
+/* skip_bad: group `no` of shard i does not decode (the scan's numbering is stream_next's). 0 when
+ * out of memory. */
+static int note_undecodable(shards *s, int i, int64_t no) {
+    if (s->nundecodable == s->cap_undecodable) {
+        int64_t cap = s->cap_undecodable ? 2 * s->cap_undecodable : 64;
+        void *p = realloc(s->undecodable, sizeof *s->undecodable * (size_t)cap);
+        if (!p) return 0;
+        s->undecodable = p, s->cap_undecodable = cap;
+    }
+    s->undecodable[s->nundecodable][0] = i, s->undecodable[s->nundecodable][1] = no;
+    s->nundecodable++;
+    return 1;
 }
 
 static int by_name(const void *a, const void *b) {
@@ -430,10 +539,11 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
             ng_source_free(src);
             ng_fail("%s", why);
         }
-        for (;;) {
+        for (int64_t group_no = 0;;) {
             group g;
             int st = next_group(&r, &g, src->n == 0 || c->skip_bad, why, sizeof why);
             if (st == 0) break;
+            int64_t no = st == -2 ? -1 : group_no++; /* numbered as stream_next numbers them */
             if (st > 0 && (src->n == 0 || c->skip_bad)) {
                 ng_shard_shape got;
                 int ok = ng_shard_decode(g.ext, g.data, g.data_len, src->n ? &s->shape : NULL, &got,
@@ -448,6 +558,13 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
                 if (!ok) {
                     snprintf(why, sizeof why, "member '%.300s': %.600s", g.data_name, msg);
                     st = -1;
+                    if (c->skip_bad && !note_undecodable(s, i, no)) {
+                        free(g.data);
+                        reader_close(&r);
+                        free(scratch);
+                        ng_source_free(src);
+                        ng_fail("shards: out of host memory");
+                    }
                 }
             }
             free(g.data);
@@ -482,12 +599,11 @@ ng_source *ng_shards_open(const ng_shards_config *c) {
     src->classes = (int64_t)maxy + 1;
     s->esize = ng_shard_numel(&s->shape);
     if (s->c.shuffle_buffer > src->n) s->c.shuffle_buffer = src->n;
-    s->buf = malloc(sizeof(float) * (size_t)(s->c.shuffle_buffer * s->esize));
-    s->buf_y = malloc(sizeof(int32_t) * (size_t)s->c.shuffle_buffer);
-    if (!s->buf || !s->buf_y) {
+    s->buf = calloc((size_t)s->c.shuffle_buffer, sizeof *s->buf);
+    if (!s->buf) {
         ng_source_free(src);
-        ng_fail("data.shuffle_buffer: out of host memory for %lld examples of %lld floats",
-                (long long)c->shuffle_buffer, (long long)ng_shard_numel(&s->shape));
+        ng_fail("data.shuffle_buffer: out of host memory for %lld examples",
+                (long long)c->shuffle_buffer);
     }
     return src;
 }

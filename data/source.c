@@ -40,6 +40,8 @@ void ng_source_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64
     }
     NG_CHECK(x->device == NG_CPU, "data source %s fills host batches only (%s is on the GPU)",
              s->name, x->name ? x->name : "the batch");
+    int workers = s->reentrant && s->workers > 1 ? s->workers : 1;
+#pragma omp parallel for num_threads(workers) schedule(dynamic, 1) if (workers > 1 && count > 1)
     for (int64_t j = 0; j < count; j++)
         s->ops->fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
 }
@@ -80,6 +82,7 @@ ng_source *ng_source_dataset(ng_dataset *d) {
         ng_fail("data source: out of host memory");
     }
     *s = (ng_source){.ops = &dataset_ops,
+                     .reentrant = 1, /* a copy of row i */
                      .n = d->n,
                      .ndim = d->ndim,
                      .dtype = NG_F32,

@@ -26,7 +26,8 @@ typedef struct {
     /* Optional: examples idx[0..count) of epoch `epoch` into x, an f32 tensor [count, shape...]
      * on any device, and their labels into y (host, count of them): what fill gives example by
      * example, value for value, so a source that renders (the fractals) can fill a device batch
-     * directly. NULL: fill only (host batches). */
+     * directly, and a host batch with up to `workers` threads (rendering, decoding) whose
+     * results do not depend on their number. NULL: fill only. */
     void (*fill_batch)(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
                        int32_t *y);
 } ng_source_ops;
@@ -47,6 +48,15 @@ struct ng_source {
      * the shard and the member. 0, 0, "" for every other source. */
     int64_t skipped, cut;
     char first_bad[512];
+    /* Threads fill_batch may use for a host batch (data.workers, which the loader sets): the
+     * examples of a batch are independent (tar shards take theirs from the stream in order,
+     * then decode them in parallel), so the values are the same for any number. 0 or 1: the
+     * calling thread only. */
+    int workers;
+    int device_batches; /* 1: fill_batch also fills batches in device memory (the fractals render
+                         * there) */
+    int reentrant;      /* 1: fill may run for different examples on several threads at once, so a
+                         * source without fill_batch is filled on the workers too */
     void *impl;
 };
 

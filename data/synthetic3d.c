@@ -122,6 +122,7 @@ ng_source *ng_synthetic3d_new(const ng_synthetic3d_config *c) {
     v->sigma_long = (double)c->side / 4.0;
     v->sigma_short = fmax((double)c->side / 12.0, 0.75);
     *s = (ng_source){.ops = &ops,
+                     .reentrant = 1, /* a function of (seed, split, i), its own buffers */
                      .n = c->n,
                      .ndim = 4,
                      .shape = {c->channels, c->side, c->side, c->side},

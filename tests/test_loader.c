@@ -542,7 +542,7 @@ static const ng_source_ops wrap_ops = {wrap_fill, NULL, NULL, wrap_fill_batch};
 
 static void test_batched(ng_source *d, uint64_t seed) {
     ng_source w = *d;
-    w.ops = &wrap_ops, w.impl = d;
+    w.ops = &wrap_ops, w.impl = d, w.device_batches = 1;
     for (int v = 0; v < 4; v++) {
         ng_loader_config c = base(d, seed), cw;
         c.shuffle = 1, c.world = v >= 2 ? 4 : 1, c.rank = v >= 2 ? 3 : 0;

@@ -618,6 +618,135 @@ static void test_broken(uint64_t seed) {
     ng_source_free(src), ng_source_free(src2);
 }
 
+/* ---- loader workers ------------------------------------------------------------------------ */
+
+/* Every batch of two epochs from a loader over src with `workers` threads (prefetch 0, so a
+ * failure surfaces on this thread): examples and labels, concatenated. */
+static float *loader_run(ng_source *src, int workers, int augment, int64_t batch, int32_t **ys,
+                         int64_t *count) {
+    ng_loader_config c = {
+        .source = src, .batch = batch, .shuffle = 1, .seed = 11, .world = 1, .workers = workers};
+    if (augment) c.augment.hflip = 1, c.augment.crop_pad = 1;
+    ng_loader *l = ng_loader_new(&c);
+    int64_t nb = 2 * ng_loader_batches_per_epoch(l), e = ng_source_example_size(src), n = 0;
+    float *x = malloc(sizeof(float) * (size_t)(nb * batch * e));
+    *ys = malloc(sizeof(int32_t) * (size_t)(nb * batch));
+    for (int64_t g = 0; g < nb; g++) {
+        ng_batch b = ng_loader_next(l);
+        memcpy(x + n * e, b.x, sizeof(float) * (size_t)(b.b * e));
+        memcpy(*ys + n, b.y, sizeof(int32_t) * (size_t)b.b);
+        n += b.b;
+    }
+    ng_loader_free(l);
+    *count = n;
+    return x;
+}
+
+/* Two epochs over the shards of sc with w workers must stop at the damaged member `want`. */
+static void drain(ng_source *s, int w) {
+    int32_t *y;
+    int64_t n;
+    free(loader_run(s, w, 0, 7, &y, &n)); /* a run that did not fail */
+    free(y);
+}
+static void expect_decode_error(const ng_shards_config *sc, int w, const char *want) {
+    ng_source *s = ng_shards_open(sc);
+    NG_TEST_ERROR(drain(s, w), want);
+    ng_source_free(s);
+}
+
+/* PNG shards read by 1 and by 2-4 workers: the same batches bit for bit, with and without
+ * augmentation; a member whose image data is damaged (its header is fine, so only decoding finds
+ * it) stops either with the same error naming the shard and the member, and with skip_bad both
+ * leave out that one example. */
+static void test_workers(uint64_t seed) {
+    (void)seed;
+    enum { N = 41, H = 5, W = 4, C = 3, SHARDS = 3 };
+    int bad = (int)pick(N), workers = 2 + (int)pick(3);
+    unsigned char *enc[N], px[N][H * W * C];
+    size_t len[N];
+    char names[2 * N][32], cls[N][4];
+    member m[2 * N];
+    for (int i = 0; i < N; i++) {
+        for (int p = 0; p < H * W * C; p++)
+            px[i][p] = (unsigned char)(128 + 127 * ng_test_uniform());
+        enc[i] = png(px[i], H, W, C, &len[i]);
+        snprintf(names[2 * i], 32, "s%03d.png", i);
+        snprintf(names[2 * i + 1], 32, "s%03d.cls", i);
+        snprintf(cls[i], 4, "%d", i % 5);
+        m[2 * i] = (member){names[2 * i], enc[i], len[i]};
+        m[2 * i + 1] = (member){names[2 * i + 1], cls[i], strlen(cls[i])};
+    }
+    const char *clean = folder("workers_clean"), *broken = folder("workers_broken");
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) { /* damage the compressed image data: the IDAT chunk's bytes after the header */
+            unsigned char *d = malloc(len[bad]);
+            memcpy(d, enc[bad], len[bad]);
+            for (size_t k = 41; k + 4 < len[bad] - 12; k++) d[k] ^= 0x5a;
+            m[2 * bad].data = d;
+        }
+        for (int k = 0; k < SHARDS; k++) {
+            char path[400];
+            snprintf(path, sizeof path, "%s/train-%06d.tar", pass ? broken : clean, k);
+            int lo = k * N / SHARDS, hi = (k + 1) * N / SHARDS;
+            write_tar(path, m + 2 * lo, 2 * (hi - lo));
+        }
+    }
+    free((void *)m[2 * bad].data);
+    ng_shards_config sc = {.dir = clean, .prefix = "train", .shuffle_buffer = 6, .seed = 3};
+    for (int augment = 0; augment <= 1; augment++) {
+        ng_source *s = ng_shards_open(&sc);
+        int32_t *y1, *yw;
+        int64_t n1, nw;
+        float *x1 = loader_run(s, 1, augment, 7, &y1, &n1);
+        float *xw = loader_run(s, workers, augment, 7, &yw, &nw);
+        int64_t e = ng_source_example_size(s);
+        NG_TEST(n1 == nw && !memcmp(x1, xw, sizeof(float) * (size_t)(n1 * e)) &&
+                    !memcmp(y1, yw, sizeof(int32_t) * (size_t)n1),
+                "PNG shards, augmentation %d: %d workers give other batches than one", augment,
+                workers);
+        free(x1), free(xw), free(y1), free(yw);
+        ng_source_free(s);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "member 's%03d.png'", bad);
+    sc.dir = broken;
+    for (int w = 1; w <= workers; w += workers - 1) expect_decode_error(&sc, w, want);
+    sc.skip_bad = 1;
+    ng_source *s = ng_shards_open(&sc);
+    NG_TEST(s->n == N - 1 && s->skipped == 1 && strstr(s->first_bad, want),
+            "skip_bad over a damaged image: %lld examples, %lld skipped, first bad '%s'",
+            (long long)s->n, (long long)s->skipped, s->first_bad);
+    int32_t *y1, *yw;
+    int64_t n1, nw;
+    float *x1 = loader_run(s, 1, 0, 5, &y1, &n1);
+    float *xw = loader_run(s, workers, 0, 5, &yw, &nw);
+    int64_t e = ng_source_example_size(s), wrong = 0;
+    for (int epoch = 0; epoch < 2; epoch++) { /* each good image once an epoch, never the bad */
+        int seen[N] = {0};
+        for (int64_t k = epoch * (N - 1); k < (epoch + 1) * (N - 1) && k < n1; k++) {
+            int who = -1;
+            for (int i = 0; i < N && who < 0; i++) {
+                int same = y1[k] == i % 5;
+                for (int ch = 0; ch < C && same; ch++)
+                    for (int p = 0; p < H * W && same; p++)
+                        same = x1[k * e + ch * H * W + p] == (float)px[i][p * C + ch] / 255.0f;
+                if (same) who = i;
+            }
+            wrong += who < 0 || who == bad || seen[who]++;
+        }
+    }
+    NG_TEST(n1 == 2 * (N - 1) && !wrong,
+            "skip_bad: %lld examples in two epochs, %lld not a good image once an epoch",
+            (long long)n1, (long long)wrong);
+    NG_TEST(n1 == nw && !memcmp(x1, xw, sizeof(float) * (size_t)(n1 * e)) &&
+                !memcmp(y1, yw, sizeof(int32_t) * (size_t)n1),
+            "skip_bad: %d workers give other batches than one", workers);
+    free(x1), free(xw), free(y1), free(yw);
+    ng_source_free(s);
+    for (int i = 0; i < N; i++) free(enc[i]);
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     snprintf(tmp, sizeof tmp, "%s/ng-test-shards-XXXXXX",
@@ -630,6 +759,7 @@ int main(void) {
     test_png(seed);
     test_png_write(seed);
     test_broken(seed);
+    test_workers(seed);
     int status = ng_test_finish("test_shards");
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
