@@ -298,9 +298,10 @@ static void test_patch_colour(uint64_t seed) {
     NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.patch");
 }
 
-/* Batches: the source's fill_batch on a host tensor gives fill's examples in the order asked
- * (grey, patch, colour), ng_fractal_render_paint (what the GPU twin is compared with) gives the
- * source's painted images, and a batch of the wrong shape is refused naming the source. */
+/* Batches: the source's fill_batch on a host tensor (rendered by 1-4 workers) gives fill's
+ * examples in the order asked (grey, patch, colour), ng_fractal_render_paint (what the GPU twin is
+ * compared with) gives the source's painted images, and a batch of the wrong shape is refused
+ * naming the source. */
 static void test_batches(uint64_t seed, int v) {
     enum { SIDE = 24, HW = SIDE * SIDE, B = 7 };
     ng_fractal_config base = {.categories = 5,
@@ -319,7 +320,9 @@ static void test_batches(uint64_t seed, int v) {
         int64_t ch = c.colour ? 3 : 1, shape[4] = {B, ch, SIDE, SIDE};
         ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 4, shape, "batch");
         int32_t y[B];
+        s->workers = 1 + v; /* 1-4 rendering threads: the same images */
         ng_source_fill_batch(s, 0, idx, B, &x, y);
+        s->workers = 1;
         static float one[3 * HW];
         int bad = 0, bad_y = 0, bad_paint = 0;
         for (int j = 0; j < B; j++) {

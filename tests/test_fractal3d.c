@@ -346,6 +346,17 @@ static void test_source(uint64_t seed) {
     }
     NG_TEST(same == 0, "%d pairs of instances of one category are identical", same);
     NG_TEST_ERROR(ng_source_fill(tr, 0, 12, x2, &y2), "fractal3d");
+    /* A host batch rendered by 3 workers: fill's volumes, in the order asked. */
+    const int64_t idx[6] = {11, 0, 5, 5, 7, 2};
+    static float b[6][512];
+    int32_t yb[6];
+    ng_tensor bt = ng_tensor_wrap(b, NG_F32, NG_CPU, 5, (int64_t[]){6, 1, 8, 8, 8}, "batch");
+    tr2->workers = 3;
+    ng_source_fill_batch(tr2, 0, idx, 6, &bt, yb);
+    int batch_ok = 1;
+    for (int j = 0; j < 6; j++)
+        batch_ok &= !memcmp(b[j], x[idx[j]], sizeof x2) && yb[j] == y[idx[j]];
+    NG_TEST(batch_ok, "a batch rendered by 3 workers differs from fill's volumes");
 
     /* The loader over the source: seeks with a prefetching thread give the uninterrupted batches
      * bit for bit (resume), and augmentation is keyed the same way. */
