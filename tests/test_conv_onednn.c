@@ -329,6 +329,16 @@ static void cache_case(void) {
  * the f32-copies path rounds exactly these (ng_cast: nearest, ties to even) and the native path
  * must give the same bits, ties included (a product of two 8-bit significands has up to 16 bits:
  * about one in 256 lands halfway; the test counts them). */
+/* The bf16 weight a 1x1, one-channel conv built from seed starts with. */
+static double first_weight(uint64_t seed) {
+    ng_model *m = ng_model_new(make_case());
+    ng_model_build_mixed(m, NG_CPU, NG_BF16, seed, 1 << 20, 1 << 20);
+    double *wd = ng_test_to_f64(&m->params[0].param->compute), wv = wd[0];
+    free(wd);
+    ng_model_free(m);
+    return wv;
+}
+
 static void rounding_case(void) {
     if (!native_expected()) return;
     static const int64_t one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
@@ -339,19 +349,36 @@ static void rounding_case(void) {
     ng_tensor dy = ng_tensor_new(NG_F64, NG_CPU, 4, shape, "dy");
     ng_test_fill_uniform(&x, -1, 1);
     ng_test_fill_uniform(&dy, -1, 1);
+    /* ties: with the weight's significand Mw (8 bits), a product's significand Mx Mw has 15 or 16
+     * bits and is halfway between bf16 values only for a few Mx, if any (for an odd Mw, Mx Mw is
+     * 128 mod 256 only for Mx = 128, an exact product). So the case takes a seed whose weight
+     * has such Mx and puts them into a third of x and of dy, scaled by 2^-(0..3) */
     uint64_t seed = ng_test_seed();
+    double wv = 0, tie[128];
+    int nt = 0;
+    for (int k = 0; k < 256 && !nt; k++) {
+        wv = first_weight(seed + (uint64_t)k);
+        for (int mx = 128; mx < 256; mx++) {
+            float p = (float)(mx / 256.0 * wv); /* exact */
+            uint32_t b;
+            memcpy(&b, &p, 4);
+            if ((b & 0xffffu) == 0x8000u) tie[nt++] = mx / 256.0;
+        }
+        if (nt) seed += (uint64_t)k;
+    }
+    NG_TEST(nt > 0, "rounding case: no weight with halfway products in 256 seeds");
+    for (int64_t i = 0; i < x.numel && nt; i += 3) {
+        double v = tie[(i / 3) % nt] * ldexp(1, -(int)(i % 4));
+        ((double *)x.data)[i] = i % 2 ? v : -v;
+        ((double *)dy.data)[i] = i % 2 ? -v : v;
+    }
     pass cp = run_bf16(make_case, 0, seed, &x, &dy, 1, "rounding case");
     pass nv = run_bf16(make_case, 1, seed, &x, &dy, 1, "rounding case");
     NG_TEST(!memcmp(cp.y, nv.y, sizeof(double) * (size_t)cp.ny),
             "bf16 native conv: y is not the nearest-even rounding of its exact f32 sum");
     NG_TEST(!memcmp(cp.dx, nv.dx, sizeof(double) * (size_t)cp.nx),
             "bf16 native conv: dx is not the nearest-even rounding of its exact f32 sum");
-    /* ties among the products: x and dy rounded to bf16 times the bf16 weight */
-    ng_model *m = ng_model_new(make_case());
-    ng_model_build_mixed(m, NG_CPU, NG_BF16, seed, 1 << 20, 1 << 20);
-    double *wd = ng_test_to_f64(&m->params[0].param->compute), wv = wd[0];
-    free(wd);
-    ng_model_free(m);
+    /* ties among the products: x rounded to bf16 times the bf16 weight */
     ng_tensor xb = ng_tensor_new(NG_BF16, NG_CPU, 4, shape, "xb");
     ng_cast(&xb, &x);
     double *xr = ng_test_to_f64(&xb);
@@ -362,9 +389,9 @@ static void rounding_case(void) {
         memcpy(&b, &p, 4);
         ties += (b & 0xffffu) == 0x8000u;
     }
-    NG_TEST(ties > 0, "rounding case: no product lies halfway between bf16 values");
+    NG_TEST(ties > 0, "rounding case: no product lies halfway between bf16 values (weight %g)", wv);
     if (getenv("NG_TEST_VERBOSE"))
-        printf("rounding case: %lld of %lld products were ties\n", (long long)ties,
+        printf("rounding case: weight %g, %lld of %lld products were ties\n", wv, (long long)ties,
                (long long)x.numel);
     free(xr);
     pass_free(&cp), pass_free(&nv);
