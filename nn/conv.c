@@ -418,9 +418,10 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
  * native bf16 kernels read x, the weights and dy as they are, multiply pairs exactly and sum in
  * f32, and round y and dx once to bf16 (nearest even, as the copies path's cast; the one
  * difference is that the hardware flushes denormal bf16 inputs and outputs, below 1.2e-38, to
- * zero), while the weight gradient comes out f32 and is added into the master. Same semantics,
- * no f32 copies (the 3D-CNN's scratch drops from 58 to ~20 MiB) and about twice the speed. A pass
- * whose kernel oneDNN would take from its reference loops keeps the copies. f16 always keeps them:
+ * zero), while the weight gradient comes out f32 and is added into the master. Same semantics
+ * without the f32 copies: the bf16 3D-CNN step's scratch 28.1 -> 14.2 MiB, its time 118 -> 84 ms
+ * (docs/BENCHMARKS.md). A pass whose kernel oneDNN would take from its reference loops keeps the
+ * copies. f16 always keeps them:
  * oneDNN 2.6 has no f16 CPU convolution, and this CPU has no AVX512-FP16 to run one on. */
 static int half_onednn(const ng_tensor *x) {
     return use_onednn && x->device == NG_CPU && (x->dtype == NG_F16 || x->dtype == NG_BF16);

@@ -71,8 +71,8 @@ long ng_conv_native_passes(void);
 /* ---- conv_onednn.c ----------------------------------------------------------------------- */
 struct ng_arena;
 struct ng_sim_arena;
-/* Whether oneDNN takes x (f32 on the CPU); f64 (gradient checks) and f16/bf16 (which must round
- * as the GPU does) run the im2col path. */
+/* Whether oneDNN takes x (f32 on the CPU) directly; f64 (gradient checks) runs the im2col path,
+ * f16/bf16 conv.c's half_forward/half_backward (bf16 natively below, or f32 copies). */
 int ng_conv_onednn_takes(const ng_tensor *x);
 /* y = conv(x, w) (+ b when g->bias); *cache holds primitives per input shape; the scratchpad
  * comes from `scratch` and is released before returning. */
