@@ -30,6 +30,7 @@ typedef struct {
     void *onednn; /* oneDNN primitives per input shape */
     /* ... and those of the f32 convolution (bias left out) that computes an f16/bf16 forward */
     void *onednn_half;
+    void *onednn_bf16; /* ... and those of oneDNN's native bf16 convolution (bias left out) */
 } conv_state;
 
 static int use_cudnn = 1, use_onednn = 1;
@@ -413,9 +414,33 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
  * The values are those of the im2col path up to the f32 summation order; half storage with f32
  * compute, at oneDNN's speed instead of im2col's. Backward likewise (half_backward): x, the weights
  * and dy widened, oneDNN's f32 backward adding into the f32 master gradient, dx rounded once to the
- * half type (im2col rounds its column gradients and each of their additions into dx). */
+ * half type (im2col rounds its column gradients and each of their additions into dx).
+ *
+ * bf16 on a CPU with AVX512_BF16 (decided once, ng_dnnl_bf16_native) skips the copies: oneDNN's
+ * native bf16 kernels read x, the weights and dy as they are, multiply pairs exactly and sum in
+ * f32, and round y and dx once to bf16 (nearest even, as the copies path's cast; the one
+ * difference is that the hardware flushes denormal bf16 inputs and outputs, below 1.2e-38, to
+ * zero), while the weight gradient comes out f32 and is added into the master. Same semantics
+ * without the f32 copies: the bf16 3D-CNN step's scratch 28.1 -> 14.2 MiB, its time 118 -> 84 ms
+ * (docs/BENCHMARKS.md). A pass whose kernel oneDNN would take from its reference loops keeps the
+ * copies. f16 always keeps them:
+ * oneDNN 2.6 has no f16 CPU convolution, and this CPU has no AVX512-FP16 to run one on. */
 static int half_onednn(const ng_tensor *x) {
     return use_onednn && x->device == NG_CPU && (x->dtype == NG_F16 || x->dtype == NG_BF16);
+}
+
+static long native_passes;
+
+long ng_conv_native_passes(void) {
+    return native_passes;
+}
+
+/* Whether a bf16 pass (forward, or backward) of input shape `in` runs natively; the plan asks
+ * the same question of the same primitives. */
+static int half_native(conv_state *s, const ng_conv_geom *g, ng_dtype dt, int ndim,
+                       const int64_t *in, int backward) {
+    return dt == NG_BF16 && ng_conv_bf16_native() &&
+           ng_conv_onednn_native(&s->onednn_bf16, g, ndim, in, dt, backward);
 }
 
 static void half_forward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tensor *x,
@@ -423,6 +448,11 @@ static void half_forward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tenso
     ng_conv_geom g = s->g;
     g.bias = 0;
     const ng_tensor *w = &l->params[0].compute;
+    if (half_native(s, &g, x->dtype, x->ndim, x->shape, 0)) {
+        ng_conv_onednn_forward(&s->onednn_bf16, &g, x, w, NULL, y, ctx->grads);
+        native_passes++;
+        return;
+    }
     ng_arena_mark m = ng_arena_get_mark(ctx->grads);
     ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "conv input f32");
     ng_tensor wf = ng_arena_tensor(ctx->grads, NG_F32, w->ndim, w->shape, "conv weights f32");
@@ -442,6 +472,11 @@ static void half_backward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tens
     ng_tensor *dw = &l->params[0].grad;
     NG_CHECK(dw->dtype == NG_F32, "conv %s: a half-precision backward needs f32 master gradients",
              l->name);
+    if (half_native(s, &g, x->dtype, x->ndim, x->shape, 1)) {
+        ng_conv_onednn_backward(&s->onednn_bf16, &g, x, w, dy, dw, NULL, dx, ctx->grads);
+        native_passes++;
+        return;
+    }
     ng_arena_mark m = ng_arena_get_mark(ctx->grads);
     ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "conv input f32");
     ng_tensor wf = ng_arena_tensor(ctx->grads, NG_F32, w->ndim, w->shape, "conv weights f32");
@@ -540,7 +575,8 @@ static void conv_destroy(ng_layer *l) {
     s->cudnn = NULL;
     ng_conv_onednn_free(s->onednn);
     ng_conv_onednn_free(s->onednn_half);
-    s->onednn = s->onednn_half = NULL;
+    ng_conv_onednn_free(s->onednn_bf16);
+    s->onednn = s->onednn_half = s->onednn_bf16 = NULL;
 }
 
 /* The im2col chunks as gemm_forward and gemm_backward take them from an arena with room. */
@@ -623,13 +659,17 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         g.bias = 0;
         const ng_tensor *w = &l->params[0].value;
         int dx = backward && need_dx;
-        size_t m = ng_sim_mark(&sim->grads);
-        ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
-        ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
-        ng_sim_tensor(&sim->grads, NG_F32, on, out);
-        if (dx) ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
-        ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, backward, dx, &sim->grads);
-        ng_sim_release(&sim->grads, m);
+        if (half_native(s, &g, dt, ndim, in, backward)) { /* no copies: oneDNN's bf16 passes */
+            ng_conv_onednn_plan_dt(&s->onednn_bf16, &g, ndim, in, dt, backward, dx, &sim->grads);
+        } else {
+            size_t m = ng_sim_mark(&sim->grads);
+            ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+            ng_sim_tensor(&sim->grads, NG_F32, w->ndim, w->shape);
+            ng_sim_tensor(&sim->grads, NG_F32, on, out);
+            if (dx) ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
+            ng_conv_onednn_plan(&s->onednn_half, &g, ndim, in, backward, dx, &sim->grads);
+            ng_sim_release(&sim->grads, m);
+        }
         if (!backward) return;
     } else if (!cudnn) {
         int64_t out_sp[3];

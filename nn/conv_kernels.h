@@ -58,11 +58,21 @@ void ng_conv_use_cudnn(int enabled);
  * to, and what K-FAC's patches share) instead of oneDNN; 1 (the default) uses oneDNN. */
 void ng_conv_use_onednn(int enabled);
 
+/* 0 sends bf16 CPU convolutions to oneDNN's f32 kernels on widened copies (conv.c's half_forward),
+ * the path f16 always takes; 1 (the default) runs oneDNN's native bf16 kernels where the CPU has
+ * AVX512_BF16 (ng_conv_bf16_native). Tests run both and compare. */
+void ng_conv_use_native_bf16(int enabled);
+/* Whether bf16 CPU convolutions can run natively here: the switch above and the CPU's ISA. */
+int ng_conv_bf16_native(void);
+/* How many bf16 convolution passes (forward, backward) ran natively so far, so a test can tell
+ * which path ran. */
+long ng_conv_native_passes(void);
+
 /* ---- conv_onednn.c ----------------------------------------------------------------------- */
 struct ng_arena;
 struct ng_sim_arena;
-/* Whether oneDNN takes x (f32 on the CPU); f64 (gradient checks) and f16/bf16 (which must round
- * as the GPU does) run the im2col path. */
+/* Whether oneDNN takes x (f32 on the CPU) directly; f64 (gradient checks) runs the im2col path,
+ * f16/bf16 conv.c's half_forward/half_backward (bf16 natively below, or f32 copies). */
 int ng_conv_onednn_takes(const ng_tensor *x);
 /* y = conv(x, w) (+ b when g->bias); *cache holds primitives per input shape; the scratchpad
  * comes from `scratch` and is released before returning. */
@@ -76,6 +86,15 @@ void ng_conv_onednn_backward(void **cache, const ng_conv_geom *g, const ng_tenso
 /* The gradient-arena traffic of the forward (backward 0) or backward of input shape `in`. */
 void ng_conv_onednn_plan(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
                          int backward, int need_dx, struct ng_sim_arena *grads);
+/* The forward and backward above also take bf16 x, w, dy (y and dx then bf16, rounded once by
+ * oneDNN from its f32 accumulators; dw stays f32, added into), with a cache of their own; the
+ * bias must be off (g->bias 0). This plans them, and ng_conv_onednn_native says whether oneDNN's
+ * choice for that pass (forward, or both backward passes) is an optimised kernel, not a
+ * reference loop. */
+void ng_conv_onednn_plan_dt(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                            ng_dtype dt, int backward, int need_dx, struct ng_sim_arena *grads);
+int ng_conv_onednn_native(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                          ng_dtype dt, int backward);
 void ng_conv_onednn_free(void *cache);
 
 /* ---- conv_cuda.cu ------------------------------------------------------------------------ */

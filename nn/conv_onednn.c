@@ -10,7 +10,15 @@
  * input of 1 or 3 channels) none runs. Blocked copies, scratchpads and the weight gradient
  * (natgrad accumulates, oneDNN overwrites) come from the gradient arena; the pass functions run
  * in a planning mode too, taking the same sizes from the memory plan's counters, so plan and
- * run cannot disagree. */
+ * run cannot disagree.
+ *
+ * bf16 (conv.c's half_forward/half_backward, where the CPU has AVX512_BF16): the same passes with
+ * bf16 x, weights and dy and oneDNN's native bf16 kernels (vdpbf16ps: exact products of bf16 pairs
+ * summed in f32). y and dx come out bf16, rounded once from the f32 sums by oneDNN (to nearest
+ * even; tests/test_conv_onednn.c checks the bits on single-product sums, where the f32 sum is
+ * exact); the weight gradient is asked for in f32 and added into natgrad's f32 master gradient.
+ * The bias stays natgrad's (added after the rounding, as every half conv does). A layer keeps
+ * these primitives in a cache of their own (one dtype per cache). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +40,7 @@ typedef struct {
 
 typedef struct {
     ng_dnnl_key key;                     /* the input shape it is made for */
+    ng_dtype dt;                         /* of x, w, y, dy, dx: f32 or bf16 (dW is f32) */
     dnnl_primitive_desc_t fpd, dpd, wpd; /* forward, backward data, backward weights */
     dnnl_primitive_t fwd, bwd_data, bwd_w;
     dnnl_memory_t fmem[5], dmem[4], wmem[5];
@@ -77,18 +86,19 @@ static void release(taker *t, size_t m) {
 typedef struct {
     dnnl_memory_desc_t src, wei, bias, dst;       /* natgrad's plain layouts */
     dnnl_memory_desc_t src_any, wei_any, dst_any; /* for oneDNN to choose */
+    dnnl_memory_desc_t gw, gw_any;                /* the weight gradient: f32 always */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
 } conv_mds;
 
-static dnnl_memory_desc_t any_f32(int ndim, const int64_t *dims) {
+static dnnl_memory_desc_t any_md(int ndim, const int64_t *dims, dnnl_data_type_t t) {
     dnnl_memory_desc_t md;
     dnnl_dims_t d = {0};
     for (int i = 0; i < ndim; i++) d[i] = dims[i];
-    NG_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndim, d, dnnl_f32, dnnl_format_tag_any));
+    NG_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndim, d, t, dnnl_format_tag_any));
     return md;
 }
 
-static conv_mds descs(const ng_conv_geom *g, int ndim, const int64_t *in) {
+static conv_mds descs(const ng_conv_geom *g, ng_dtype dt, int ndim, const int64_t *in) {
     conv_mds m;
     int64_t out[3], wd[5] = {g->out_ch, g->in_ch}, od[5] = {in[0], g->out_ch};
     ng_conv_out_spatial(g, in + 2, out, "conv (oneDNN)");
@@ -104,13 +114,19 @@ static conv_mds descs(const ng_conv_geom *g, int ndim, const int64_t *in) {
         /* PyTorch's symmetric padding; oneDNN floors the output size as PyTorch does */
         m.pad_l[i] = m.pad_r[i] = g->padding[i];
     }
-    m.src = ng_dnnl_plain_f32(ndim, in);
-    m.wei = ng_dnnl_plain_f32(ndim, wd);
-    m.dst = ng_dnnl_plain_f32(ndim, od);
+    NG_CHECK(dt == NG_F32 || (dt == NG_BF16 && !g->bias),
+             "conv (oneDNN): %s%s; f32, or bf16 without the bias", ng_dtype_name(dt),
+             g->bias ? " with a bias" : "");
+    dnnl_data_type_t t = dt == NG_BF16 ? dnnl_bf16 : dnnl_f32;
+    m.src = ng_dnnl_plain(ndim, in, t);
+    m.wei = ng_dnnl_plain(ndim, wd, t);
+    m.dst = ng_dnnl_plain(ndim, od, t);
     m.bias = ng_dnnl_plain_f32(1, &g->out_ch);
-    m.src_any = any_f32(ndim, in);
-    m.wei_any = any_f32(ndim, wd);
-    m.dst_any = any_f32(ndim, od);
+    m.src_any = any_md(ndim, in, t);
+    m.wei_any = any_md(ndim, wd, t);
+    m.dst_any = any_md(ndim, od, t);
+    m.gw = ng_dnnl_plain_f32(ndim, wd);
+    m.gw_any = any_md(ndim, wd, dnnl_f32);
     return m;
 }
 
@@ -175,7 +191,7 @@ static void *edge_out_buf(edge *e, taker *t, void *plain) {
 
 static void forward_pd(conv_prims *p, const ng_conv_geom *g) {
     if (p->fpd) return;
-    conv_mds m = descs(g, p->key.ndim, p->key.shape);
+    conv_mds m = descs(g, p->dt, p->key.ndim, p->key.shape);
     dnnl_convolution_desc_t d;
     NG_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
         &d, dnnl_forward_training, dnnl_convolution_direct, &m.src_any, &m.wei_any,
@@ -190,7 +206,7 @@ static void forward_pd(conv_prims *p, const ng_conv_geom *g) {
 static void backward_pds(conv_prims *p, const ng_conv_geom *g) {
     if (p->dpd) return;
     forward_pd(p, g);
-    conv_mds m = descs(g, p->key.ndim, p->key.shape);
+    conv_mds m = descs(g, p->dt, p->key.ndim, p->key.shape);
     dnnl_convolution_desc_t d;
     NG_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
         &d, dnnl_convolution_direct, &m.src_any, &m.wei_any, &m.dst_any, m.strides, m.dilates,
@@ -203,13 +219,13 @@ static void backward_pds(conv_prims *p, const ng_conv_geom *g) {
     edge_make(&p->d_src, arg_md(p->dpd, DNNL_ARG_DIFF_SRC), &m.src,
               arg_md(p->dpd, DNNL_ARG_DIFF_SRC));
     NG_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-        &d, dnnl_convolution_direct, &m.src_any, &m.wei_any, g->bias ? &m.bias : NULL, &m.dst_any,
+        &d, dnnl_convolution_direct, &m.src_any, &m.gw_any, g->bias ? &m.bias : NULL, &m.dst_any,
         m.strides, m.dilates, m.pad_l, m.pad_r));
     make_pd(&p->wpd, &d, p->fpd);
     edge_make(&p->w_src, &m.src, arg_md(p->wpd, DNNL_ARG_SRC), arg_md(p->wpd, DNNL_ARG_SRC));
     edge_make(&p->w_dst, &m.dst, arg_md(p->wpd, DNNL_ARG_DIFF_DST),
               arg_md(p->wpd, DNNL_ARG_DIFF_DST));
-    edge_make(&p->w_wei, arg_md(p->wpd, DNNL_ARG_DIFF_WEIGHTS), &m.wei,
+    edge_make(&p->w_wei, arg_md(p->wpd, DNNL_ARG_DIFF_WEIGHTS), &m.gw,
               arg_md(p->wpd, DNNL_ARG_DIFF_WEIGHTS));
 }
 
@@ -232,7 +248,7 @@ static void free_prims(conv_prims *p) {
 }
 
 /* The slot for input shape `in`, made (evicting the least recently used) when missing. */
-static conv_prims *lookup(void **cache, int ndim, const int64_t *in) {
+static conv_prims *lookup(void **cache, int ndim, const int64_t *in, ng_dtype dt) {
     if (!*cache) {
         *cache = calloc(1, sizeof(conv_cache));
         NG_CHECK(*cache, "conv: out of host memory for the oneDNN primitive cache");
@@ -243,7 +259,10 @@ static conv_prims *lookup(void **cache, int ndim, const int64_t *in) {
     if (miss) {
         free_prims(&c->slot[i]);
         ng_dnnl_key_set(&c->slot[i].key, ndim, in, c->clock);
+        c->slot[i].dt = dt;
     }
+    NG_CHECK(c->slot[i].dt == dt, "conv (oneDNN): a cache made for %s asked for %s",
+             ng_dtype_name(c->slot[i].dt), ng_dtype_name(dt));
     return &c->slot[i];
 }
 
@@ -327,6 +346,16 @@ static void backward_pass(conv_prims *p, const ng_conv_geom *g, taker *t, const 
 
 /* ---- the interface ------------------------------------------------------------------------- */
 
+static int use_native = 1;
+
+void ng_conv_use_native_bf16(int enabled) {
+    use_native = enabled;
+}
+
+int ng_conv_bf16_native(void) {
+    return use_native && ng_dnnl_bf16_native();
+}
+
 int ng_conv_onednn_takes(const ng_tensor *x) {
     return x->device == NG_CPU && x->dtype == NG_F32;
 }
@@ -334,7 +363,7 @@ int ng_conv_onednn_takes(const ng_tensor *x) {
 void ng_conv_onednn_forward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                             const ng_tensor *w, const ng_tensor *b, ng_tensor *y,
                             ng_arena *scratch) {
-    conv_prims *p = lookup(cache, x->ndim, x->shape);
+    conv_prims *p = lookup(cache, x->ndim, x->shape, x->dtype);
     forward_pd(p, g);
     taker t = {scratch, NULL};
     forward_pass(p, g, &t, x->data, w->data, b ? b->data : NULL, y->data);
@@ -343,7 +372,8 @@ void ng_conv_onednn_forward(void **cache, const ng_conv_geom *g, const ng_tensor
 void ng_conv_onednn_backward(void **cache, const ng_conv_geom *g, const ng_tensor *x,
                              const ng_tensor *w, const ng_tensor *dy, ng_tensor *dw, ng_tensor *db,
                              ng_tensor *dx, ng_arena *scratch) {
-    conv_prims *p = lookup(cache, x->ndim, x->shape);
+    NG_CHECK(dw->dtype == NG_F32, "conv (oneDNN): the weight gradient must be f32");
+    conv_prims *p = lookup(cache, x->ndim, x->shape, x->dtype);
     backward_pds(p, g);
     taker t = {scratch, NULL};
     backward_pass(p, g, &t, x->data, w->data, dy->data, dw->data, db ? db->data : NULL,
@@ -352,7 +382,23 @@ void ng_conv_onednn_backward(void **cache, const ng_conv_geom *g, const ng_tenso
 
 void ng_conv_onednn_plan(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
                          int backward, int need_dx, ng_sim_arena *grads) {
-    conv_prims *p = lookup(cache, ndim, in);
+    ng_conv_onednn_plan_dt(cache, g, ndim, in, NG_F32, backward, need_dx, grads);
+}
+
+int ng_conv_onednn_native(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                          ng_dtype dt, int backward) {
+    conv_prims *p = lookup(cache, ndim, in, dt);
+    if (!backward) {
+        forward_pd(p, g);
+        return ng_dnnl_impl_native(p->fpd);
+    }
+    backward_pds(p, g);
+    return ng_dnnl_impl_native(p->dpd) && ng_dnnl_impl_native(p->wpd);
+}
+
+void ng_conv_onednn_plan_dt(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
+                            ng_dtype dt, int backward, int need_dx, ng_sim_arena *grads) {
+    conv_prims *p = lookup(cache, ndim, in, dt);
     taker t = {NULL, grads};
     if (!backward) {
         forward_pd(p, g);

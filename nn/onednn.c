@@ -34,14 +34,35 @@ size_t ng_dnnl_scratch_bytes(const_dnnl_primitive_desc_t pd) {
     return md ? dnnl_memory_desc_get_size(md) : 0;
 }
 
-dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims) {
+dnnl_memory_desc_t ng_dnnl_plain(int ndim, const int64_t *dims, dnnl_data_type_t t) {
     static const dnnl_format_tag_t tags[] = {
         dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde};
     dnnl_memory_desc_t md;
     dnnl_dims_t d = {0};
     for (int i = 0; i < ndim; i++) d[i] = dims[i];
-    NG_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndim, d, dnnl_f32, tags[ndim]));
+    NG_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndim, d, t, tags[ndim]));
     return md;
+}
+
+dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims) {
+    return ng_dnnl_plain(ndim, dims, dnnl_f32);
+}
+
+int ng_dnnl_bf16_native(void) {
+    static int known = -1;
+    if (known < 0) {
+        /* ISA values are nested bit sets: AMX and later include the AVX512_CORE_BF16 bits */
+        unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(),
+                 bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+        known = (isa & bf16) == bf16;
+    }
+    return known;
+}
+
+int ng_dnnl_impl_native(const_dnnl_primitive_desc_t pd) {
+    const char *name = NULL;
+    NG_DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name));
+    return name && !strstr(name, "ref");
 }
 
 void ng_dnnl_run(dnnl_primitive_t prim, const_dnnl_primitive_desc_t pd, dnnl_memory_t *mems, int n,

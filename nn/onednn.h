@@ -33,6 +33,19 @@ size_t ng_dnnl_scratch_bytes(const_dnnl_primitive_desc_t pd);
 
 /* A plain (row-major, PyTorch-layout) f32 memory descriptor of ndim dims. */
 dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims);
+/* The same in data type t (f32 or bf16). */
+dnnl_memory_desc_t ng_dnnl_plain(int ndim, const int64_t *dims, dnnl_data_type_t t);
+
+/* Whether oneDNN runs bf16 on native instructions on this CPU: its effective ISA (the CPU's,
+ * capped by DNNL_MAX_CPU_ISA) includes AVX512_CORE_BF16 (vdpbf16ps, vcvtneps2bf16). Decided once,
+ * on first use. Without it oneDNN still offers bf16 primitives, but they emulate the bf16 dot
+ * products with f32 shuffles (or run its reference loops): no faster than natgrad's f32 copies,
+ * so the callers keep those. See also ng_dnnl_impl_native for one primitive. */
+int ng_dnnl_bf16_native(void);
+
+/* Whether a primitive descriptor's implementation is one of oneDNN's optimised kernels (jit
+ * convolutions and pooling, its jit GEMM) and not a reference loop ("ref" in its name). */
+int ng_dnnl_impl_native(const_dnnl_primitive_desc_t pd);
 
 /* One argument of a primitive: its DNNL_ARG_* and natgrad's buffer. */
 typedef struct {

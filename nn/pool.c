@@ -1,5 +1,6 @@
 /* Max, average and global average pooling: layers and CPU twins (CUDA twins in pool_cuda.cu).
- * f32 max and average pooling on the CPU run on oneDNN (pool_onednn.c), and so do f16/bf16
+ * f32 max and average pooling on the CPU run on oneDNN (pool_onednn.c), and so do bf16 on oneDNN's
+ * bf16 kernels where the CPU has AVX512_BF16 (native_forward) and f16 (and bf16 elsewhere)
  * through f32 copies (half_forward); the loops here are the reference the tests hold it to and
  * serve f64 and the calls oneDNN's max cannot take (see has_special). Backward on both devices
  * visits each input's windows in increasing output order, so the CPU scatter and the CUDA gather
@@ -28,12 +29,28 @@ enum { BY_LOOPS, BY_ONEDNN, BY_LOOPS_NO_ARGMAX };
 typedef struct {
     int max, global, nd;
     int64_t kernel[3], stride[3], padding[3];
-    ng_tensor x;      /* the input of the last forward (its shape, dtype and device) */
-    ng_tensor argmax; /* i32, the output's shape: max pooling on the loops only */
-    int path;         /* BY_* of the last forward */
-    void *ws;         /* oneDNN max pooling's workspace, in the activation arena */
-    void *onednn;     /* oneDNN primitives per input shape */
+    ng_tensor x;       /* the input of the last forward (its shape, dtype and device) */
+    ng_tensor argmax;  /* i32, the output's shape: max pooling on the loops only */
+    int path;          /* BY_* of the last forward */
+    int native;        /* the last forward was bf16 on oneDNN's bf16 kernels (or their fallback) */
+    void *ws;          /* oneDNN max pooling's workspace, in the activation arena */
+    void *onednn;      /* oneDNN primitives per input shape */
+    void *onednn_bf16; /* ... and those of the native bf16 path */
 } pool_state;
+
+static long native_passes;
+
+long ng_pool_native_passes(void) {
+    return native_passes;
+}
+
+/* Max pooling whose forward no backward will read (an evaluation, or a forward_only pass: a
+ * checkpoint segment's first forward, the recompute chain) runs oneDNN's inference forward and
+ * keeps no workspace; should a backward come anyway (gradient checks in evaluation mode), it finds
+ * each window's maximum again in x (BY_LOOPS_NO_ARGMAX), which gives the same bits. */
+static int infer_pass(const pool_state *s, int training, int forward_only) {
+    return s->max && (!training || forward_only);
+}
 
 /* Element access for every float dtype: f16/bf16 widened exactly, stores rounded once through
  * float as the CUDA twin stores. */
@@ -166,6 +183,20 @@ __attribute__((optimize("no-trapping-math"))) static int has_special(const ng_te
     int any = 0;
 #pragma omp parallel for reduction(| : any) schedule(static) if (x->numel >= NG_OMP_MIN)
     for (int64_t i = 0; i < x->numel; i++) any |= !(v[i] > -FLT_MAX);
+    return any;
+}
+
+/* The same for bf16 x on oneDNN's bf16 kernels, on the bits: a NaN (magnitude above inf's), -inf,
+ * or -0x1.fep127, bf16's lowest finite value, at or below which oneDNN's starting value may lie
+ * (whether it starts from f32's lowest or bf16's); the loops then run. */
+static int has_special_bf16(const ng_tensor *x) {
+    const uint16_t *v = x->data;
+    int any = 0;
+#pragma omp parallel for reduction(| : any) schedule(static) if (x->numel >= NG_OMP_MIN)
+    for (int64_t i = 0; i < x->numel; i++) {
+        unsigned b = v[i], mag = b & 0x7fffu;
+        any |= (mag > 0x7f80u) | ((b >> 15) & (mag >= 0x7f7fu));
+    }
     return any;
 }
 
@@ -347,21 +378,74 @@ static int half_onednn(const pool_state *s, const ng_tensor *x) {
 }
 
 static void half_forward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
-                         const ng_tensor *x, ng_tensor *y) {
+                         const ng_tensor *x, ng_tensor *y, int infer) {
     ng_pool_geom g = geom_of(s);
-    size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape);
+    size_t wb = infer ? 0 : ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape, NG_F32);
     s->ws = wb ? ng_arena_alloc(ctx->acts, wb) : NULL;
     ng_arena_mark m = ng_arena_get_mark(ctx->grads);
     ng_tensor xf = ng_arena_tensor(ctx->grads, NG_F32, x->ndim, x->shape, "pool input f32");
     ng_tensor yf = ng_arena_tensor(ctx->grads, NG_F32, y->ndim, y->shape, "pool output f32");
     ng_cast(&xf, x);
-    s->path = s->max && has_special(&xf) ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
-    if (s->path == BY_ONEDNN)
+    int special = s->max && has_special(&xf);
+    s->native = 0;
+    s->path = special || infer ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
+    if (!special) /* ws NULL: max pooling's inference forward */
         ng_pool_onednn_forward(&s->onednn, &g, &xf, &yf, s->ws, ctx->grads);
     else
         pool_forward_f32(1, w, planes, xf.data, yf.data, NULL);
     ng_cast(y, &yf);
     ng_arena_release(ctx->grads, m);
+}
+
+/* bf16 on oneDNN's bf16 kernels (ng_pool_bf16_native): no copies; the workspace (training max
+ * pooling) in the activation arena and oneDNN's scratch as for f32. A call holding a special
+ * value runs on the loops over heap copies (widened exactly, rounded back once: the half_forward
+ * fallback's bits), as does its backward, so the arenas never take more than planned. */
+static void native_forward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
+                           const ng_tensor *x, ng_tensor *y, int infer) {
+    ng_pool_geom g = geom_of(s);
+    size_t wb =
+        infer ? 0 : ng_pool_onednn_workspace(&s->onednn_bf16, &g, x->ndim, x->shape, NG_BF16);
+    s->ws = wb ? ng_arena_alloc(ctx->acts, wb) : NULL;
+    int special = s->max && has_special_bf16(x);
+    s->native = 1;
+    s->path = special || infer ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
+    if (!special) {
+        ng_pool_onednn_forward(&s->onednn_bf16, &g, x, y, s->ws, ctx->grads);
+        native_passes++;
+        return;
+    }
+    ng_tensor xf = ng_tensor_new(NG_F32, NG_CPU, x->ndim, x->shape, "pool input f32");
+    ng_tensor yf = ng_tensor_new(NG_F32, NG_CPU, y->ndim, y->shape, "pool output f32");
+    ng_cast(&xf, x);
+    pool_forward_f32(1, w, planes, xf.data, yf.data, NULL);
+    ng_cast(y, &yf);
+    ng_tensor_free(&xf), ng_tensor_free(&yf);
+}
+
+static void native_backward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
+                            const ng_tensor *dy, ng_tensor *dx) {
+    if (s->path == BY_ONEDNN) {
+        ng_pool_geom g = geom_of(s);
+        ng_pool_onednn_backward(&s->onednn_bf16, &g, &s->x, dy, s->ws, dx, ctx->grads);
+        native_passes++;
+        return;
+    }
+    /* max pooling whose forward kept no workspace: f32 heap copies, as half_backward's fallback */
+    ng_tensor xf = ng_tensor_new(NG_F32, NG_CPU, s->x.ndim, s->x.shape, "pool input f32");
+    ng_tensor dyf = ng_tensor_new(NG_F32, NG_CPU, dy->ndim, dy->shape, "pool grad f32");
+    ng_tensor dxf = ng_tensor_new(NG_F32, NG_CPU, dx->ndim, dx->shape, "pool input grad f32");
+    ng_cast(&xf, &s->x), ng_cast(&dyf, dy);
+    max_backward_f32(w, planes, xf.data, dyf.data, dxf.data);
+    ng_cast(dx, &dxf);
+    ng_tensor_free(&xf), ng_tensor_free(&dyf), ng_tensor_free(&dxf);
+}
+
+/* Whether this bf16 pass runs natively; the plan asks the same of the same primitives. */
+static int native_for(pool_state *s, ng_dtype dt, int ndim, const int64_t *in, int infer) {
+    ng_pool_geom g = geom_of(s);
+    return dt == NG_BF16 && ng_pool_bf16_native() &&
+           ng_pool_onednn_native(&s->onednn_bf16, &g, ndim, in, dt, infer);
 }
 
 static void half_backward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t planes,
@@ -373,7 +457,8 @@ static void half_backward(pool_state *s, ng_ctx *ctx, const ng_win3 *w, int64_t 
     if (s->path == BY_ONEDNN) {
         ng_pool_geom g = geom_of(s);
         ng_pool_onednn_backward(&s->onednn, &g, &s->x, &dyf, s->ws, &dxf, ctx->grads);
-    } else { /* a forward that fell back (a NaN: a step to be skipped): x widened on the heap */
+    } else { /* a forward that fell back (a NaN: a step to be skipped; an evaluation forward):
+              * x widened on the heap */
         ng_tensor xf = ng_tensor_new(NG_F32, NG_CPU, s->x.ndim, s->x.shape, "pool input f32");
         ng_cast(&xf, &s->x);
         max_backward_f32(w, planes, xf.data, dyf.data, dxf.data);
@@ -404,16 +489,21 @@ static ng_tensor pool_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
         return y;
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
+    int infer = infer_pass(s, ctx->training, ctx->forward_only);
     if (half_onednn(s, x)) {
-        half_forward(s, ctx, &w, planes, x, &y);
+        if (native_for(s, x->dtype, x->ndim, x->shape, infer))
+            native_forward(s, ctx, &w, planes, x, &y, infer);
+        else
+            half_forward(s, ctx, &w, planes, x, &y, infer);
         return y;
     }
     if (ng_pool_onednn_takes(x)) {
         ng_pool_geom g = geom_of(s);
-        size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape);
+        size_t wb = infer ? 0 : ng_pool_onednn_workspace(&s->onednn, &g, x->ndim, x->shape, NG_F32);
         s->ws = wb ? ng_arena_alloc(ctx->acts, wb) : NULL; /* in place of the i32 argmax */
-        s->path = s->max && has_special(x) ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
-        if (s->path == BY_ONEDNN)
+        int special = s->max && has_special(x);
+        s->path = special || infer ? BY_LOOPS_NO_ARGMAX : BY_ONEDNN;
+        if (!special) /* ws NULL: max pooling's inference forward */
             ng_pool_onednn_forward(&s->onednn, &g, x, &y, s->ws, ctx->grads);
         else
             pool_forward_f32(1, &w, planes, x->data, y.data, NULL);
@@ -458,7 +548,10 @@ static void pool_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
     }
     ng_win3 w = win_of(s, x->shape + 2, shape + 2);
     if ((x->dtype == NG_F16 || x->dtype == NG_BF16) && s->path != BY_LOOPS) {
-        half_backward(s, ctx, &w, planes, dy, dx);
+        if (s->native)
+            native_backward(s, ctx, &w, planes, dy, dx);
+        else
+            half_backward(s, ctx, &w, planes, dy, dx);
         return;
     }
     if (s->path == BY_ONEDNN) {
@@ -489,33 +582,47 @@ static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
     int half = !s->global && ng_pool_onednn_enabled() && sim->device == NG_CPU &&
                (dt == NG_F16 || dt == NG_BF16);
     ng_pool_geom g = geom_of(s);
-    if (half) { /* half_forward's and half_backward's f32 copies around oneDNN's passes */
+    /* the forward of a training step's backward kept its workspace */
+    int infer = !backward && infer_pass(s, sim->training, sim->forward_only);
+    int fwd_pass = infer ? NG_POOL_INFER : NG_POOL_FORWARD;
+    if (half && native_for(s, dt, ndim, in, infer)) { /* native_forward, native_backward */
         if (!backward) {
-            size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, ndim, in);
+            size_t wb = infer ? 0 : ng_pool_onednn_workspace(&s->onednn_bf16, &g, ndim, in, dt);
+            if (wb) ng_sim_alloc(&sim->acts, wb);
+            ng_pool_onednn_plan(&s->onednn_bf16, &g, ndim, in, dt, fwd_pass, &sim->grads);
+        } else if (need_dx) {
+            ng_pool_onednn_plan(&s->onednn_bf16, &g, ndim, in, dt, NG_POOL_BACKWARD, &sim->grads);
+        }
+        return;
+    }
+    if (half) { /* half_forward's and half_backward's f32 copies around oneDNN's passes */
+        if (!backward && !infer) {
+            size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, ndim, in, NG_F32);
             if (wb) ng_sim_alloc(&sim->acts, wb);
         }
         size_t m = ng_sim_mark(&sim->grads);
         if (!backward) {
             ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
             ng_sim_tensor(&sim->grads, NG_F32, on, out);
-            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 0, &sim->grads);
+            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, NG_F32, fwd_pass, &sim->grads);
         } else if (need_dx) {
             ng_sim_tensor(&sim->grads, NG_F32, on, out);
             ng_sim_tensor(&sim->grads, NG_F32, ndim, in);
-            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 1, &sim->grads);
+            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, NG_F32, NG_POOL_BACKWARD, &sim->grads);
         }
         ng_sim_release(&sim->grads, m);
         return;
     }
     if (backward) {
         /* oneDNN's scratch (the loops take none); a call that fell back takes less */
-        if (onednn && need_dx) ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 1, &sim->grads);
+        if (onednn && need_dx)
+            ng_pool_onednn_plan(&s->onednn, &g, ndim, in, NG_F32, NG_POOL_BACKWARD, &sim->grads);
         return;
     }
     if (onednn) {
-        size_t wb = ng_pool_onednn_workspace(&s->onednn, &g, ndim, in);
+        size_t wb = infer ? 0 : ng_pool_onednn_workspace(&s->onednn, &g, ndim, in, NG_F32);
         if (wb) ng_sim_alloc(&sim->acts, wb);
-        ng_pool_onednn_plan(&s->onednn, &g, ndim, in, 0, &sim->grads);
+        ng_pool_onednn_plan(&s->onednn, &g, ndim, in, NG_F32, fwd_pass, &sim->grads);
         return;
     }
     if (s->global) {
@@ -530,7 +637,8 @@ static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
 static void pool_destroy(ng_layer *l) {
     pool_state *s = l->impl;
     ng_pool_onednn_free(s->onednn);
-    s->onednn = NULL;
+    ng_pool_onednn_free(s->onednn_bf16);
+    s->onednn = s->onednn_bf16 = NULL;
 }
 
 static const ng_layer_ops maxpool_ops = {

@@ -22,25 +22,42 @@ typedef struct {
 void ng_pool_use_onednn(int enabled);
 int ng_pool_onednn_enabled(void);
 
+/* 0 sends bf16 CPU pooling to oneDNN's f32 kernels on widened copies (pool.c's half_forward), the
+ * path f16 always takes; 1 (the default) runs oneDNN's bf16 kernels on the bf16 tensors where the
+ * CPU has AVX512_BF16. */
+void ng_pool_use_native_bf16(int enabled);
+/* Whether bf16 CPU pooling runs natively here: both switches on and the CPU's ISA. */
+int ng_pool_bf16_native(void);
+/* How many bf16 pooling passes (forward, backward) ran natively so far (pool.c), so a test can
+ * tell which path ran. */
+long ng_pool_native_passes(void);
+
 /* Whether oneDNN runs this tensor's pooling: f32 on the CPU, and the switch on. */
 int ng_pool_onednn_takes(const ng_tensor *x);
 
 /* The bytes of the workspace max pooling's forward leaves for its backward (the window's argmax
- * in oneDNN's own encoding), for an input of `in`; 0 for average pooling. The layer keeps it in
- * the activation arena from forward to backward. */
-size_t ng_pool_onednn_workspace(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in);
+ * in oneDNN's own encoding), for an input of `in` in dt (f32 or bf16, as x below); 0 for average
+ * pooling. The layer keeps it in the activation arena from forward to backward. */
+size_t ng_pool_onednn_workspace(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in,
+                                ng_dtype dt);
 
-/* Forward of x into y, ws (ng_pool_onednn_workspace bytes, NULL for average pooling) filled for
- * backward; scratch comes from `scratch` and is given back. */
+/* Whether oneDNN's choice for dt is an optimised kernel, not its reference loop: the inference
+ * forward (infer 1), or the training forward and the backward (0). */
+int ng_pool_onednn_native(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in,
+                          ng_dtype dt, int infer);
+
+/* Forward of x (f32 or bf16; a cache holds one dtype) into y, ws (ng_pool_onednn_workspace bytes,
+ * NULL for average pooling) filled for backward; max pooling with ws NULL runs the inference
+ * forward, which leaves none. Scratch comes from `scratch` and is given back. */
 void ng_pool_onednn_forward(void **cache, const ng_pool_geom *g, const ng_tensor *x, ng_tensor *y,
                             void *ws, ng_arena *scratch);
 /* dx (overwritten) from dy and the forward's workspace. */
 void ng_pool_onednn_backward(void **cache, const ng_pool_geom *g, const ng_tensor *x,
                              const ng_tensor *dy, const void *ws, ng_tensor *dx, ng_arena *scratch);
-/* The scratch a forward (backward 0) or backward pass takes from the gradient arena, replayed on
- * the plan's counters. */
+/* The scratch a pass takes from the gradient arena, replayed on the plan's counters. */
+enum { NG_POOL_FORWARD, NG_POOL_BACKWARD, NG_POOL_INFER };
 void ng_pool_onednn_plan(void **cache, const ng_pool_geom *g, int ndim, const int64_t *in,
-                         int backward, ng_sim_arena *grads);
+                         ng_dtype dt, int pass, ng_sim_arena *grads);
 void ng_pool_onednn_free(void *cache);
 
 #endif

@@ -3,7 +3,10 @@
  * dilation, batch 1, with and without bias; bit-identical reruns (a fixed thread count gives a
  * fixed summation order); gradients accumulate across backward passes; the memory plan of a
  * oneDNN layer equals what it takes; primitives remade after the per-layer cache evicted them
- * give the same bits; f16/bf16 forwards (widened to oneDNN's f32 convolution) against im2col's.
+ * give the same bits; f16/bf16 forwards (widened to oneDNN's f32 convolution) against im2col's;
+ * bf16 also on oneDNN's native bf16 kernels (where the CPU has AVX512_BF16, else skipped with a
+ * message) against im2col and against the f32 copies, the pass counter showing which path ran,
+ * and oneDNN's rounding of y and dx checked bit for bit on sums of one product.
  *
  * Tolerance. Both paths compute every element as an f32 sum of k products (forward: k = C
  * prod(kernel) plus the bias; dx: k = out prod(kernel); dW and db: k = N x output positions), in
@@ -88,11 +91,85 @@ static void close_by(const char *what, const char *part, const double *want, con
             what, part, (long long)bad, bad < 0 ? 0 : want[bad], bad < 0 ? 0 : got[bad], worst);
 }
 
+/* Whether each bf16 run below must take the native path: 1 where the CPU has AVX512_BF16. */
+static int native_expected(void) {
+    static int said;
+    int on = ng_conv_bf16_native();
+    if (!on && !said++)
+        printf("test_conv_onednn: skipped the native bf16 checks: oneDNN's effective ISA has no "
+               "AVX512_BF16 here (the f32-copies path ran for bf16 instead)\n");
+    return on;
+}
+
+/* run() in bf16 with the native path on (native 1) or forced off, checking from the pass counter
+ * that the path asked for ran: two passes (forward, backward) natively, or none. */
+static pass run_bf16(ng_layer *(*make)(void), int native, uint64_t seed, const ng_tensor *xh,
+                     const ng_tensor *dyh, int need_dx, const char *what) {
+    ng_conv_use_native_bf16(native);
+    long before = ng_conv_native_passes();
+    pass r = run(make, NG_BF16, seed, xh, dyh, 0, 1, need_dx);
+    long ran = ng_conv_native_passes() - before;
+    ng_conv_use_native_bf16(1);
+    NG_TEST(ran == (native ? 2 : 0), "%s: %s bf16 run made %ld native passes; expected %d", what,
+            native ? "a native" : "an f32-copies", ran, native ? 2 : 0);
+    return r;
+}
+
 static const int64_t *cur_k, *cur_s, *cur_p, *cur_d;
 static int cur_nd, cur_bias;
 static int64_t cur_in, cur_out;
 static ng_layer *make_case(void) {
     return ng_conv("conv", cur_nd, cur_in, cur_out, cur_k, cur_s, cur_p, cur_d, cur_bias);
+}
+
+/* The bf16 case on both oneDNN paths: gh (made with the default, the native path where there is
+ * one) and the f32 copies. Native against im2col (rh) within the bounds above (y: 2 kf u S +
+ * 2 h S; dx: 2 kd u S + (prod(kernel) + 2) h S; the f32 weight gradient 2 kw u S). Native against
+ * the copies: both sum exact products in f32 (in different orders) and round y and dx once, so
+ * y and dx are within 2 k u S + 2 h S and the weight gradient within 2 kw u S. The test's inputs
+ * are normal numbers in [-1, 1] whose products stay far above the denormal range, which
+ * AVX512_BF16 flushes to zero (the copies path would keep them). */
+static void native_case(const char *what, const pass *rh, const pass *gh, const pass *mag,
+                        uint64_t seed, const ng_tensor *x, const ng_tensor *dy, int64_t kf,
+                        int64_t kd, int64_t kp, int64_t kw) {
+    int native = native_expected();
+    char w2[240];
+    snprintf(w2, sizeof w2, "%s, bf16 %s", what, native ? "native" : "(no native ISA)");
+    pass cp = run_bf16(make_case, 0, seed, x, dy, 1, w2);
+    pass nv = run_bf16(make_case, native, seed, x, dy, 1, w2);
+    NG_TEST(!memcmp(nv.y, gh->y, sizeof(double) * (size_t)nv.ny) &&
+                !memcmp(nv.dx, gh->dx, sizeof(double) * (size_t)nv.nx),
+            "%s: the default bf16 path is not the native one", w2);
+    const double h = 0x1p-7;
+    const struct {
+        const char *part;
+        const double *want, *got, *mag;
+        int64_t n;
+        double rel;
+    } checks[] = {
+        {"output against im2col", rh->y, nv.y, mag->y, nv.ny, 2.0 * kf * 0x1p-24 + 2 * h},
+        {"input gradient against im2col", rh->dx, nv.dx, mag->dx, nv.nx,
+         2.0 * kd * 0x1p-24 + (double)(kp + 2) * h},
+        {"parameter gradients against im2col", rh->g, nv.g, mag->g, nv.ng, 2.0 * kw * 0x1p-24},
+        {"output against the f32 copies", cp.y, nv.y, mag->y, nv.ny, 2.0 * kf * 0x1p-24 + 2 * h},
+        {"input gradient against the f32 copies", cp.dx, nv.dx, mag->dx, nv.nx,
+         2.0 * kd * 0x1p-24 + 2 * h},
+        {"parameter gradients against the f32 copies", cp.g, nv.g, mag->g, nv.ng,
+         2.0 * kw * 0x1p-24},
+    };
+    for (size_t c = 0; c < sizeof checks / sizeof checks[0]; c++) {
+        double worst = 0;
+        int64_t bad = -1;
+        for (int64_t i = 0; i < checks[c].n; i++) {
+            double tol = checks[c].rel * checks[c].mag[i] + 1e-30;
+            double e = fabs(checks[c].got[i] - checks[c].want[i]);
+            if (!(e <= tol) && (bad < 0 || e / tol > worst)) bad = i, worst = e / tol;
+        }
+        NG_TEST(bad < 0, "%s: %s, element %lld: %.9g against %.9g (%.3g x tolerance)", w2,
+                checks[c].part, (long long)bad, bad < 0 ? 0 : checks[c].got[bad],
+                bad < 0 ? 0 : checks[c].want[bad], worst);
+    }
+    pass_free(&cp), pass_free(&nv);
 }
 
 static void one_case(const char *what, int nd, const int64_t *shape, int64_t out, const int64_t *k,
@@ -176,6 +253,7 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
                 what, ng_dtype_name(halves[h]), (long long)bad, bad < 0 ? 0 : rh.dx[bad],
                 bad < 0 ? 0 : gh.dx[bad], worst);
         close_by(what, "parameter gradients (half)", rh.g, gh.g, mag.g, rh.ng, kw);
+        if (halves[h] == NG_BF16) native_case(what, &rh, &gh, &mag, seed, &x, &dy, kf, kd, kp, kw);
         pass_free(&rh), pass_free(&gh);
     }
     pass_free(&ref), pass_free(&mag), pass_free(&got), pass_free(&again), pass_free(&twice);
@@ -246,8 +324,83 @@ static void cache_case(void) {
     ng_model_free(m);
 }
 
+/* oneDNN's rounding of y and dx on the native path, bit for bit: a 1x1 convolution of one
+ * channel into one has y = x w and dx = dy w, single products of bf16 values, exact in f32, so
+ * the f32-copies path rounds exactly these (ng_cast: nearest, ties to even) and the native path
+ * must give the same bits, ties included (a product of two 8-bit significands has up to 16 bits:
+ * about one in 256 lands halfway; the test counts them). */
+/* The bf16 weight a 1x1, one-channel conv built from seed starts with. */
+static double first_weight(uint64_t seed) {
+    ng_model *m = ng_model_new(make_case());
+    ng_model_build_mixed(m, NG_CPU, NG_BF16, seed, 1 << 20, 1 << 20);
+    double *wd = ng_test_to_f64(&m->params[0].param->compute), wv = wd[0];
+    free(wd);
+    ng_model_free(m);
+    return wv;
+}
+
+static void rounding_case(void) {
+    if (!native_expected()) return;
+    static const int64_t one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+    cur_nd = 2, cur_in = 1, cur_out = 1, cur_bias = 0;
+    cur_k = one, cur_s = one, cur_p = zero, cur_d = one;
+    int64_t shape[4] = {4, 1, 48, 40};
+    ng_tensor x = ng_tensor_new(NG_F64, NG_CPU, 4, shape, "x");
+    ng_tensor dy = ng_tensor_new(NG_F64, NG_CPU, 4, shape, "dy");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_test_fill_uniform(&dy, -1, 1);
+    /* ties: with the weight's significand Mw (8 bits), a product's significand Mx Mw has 15 or 16
+     * bits and is halfway between bf16 values only for a few Mx, if any (for an odd Mw, Mx Mw is
+     * 128 mod 256 only for Mx = 128, an exact product). So the case takes a seed whose weight
+     * has such Mx and puts them into a third of x and of dy, scaled by 2^-(0..3) */
+    uint64_t seed = ng_test_seed();
+    double wv = 0, tie[128];
+    int nt = 0;
+    for (int k = 0; k < 256 && !nt; k++) {
+        wv = first_weight(seed + (uint64_t)k);
+        for (int mx = 128; mx < 256; mx++) {
+            float p = (float)(mx / 256.0 * wv); /* exact */
+            uint32_t b;
+            memcpy(&b, &p, 4);
+            if ((b & 0xffffu) == 0x8000u) tie[nt++] = mx / 256.0;
+        }
+        if (nt) seed += (uint64_t)k;
+    }
+    NG_TEST(nt > 0, "rounding case: no weight with halfway products in 256 seeds");
+    for (int64_t i = 0; i < x.numel && nt; i += 3) {
+        double v = tie[(i / 3) % nt] * ldexp(1, -(int)(i % 4));
+        ((double *)x.data)[i] = i % 2 ? v : -v;
+        ((double *)dy.data)[i] = i % 2 ? -v : v;
+    }
+    pass cp = run_bf16(make_case, 0, seed, &x, &dy, 1, "rounding case");
+    pass nv = run_bf16(make_case, 1, seed, &x, &dy, 1, "rounding case");
+    NG_TEST(!memcmp(cp.y, nv.y, sizeof(double) * (size_t)cp.ny),
+            "bf16 native conv: y is not the nearest-even rounding of its exact f32 sum");
+    NG_TEST(!memcmp(cp.dx, nv.dx, sizeof(double) * (size_t)cp.nx),
+            "bf16 native conv: dx is not the nearest-even rounding of its exact f32 sum");
+    /* ties among the products: x rounded to bf16 times the bf16 weight */
+    ng_tensor xb = ng_tensor_new(NG_BF16, NG_CPU, 4, shape, "xb");
+    ng_cast(&xb, &x);
+    double *xr = ng_test_to_f64(&xb);
+    int64_t ties = 0;
+    for (int64_t i = 0; i < x.numel; i++) {
+        float p = (float)(xr[i] * wv); /* exact */
+        uint32_t b;
+        memcpy(&b, &p, 4);
+        ties += (b & 0xffffu) == 0x8000u;
+    }
+    NG_TEST(ties > 0, "rounding case: no product lies halfway between bf16 values (weight %g)", wv);
+    if (getenv("NG_TEST_VERBOSE"))
+        printf("rounding case: weight %g, %lld of %lld products were ties\n", wv, (long long)ties,
+               (long long)x.numel);
+    free(xr);
+    pass_free(&cp), pass_free(&nv);
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xb);
+}
+
 int main(void) {
     cases();
+    rounding_case();
     plan_case();
     cache_case();
     return ng_test_finish("test_conv_onednn");

@@ -1,7 +1,9 @@
 /* The memory plan against real passes: for every model of the zoo, plain and checkpointed, in f32,
  * f16 and bf16, with and without dropout, the planned arena peaks of a training step (and of the
  * true Fisher's two backwards over one forward, and of an evaluation forward) equal the
- * high-water marks the arenas reach when the step runs: the plan replays the same traffic. */
+ * high-water marks the arenas reach when the step runs: the plan replays the same traffic. bf16
+ * runs twice on the CPU: on oneDNN's native bf16 convolutions and pools (where the CPU has
+ * AVX512_BF16) and with them forced onto the f32 copies. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +14,9 @@
 #include "nn/model.h"
 #include "nn/conv.h"
 #include "nn/models.h"
+#include "nn/conv_kernels.h"
 #include "nn/plan.h"
+#include "nn/pool_onednn.h"
 #include "testing.h"
 
 static void check(const char *what, ng_arch a, const char *spec, ng_dtype compute, int batch,
@@ -139,9 +143,11 @@ static void cudnn_workspace_planned(void) {
 int main(void) {
     recompute_holds_four();
     cudnn_workspace_planned();
-    static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16};
-    for (int d = 0; d < 3; d++) {
+    static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16, NG_BF16};
+    for (int d = 0; d < 4; d++) {
         ng_dtype dt = dts[d];
+        ng_conv_use_native_bf16(d != 3); /* the last: bf16 on the f32 copies */
+        ng_pool_use_native_bf16(d != 3);
         ng_arch a = arch("mlp");
         a.width = 64, a.dropout = 0.2;
         check("mlp with dropout", a, "none", dt, 5, 0);

@@ -27,7 +27,15 @@
  * magnitude). Max pooling's output is a selection: the same bits. Its gradient where windows do
  * not overlap is one term: the same bits. Elsewhere the loops round after each of up to w terms
  * (f16/bf16 adds) where oneDNN rounds once: within (w + 1) h T of each other, T as above; the
- * average's gradient likewise, its terms rounded dy / k. */
+ * average's gradient likewise, its terms rounded dy / k.
+ *
+ * bf16 also runs on oneDNN's native bf16 kernels (the default where the CPU has AVX512_BF16; else
+ * skipped with a message), held to the loops by the bounds above and to the f32 copies
+ * (ng_pool_use_native_bf16(0)): max outputs the same bits, gradients where windows do not overlap
+ * the same bits; averages are f32 sums rounded once on both (2 (k + 2) u S + 2 h S), overlapping
+ * gradients within the bound above. The pass counter shows which path ran. Evaluation forwards
+ * (max pooling without the workspace) give the training forward's bits and a backward after one
+ * the same gradient; plans of both equal the measured peaks, f32 and bf16. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -133,6 +141,64 @@ static void half_close(const char *what, const char *part, const double *want, c
             part, (long long)bad, bad < 0 ? 0 : want[bad], bad < 0 ? 0 : got[bad], worst);
 }
 
+/* Whether bf16 runs must take the native path: 1 where the CPU has AVX512_BF16. */
+static int native_expected(void) {
+    static int said;
+    int on = ng_pool_bf16_native();
+    if (!on && !said++)
+        printf("test_pool_onednn: skipped the native bf16 checks: oneDNN's effective ISA has no "
+               "AVX512_BF16 here (the f32-copies path ran for bf16 instead)\n");
+    return on;
+}
+
+/* run() in bf16 on the native path (native 1) or the f32 copies, counting native passes. */
+static pass run_bf16(int native, const ng_tensor *xh, const ng_tensor *dyh, long *passes) {
+    ng_pool_use_native_bf16(native);
+    long before = ng_pool_native_passes();
+    pass r = run(NG_BF16, xh, dyh);
+    *passes = ng_pool_native_passes() - before;
+    ng_pool_use_native_bf16(1);
+    return r;
+}
+
+/* bf16 native against the f32 copies (see the top); got is the default path's pass. */
+static void native_case(const char *what, const ng_tensor *xr, const ng_tensor *dy, const pass *got,
+                        const pass *mag, int64_t kk, int64_t wins, int overlap) {
+    int native = native_expected(), special = 0;
+    for (int64_t i = 0; i < xr->numel; i++) {
+        double v = ((const double *)xr->data)[i];
+        special |= isnan(v) || v <= -0x1.fep127; /* the calls that run on the loops */
+    }
+    char w2[260];
+    snprintf(w2, sizeof w2, "%s native", what);
+    long nc, nn;
+    pass cp = run_bf16(0, xr, dy, &nc);
+    pass nv = run_bf16(native, xr, dy, &nn);
+    long want = native && !(cur_max && special) ? 2 : 0;
+    NG_TEST(nc == 0 && nn == want,
+            "%s: native passes %ld with the copies forced, %ld on the native path; expected 0, %ld",
+            w2, nc, nn, want);
+    NG_TEST(!memcmp(nv.y, got->y, sizeof(double) * (size_t)nv.ny) &&
+                !memcmp(nv.dx, got->dx, sizeof(double) * (size_t)nv.nx),
+            "%s: the default bf16 path is not the native one", w2);
+    const double h = 0x1p-7;
+    if (cur_max) {
+        NG_TEST(!memcmp(cp.y, nv.y, sizeof(double) * (size_t)cp.ny),
+                "%s: max pooling's output differs from the f32 copies'", w2);
+        if (!overlap)
+            NG_TEST(!memcmp(cp.dx, nv.dx, sizeof(double) * (size_t)cp.nx),
+                    "%s: max pooling's gradient (windows apart) differs from the copies'", w2);
+        else
+            half_close(w2, "input gradient against the copies", cp.dx, nv.dx, mag->dx, cp.nx, wins,
+                       wins, h);
+    } else {
+        half_close(w2, "output against the copies", cp.y, nv.y, mag->y, cp.ny, kk, 1, h);
+        half_close(w2, "input gradient against the copies", cp.dx, nv.dx, mag->dx, cp.nx, wins,
+                   wins, h);
+    }
+    pass_free(&cp), pass_free(&nv);
+}
+
 /* The case in f16 and bf16: oneDNN through f32 copies against the loops' half path. x is rounded
  * to the half type first, so the f64 magnitudes select the maxima the half runs select. */
 static void half_case(const char *name, const ng_tensor *x, const ng_tensor *dy,
@@ -163,6 +229,7 @@ static void half_case(const char *name, const ng_tensor *x, const ng_tensor *dy,
             half_close(what, "output", ref.y, got.y, mag.y, ref.ny, kk, 0, h);
             half_close(what, "input gradient", ref.dx, got.dx, mag.dx, ref.nx, wins, wins, h);
         }
+        if (dts[t] == NG_BF16) native_case(what, &xr, dy, &got, &mag, kk, wins, overlap);
         pass_free(&ref), pass_free(&mag), pass_free(&got);
         ng_tensor_free(&xt), ng_tensor_free(&xr), ng_tensor_free(&xa);
     }
@@ -312,16 +379,18 @@ static void rules(void) {
 /* The plan of oneDNN pooling (max's workspace in the activation arena, scratchpads in the
  * gradient arena) equals the arenas' measured peaks, with the input gradient wanted (the second
  * layer) and not (the first), in 2-D and 3-D. */
-static void plan_case(int nd, const int64_t *in) {
+static void plan_case(int nd, const int64_t *in, ng_dtype dt, int native) {
     static const int64_t k[3] = {3, 3, 3}, s[3] = {2, 2, 2}, p[3] = {1, 1, 1};
+    ng_pool_use_native_bf16(native);
     ng_layer *seq = ng_sequence("net");
     ng_layer_add_child(seq, ng_maxpool("net.0", nd, k, s, p));
     ng_layer_add_child(seq, ng_avgpool("net.1", nd, k, s, p));
     ng_layer_add_child(seq, ng_maxpool("net.2", nd, k, k, NULL));
     ng_model *m = ng_model_new(seq);
     int ndim = nd + 2;
-    ng_arena_plan pl = ng_plan_train_step(m->root, ndim, in, NG_F32, NG_F32, NG_CPU, 0);
-    ng_model_build(m, NG_CPU, NG_F32, ng_test_seed(), 8 << 20, 8 << 20);
+    ng_arena_plan pl = ng_plan_train_step(m->root, ndim, in, NG_F32, dt, NG_CPU, 0);
+    ng_arena_plan pe = ng_plan_eval(m->root, ndim, in, NG_F32, dt, NG_CPU);
+    ng_model_build_mixed(m, NG_CPU, dt, ng_test_seed(), 8 << 20, 8 << 20);
     ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, ndim, in, "x");
     ng_test_fill_uniform(&x, -1, 1);
     ng_model_reset_arenas(m);
@@ -331,10 +400,69 @@ static void plan_case(int nd, const int64_t *in) {
     ng_fill(&dy, 1);
     ng_model_backward(m, &ctx, &dy);
     NG_TEST(pl.acts == m->acts.peak && pl.grads == m->grads.peak && pl.joint == m->arena_peak,
-            "oneDNN pool plan (%d-D): acts %zu grads %zu joint %zu planned, %zu %zu %zu measured",
-            nd, pl.acts, pl.grads, pl.joint, m->acts.peak, m->grads.peak, m->arena_peak);
+            "oneDNN pool plan (%d-D, %s%s): acts %zu grads %zu joint %zu planned, %zu %zu %zu "
+            "measured",
+            nd, ng_dtype_name(dt), native ? "" : ", copies", pl.acts, pl.grads, pl.joint,
+            m->acts.peak, m->grads.peak, m->arena_peak);
+    size_t train_acts = m->acts.peak;
+    ng_model_reset_arenas(m);
+    m->acts.peak = m->grads.peak = m->arena_peak = 0;
+    ng_ctx ev = ng_model_ctx(m, 0, 1, 0);
+    ng_model_forward(m, &ev, &x);
+    NG_TEST(pe.acts == m->acts.peak && pe.grads == m->grads.peak && pe.joint == m->arena_peak,
+            "oneDNN pool evaluation plan (%d-D, %s%s): acts %zu grads %zu planned, %zu %zu "
+            "measured",
+            nd, ng_dtype_name(dt), native ? "" : ", copies", pe.acts, pe.grads, m->acts.peak,
+            m->grads.peak);
+    /* no workspaces: less than the training forward, which also kept them */
+    NG_TEST(m->acts.peak < train_acts,
+            "%d-D %s: an evaluation forward holds %zu bytes, training %zu", nd, ng_dtype_name(dt),
+            m->acts.peak, train_acts);
+    ng_pool_use_native_bf16(1);
     ng_tensor_free(&x);
     ng_model_free(m);
+}
+
+/* Max pooling in evaluation mode (ng_model_ctx training 0: oneDNN's inference forward, no
+ * workspace) gives the training forward's bits, and a backward after it (gradient checks do
+ * that) the same gradient, found again from x. Windows apart (2x2 stride 2), so the gradient's
+ * bits are defined; f32, and bf16 on both paths. */
+static void eval_case(void) {
+    static const int64_t k[3] = {2, 2, 2};
+    cur_max = 1, cur_nd = 3, cur_k = k, cur_s = k, cur_p = (const int64_t[]){0, 0, 0};
+    int64_t in[5] = {2, 16, 6, 8, 10}, out[5] = {2, 16, 3, 4, 5};
+    const struct {
+        ng_dtype dt;
+        int native;
+    } runs[] = {{NG_F32, 1}, {NG_BF16, 1}, {NG_BF16, 0}};
+    for (int r = 0; r < 3; r++) {
+        ng_pool_use_native_bf16(runs[r].native);
+        double *y[2], *dx[2];
+        ng_tensor x = ng_tensor_new(runs[r].dt, NG_CPU, 5, in, "x");
+        ng_tensor dy = ng_tensor_new(runs[r].dt, NG_CPU, 5, out, "dy");
+        ng_test_fill_uniform(&x, -1, 1);
+        ng_test_fill_uniform(&dy, -1, 1);
+        for (int training = 0; training < 2; training++) {
+            ng_model *m = ng_model_new(make_case());
+            ng_model_build_mixed(m, NG_CPU, runs[r].dt, 1, 8 << 20, 8 << 20);
+            ng_tensor dxt = ng_tensor_new(runs[r].dt, NG_CPU, 5, in, "dx");
+            ng_test_poison(&dxt);
+            ng_ctx ctx = ng_model_ctx(m, training, 1, 0);
+            ng_tensor yt = ng_model_forward(m, &ctx, &x);
+            m->root->ops->backward(m->root, &ctx, &dy, &dxt);
+            y[training] = ng_test_to_f64(&yt), dx[training] = ng_test_to_f64(&dxt);
+            ng_tensor_free(&dxt);
+            ng_model_free(m);
+        }
+        ng_tensor_free(&x), ng_tensor_free(&dy);
+        int64_t ny = 2 * 16 * 3 * 4 * 5, nx = 2 * 16 * 6 * 8 * 10;
+        NG_TEST(!memcmp(y[0], y[1], sizeof(double) * (size_t)ny) &&
+                    !memcmp(dx[0], dx[1], sizeof(double) * (size_t)nx),
+                "maxpool %s%s: evaluation and training forwards (or their gradients) differ",
+                ng_dtype_name(runs[r].dt), runs[r].native ? "" : " (copies)");
+        for (int i = 0; i < 2; i++) free(y[i]), free(dx[i]);
+    }
+    ng_pool_use_native_bf16(1);
 }
 
 /* One layer over more input shapes than its cache keeps: primitives made again after eviction
@@ -353,8 +481,13 @@ static void cache_case(void) {
 int main(void) {
     cases();
     rules();
-    plan_case(2, (int64_t[]){3, 5, 17, 15});
-    plan_case(3, (int64_t[]){2, 16, 13, 9, 11});
+    for (int native = 1; native >= 0; native--) {
+        plan_case(2, (int64_t[]){3, 5, 17, 15}, native ? NG_F32 : NG_BF16, native);
+        plan_case(3, (int64_t[]){2, 16, 13, 9, 11}, native ? NG_F32 : NG_BF16, native);
+    }
+    plan_case(2, (int64_t[]){3, 5, 17, 15}, NG_BF16, 1);
+    plan_case(3, (int64_t[]){2, 16, 13, 9, 11}, NG_BF16, 1);
+    eval_case();
     cache_case();
     return ng_test_finish("test_pool_onednn");
 }
