@@ -1,5 +1,6 @@
-/* The convolution layer. f32 on the CPU runs on oneDNN (conv_onednn.c), f16/bf16 on oneDNN's f32
- * kernels over widened copies; on CUDA every dtype runs on cuDNN wherever it can take the shape
+/* The convolution layer. f32 on the CPU runs on oneDNN (conv_onednn.c), bf16 on oneDNN's native
+ * bf16 kernels where the CPU has AVX512_BF16, f16 (and bf16 elsewhere) on its f32 kernels over
+ * widened copies; on CUDA every dtype runs on cuDNN wherever it can take the shape
  * (halves on tensor cores). Everything else (f64 gradient checks on the CPU, shapes cuDNN cannot
  * take, and the tests' reference) runs im2col/vol2col + ng_gemm, in chunks of whole samples
  * or of output positions so that the column matrix of a large volume stays inside a fixed
