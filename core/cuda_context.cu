@@ -32,6 +32,12 @@ ng_cuda_context *ng_cuda_ctx(void) {
     NG_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
     NG_CUBLAS_CHECK(cublasCreate(&ctx.cublas));
     NG_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));
+    /* By default cuBLAS may reduce split-K partial sums in the output type: an f16/bf16 C would
+     * then take extra half roundings, where the CPU twin accumulates in f32 and rounds once.
+     * Default math (no TF32) with reductions kept in the compute type. */
+    NG_CUBLAS_CHECK(cublasSetMathMode(
+        ctx.cublas,
+        (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     NG_CUSOLVER_CHECK(cusolverDnCreate(&ctx.cusolver));
     NG_CUSOLVER_CHECK(cusolverDnSetStream(ctx.cusolver, ctx.stream));
     NG_CUDNN_CHECK(cudnnCreate(&ctx.cudnn));

@@ -132,7 +132,8 @@ extern "C" void ng_channel_sums_cuda(int mode, const ng_tensor *x, const ng_tens
             sums_launch<ng_bhalf16>(mode, x, dy, A, R, S, center, out);
             break;
         default:
-            ng_fail("channel sums: CUDA twin takes f32 or f64, not %s", ng_dtype_name(x->dtype));
+            ng_fail("channel sums: CUDA twin takes a floating type, not %s",
+                    ng_dtype_name(x->dtype));
     }
 }
 
