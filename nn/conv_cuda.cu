@@ -219,6 +219,9 @@ struct conv_plan {
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+    /* the math type cuDNN judged each algorithm with; one descriptor serves all three, so a half
+     * pass sets its algorithm's before the call (f32 keeps FMA math, f64 the default) */
+    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
 };
 
 #define PLANS 8 /* shapes remembered per layer; the oldest is replaced */
@@ -254,6 +257,15 @@ static int pick(const Perf *perf, int n, ng_dtype dt) {
         if (first < 0) first = i;
     }
     return first;
+}
+
+static int is_half(ng_dtype dt) {
+    return dt == NG_F16 || dt == NG_BF16;
+}
+
+/* Before a half pass (or its workspace query): the math type its algorithm was chosen with. */
+static void use_math(const conv_plan *p, cudnnMathType_t m) {
+    if (is_half(p->dt)) NG_CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, m));
 }
 
 static int cudnn_takes(ng_dtype dt) {
@@ -311,17 +323,13 @@ static void build_plan(conv_plan *p, const ng_conv_geom *g, const int64_t *shape
                  "conv (cuDNN): output dim %d is %d by cuDNN but %d by natgrad's formula", i,
                  got[i], ydims[i]);
 
+    /* The three heuristics queries under the descriptor's math type, then each workspace size
+     * under its algorithm's (what the pass will set). */
     int n = 0;
     cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     NG_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
         h, p->xd, p->wd, p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, fp));
     int i = pick(fp, n, dt);
-    p->fwd_ok = i >= 0;
-    if (p->fwd_ok) {
-        p->fwd = fp[i].algo;
-        NG_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd,
-                                                               p->fwd, &p->fwd_ws));
-    }
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     NG_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
         h, p->wd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp));
@@ -330,12 +338,24 @@ static void build_plan(conv_plan *p, const ng_conv_geom *g, const int64_t *shape
     NG_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         h, p->xd, p->yd, p->cd, p->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp));
     int k = pick(wp, n, dt);
+    p->fwd_ok = i >= 0;
+    if (p->fwd_ok) {
+        p->fwd = fp[i].algo;
+        p->fwd_math = fp[i].mathType;
+        use_math(p, p->fwd_math);
+        NG_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd,
+                                                               p->fwd, &p->fwd_ws));
+    }
     p->bwd_ok = j >= 0 && k >= 0;
     if (p->bwd_ok) {
         p->bwd_data = dp[j].algo;
         p->bwd_filter = wp[k].algo;
+        p->bwd_data_math = dp[j].mathType;
+        p->bwd_filter_math = wp[k].mathType;
+        use_math(p, p->bwd_data_math);
         NG_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->wd, p->yd, p->cd, p->xd,
                                                                     p->bwd_data, &p->bwd_data_ws));
+        use_math(p, p->bwd_filter_math);
         NG_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
             h, p->xd, p->yd, p->cd, p->wd, p->bwd_filter, &p->bwd_filter_ws));
     }
@@ -422,10 +442,6 @@ static void add_widened(ng_tensor *dw, const void *h, ng_dtype dt) {
     NG_CUDA_CHECK_LAUNCH();
 }
 
-static int is_half(ng_dtype dt) {
-    return dt == NG_F16 || dt == NG_BF16;
-}
-
 /* What a half backward asks of the workspace: the filter algorithm's scratch, then dw in the half
  * type. */
 static size_t filter_ws(const conv_plan *p, int64_t dw_numel) {
@@ -466,6 +482,7 @@ extern "C" int ng_conv_cudnn_forward(void **cache, const ng_conv_geom *g, const 
     for (int64_t n0 = 0; n0 < N; n0 += nb) {
         conv_plan *p = N - n0 >= nb ? full : tail;
         void *ws = p->fwd_ws ? ng_cuda_workspace(p->fwd_ws) : NULL;
+        use_math(p, p->fwd_math);
         NG_CUDNN_CHECK(cudnnConvolutionForward(
             h, scal(x->dtype, 1, &one), p->xd, (const char *)x->data + (size_t)(n0 * per_x) * es,
             p->wd, w->data, p->cd, p->fwd, ws, p->fwd_ws, scal(x->dtype, 0, &zero), p->yd,
@@ -496,6 +513,7 @@ extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const
         const void *dys = (const char *)dy->data + (size_t)(n0 * per_y) * es;
         size_t fws = filter_ws(p, dw->numel);
         char *ws = fws ? (char *)ng_cuda_workspace(fws) : NULL;
+        use_math(p, p->bwd_filter_math);
         if (half) { /* into the half dw after the algorithm's scratch, then added in f32 */
             void *dwh = ws + ng_cudnn_dw_offset(p->bwd_filter_ws);
             NG_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, a1, p->xd, xs, p->yd, dys, p->cd,
@@ -509,6 +527,7 @@ extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const
         }
         if (!dx) continue;
         void *wsd = p->bwd_data_ws ? ng_cuda_workspace(p->bwd_data_ws) : NULL;
+        use_math(p, p->bwd_data_math);
         NG_CUDNN_CHECK(cudnnConvolutionBackwardData(h, a1, p->wd, w->data, p->yd, dys, p->cd,
                                                     p->bwd_data, wsd, p->bwd_data_ws, b0, p->xd,
                                                     (char *)dx->data + (size_t)(n0 * per_x) * es));
