@@ -97,7 +97,7 @@ cold_ok() { # WHAT FILES OUTPUT: every residency line counts FILES files and at 
 out=$("$ng" data-bench "${sh[@]}" --cold 2>&1)
 if [ $? -eq 0 ] && [ "$nsh" -ge 5 ] && cold_ok 2 "$nsh" "$out" &&
   grep -Eq '^source \(this thread, cold\) +500 ' <<<"$out" &&
-  grep -Eq '^loader \(batch 50, prefetch [0-9]+, cold\) +500 ' <<<"$out"; then
+  grep -Eq '^loader \(batch 50, prefetch [0-9]+, workers [0-9]+, cold\) +500 ' <<<"$out"; then
   pass=$((pass + 1))
 else
   fail=$((fail + 1))

@@ -118,11 +118,11 @@ expect_bad "--format png" "$ng" shards --from "$work/fr.yaml" --out "$work/bad" 
 # natgrad data-bench: the source, the loader and PNG files, one row each; bad options exit 2.
 out=$("$ng" data-bench --from "$work/fr.yaml" --examples 40 --batch 8 --png-dir "$work/files" \
   --png-range -1,1 2>&1) || bad "data-bench failed: $(tail -3 <<<"$out")"
-grep -Eq '^source \(this thread\) +40 ' <<<"$out" && grep -Eq '^loader \(batch 8, prefetch [0-9]+\) +40 ' <<<"$out" &&
+grep -Eq '^source \(this thread\) +40 ' <<<"$out" && grep -Eq '^loader \(batch 8, prefetch [0-9]+, workers [0-9]+\) +40 ' <<<"$out" &&
   grep -Eq '^png files \(this thread\) +40 ' <<<"$out" && [ "$(ls "$work/files" | grep -c '\.png$')" -eq 40 ] && ok ||
   bad "data-bench should time 40 examples three ways and leave 40 PNG files: $out"
 out=$("$ng" data-bench --from "$work/small.yaml" --examples 64 --set data.name=shards --set data.dir="$work/sh" 2>&1) &&
-  grep -Eq '^loader \(batch 50, prefetch 2\) +50 ' <<<"$out" && ok || bad "data-bench over shards failed: $out"
+  grep -Eq '^loader \(batch 50, prefetch 2, workers 1\) +50 ' <<<"$out" && ok || bad "data-bench over shards failed: $out"
 expect_bad "--examples" "$ng" data-bench --from "$work/fr.yaml" --examples 0
 expect_bad "--png-range" "$ng" data-bench --from "$work/fr.yaml" --png-dir "$work/files2"
 expect_bad "data.fractal.side" "$ng" data-bench --from "$work/fr.yaml" --set data.fractal.side=2
