@@ -314,7 +314,8 @@ static int plain(const ng_fractal_config *c) {
 
 /* Image i into out, with occ (side^2 bytes) as the renderer's scratch: a fixed data set, the same
  * image every epoch. */
-static void render(const fractals *fr, int64_t i, float *out, int32_t *y, uint8_t *occ) {
+static void render(const void *self, int64_t i, float *out, int32_t *y, uint8_t *occ) {
+    const fractals *fr = self;
     const ng_fractal_config *c = &fr->c;
     int64_t cat = i % c->categories, inst = c->first_instance + i / c->categories;
     ng_ifs f;
@@ -348,24 +349,7 @@ static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) 
     render(fr, i, out, y, fr->occ);
 }
 
-/* A host batch on the source's workers, each with its own scratch: the images of fill. */
-static void host_batch(ng_source *s, const int64_t *idx, int64_t count, float *x, int32_t *y) {
-    const fractals *fr = s->impl;
-    int64_t e = ng_source_example_size(s), hw = fr->c.side * fr->c.side;
-    int workers = s->workers > 1 && count > 1 ? s->workers : 1, ok = 1;
-#pragma omp parallel num_threads(workers) reduction(&& : ok)
-    {
-        uint8_t *occ = malloc((size_t)hw);
-        ok = occ != NULL;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t j = 0; j < count; j++)
-            if (occ) render(fr, idx[j], x + j * e, &y[j], occ);
-        free(occ);
-    }
-    NG_CHECK(ok, "%s: out of host memory for %d renderers", s->name, workers);
-}
-
-/* A batch: on the host, rendered as fill renders (host_batch); on the GPU, the instances,
+/* A batch: on the host, rendered as fill renders, on the workers; on the GPU, the instances,
  * fallbacks, patterns and colours are drawn here as fill draws them and one kernel call renders
  * them all. */
 static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
@@ -374,7 +358,7 @@ static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t 
     const ng_fractal_config *c = &fr->c;
     (void)epoch;
     if (x->device != NG_CUDA) {
-        host_batch(s, idx, count, x->data, y);
+        ng_source_render_batch(s, idx, count, x->data, y, (size_t)(c->side * c->side), render, fr);
         return;
     }
     int patch = c->patch < 1 ? 1 : (int)c->patch;

@@ -46,6 +46,25 @@ void ng_source_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64
         s->ops->fill(s, epoch, idx[j], (float *)x->data + j * e, &y[j]);
 }
 
+void ng_source_render_batch(ng_source *s, const int64_t *idx, int64_t count, float *x, int32_t *y,
+                            size_t scratch_bytes,
+                            void (*render)(const void *self, int64_t i, float *x, int32_t *y,
+                                           uint8_t *scratch),
+                            const void *self) {
+    int64_t e = ng_source_example_size(s);
+    int workers = s->workers > 1 && count > 1 ? s->workers : 1, ok = 1;
+#pragma omp parallel num_threads(workers) reduction(&& : ok)
+    {
+        uint8_t *scratch = malloc(scratch_bytes ? scratch_bytes : 1);
+        ok = scratch != NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t j = 0; j < count; j++)
+            if (scratch) render(self, idx[j], x + j * e, &y[j], scratch);
+        free(scratch);
+    }
+    NG_CHECK(ok, "%s: out of host memory for %d workers' scratch", s->name, workers);
+}
+
 int ng_source_split(ng_source *s, int rank, int world) {
     NG_CHECK(world >= 1 && rank >= 0 && rank < world, "data source %s: rank %d of %d", s->name,
              rank, world);

@@ -86,6 +86,14 @@ void ng_synthetic3d_direction(int64_t c, double d[3]);
 /* Splits s across ranks when it can (1: s now holds this rank's part; give the loader world 1),
  * else 0 (give the loader the rank and world). */
 int ng_source_split(ng_source *s, int rank, int world);
+/* For sources' fill_batch: examples idx[0..count) into x ([count, example]) and y by render, on
+ * up to s->workers threads, each with a scratch of scratch_bytes of its own (render's other
+ * state must be read-only). */
+void ng_source_render_batch(ng_source *s, const int64_t *idx, int64_t count, float *x, int32_t *y,
+                            size_t scratch_bytes,
+                            void (*render)(const void *self, int64_t i, float *x, int32_t *y,
+                                           uint8_t *scratch),
+                            const void *self);
 /* Checks i in [0, n) and calls the source's fill. */
 void ng_source_fill(ng_source *s, int64_t epoch, int64_t i, void *x, int32_t *y);
 int64_t ng_source_example_size(const ng_source *s);
