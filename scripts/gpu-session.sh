@@ -87,4 +87,7 @@ DEVICE=cuda STEPS=3 timeout 240 bash "$root/experiments/image_size/run.sh" "$bui
 # its stream and the exact checks run.
 "$ng" comm-bench --device cuda --min 4K --max 256M --factor 16 --json "$out/comm_bench_nccl.json" \
   2>&1 | tee "$out/comm-bench.log"
+# Issue 12: the GPU machine's cores as loader workers (FractalDB 224 px rendered on the CPU, its
+# PNG shards decoded), the rate a GPU run gets from the host.
+timeout 120 bash "$root/experiments/data_bench/workers.sh" "$ng" 2>&1 | tee "$out/loader_workers.txt"
 echo "results in $out"

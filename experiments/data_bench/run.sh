@@ -58,20 +58,6 @@ for f in npy png; do
     --set data.dir="$work/$f" --cold 2>&1 | cold
 done
 
-# Loader workers (data.workers): FractalDB colour 224 px rendered on the fly, and the same images
-# as PNG shards decoded, by 1 and by WORKERS threads (default: the cores). The batches are the same.
-workers=${WORKERS:-$(nproc)}
-c224=(--set data.fractal.side=224 --set data.fractal.points=100000 --set data.fractal.colour=true
-  --set data.fractal.patch=3)
-"$ng" shards --from "$here/fractal.yaml" --out "$work/fr224" --shard-mib 8 --format png \
-  --png-range -1,1 "${c224[@]}" --set data.fractal.categories=20 \
-  --set data.fractal.instances=24 >/dev/null
-for w in 1 "$workers"; do
-  echo "== FractalDB colour 224 px, rendered, $w workers"
-  "$ng" data-bench --from "$here/fractal.yaml" --examples 96 --batch 16 "${c224[@]}" \
-    --set data.workers="$w" 2>/dev/null | grep '^loader'
-  echo "== the same as PNG shards, decoded, $w workers"
-  "$ng" data-bench --from "$here/fractal.yaml" --examples 448 --batch 32 "${c224[@]}" \
-    --set data.name=shards --set data.dir="$work/fr224" --set data.workers="$w" 2>/dev/null |
-    grep '^loader'
-done
+
+# Loader workers: rendering and PNG decoding by 1 and by WORKERS threads (workers.sh).
+WORKERS=${WORKERS:-$(nproc)} bash "$here/workers.sh" "$ng"
