@@ -511,8 +511,12 @@ extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const
         conv_plan *p = N - n0 >= nb ? full : tail;
         const void *xs = (const char *)x->data + (size_t)(n0 * per_x) * es;
         const void *dys = (const char *)dy->data + (size_t)(n0 * per_y) * es;
-        size_t fws = filter_ws(p, dw->numel);
-        char *ws = fws ? (char *)ng_cuda_workspace(fws) : NULL;
+        /* One request for both passes, so the buffer never regrows between them (a regrow
+         * syncs the stream); the data pass may reuse the half dw's bytes: the kernel that reads
+         * them is queued before it on the same stream. */
+        size_t fws = filter_ws(p, dw->numel), need = fws;
+        if (dx && p->bwd_data_ws > need) need = p->bwd_data_ws;
+        char *ws = need ? (char *)ng_cuda_workspace(need) : NULL;
         use_math(p, p->bwd_filter_math);
         if (half) { /* into the half dw after the algorithm's scratch, then added in f32 */
             void *dwh = ws + ng_cudnn_dw_offset(p->bwd_filter_ws);
@@ -526,11 +530,10 @@ extern "C" int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const
                                                           p->wd, dw->data));
         }
         if (!dx) continue;
-        void *wsd = p->bwd_data_ws ? ng_cuda_workspace(p->bwd_data_ws) : NULL;
         use_math(p, p->bwd_data_math);
-        NG_CUDNN_CHECK(cudnnConvolutionBackwardData(h, a1, p->wd, w->data, p->yd, dys, p->cd,
-                                                    p->bwd_data, wsd, p->bwd_data_ws, b0, p->xd,
-                                                    (char *)dx->data + (size_t)(n0 * per_x) * es));
+        NG_CUDNN_CHECK(cudnnConvolutionBackwardData(
+            h, a1, p->wd, w->data, p->yd, dys, p->cd, p->bwd_data, p->bwd_data_ws ? ws : NULL,
+            p->bwd_data_ws, b0, p->xd, (char *)dx->data + (size_t)(n0 * per_x) * es));
     }
     return 1;
 }
