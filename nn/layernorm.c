@@ -326,11 +326,15 @@ static void ln_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tensor
 static void ln_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
                     const int64_t *in, ng_dtype dt) {
     (void)need_dx;
-    if (backward) return;
     ln_state *s = l->impl;
     int64_t rows = 1;
     for (int i = 0; i < ndim; i++) rows *= in[i];
     rows /= s->dim;
+    if (backward) { /* the CUDA twin's partial sums, in the CUDA workspace */
+        size_t ws = (size_t)(ng_ln_partial_chunks(rows) * 2 * s->dim) * (dt == NG_F64 ? 8 : 4);
+        if (sim->device == NG_CUDA && rows && ws > sim->workspace) sim->workspace = ws;
+        return;
+    }
     ng_sim_tensor(&sim->acts, dt, ndim, in);
     ng_sim_tensor(&sim->acts, stat_dtype(dt), 1, &rows);
     ng_sim_tensor(&sim->acts, stat_dtype(dt), 1, &rows);

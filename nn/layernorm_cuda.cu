@@ -146,9 +146,7 @@ void ln_bwd(const ng_tensor *x, const ng_tensor *w, const ng_tensor *mean, const
         NG_CUDA_CHECK_LAUNCH();
     }
     /* At most 512 chunks of at least 16 rows: enough blocks to fill the GPU, few partials. */
-    int64_t per = (rows + 511) / 512;
-    if (per < 16) per = 16;
-    const int64_t chunks = (rows + per - 1) / per;
+    const int64_t per = ng_ln_partial_rows(rows), chunks = ng_ln_partial_chunks(rows);
     A *part = (A *)ng_cuda_workspace(sizeof(A) * (size_t)(chunks * 2 * d));
     dim3 grid((unsigned)((d + kThreads - 1) / kThreads), (unsigned)chunks);
     ln_bwd_partial_kernel<T, P>

@@ -33,6 +33,17 @@ void ng_vit_copy_blocks(ng_tensor *dst, int64_t dst_off, int64_t dst_stride, con
  * with x in f16 or bf16 (mixed precision) w, b, mean, rstd, dw, db are f32. (layernorm.c) */
 void ng_vit_layernorm_forward(const ng_tensor *x, const ng_tensor *w, const ng_tensor *b,
                               double eps, ng_tensor *y, ng_tensor *mean, ng_tensor *rstd);
+/* The CUDA backward's dw/db partial sums: row chunks of at least 16 rows, at most 512 chunks; the
+ * CUDA workspace then holds chunks x 2 x dim accumulators (double for f64, float otherwise),
+ * which the plan counts. */
+static inline int64_t ng_ln_partial_rows(int64_t rows) { /* rows per chunk */
+    int64_t per = (rows + 511) / 512;
+    return per < 16 ? 16 : per;
+}
+static inline int64_t ng_ln_partial_chunks(int64_t rows) {
+    int64_t per = ng_ln_partial_rows(rows);
+    return (rows + per - 1) / per;
+}
 /* From dy: dx is written (skipped when NULL), dw and db are accumulated (+=). */
 void ng_vit_layernorm_backward(const ng_tensor *x, const ng_tensor *w, const ng_tensor *mean,
                                const ng_tensor *rstd, const ng_tensor *dy, ng_tensor *dx,

@@ -13,6 +13,7 @@
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "nn/conv.h"
+#include "nn/layernorm.h"
 #include "nn/models.h"
 #include "nn/conv_kernels.h"
 #include "nn/plan.h"
@@ -140,8 +141,34 @@ static void cudnn_workspace_planned(void) {
     }
 }
 
+/* LayerNorm's CUDA backward takes its dw/db partial sums from the CUDA workspace: the plan counts
+ * chunks x 2 x dim accumulators, chunks of at least 16 rows and at most 512 of them. */
+static void layernorm_workspace_planned(void) {
+    int64_t dim = 8 + (int64_t)(ng_test_seed() % 57), rows[3] = {5, 400, 100000};
+    for (int k = 0; k < 3; k++)
+        for (int d = 0; d < 2; d++) {
+            ng_dtype dt = d ? NG_F64 : NG_F32;
+            ng_layer *l = ng_layernorm("ln", dim, 1e-5);
+            int64_t in[2] = {rows[k], dim};
+            ng_arena_plan tr = ng_plan_train_step(l, 2, in, dt, dt, NG_CUDA, 0);
+            ng_arena_plan cpu = ng_plan_train_step(l, 2, in, dt, dt, NG_CPU, 0);
+            int64_t per = rows[k] / 512 + (rows[k] % 512 != 0), chunks;
+            if (per < 16) per = 16;
+            chunks = (rows[k] + per - 1) / per;
+            size_t want = (size_t)(chunks * 2 * dim) * ng_dtype_size(dt);
+            NG_TEST(
+                tr.workspace == want && cpu.workspace == 0,
+                "layernorm [%lld, %lld] %s: CUDA workspace %zu planned, want %zu (%lld chunks); "
+                "CPU %zu, want 0",
+                (long long)rows[k], (long long)dim, ng_dtype_name(dt), tr.workspace, want,
+                (long long)chunks, cpu.workspace);
+            ng_layer_free(l);
+        }
+}
+
 int main(void) {
     recompute_holds_four();
+    layernorm_workspace_planned();
     cudnn_workspace_planned();
     static const ng_dtype dts[] = {NG_F32, NG_F16, NG_BF16, NG_BF16};
     for (int d = 0; d < 4; d++) {
