@@ -45,10 +45,43 @@ static int64_t min64(int64_t a, int64_t b) {
 
 /* ---- GEMM ---------------------------------------------------------------------------------- */
 
-/* A buffer of count elements of a half type widened to f32 (exact). */
-static float *widen(const void *p, ng_dtype t, int64_t count) {
-    float *f = malloc((size_t)(count ? count : 1) * sizeof(float));
+/* The f32 copies of a half GEMM (A, B and the accumulator C) are kept between calls, per thread,
+ * up to KEEP_MAX bytes each. A fresh malloc of a few MiB is a fresh mmap whose every page faults
+ * on first touch; glibc avoids that by raising its mmap threshold after large frees (up to
+ * 32 MiB), which it does only while some GEMM frees blocks that large. Where the big GEMMs (the
+ * bf16 Linear layers on oneDNN) no longer come here, the ViT's per-head copies (2-3 MiB) were
+ * mmapped and faulted in at every call: a third of a bf16 ViT step. Larger copies are allocated
+ * and freed per call as before, so at most 3 x 32 MiB per thread stays held. */
+#define KEEP_MAX ((size_t)32 << 20)
+
+static _Thread_local struct {
+    float *p;
+    size_t cap;
+} kept[3];
+
+/* An f32 buffer of count elements for slot (0: A, 1: B, 2: C); *to_free is what the caller
+ * frees afterwards (NULL for a kept buffer). */
+static float *f32_buf(int slot, int64_t count, float **to_free) {
+    size_t bytes = (size_t)(count ? count : 1) * sizeof(float);
+    float *f;
+    if (bytes > KEEP_MAX) {
+        f = *to_free = malloc(bytes);
+    } else {
+        if (kept[slot].cap < bytes) {
+            free(kept[slot].p);
+            kept[slot].p = malloc(bytes);
+            kept[slot].cap = kept[slot].p ? bytes : 0;
+        }
+        f = kept[slot].p;
+        *to_free = NULL;
+    }
     NG_CHECK(f, "ng_gemm: out of host memory for a %lld-element f32 copy", (long long)count);
+    return f;
+}
+
+/* A buffer of count elements of a half type widened to f32 (exact). */
+static float *widen(const void *p, ng_dtype t, int64_t count, int slot, float **to_free) {
+    float *f = f32_buf(slot, count, to_free);
     for (int64_t i0 = 0; i0 < count; i0 += CHUNK)
         chunk_to_f32(p, t, i0, min64(CHUNK, count - i0), f + i0);
     return f;
@@ -103,29 +136,32 @@ void ng_cpu_gemm(const ng_gemm_desc *d) {
     const float *A = d->A, *B = d->B;
     float *Aw = NULL, *Bw = NULL, *Cw = NULL, *C = d->C;
     if (d->in_type != NG_F32) {
-        Aw = widen(d->A, d->in_type, span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda));
-        Bw = widen(d->B, d->in_type, span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb));
-        A = Aw;
-        B = Bw;
+        A = widen(d->A, d->in_type, span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda),
+                  0, &Aw);
+        B = widen(d->B, d->in_type, span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb),
+                  1, &Bw);
     }
     int64_t c_count = span(d->batch, d->stride_c, d->m, d->ldc);
+    float *Cf = NULL;
     if (d->out_type != NG_F32) {
         /* An f32 accumulator rounded back at the end. With beta == 0, C is not read (its NaN
          * must not leak), so the accumulator starts from zeros instead. */
-        Cw = d->beta != 0 ? widen(d->C, d->out_type, c_count)
-                          : calloc((size_t)(c_count ? c_count : 1), sizeof(float));
-        NG_CHECK(Cw, "ng_gemm: out of host memory for a %lld-element f32 accumulator",
-                 (long long)c_count);
-        C = Cw;
+        if (d->beta != 0) {
+            Cf = widen(d->C, d->out_type, c_count, 2, &Cw);
+        } else {
+            Cf = f32_buf(2, c_count, &Cw);
+            memset(Cf, 0, (size_t)c_count * sizeof(float));
+        }
+        C = Cf;
     }
     int split = batch_split(d);
 #pragma omp parallel for schedule(static) if (split)
     for (int64_t p = 0; p < d->batch; p++)
         cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, (float)d->alpha, A + p * d->stride_a, lda,
                     B + p * d->stride_b, ldb, (float)d->beta, C + p * d->stride_c, ldc);
-    if (Cw) {
+    if (Cf) {
         for (int64_t i0 = 0; i0 < c_count; i0 += CHUNK)
-            chunk_from_f32(d->C, d->out_type, i0, min64(CHUNK, c_count - i0), Cw + i0);
+            chunk_from_f32(d->C, d->out_type, i0, min64(CHUNK, c_count - i0), Cf + i0);
     }
     free(Aw);
     free(Bw);

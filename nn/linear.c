@@ -1,8 +1,16 @@
 /* The Linear layer: three GEMMs (weights read in the compute dtype; dW and db land in the f32
  * master gradient straight from the GEMM's f32 accumulator). Bias add and bias gradient are rank-1
  * GEMMs against a ones vector, so the layer needs no kernels of its own and runs on any device
- * ng_gemm does; on the CPU in f32/f64 the bias add is a loop with the GEMM's bits. */
+ * ng_gemm does; on the CPU in f32/f64 the bias add is a loop with the GEMM's bits.
+ *
+ * bf16 on a CPU with AVX512_BF16 (ng_dnnl_bf16_native) skips ng_gemm's f32 copies of the operands:
+ * the same products run on oneDNN's matmul with native bf16 kernels (linear_onednn.c), which
+ * multiply bf16 pairs exactly and sum in f32, so results equal the widened path's up to the order
+ * of the f32 sums (and bf16 subnormal operands, which vdpbf16ps reads as zero). f16 keeps the
+ * widened path: no CPU here has f16 dot products. */
 #include "nn/linear.h"
+#include "nn/linear_onednn.h"
+#include "nn/onednn.h"
 #include "nn/plan.h"
 
 #include "core/error.h"
@@ -12,8 +20,27 @@
 typedef struct {
     int64_t in, out;
     int bias;
-    ng_tensor x; /* saved input, viewed as [rows, in] */
+    ng_tensor x;  /* saved input, viewed as [rows, in] */
+    void *onednn; /* oneDNN's bf16 matmul primitives per row count */
 } linear_state;
+
+static int use_native = 1;
+static long native_passes;
+
+void ng_linear_use_native_bf16(int enabled) {
+    use_native = enabled;
+}
+
+long ng_linear_native_passes(void) {
+    return native_passes;
+}
+
+/* Whether a bf16 pass (forward, or backward) on `rows` rows runs on oneDNN's native bf16 matmul;
+ * the plan asks the same. */
+static int native_bf16(linear_state *s, ng_device dev, ng_dtype dt, int64_t rows, int backward) {
+    return dev == NG_CPU && dt == NG_BF16 && use_native && rows > 0 && ng_dnnl_bf16_native() &&
+           ng_linear_onednn_native(&s->onednn, rows, s->in, s->out, s->bias, backward);
+}
 
 static void linear_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
                              int64_t *out) {
@@ -58,6 +85,15 @@ static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
+    if (native_bf16(s, x->device, x->dtype, rows, 0)) {
+        const ng_tensor *w = &l->params[0].compute, *b = s->bias ? &l->params[1].compute : NULL;
+        NG_CHECK(w->dtype == NG_BF16 && (!b || b->dtype == NG_BF16),
+                 "linear %s: bf16 input with weights %s", l->name, ng_tensor_desc(w));
+        ng_linear_onednn_forward(&s->onednn, rows, s->in, s->out, s->x.data, w->data,
+                                 b ? b->data : NULL, y.data, ctx->grads);
+        native_passes++;
+        return y;
+    }
     ng_gemm(0, 1, 1.0, &s->x, &l->params[0].compute, 0.0, &y2);
     if (s->bias && bias_by_loop(x->device, x->dtype)) {
         const ng_tensor *b = &l->params[1].compute;
@@ -82,6 +118,22 @@ static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_te
              l->name, ng_tensor_desc(dy));
     ng_tensor g = ng_tensor_reshape(dy, 2, (int64_t[]){rows, s->out});
     if (ctx->observer) ctx->observer->output_grad(ctx->observer->self, l, &g);
+    if (native_bf16(s, dy->device, dy->dtype, rows, 1)) {
+        const ng_tensor *w = &l->params[0].compute, *dw = &l->params[0].grad;
+        const ng_tensor *db = s->bias ? &l->params[1].grad : NULL;
+        NG_CHECK(s->x.dtype == NG_BF16 && w->dtype == NG_BF16,
+                 "linear %s: bf16 output gradient with input %s and weights %s", l->name,
+                 ng_tensor_desc(&s->x), ng_tensor_desc(w));
+        NG_CHECK(dw->dtype == NG_F32 && (!db || db->dtype == NG_F32),
+                 "linear %s: bf16 passes accumulate into f32 master gradients, not %s", l->name,
+                 ng_tensor_desc(dw));
+        NG_CHECK(!dx || dx->dtype == NG_BF16, "linear %s: input gradient %s is not bf16", l->name,
+                 ng_tensor_desc(dx));
+        ng_linear_onednn_backward(&s->onednn, rows, s->in, s->out, s->x.data, w->data, dy->data,
+                                  dw->data, db ? db->data : NULL, dx ? dx->data : NULL, ctx->grads);
+        native_passes++;
+        return;
+    }
     ng_gemm(1, 0, 1.0, &g, &s->x, 1.0, &l->params[0].grad); /* dW += dy^T x */
     if (s->bias) {
         ng_arena_mark m = ng_arena_get_mark(ctx->grads);
@@ -98,20 +150,23 @@ static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_te
 
 static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int ndim,
                         const int64_t *in, ng_dtype dt) {
-    (void)need_dx;
     linear_state *s = l->impl;
     int on;
-    int64_t out[NG_MAX_DIMS];
+    int64_t out[NG_MAX_DIMS], rows = 1;
     linear_out_shape(l, ndim, in, &on, out);
+    for (int i = 0; i < ndim - 1; i++) rows *= in[i];
     if (!backward) {
         ng_sim_tensor(&sim->acts, dt, on, out);
         ng_sim_capture(sim, l, ndim, in, dt);
     }
+    if (native_bf16(s, sim->device, dt, rows, backward)) { /* its scratch instead of the ones */
+        ng_linear_onednn_plan(&s->onednn, rows, s->in, s->out, s->bias, backward, need_dx,
+                              &sim->grads);
+        return;
+    }
     /* the ones column of the bias GEMM: backward, and forward where no loop adds the bias */
     if (s->bias && (backward || !bias_by_loop(sim->device, dt))) {
         size_t m = ng_sim_mark(&sim->grads);
-        int64_t rows = 1;
-        for (int i = 0; i < ndim - 1; i++) rows *= in[i];
         ng_sim_tensor(&sim->grads, dt, 2, (int64_t[]){rows, 1});
         ng_sim_release(&sim->grads, m);
     }
@@ -124,6 +179,12 @@ static int64_t linear_flops(const ng_layer *l, int ndim, const int64_t *in) {
     return 2 * (n / s->in) * s->in * s->out;
 }
 
+static void linear_destroy(ng_layer *l) {
+    linear_state *s = l->impl;
+    ng_linear_onednn_free(s->onednn);
+    s->onednn = NULL;
+}
+
 static const ng_layer_ops linear_ops = {
     .kind = "linear",
     .flops = linear_flops,
@@ -131,6 +192,7 @@ static const ng_layer_ops linear_ops = {
     .forward = linear_forward,
     .backward = linear_backward,
     .plan = linear_plan,
+    .destroy = linear_destroy,
     .out_unread = 1,
 };
 

@@ -1,7 +1,7 @@
-/* Internal to the CPU twins that run on oneDNN (conv_onednn.c, pool_onednn.c): the one engine
- * and stream, the check macro, and running a primitive on natgrad's buffers. Primitives are created
- * with a user scratchpad, so their scratch comes from natgrad's gradient arena and the memory plan
- * predicts it. */
+/* Internal to the CPU twins that run on oneDNN (conv_onednn.c, pool_onednn.c, linear_onednn.c):
+ * the one engine and stream, the check macro, and running a primitive on natgrad's buffers.
+ * Primitives are created with a user scratchpad, so their scratch comes from natgrad's gradient
+ * arena and the memory plan predicts it. */
 #ifndef NG_ONEDNN_H
 #define NG_ONEDNN_H
 
@@ -44,7 +44,8 @@ dnnl_memory_desc_t ng_dnnl_plain(int ndim, const int64_t *dims, dnnl_data_type_t
 int ng_dnnl_bf16_native(void);
 
 /* Whether a primitive descriptor's implementation is one of oneDNN's optimised kernels (jit
- * convolutions and pooling, its jit GEMM) and not a reference loop ("ref" in its name). */
+ * convolutions and pooling, its jit GEMM, brgemm matmul) and not a reference loop ("ref" in its
+ * name). */
 int ng_dnnl_impl_native(const_dnnl_primitive_desc_t pd);
 
 /* One argument of a primitive: its DNNL_ARG_* and natgrad's buffer. */

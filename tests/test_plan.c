@@ -2,8 +2,8 @@
  * f16 and bf16, with and without dropout, the planned arena peaks of a training step (and of the
  * true Fisher's two backwards over one forward, and of an evaluation forward) equal the
  * high-water marks the arenas reach when the step runs: the plan replays the same traffic. bf16
- * runs twice on the CPU: on oneDNN's native bf16 convolutions and pools (where the CPU has
- * AVX512_BF16) and with them forced onto the f32 copies. */
+ * runs twice on the CPU: on oneDNN's native bf16 convolutions, pools and Linear matmuls (where the
+ * CPU has AVX512_BF16) and with them forced onto the f32 copies. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +16,7 @@
 #include "nn/layernorm.h"
 #include "nn/models.h"
 #include "nn/conv_kernels.h"
+#include "nn/linear.h"
 #include "nn/plan.h"
 #include "nn/pool_onednn.h"
 #include "testing.h"
@@ -175,6 +176,7 @@ int main(void) {
         ng_dtype dt = dts[d];
         ng_conv_use_native_bf16(d != 3); /* the last: bf16 on the f32 copies */
         ng_pool_use_native_bf16(d != 3);
+        ng_linear_use_native_bf16(d != 3);
         ng_arch a = arch("mlp");
         a.width = 64, a.dropout = 0.2;
         check("mlp with dropout", a, "none", dt, 5, 0);

@@ -1,0 +1,264 @@
+/* The bf16 GEMMs of a Linear layer on oneDNN's matmul (see linear_onednn.h). Four matmuls, each
+ * with bf16 operands read where natgrad keeps them (no copies: a transposed operand is a strided
+ * memory descriptor) and an f32 destination:
+ *   forward        y  = x W^T      src x [rows,in],   weights W^T [in,out] (W read by strides)
+ *   backward data  dx = dy W       src dy [rows,out], weights W [out,in]
+ *   backward wei.  dW += dy^T x    src dy^T [out,rows] (strided), weights x [rows,in]
+ *   bias gradient  db += 1^T dy    src ones [1,rows], weights dy [rows,out]
+ * y and dx land in f32 scratch and are rounded to bf16 here, once, by natgrad's rounding (to
+ * nearest even, the rounding the widened path uses). dW and db land in natgrad's f32 master
+ * gradients directly: a sum post-op (dst = 1.0 * dst + product) makes oneDNN accumulate as
+ * natgrad does, so they need no scratch. Each pass runs, or is planned (the plan's counter given,
+ * nothing runs), by the same function, so plan and run cannot disagree. */
+#include "nn/linear_onednn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/half_vec.h"
+#include "core/threads.h"
+#include "nn/onednn.h"
+
+/* Row counts a layer keeps primitives for: training, evaluation and a last partial batch fit. */
+#define CACHE_SLOTS 4
+
+enum { FWD, DATA, WEI, BIAS, NPASS };
+
+typedef struct {
+    ng_dnnl_key key; /* {rows} */
+    dnnl_primitive_desc_t pd[NPASS];
+    dnnl_primitive_t prim[NPASS];
+    dnnl_memory_t mem[NPASS][4]; /* src, weights, dst, scratchpad */
+} lin_prims;
+
+typedef struct {
+    lin_prims slot[CACHE_SLOTS];
+    uint64_t clock;
+} lin_cache;
+
+/* Where a pass takes its buffers: the arena when running, the plan's counter when planning. */
+typedef struct {
+    ng_arena *arena;
+    ng_sim_arena *sim;
+} taker;
+
+static void *take(taker *t, size_t bytes) {
+    if (!bytes) return NULL;
+    if (t->sim) {
+        ng_sim_alloc(t->sim, bytes);
+        return NULL;
+    }
+    return ng_arena_alloc(t->arena, bytes);
+}
+
+static size_t mark(const taker *t) {
+    return t->sim ? ng_sim_mark(t->sim) : ng_arena_get_mark(t->arena);
+}
+
+static void release(taker *t, size_t m) {
+    if (t->sim)
+        ng_sim_release(t->sim, m);
+    else
+        ng_arena_release(t->arena, m);
+}
+
+/* ---- descriptors and primitives ------------------------------------------------------------ */
+
+/* A 2-D [r, c] descriptor with strides (sr, sc). */
+static dnnl_memory_desc_t md2(int64_t r, int64_t c, int64_t sr, int64_t sc, dnnl_data_type_t t) {
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d = {r, c}, s = {sr, sc};
+    NG_DNNL_CHECK(dnnl_memory_desc_init_by_strides(&md, 2, d, t, s));
+    return md;
+}
+
+static void make_pd(lin_prims *p, int pass, int64_t in, int64_t out) {
+    if (p->pd[pass]) return;
+    int64_t rows = p->key.shape[0];
+    dnnl_memory_desc_t src, wei, dst;
+    switch (pass) {
+        case FWD:
+            src = md2(rows, in, in, 1, dnnl_bf16);
+            wei = md2(in, out, 1, in, dnnl_bf16); /* W^T: W [out,in] read by strides */
+            dst = md2(rows, out, out, 1, dnnl_f32);
+            break;
+        case DATA:
+            src = md2(rows, out, out, 1, dnnl_bf16);
+            wei = md2(out, in, in, 1, dnnl_bf16);
+            dst = md2(rows, in, in, 1, dnnl_f32);
+            break;
+        case WEI:
+            src = md2(out, rows, 1, out, dnnl_bf16); /* dy^T: dy [rows,out] read by strides */
+            wei = md2(rows, in, in, 1, dnnl_bf16);
+            dst = md2(out, in, in, 1, dnnl_f32);
+            break;
+        default: /* BIAS */
+            src = md2(1, rows, rows, 1, dnnl_bf16);
+            wei = md2(rows, out, out, 1, dnnl_bf16);
+            dst = md2(1, out, out, 1, dnnl_f32);
+            break;
+    }
+    dnnl_matmul_desc_t d;
+    NG_DNNL_CHECK(dnnl_matmul_desc_init(&d, &src, &wei, NULL, &dst));
+    dnnl_primitive_attr_t a = ng_dnnl_user_scratchpad();
+    dnnl_post_ops_t po = NULL;
+    if (pass == WEI || pass == BIAS) { /* natgrad accumulates parameter gradients */
+        NG_DNNL_CHECK(dnnl_post_ops_create(&po));
+        NG_DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
+        NG_DNNL_CHECK(dnnl_primitive_attr_set_post_ops(a, po));
+    }
+    NG_DNNL_CHECK(dnnl_primitive_desc_create(&p->pd[pass], &d, a, ng_dnnl_engine(), NULL));
+    if (po) NG_DNNL_CHECK(dnnl_post_ops_destroy(po));
+    NG_DNNL_CHECK(dnnl_primitive_attr_destroy(a));
+}
+
+static void free_prims(lin_prims *p) {
+    for (int k = 0; k < NPASS; k++) {
+        for (int i = 0; i < 4; i++)
+            if (p->mem[k][i]) dnnl_memory_destroy(p->mem[k][i]);
+        if (p->prim[k]) dnnl_primitive_destroy(p->prim[k]);
+        if (p->pd[k]) dnnl_primitive_desc_destroy(p->pd[k]);
+    }
+    memset(p, 0, sizeof *p);
+}
+
+static lin_prims *lookup(void **cache, int64_t rows) {
+    if (!*cache) {
+        *cache = calloc(1, sizeof(lin_cache));
+        NG_CHECK(*cache, "linear: out of host memory for the oneDNN primitive cache");
+    }
+    lin_cache *c = *cache;
+    int miss, i = ng_dnnl_slot(&c->slot[0].key, sizeof c->slot[0], CACHE_SLOTS, &c->clock, 1, &rows,
+                               &miss);
+    if (miss) {
+        free_prims(&c->slot[i]);
+        ng_dnnl_key_set(&c->slot[i].key, 1, &rows, c->clock);
+    }
+    return &c->slot[i];
+}
+
+/* Runs (or plans) one matmul; its scratchpad is taken from t and given back. */
+static void matmul(lin_prims *p, int pass, taker *t, const void *src, const void *wei, void *dst) {
+    size_t m = mark(t);
+    size_t sb = ng_dnnl_scratch_bytes(p->pd[pass]);
+    void *pad = take(t, sb);
+    if (!t->sim) {
+        if (!p->prim[pass]) NG_DNNL_CHECK(dnnl_primitive_create(&p->prim[pass], p->pd[pass]));
+        ng_dnnl_buf b[4] = {{DNNL_ARG_SRC, (void *)src},
+                            {DNNL_ARG_WEIGHTS, (void *)wei},
+                            {DNNL_ARG_DST, dst},
+                            {DNNL_ARG_SCRATCHPAD, pad}};
+        ng_dnnl_run(p->prim[pass], p->pd[pass], p->mem[pass], 3 + (sb > 0), b);
+    }
+    release(t, m);
+}
+
+/* dst [rows,n] bf16 = round(f [rows,n]); with bias, then dst = round(dst + bias) (two roundings,
+ * as the widened path's rank-1 bias GEMM into the stored bf16 y). Rows are independent, so the
+ * thread split changes no bits. f is overwritten. */
+static void round_rows(float *f, const float *bias, uint16_t *dst, int64_t rows, int64_t n) {
+#pragma omp parallel for schedule(static) if (rows * n >= NG_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float *fr = f + r * n;
+        uint16_t *dr = dst + r * n;
+        ng_half_from_f32(fr, NG_BF16, dr, n);
+        if (bias) {
+            ng_half_to_f32(dr, NG_BF16, fr, n);
+            for (int64_t j = 0; j < n; j++) fr[j] = fr[j] + bias[j];
+            ng_half_from_f32(fr, NG_BF16, dr, n);
+        }
+    }
+}
+
+/* ---- the passes (run, or planned when t->sim is set) --------------------------------------- */
+
+static void forward_pass(lin_prims *p, taker *t, int64_t out, const void *x, const void *w,
+                         const void *b, int bias, void *y) {
+    int64_t rows = p->key.shape[0];
+    size_t m = mark(t);
+    float *yf = take(t, sizeof(float) * (size_t)(rows * out));
+    float *bf = bias ? take(t, sizeof(float) * (size_t)out) : NULL;
+    matmul(p, FWD, t, x, w, yf);
+    if (!t->sim) {
+        if (bias) ng_half_to_f32(b, NG_BF16, bf, out);
+        round_rows(yf, bias ? bf : NULL, y, rows, out);
+    }
+    release(t, m);
+}
+
+static void backward_pass(lin_prims *p, taker *t, int64_t in, const void *x, const void *w,
+                          const void *dy, float *dw, int bias, float *db, int need_dx, void *dx) {
+    int64_t rows = p->key.shape[0];
+    size_t m = mark(t);
+    matmul(p, WEI, t, dy, x, dw);
+    if (bias) {
+        uint16_t *one = take(t, sizeof(uint16_t) * (size_t)rows);
+        if (!t->sim)
+            for (int64_t i = 0; i < rows; i++) one[i] = 0x3f80; /* bf16 1.0 */
+        matmul(p, BIAS, t, one, dy, db);
+        release(t, m);
+    }
+    if (need_dx) {
+        float *dxf = take(t, sizeof(float) * (size_t)(rows * in));
+        matmul(p, DATA, t, dy, w, dxf);
+        if (!t->sim) round_rows(dxf, NULL, dx, rows, in);
+    }
+    release(t, m);
+}
+
+/* ---- the interface ------------------------------------------------------------------------- */
+
+int ng_linear_onednn_native(void **cache, int64_t rows, int64_t in, int64_t out, int bias,
+                            int backward) {
+    lin_prims *p = lookup(cache, rows);
+    if (!backward) {
+        make_pd(p, FWD, in, out);
+        return ng_dnnl_impl_native(p->pd[FWD]);
+    }
+    make_pd(p, WEI, in, out);
+    make_pd(p, DATA, in, out);
+    if (bias) make_pd(p, BIAS, in, out);
+    return ng_dnnl_impl_native(p->pd[WEI]) && ng_dnnl_impl_native(p->pd[DATA]) &&
+           (!bias || ng_dnnl_impl_native(p->pd[BIAS]));
+}
+
+void ng_linear_onednn_forward(void **cache, int64_t rows, int64_t in, int64_t out, const void *x,
+                              const void *w, const void *b, void *y, ng_arena *scratch) {
+    lin_prims *p = lookup(cache, rows);
+    make_pd(p, FWD, in, out);
+    taker t = {scratch, NULL};
+    forward_pass(p, &t, out, x, w, b, b != NULL, y);
+}
+
+void ng_linear_onednn_backward(void **cache, int64_t rows, int64_t in, int64_t out, const void *x,
+                               const void *w, const void *dy, float *dw, float *db, void *dx,
+                               ng_arena *scratch) {
+    lin_prims *p = lookup(cache, rows);
+    make_pd(p, WEI, in, out);
+    if (db) make_pd(p, BIAS, in, out);
+    if (dx) make_pd(p, DATA, in, out);
+    taker t = {scratch, NULL};
+    backward_pass(p, &t, in, x, w, dy, dw, db != NULL, db, dx != NULL, dx);
+}
+
+void ng_linear_onednn_plan(void **cache, int64_t rows, int64_t in, int64_t out, int bias,
+                           int backward, int need_dx, ng_sim_arena *grads) {
+    lin_prims *p = lookup(cache, rows);
+    taker t = {NULL, grads};
+    if (!backward) {
+        make_pd(p, FWD, in, out);
+        forward_pass(p, &t, out, NULL, NULL, NULL, bias, NULL);
+        return;
+    }
+    make_pd(p, WEI, in, out);
+    if (bias) make_pd(p, BIAS, in, out);
+    if (need_dx) make_pd(p, DATA, in, out);
+    backward_pass(p, &t, in, NULL, NULL, NULL, NULL, bias, NULL, need_dx, NULL);
+}
+
+void ng_linear_onednn_free(void *cache) {
+    lin_cache *c = cache;
+    if (!c) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) free_prims(&c->slot[i]);
+    free(c);
+}

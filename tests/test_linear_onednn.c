@@ -1,0 +1,219 @@
+/* The bf16 Linear layer on oneDNN's native bf16 matmul (where the CPU has AVX512_BF16) against
+ * the widened path (ng_linear_use_native_bf16(0): ng_gemm's f32 copies and sgemm): output, input
+ * gradient, weight and bias gradients, 2-D inputs and batched 3-D ones as the ViT feeds (rows =
+ * batch x tokens), odd sizes, batch 1, with and without bias and input gradient, gradients
+ * accumulated over two backward passes; the pass counter shows which path ran; the memory plan
+ * of a native layer equals the arenas' measured peaks. On a CPU without the ISA the native checks
+ * are skipped with a message (both runs then take the widened path).
+ *
+ * Tolerance, derived. Both paths compute each element as an f32 sum of n products of bf16 values
+ * (forward: n = in; dx: n = out; dW and db: n = rows per backward pass). A product of two bf16
+ * values (8 significant bits each) has at most 16 bits and is exact in f32, in both paths
+ * (vdpbf16ps multiplies exactly; the copies are exact widenings). So each path's sum is some
+ * summation order of the same exact terms, within gamma_{n-1} S of the exact sum, gamma_j =
+ * j u / (1 - j u), u = 2^-24, S = the sum of the terms' magnitudes; the two differ by at most
+ * 2 gamma_n S. After P backward passes a gradient element is one f32 sum of P n exact terms (the
+ * accumulation into the master gradient is part of the summation tree in both paths), so the
+ * gradients differ by at most 2 gamma_{P n} S_P, S_P = P S.
+ * y and dx are then rounded to bf16 (unit roundoff h = 2^-8), once, by the same rounding: two
+ * values within D of each other round to values within D + h (|a| + |b|) <= D + 2 h S (1 + gamma).
+ * With a bias both paths then form fl32(t + b) (t the rounded y) and round it to bf16 again: a
+ * further 2 u and 2 h of S + |b| each (to first order). So:
+ *   y without bias, dx:  2 gamma_n S + 2 h S
+ *   y with bias:         2 gamma_n S + (4 h + 2 u) (S + |b|)
+ *   dW, db:              2 gamma_{P n} P S
+ * each times c = (1 + h)^3 for the second-order terms and for S itself: S is computed in f64 from
+ * |x| and the layer's f64 weights (same seed), which the bf16 operands exceed by at most
+ * (1 + h + u) each. vdpbf16ps reads bf16 subnormals as zero and flushes subnormal sums; the
+ * inputs here are normal numbers in [-1, 1] and weights of the layer's uniform init, whose
+ * products stay far above 2^-126. A wrong index, a missed term or a lost accumulation is an error
+ * of the size of a term, orders of magnitude above these bounds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+#include "nn/linear.h"
+#include "nn/model.h"
+#include "nn/onednn.h"
+#include "nn/plan.h"
+#include "testing.h"
+
+#define PASSES 2
+
+typedef struct {
+    double *y, *dx, *g;
+    int64_t ny, nx, ng;
+} pass;
+
+static int64_t cur_in, cur_out;
+static int cur_bias;
+
+static ng_layer *make_case(void) {
+    return ng_linear("fc", cur_in, cur_out, cur_bias);
+}
+
+/* Forward on x and PASSES backward passes from dy (f64 host tensors) of one Linear built in dt
+ * (bf16: f32 masters, bf16 compute) from seed; `absolute` takes |W| and |b|, so that with |x| and
+ * |dy| the f64 results are each element's sum of magnitudes. */
+static pass run(ng_dtype dt, uint64_t seed, const ng_tensor *xh, const ng_tensor *dyh, int absolute,
+                int need_dx) {
+    ng_model *m = ng_model_new(make_case());
+    if (dt == NG_BF16)
+        ng_model_build_mixed(m, NG_CPU, dt, seed, 16 << 20, 16 << 20);
+    else
+        ng_model_build(m, NG_CPU, dt, seed, 16 << 20, 16 << 20);
+    if (absolute)
+        for (int i = 0; i < m->nparams; i++) {
+            ng_tensor *v = &m->params[i].param->value;
+            for (int64_t j = 0; j < v->numel; j++)
+                ((double *)v->data)[j] = fabs(((double *)v->data)[j]);
+        }
+    ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
+    ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
+    ng_cast(&x, xh), ng_cast(&dy, dyh);
+    ng_tensor dx = ng_tensor_new(dt, NG_CPU, x.ndim, x.shape, "dx");
+    ng_test_poison(&dx);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    ctx.retain = 1;
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    for (int p = 0; p < PASSES; p++)
+        m->root->ops->backward(m->root, &ctx, &dy, need_dx ? &dx : NULL);
+    pass r = {ng_test_to_f64(&y),
+              need_dx ? ng_test_to_f64(&dx) : NULL,
+              ng_test_to_f64(&m->flat_grads),
+              y.numel,
+              need_dx ? dx.numel : 0,
+              m->numel};
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
+    ng_model_free(m);
+    return r;
+}
+
+static void pass_free(pass *p) {
+    free(p->y), free(p->dx), free(p->g);
+}
+
+/* Whether the bf16 runs must take the native path: 1 where oneDNN has AVX512_BF16 here. */
+static int native_expected(void) {
+    static int said;
+    int on = ng_dnnl_bf16_native();
+    if (!on && !said++)
+        printf("test_linear_onednn: skipped the native bf16 checks: oneDNN's effective ISA has no "
+               "AVX512_BF16 here (the widened path ran for bf16 instead)\n");
+    return on;
+}
+
+/* A bf16 run with the native path on or forced off; the counter must show two native passes
+ * per backward plus the forward, or none. */
+static pass run_bf16(int native, uint64_t seed, const ng_tensor *x, const ng_tensor *dy,
+                     int need_dx, const char *what) {
+    ng_linear_use_native_bf16(native);
+    long before = ng_linear_native_passes();
+    pass r = run(NG_BF16, seed, x, dy, 0, need_dx);
+    long ran = ng_linear_native_passes() - before;
+    ng_linear_use_native_bf16(1);
+    NG_TEST(ran == (native ? 1 + PASSES : 0), "%s: %s run made %ld native passes; expected %d",
+            what, native ? "a native" : "a widened", ran, native ? 1 + PASSES : 0);
+    return r;
+}
+
+static double gamma_of(double n) {
+    double nu = n * 0x1p-24;
+    return nu / (1.0 - nu);
+}
+
+/* |got - want| <= rel mag, element by element, over [lo, hi). */
+static void within(const char *what, const char *part, const double *want, const double *got,
+                   const double *mag, int64_t lo, int64_t hi, double rel) {
+    double worst = 0;
+    int64_t bad = -1;
+    for (int64_t i = lo; i < hi; i++) {
+        double tol = rel * mag[i];
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= tol) && (bad < 0 || e / tol > worst)) bad = i, worst = e / tol;
+    }
+    NG_TEST(bad < 0, "%s: %s element %lld: widened %.9g, native %.9g (%.3g x tolerance)", what,
+            part, (long long)bad, bad < 0 ? 0 : want[bad], bad < 0 ? 0 : got[bad], worst);
+}
+
+static void one_case(const char *what, int ndim, const int64_t *shape, int64_t out, int bias,
+                     int need_dx) {
+    cur_in = shape[ndim - 1], cur_out = out, cur_bias = bias;
+    int64_t rows = 1, oshape[3];
+    for (int i = 0; i < ndim - 1; i++) rows *= shape[i], oshape[i] = shape[i];
+    oshape[ndim - 1] = out;
+    ng_tensor x = ng_tensor_new(NG_F64, NG_CPU, ndim, shape, "x");
+    ng_tensor dy = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "dy");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_test_fill_uniform(&dy, -1, 1);
+    ng_tensor xa = ng_tensor_new(NG_F64, NG_CPU, ndim, shape, "|x|");
+    ng_tensor dya = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "|dy|");
+    for (int64_t i = 0; i < x.numel; i++) ((double *)xa.data)[i] = fabs(((double *)x.data)[i]);
+    for (int64_t i = 0; i < dy.numel; i++) ((double *)dya.data)[i] = fabs(((double *)dy.data)[i]);
+    uint64_t seed = ng_test_seed();
+
+    int native = native_expected();
+    char w2[200];
+    snprintf(w2, sizeof w2, "%s (%s)", what, native ? "native" : "no native ISA");
+    pass mag = run(NG_F64, seed, &xa, &dya, 1, need_dx);
+    pass wide = run_bf16(0, seed, &x, &dy, need_dx, w2);
+    pass nat = run_bf16(native, seed, &x, &dy, need_dx, w2);
+
+    const double u = 0x1p-24, h = 0x1p-8, c = (1 + h) * (1 + h) * (1 + h);
+    double gy = 2 * gamma_of((double)cur_in), gd = 2 * gamma_of((double)out);
+    double gg = 2 * gamma_of((double)(PASSES * rows));
+    within(w2, "output", wide.y, nat.y, mag.y, 0, nat.ny,
+           c * (bias ? gy + 4 * h + 2 * u : gy + 2 * h));
+    if (need_dx) within(w2, "input gradient", wide.dx, nat.dx, mag.dx, 0, nat.nx, c * (gd + 2 * h));
+    /* mag.g holds P S: the f64 run accumulated the same PASSES passes */
+    within(w2, "weight gradient", wide.g, nat.g, mag.g, 0, out * cur_in, c * gg);
+    if (bias) within(w2, "bias gradient", wide.g, nat.g, mag.g, out * cur_in, nat.ng, c * gg);
+    pass_free(&mag), pass_free(&wide), pass_free(&nat);
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
+}
+
+/* The plan of a native bf16 Linear (f32 destinations, the f32 bias, the ones column, oneDNN's
+ * scratchpads) equals the arenas' measured peaks. */
+static void plan_case(int64_t B, int64_t T, int64_t in, int64_t out, int bias) {
+    cur_in = in, cur_out = out, cur_bias = bias;
+    int64_t shape[3] = {B, T, in};
+    ng_model *m = ng_model_new(make_case());
+    ng_arena_plan pl = ng_plan_train_step(m->root, 3, shape, NG_F32, NG_BF16, NG_CPU, 0);
+    ng_model_build_mixed(m, NG_CPU, NG_BF16, ng_test_seed(), 16 << 20, 16 << 20);
+    ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 3, shape, "x");
+    ng_test_fill_uniform(&x, -1, 1);
+    ng_model_reset_arenas(m);
+    /* the trainer's cast of the f32 batch into the activation arena, which the plan counts */
+    ng_tensor xc = ng_arena_tensor(&m->acts, NG_BF16, 3, shape, "x bf16");
+    ng_cast(&xc, &x);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    long before = ng_linear_native_passes();
+    ng_tensor y = ng_model_forward(m, &ctx, &xc);
+    ng_tensor dy = ng_arena_tensor(&m->grads, y.dtype, y.ndim, y.shape, "dlogits");
+    ng_fill(&dy, 1);
+    ng_model_backward(m, &ctx, &dy);
+    long ran = ng_linear_native_passes() - before;
+    NG_TEST(ran == (ng_dnnl_bf16_native() ? 2 : 0), "plan case: %ld native passes", ran);
+    NG_TEST(pl.acts == m->acts.peak && pl.grads == m->grads.peak,
+            "native bf16 linear plan [%lld,%lld,%lld]->%lld bias %d: acts %zu grads %zu planned, "
+            "%zu %zu measured",
+            (long long)B, (long long)T, (long long)in, (long long)out, bias, pl.acts, pl.grads,
+            m->acts.peak, m->grads.peak);
+    ng_tensor_free(&x);
+    ng_model_free(m);
+}
+
+int main(void) {
+    one_case("2-D [7,13] -> 5, bias", 2, (int64_t[]){7, 13}, 5, 1, 1);
+    one_case("2-D [7,13] -> 5, no input gradient", 2, (int64_t[]){7, 13}, 5, 1, 0);
+    one_case("batch 1 [1,33] -> 10, no bias", 2, (int64_t[]){1, 33}, 10, 0, 1);
+    one_case("3-D batch 1 [1,65,24] -> 72", 3, (int64_t[]){1, 65, 24}, 72, 1, 1);
+    one_case("3-D [3,17,32] -> 96 (qkv-like)", 3, (int64_t[]){3, 17, 32}, 96, 1, 1);
+    one_case("3-D [5,37,192] -> 77, no bias", 3, (int64_t[]){5, 37, 192}, 77, 0, 1);
+    one_case("3-D [64,65,48] -> 31 (many rows)", 3, (int64_t[]){64, 65, 48}, 31, 1, 1);
+    plan_case(3, 17, 32, 96, 1);
+    plan_case(1, 5, 7, 3, 0);
+    return ng_test_finish("test_linear_onednn");
+}
