@@ -54,33 +54,6 @@ typedef struct {
     uint64_t clock;
 } conv_cache;
 
-/* Where a pass takes its buffers: the gradient arena when running, the plan's counters when
- * planning (then nothing runs and every pointer is NULL). */
-typedef struct {
-    ng_arena *arena;
-    ng_sim_arena *sim;
-} taker;
-
-static void *take(taker *t, size_t bytes) {
-    if (!bytes) return NULL;
-    if (t->sim) {
-        ng_sim_alloc(t->sim, bytes);
-        return NULL;
-    }
-    return ng_arena_alloc(t->arena, bytes);
-}
-
-static size_t mark(const taker *t) {
-    return t->sim ? ng_sim_mark(t->sim) : ng_arena_get_mark(t->arena);
-}
-
-static void release(taker *t, size_t m) {
-    if (t->sim)
-        ng_sim_release(t->sim, m);
-    else
-        ng_arena_release(t->arena, m);
-}
-
 /* ---- descriptors and primitives ------------------------------------------------------------ */
 
 typedef struct {
@@ -161,32 +134,32 @@ static void edge_free(edge *e) {
 }
 
 /* Runs (or plans) the reorder from `from` to `to`, its scratchpad taken and given back. */
-static void edge_run(edge *e, taker *t, const void *from, void *to) {
+static void edge_run(edge *e, ng_dnnl_taker *t, const void *from, void *to) {
     if (!e->pd) return;
-    size_t m = mark(t);
+    size_t m = ng_dnnl_mark(t);
     size_t sb = ng_dnnl_scratch_bytes(e->pd);
-    void *pad = take(t, sb);
+    void *pad = ng_dnnl_take(t, sb);
     if (!t->sim) {
         if (!e->prim) NG_DNNL_CHECK(dnnl_primitive_create(&e->prim, e->pd));
         ng_dnnl_buf b[3] = {
             {DNNL_ARG_FROM, (void *)from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, pad}};
         ng_dnnl_run(e->prim, e->pd, e->mem, 2 + (sb > 0), b);
     }
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
 /* An operand going in: natgrad's buffer itself when the layouts agree, else a copy in the
  * primitive's layout taken from t. */
-static const void *edge_in(edge *e, taker *t, const void *plain) {
+static const void *edge_in(edge *e, ng_dnnl_taker *t, const void *plain) {
     if (!e->pd) return plain;
-    void *buf = take(t, e->bytes);
+    void *buf = ng_dnnl_take(t, e->bytes);
     edge_run(e, t, plain, buf);
     return buf;
 }
 
 /* A result coming out: where the primitive writes it (natgrad's buffer or a blocked one). */
-static void *edge_out_buf(edge *e, taker *t, void *plain) {
-    return e->pd ? take(t, e->bytes) : plain;
+static void *edge_out_buf(edge *e, ng_dnnl_taker *t, void *plain) {
+    return e->pd ? ng_dnnl_take(t, e->bytes) : plain;
 }
 
 static void forward_pd(conv_prims *p, const ng_conv_geom *g) {
@@ -272,13 +245,13 @@ static size_t max_size(size_t a, size_t b) {
 
 /* ---- the passes (run, or planned when t->sim is set) --------------------------------------- */
 
-static void forward_pass(conv_prims *p, const ng_conv_geom *g, taker *t, const void *x,
+static void forward_pass(conv_prims *p, const ng_conv_geom *g, ng_dnnl_taker *t, const void *x,
                          const void *w, const void *b, void *y) {
-    size_t m = mark(t);
+    size_t m = ng_dnnl_mark(t);
     const void *src = edge_in(&p->f_src, t, x), *wei = edge_in(&p->f_wei, t, w);
     void *dst = edge_out_buf(&p->f_dst, t, y);
     size_t sb = ng_dnnl_scratch_bytes(p->fpd);
-    void *pad = take(t, sb);
+    void *pad = ng_dnnl_take(t, sb);
     if (!t->sim) {
         if (!p->fwd) NG_DNNL_CHECK(dnnl_primitive_create(&p->fwd, p->fpd));
         /* memory objects are per argument slot, so the order of the slots is fixed */
@@ -292,20 +265,20 @@ static void forward_pass(conv_prims *p, const ng_conv_geom *g, taker *t, const v
         ng_dnnl_run(p->fwd, p->fpd, p->fmem, n, bufs);
     }
     edge_run(&p->f_dst, t, dst, y);
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
-static void backward_pass(conv_prims *p, const ng_conv_geom *g, taker *t, const void *x,
+static void backward_pass(conv_prims *p, const ng_conv_geom *g, ng_dnnl_taker *t, const void *x,
                           const void *w, const void *dy, float *dw, float *db, void *dx) {
-    size_t m = mark(t);
+    size_t m = ng_dnnl_mark(t);
     int64_t wn = g->out_ch * g->in_ch * g->kernel[0] * g->kernel[1] * g->kernel[2];
     /* the weight gradient in plain layout, then added into natgrad's */
-    float *gw = take(t, sizeof(float) * (size_t)wn);
-    float *gb = g->bias ? take(t, sizeof(float) * (size_t)g->out_ch) : NULL;
+    float *gw = ng_dnnl_take(t, sizeof(float) * (size_t)wn);
+    float *gb = g->bias ? ng_dnnl_take(t, sizeof(float) * (size_t)g->out_ch) : NULL;
     void *gw_blk = edge_out_buf(&p->w_wei, t, gw);
     const void *src = edge_in(&p->w_src, t, x), *ddst = edge_in(&p->w_dst, t, dy);
     size_t sw = ng_dnnl_scratch_bytes(p->wpd), sd = dx ? ng_dnnl_scratch_bytes(p->dpd) : 0;
-    void *pad = take(t, max_size(sw, sd));
+    void *pad = ng_dnnl_take(t, max_size(sw, sd));
     if (!t->sim) {
         if (!p->bwd_w) NG_DNNL_CHECK(dnnl_primitive_create(&p->bwd_w, p->wpd));
         ng_dnnl_buf wb[5] = {{DNNL_ARG_SRC, (void *)src},
@@ -341,7 +314,7 @@ static void backward_pass(conv_prims *p, const ng_conv_geom *g, taker *t, const 
         }
         edge_run(&p->d_src, t, dsrc, dx);
     }
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
 /* ---- the interface ------------------------------------------------------------------------- */
@@ -365,7 +338,7 @@ void ng_conv_onednn_forward(void **cache, const ng_conv_geom *g, const ng_tensor
                             ng_arena *scratch) {
     conv_prims *p = lookup(cache, x->ndim, x->shape, x->dtype);
     forward_pd(p, g);
-    taker t = {scratch, NULL};
+    ng_dnnl_taker t = {scratch, NULL};
     forward_pass(p, g, &t, x->data, w->data, b ? b->data : NULL, y->data);
 }
 
@@ -375,7 +348,7 @@ void ng_conv_onednn_backward(void **cache, const ng_conv_geom *g, const ng_tenso
     NG_CHECK(dw->dtype == NG_F32, "conv (oneDNN): the weight gradient must be f32");
     conv_prims *p = lookup(cache, x->ndim, x->shape, x->dtype);
     backward_pds(p, g);
-    taker t = {scratch, NULL};
+    ng_dnnl_taker t = {scratch, NULL};
     backward_pass(p, g, &t, x->data, w->data, dy->data, dw->data, db ? db->data : NULL,
                   dx ? dx->data : NULL);
 }
@@ -399,7 +372,7 @@ int ng_conv_onednn_native(void **cache, const ng_conv_geom *g, int ndim, const i
 void ng_conv_onednn_plan_dt(void **cache, const ng_conv_geom *g, int ndim, const int64_t *in,
                             ng_dtype dt, int backward, int need_dx, ng_sim_arena *grads) {
     conv_prims *p = lookup(cache, ndim, in, dt);
-    taker t = {NULL, grads};
+    ng_dnnl_taker t = {NULL, grads};
     if (!backward) {
         forward_pd(p, g);
         forward_pass(p, g, &t, NULL, NULL, NULL, NULL);

@@ -36,32 +36,6 @@ typedef struct {
     uint64_t clock;
 } lin_cache;
 
-/* Where a pass takes its buffers: the arena when running, the plan's counter when planning. */
-typedef struct {
-    ng_arena *arena;
-    ng_sim_arena *sim;
-} taker;
-
-static void *take(taker *t, size_t bytes) {
-    if (!bytes) return NULL;
-    if (t->sim) {
-        ng_sim_alloc(t->sim, bytes);
-        return NULL;
-    }
-    return ng_arena_alloc(t->arena, bytes);
-}
-
-static size_t mark(const taker *t) {
-    return t->sim ? ng_sim_mark(t->sim) : ng_arena_get_mark(t->arena);
-}
-
-static void release(taker *t, size_t m) {
-    if (t->sim)
-        ng_sim_release(t->sim, m);
-    else
-        ng_arena_release(t->arena, m);
-}
-
 /* ---- descriptors and primitives ------------------------------------------------------------ */
 
 /* A 2-D [r, c] descriptor with strides (sr, sc). */
@@ -138,10 +112,11 @@ static lin_prims *lookup(void **cache, int64_t rows) {
 }
 
 /* Runs (or plans) one matmul; its scratchpad is taken from t and given back. */
-static void matmul(lin_prims *p, int pass, taker *t, const void *src, const void *wei, void *dst) {
-    size_t m = mark(t);
+static void matmul(lin_prims *p, int pass, ng_dnnl_taker *t, const void *src, const void *wei,
+                   void *dst) {
+    size_t m = ng_dnnl_mark(t);
     size_t sb = ng_dnnl_scratch_bytes(p->pd[pass]);
-    void *pad = take(t, sb);
+    void *pad = ng_dnnl_take(t, sb);
     if (!t->sim) {
         if (!p->prim[pass]) NG_DNNL_CHECK(dnnl_primitive_create(&p->prim[pass], p->pd[pass]));
         ng_dnnl_buf b[4] = {{DNNL_ARG_SRC, (void *)src},
@@ -150,7 +125,7 @@ static void matmul(lin_prims *p, int pass, taker *t, const void *src, const void
                             {DNNL_ARG_SCRATCHPAD, pad}};
         ng_dnnl_run(p->prim[pass], p->pd[pass], p->mem[pass], 3 + (sb > 0), b);
     }
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
 /* dst [rows,n] bf16 = round(f [rows,n]); with bias, then dst = round(dst + bias) (two roundings,
@@ -172,38 +147,38 @@ static void round_rows(float *f, const float *bias, uint16_t *dst, int64_t rows,
 
 /* ---- the passes (run, or planned when t->sim is set) --------------------------------------- */
 
-static void forward_pass(lin_prims *p, taker *t, int64_t out, const void *x, const void *w,
+static void forward_pass(lin_prims *p, ng_dnnl_taker *t, int64_t out, const void *x, const void *w,
                          const void *b, int bias, void *y) {
     int64_t rows = p->key.shape[0];
-    size_t m = mark(t);
-    float *yf = take(t, sizeof(float) * (size_t)(rows * out));
-    float *bf = bias ? take(t, sizeof(float) * (size_t)out) : NULL;
+    size_t m = ng_dnnl_mark(t);
+    float *yf = ng_dnnl_take(t, sizeof(float) * (size_t)(rows * out));
+    float *bf = bias ? ng_dnnl_take(t, sizeof(float) * (size_t)out) : NULL;
     matmul(p, FWD, t, x, w, yf);
     if (!t->sim) {
         if (bias) ng_half_to_f32(b, NG_BF16, bf, out);
         round_rows(yf, bias ? bf : NULL, y, rows, out);
     }
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
-static void backward_pass(lin_prims *p, taker *t, int64_t in, const void *x, const void *w,
+static void backward_pass(lin_prims *p, ng_dnnl_taker *t, int64_t in, const void *x, const void *w,
                           const void *dy, float *dw, int bias, float *db, int need_dx, void *dx) {
     int64_t rows = p->key.shape[0];
-    size_t m = mark(t);
+    size_t m = ng_dnnl_mark(t);
     matmul(p, WEI, t, dy, x, dw);
     if (bias) {
-        uint16_t *one = take(t, sizeof(uint16_t) * (size_t)rows);
+        uint16_t *one = ng_dnnl_take(t, sizeof(uint16_t) * (size_t)rows);
         if (!t->sim)
             for (int64_t i = 0; i < rows; i++) one[i] = 0x3f80; /* bf16 1.0 */
         matmul(p, BIAS, t, one, dy, db);
-        release(t, m);
+        ng_dnnl_release(t, m);
     }
     if (need_dx) {
-        float *dxf = take(t, sizeof(float) * (size_t)(rows * in));
+        float *dxf = ng_dnnl_take(t, sizeof(float) * (size_t)(rows * in));
         matmul(p, DATA, t, dy, w, dxf);
         if (!t->sim) round_rows(dxf, NULL, dx, rows, in);
     }
-    release(t, m);
+    ng_dnnl_release(t, m);
 }
 
 /* ---- the interface ------------------------------------------------------------------------- */
@@ -226,7 +201,7 @@ void ng_linear_onednn_forward(void **cache, int64_t rows, int64_t in, int64_t ou
                               const void *w, const void *b, void *y, ng_arena *scratch) {
     lin_prims *p = lookup(cache, rows);
     make_pd(p, FWD, in, out);
-    taker t = {scratch, NULL};
+    ng_dnnl_taker t = {scratch, NULL};
     forward_pass(p, &t, out, x, w, b, b != NULL, y);
 }
 
@@ -237,14 +212,14 @@ void ng_linear_onednn_backward(void **cache, int64_t rows, int64_t in, int64_t o
     make_pd(p, WEI, in, out);
     if (db) make_pd(p, BIAS, in, out);
     if (dx) make_pd(p, DATA, in, out);
-    taker t = {scratch, NULL};
+    ng_dnnl_taker t = {scratch, NULL};
     backward_pass(p, &t, in, x, w, dy, dw, db != NULL, db, dx != NULL, dx);
 }
 
 void ng_linear_onednn_plan(void **cache, int64_t rows, int64_t in, int64_t out, int bias,
                            int backward, int need_dx, ng_sim_arena *grads) {
     lin_prims *p = lookup(cache, rows);
-    taker t = {NULL, grads};
+    ng_dnnl_taker t = {NULL, grads};
     if (!backward) {
         make_pd(p, FWD, in, out);
         forward_pass(p, &t, out, NULL, NULL, NULL, bias, NULL);

@@ -3,7 +3,9 @@
 
 #include <string.h>
 
+#include "core/memory.h"
 #include "core/threads.h"
+#include "nn/plan.h"
 
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
@@ -108,4 +110,24 @@ void ng_dnnl_key_set(ng_dnnl_key *k, int ndim, const int64_t *in, uint64_t clock
     k->ndim = ndim;
     memcpy(k->shape, in, sizeof(int64_t) * (size_t)ndim);
     k->used = clock;
+}
+
+void *ng_dnnl_take(ng_dnnl_taker *t, size_t bytes) {
+    if (!bytes) return NULL;
+    if (t->sim) {
+        ng_sim_alloc(t->sim, bytes);
+        return NULL;
+    }
+    return ng_arena_alloc(t->arena, bytes);
+}
+
+size_t ng_dnnl_mark(const ng_dnnl_taker *t) {
+    return t->sim ? ng_sim_mark(t->sim) : ng_arena_get_mark(t->arena);
+}
+
+void ng_dnnl_release(ng_dnnl_taker *t, size_t mark) {
+    if (t->sim)
+        ng_sim_release(t->sim, mark);
+    else
+        ng_arena_release(t->arena, mark);
 }

@@ -31,6 +31,19 @@ dnnl_primitive_attr_t ng_dnnl_user_scratchpad(void);
 /* The scratchpad bytes a primitive descriptor asks for (0: none). */
 size_t ng_dnnl_scratch_bytes(const_dnnl_primitive_desc_t pd);
 
+/* Where a oneDNN pass takes its buffers: the gradient arena when running, the plan's counter when
+ * planning (then nothing runs and every pointer is NULL), so one function both runs a pass and
+ * plans it, and the plan cannot drift from the run. */
+struct ng_arena;
+struct ng_sim_arena;
+typedef struct {
+    struct ng_arena *arena;
+    struct ng_sim_arena *sim;
+} ng_dnnl_taker;
+void *ng_dnnl_take(ng_dnnl_taker *t, size_t bytes); /* NULL for 0 bytes or when planning */
+size_t ng_dnnl_mark(const ng_dnnl_taker *t);
+void ng_dnnl_release(ng_dnnl_taker *t, size_t mark);
+
 /* A plain (row-major, PyTorch-layout) f32 memory descriptor of ndim dims. */
 dnnl_memory_desc_t ng_dnnl_plain_f32(int ndim, const int64_t *dims);
 /* The same in data type t (f32 or bf16). */
