@@ -373,3 +373,42 @@ int ng_test_same_after_eviction(ng_model *m, int64_t c, int64_t h, int64_t w) {
     for (int i = 0; i < 6; i++) free(first[i]);
     return same;
 }
+
+ng_layer_run ng_test_layer_run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed,
+                               const ng_tensor *xh, const ng_tensor *dyh, int absolute, int passes,
+                               int need_dx, size_t arena_bytes) {
+    ng_model *m = ng_model_new(make());
+    if (dt == NG_F16 || dt == NG_BF16) /* f32 masters, half compute */
+        ng_model_build_mixed(m, NG_CPU, dt, seed, arena_bytes, arena_bytes);
+    else
+        ng_model_build(m, NG_CPU, dt, seed, arena_bytes, arena_bytes);
+    if (absolute)
+        for (int i = 0; i < m->nparams; i++) {
+            ng_tensor *v = &m->params[i].param->value;
+            for (int64_t j = 0; j < v->numel; j++)
+                ((double *)v->data)[j] = fabs(((double *)v->data)[j]);
+        }
+    ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
+    ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
+    ng_cast(&x, xh), ng_cast(&dy, dyh);
+    ng_tensor dx = ng_tensor_new(dt, NG_CPU, x.ndim, x.shape, "dx");
+    ng_test_poison(&dx);
+    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
+    ctx.retain = 1;
+    ng_tensor y = ng_model_forward(m, &ctx, &x);
+    for (int p = 0; p < passes; p++)
+        m->root->ops->backward(m->root, &ctx, &dy, need_dx ? &dx : NULL);
+    ng_layer_run r = {ng_test_to_f64(&y),
+                      need_dx ? ng_test_to_f64(&dx) : NULL,
+                      ng_test_to_f64(&m->flat_grads),
+                      y.numel,
+                      need_dx ? dx.numel : 0,
+                      m->numel};
+    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
+    ng_model_free(m);
+    return r;
+}
+
+void ng_layer_run_free(ng_layer_run *p) {
+    free(p->y), free(p->dx), free(p->g);
+}

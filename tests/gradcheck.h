@@ -69,4 +69,19 @@ void ng_test_forward_error(ng_layer *l, int ndim, const int64_t *shape, int trai
  * round's bits. */
 int ng_test_same_after_eviction(ng_model *m, int64_t c, int64_t h, int64_t w);
 
+/* A layer's results, as f64 host arrays: output, input gradient (NULL when not asked), and the
+ * parameter gradients (the flat buffer). */
+typedef struct {
+    double *y, *dx, *g;
+    int64_t ny, nx, ng;
+} ng_layer_run;
+/* One forward on x and `passes` backward passes from dy (f64 host tensors) of make() built on the
+ * CPU in dt (f16/bf16: f32 masters, half compute) from seed, with arenas of arena_bytes;
+ * `absolute` takes |w| and |b| (with |x| and |dy| given, an f64 run then yields each element's
+ * sum of magnitudes, the scale of a rounding bound); need_dx 0 asks for no input gradient. */
+ng_layer_run ng_test_layer_run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed,
+                               const ng_tensor *xh, const ng_tensor *dyh, int absolute, int passes,
+                               int need_dx, size_t arena_bytes);
+void ng_layer_run_free(ng_layer_run *p);
+
 #endif

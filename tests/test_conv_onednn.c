@@ -25,50 +25,9 @@
 #include "nn/plan.h"
 #include "testing.h"
 
-typedef struct {
-    double *y, *dx, *g;
-    int64_t ny, nx, ng;
-} pass;
-
-/* Forward on x and `passes` backward passes from dy (f64 host tensors) of make() built in dt
- * from seed; `absolute` takes |w| and |b| (with |x| and |dy| given, the f64 reference then
- * yields each element's sum of magnitudes). need_dx 0 asks for no input gradient. */
-static pass run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed, const ng_tensor *xh,
-                const ng_tensor *dyh, int absolute, int passes, int need_dx) {
-    ng_model *m = ng_model_new(make());
-    if (dt == NG_F16 || dt == NG_BF16) /* f32 masters, half compute */
-        ng_model_build_mixed(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
-    else
-        ng_model_build(m, NG_CPU, dt, seed, 8 << 20, 8 << 20);
-    if (absolute)
-        for (int i = 0; i < m->nparams; i++) {
-            ng_tensor *v = &m->params[i].param->value;
-            for (int64_t j = 0; j < v->numel; j++)
-                ((double *)v->data)[j] = fabs(((double *)v->data)[j]);
-        }
-    ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
-    ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
-    ng_cast(&x, xh), ng_cast(&dy, dyh);
-    ng_tensor dx = ng_tensor_new(dt, NG_CPU, x.ndim, x.shape, "dx");
-    ng_test_poison(&dx);
-    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-    ctx.retain = 1;
-    ng_tensor y = ng_model_forward(m, &ctx, &x);
-    for (int p = 0; p < passes; p++)
-        m->root->ops->backward(m->root, &ctx, &dy, need_dx ? &dx : NULL);
-    pass r = {ng_test_to_f64(&y),
-              need_dx ? ng_test_to_f64(&dx) : NULL,
-              ng_test_to_f64(&m->flat_grads),
-              y.numel,
-              dx.numel,
-              m->numel};
-    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
-    ng_model_free(m);
-    return r;
-}
-
-static void pass_free(pass *p) {
-    free(p->y), free(p->dx), free(p->g);
+static ng_layer_run run(ng_layer *(*make)(void), ng_dtype dt, uint64_t seed, const ng_tensor *xh,
+                        const ng_tensor *dyh, int absolute, int passes, int need_dx) {
+    return ng_test_layer_run(make, dt, seed, xh, dyh, absolute, passes, need_dx, 8 << 20);
 }
 
 static double max_abs(const double *v, int64_t n) {
@@ -103,11 +62,12 @@ static int native_expected(void) {
 
 /* run() in bf16 with the native path on (native 1) or forced off, checking from the pass counter
  * that the path asked for ran: two passes (forward, backward) natively, or none. */
-static pass run_bf16(ng_layer *(*make)(void), int native, uint64_t seed, const ng_tensor *xh,
-                     const ng_tensor *dyh, int need_dx, const char *what) {
+static ng_layer_run run_bf16(ng_layer *(*make)(void), int native, uint64_t seed,
+                             const ng_tensor *xh, const ng_tensor *dyh, int need_dx,
+                             const char *what) {
     ng_conv_use_native_bf16(native);
     long before = ng_conv_native_passes();
-    pass r = run(make, NG_BF16, seed, xh, dyh, 0, 1, need_dx);
+    ng_layer_run r = run(make, NG_BF16, seed, xh, dyh, 0, 1, need_dx);
     long ran = ng_conv_native_passes() - before;
     ng_conv_use_native_bf16(1);
     NG_TEST(ran == (native ? 2 : 0), "%s: %s bf16 run made %ld native passes; expected %d", what,
@@ -129,14 +89,14 @@ static ng_layer *make_case(void) {
  * y and dx are within 2 k u S + 2 h S and the weight gradient within 2 kw u S. The test's inputs
  * are normal numbers in [-1, 1] whose products stay far above the denormal range, which
  * AVX512_BF16 flushes to zero (the copies path would keep them). */
-static void native_case(const char *what, const pass *rh, const pass *gh, const pass *mag,
-                        uint64_t seed, const ng_tensor *x, const ng_tensor *dy, int64_t kf,
-                        int64_t kd, int64_t kp, int64_t kw) {
+static void native_case(const char *what, const ng_layer_run *rh, const ng_layer_run *gh,
+                        const ng_layer_run *mag, uint64_t seed, const ng_tensor *x,
+                        const ng_tensor *dy, int64_t kf, int64_t kd, int64_t kp, int64_t kw) {
     int native = native_expected();
     char w2[240];
     snprintf(w2, sizeof w2, "%s, bf16 %s", what, native ? "native" : "(no native ISA)");
-    pass cp = run_bf16(make_case, 0, seed, x, dy, 1, w2);
-    pass nv = run_bf16(make_case, native, seed, x, dy, 1, w2);
+    ng_layer_run cp = run_bf16(make_case, 0, seed, x, dy, 1, w2);
+    ng_layer_run nv = run_bf16(make_case, native, seed, x, dy, 1, w2);
     NG_TEST(!memcmp(nv.y, gh->y, sizeof(double) * (size_t)nv.ny) &&
                 !memcmp(nv.dx, gh->dx, sizeof(double) * (size_t)nv.nx),
             "%s: the default bf16 path is not the native one", w2);
@@ -169,7 +129,7 @@ static void native_case(const char *what, const pass *rh, const pass *gh, const 
                 checks[c].part, (long long)bad, bad < 0 ? 0 : checks[c].got[bad],
                 bad < 0 ? 0 : checks[c].want[bad], worst);
     }
-    pass_free(&cp), pass_free(&nv);
+    ng_layer_run_free(&cp), ng_layer_run_free(&nv);
 }
 
 static void one_case(const char *what, int nd, const int64_t *shape, int64_t out, const int64_t *k,
@@ -195,12 +155,12 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
     uint64_t seed = ng_test_seed();
 
     ng_conv_use_onednn(0);
-    pass ref = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
-    pass mag = run(make_case, NG_F64, seed, &xa, &dya, 1, 1, 1);
+    ng_layer_run ref = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    ng_layer_run mag = run(make_case, NG_F64, seed, &xa, &dya, 1, 1, 1);
     ng_conv_use_onednn(1);
-    pass got = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
-    pass again = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
-    pass twice = run(make_case, NG_F32, seed, &x, &dy, 0, 2, 0);
+    ng_layer_run got = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    ng_layer_run again = run(make_case, NG_F32, seed, &x, &dy, 0, 1, 1);
+    ng_layer_run twice = run(make_case, NG_F32, seed, &x, &dy, 0, 2, 0);
 
     int64_t kf = shape[1] * kp + 1, kd = out * kp, kw = shape[0] * P;
     close_by(what, "output", ref.y, got.y, mag.y, ref.ny, kf);
@@ -229,9 +189,9 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
     const ng_dtype halves[2] = {NG_F16, NG_BF16};
     for (int h = 0; h < 2; h++) {
         ng_conv_use_onednn(0);
-        pass rh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
+        ng_layer_run rh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
         ng_conv_use_onednn(1);
-        pass gh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
+        ng_layer_run gh = run(make_case, halves[h], seed, &x, &dy, 0, 1, 1);
         double hu = halves[h] == NG_F16 ? 0x1p-10 : 0x1p-7, worst = 0;
         int64_t bad = -1;
         for (int64_t i = 0; i < rh.ny; i++) {
@@ -254,9 +214,10 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
                 bad < 0 ? 0 : gh.dx[bad], worst);
         close_by(what, "parameter gradients (half)", rh.g, gh.g, mag.g, rh.ng, kw);
         if (halves[h] == NG_BF16) native_case(what, &rh, &gh, &mag, seed, &x, &dy, kf, kd, kp, kw);
-        pass_free(&rh), pass_free(&gh);
+        ng_layer_run_free(&rh), ng_layer_run_free(&gh);
     }
-    pass_free(&ref), pass_free(&mag), pass_free(&got), pass_free(&again), pass_free(&twice);
+    ng_layer_run_free(&ref), ng_layer_run_free(&mag), ng_layer_run_free(&got),
+        ng_layer_run_free(&again), ng_layer_run_free(&twice);
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
 }
 
@@ -372,8 +333,8 @@ static void rounding_case(void) {
         ((double *)x.data)[i] = i % 2 ? v : -v;
         ((double *)dy.data)[i] = i % 2 ? -v : v;
     }
-    pass cp = run_bf16(make_case, 0, seed, &x, &dy, 1, "rounding case");
-    pass nv = run_bf16(make_case, 1, seed, &x, &dy, 1, "rounding case");
+    ng_layer_run cp = run_bf16(make_case, 0, seed, &x, &dy, 1, "rounding case");
+    ng_layer_run nv = run_bf16(make_case, 1, seed, &x, &dy, 1, "rounding case");
     NG_TEST(!memcmp(cp.y, nv.y, sizeof(double) * (size_t)cp.ny),
             "bf16 native conv: y is not the nearest-even rounding of its exact f32 sum");
     NG_TEST(!memcmp(cp.dx, nv.dx, sizeof(double) * (size_t)cp.nx),
@@ -394,7 +355,7 @@ static void rounding_case(void) {
         printf("rounding case: weight %g, %lld of %lld products were ties\n", wv, (long long)ties,
                (long long)x.numel);
     free(xr);
-    pass_free(&cp), pass_free(&nv);
+    ng_layer_run_free(&cp), ng_layer_run_free(&nv);
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xb);
 }
 

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "gradcheck.h"
 #include "nn/linear.h"
 #include "nn/model.h"
 #include "nn/onednn.h"
@@ -42,11 +43,6 @@
 
 #define PASSES 2
 
-typedef struct {
-    double *y, *dx, *g;
-    int64_t ny, nx, ng;
-} pass;
-
 static int64_t cur_in, cur_out;
 static int cur_bias;
 
@@ -54,45 +50,11 @@ static ng_layer *make_case(void) {
     return ng_linear("fc", cur_in, cur_out, cur_bias);
 }
 
-/* Forward on x and PASSES backward passes from dy (f64 host tensors) of one Linear built in dt
- * (bf16: f32 masters, bf16 compute) from seed; `absolute` takes |W| and |b|, so that with |x| and
- * |dy| the f64 results are each element's sum of magnitudes. */
-static pass run(ng_dtype dt, uint64_t seed, const ng_tensor *xh, const ng_tensor *dyh, int absolute,
-                int need_dx) {
-    ng_model *m = ng_model_new(make_case());
-    if (dt == NG_BF16)
-        ng_model_build_mixed(m, NG_CPU, dt, seed, 16 << 20, 16 << 20);
-    else
-        ng_model_build(m, NG_CPU, dt, seed, 16 << 20, 16 << 20);
-    if (absolute)
-        for (int i = 0; i < m->nparams; i++) {
-            ng_tensor *v = &m->params[i].param->value;
-            for (int64_t j = 0; j < v->numel; j++)
-                ((double *)v->data)[j] = fabs(((double *)v->data)[j]);
-        }
-    ng_tensor x = ng_tensor_new(dt, NG_CPU, xh->ndim, xh->shape, "x");
-    ng_tensor dy = ng_tensor_new(dt, NG_CPU, dyh->ndim, dyh->shape, "dy");
-    ng_cast(&x, xh), ng_cast(&dy, dyh);
-    ng_tensor dx = ng_tensor_new(dt, NG_CPU, x.ndim, x.shape, "dx");
-    ng_test_poison(&dx);
-    ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
-    ctx.retain = 1;
-    ng_tensor y = ng_model_forward(m, &ctx, &x);
-    for (int p = 0; p < PASSES; p++)
-        m->root->ops->backward(m->root, &ctx, &dy, need_dx ? &dx : NULL);
-    pass r = {ng_test_to_f64(&y),
-              need_dx ? ng_test_to_f64(&dx) : NULL,
-              ng_test_to_f64(&m->flat_grads),
-              y.numel,
-              need_dx ? dx.numel : 0,
-              m->numel};
-    ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&dx);
-    ng_model_free(m);
-    return r;
-}
-
-static void pass_free(pass *p) {
-    free(p->y), free(p->dx), free(p->g);
+/* Forward on x and PASSES backward passes from dy of one Linear built in dt (bf16: f32 masters,
+ * bf16 compute); see ng_test_layer_run. */
+static ng_layer_run run(ng_dtype dt, uint64_t seed, const ng_tensor *xh, const ng_tensor *dyh,
+                        int absolute, int need_dx) {
+    return ng_test_layer_run(make_case, dt, seed, xh, dyh, absolute, PASSES, need_dx, 16 << 20);
 }
 
 /* Whether the bf16 runs must take the native path: 1 where oneDNN has AVX512_BF16 here. */
@@ -107,11 +69,11 @@ static int native_expected(void) {
 
 /* A bf16 run with the native path on or forced off; the counter must show two native passes
  * per backward plus the forward, or none. */
-static pass run_bf16(int native, uint64_t seed, const ng_tensor *x, const ng_tensor *dy,
-                     int need_dx, const char *what) {
+static ng_layer_run run_bf16(int native, uint64_t seed, const ng_tensor *x, const ng_tensor *dy,
+                             int need_dx, const char *what) {
     ng_linear_use_native_bf16(native);
     long before = ng_linear_native_passes();
-    pass r = run(NG_BF16, seed, x, dy, 0, need_dx);
+    ng_layer_run r = run(NG_BF16, seed, x, dy, 0, need_dx);
     long ran = ng_linear_native_passes() - before;
     ng_linear_use_native_bf16(1);
     NG_TEST(ran == (native ? 1 + PASSES : 0), "%s: %s run made %ld native passes; expected %d",
@@ -157,9 +119,9 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
     int native = native_expected();
     char w2[200];
     snprintf(w2, sizeof w2, "%s (%s)", what, native ? "native" : "no native ISA");
-    pass mag = run(NG_F64, seed, &xa, &dya, 1, need_dx);
-    pass wide = run_bf16(0, seed, &x, &dy, need_dx, w2);
-    pass nat = run_bf16(native, seed, &x, &dy, need_dx, w2);
+    ng_layer_run mag = run(NG_F64, seed, &xa, &dya, 1, need_dx);
+    ng_layer_run wide = run_bf16(0, seed, &x, &dy, need_dx, w2);
+    ng_layer_run nat = run_bf16(native, seed, &x, &dy, need_dx, w2);
 
     const double u = 0x1p-24, h = 0x1p-8, c = (1 + h) * (1 + h) * (1 + h);
     double gy = 2 * gamma_of((double)cur_in), gd = 2 * gamma_of((double)out);
@@ -170,7 +132,7 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
     /* mag.g holds P S: the f64 run accumulated the same PASSES passes */
     within(w2, "weight gradient", wide.g, nat.g, mag.g, 0, out * cur_in, c * gg);
     if (bias) within(w2, "bias gradient", wide.g, nat.g, mag.g, out * cur_in, nat.ng, c * gg);
-    pass_free(&mag), pass_free(&wide), pass_free(&nat);
+    ng_layer_run_free(&mag), ng_layer_run_free(&wide), ng_layer_run_free(&nat);
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
 }
 
