@@ -146,7 +146,11 @@ typedef struct {
  * samples for every batch), the loss being -log of that mean at the label. */
 static eval_result evaluate(ng_model *m, const ng_train_setup *s, ng_optimizer *noisy, ng_tensor *x,
                             ng_tensor *y) {
-    ng_loader_config lc = {.source = s->test, .batch = x->shape[0], .seed = s->seed, .world = 1};
+    ng_loader_config lc = {.source = s->test,
+                           .batch = x->shape[0],
+                           .seed = s->seed,
+                           .world = 1,
+                           .workers = (int)ng_cfg_int(s->cfg, "data.workers")};
     ng_loader *l = ng_loader_new(&lc);
     int64_t nb = ng_loader_batches_per_epoch(l), correct = 0, n = 0, classes = s->train->classes;
     int64_t samples = noisy ? ng_noisy_kfac_eval_samples(noisy) : 1;
