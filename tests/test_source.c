@@ -114,6 +114,32 @@ static void test_volumes_determinism(uint64_t seed) {
     ng_source_free(s), ng_source_free(s2), ng_source_free(st), ng_source_free(so);
 }
 
+/* A batch filled by 2-4 workers (the volumes are reentrant: drawn in parallel) is fill's examples
+ * in the order asked, repeats included. */
+static void test_volumes_workers(uint64_t seed) {
+    ng_synthetic3d_config c = vol(seed, 7, 2, 4, 0.5);
+    ng_source *s = ng_synthetic3d_new(&c);
+    enum { B = 9 };
+    int64_t e = ng_source_example_size(s), idx[B];
+    for (int j = 0; j < B; j++) idx[j] = j == 4 ? idx[1] : pick(1000);
+    float *x = malloc(sizeof(float) * (size_t)(B * e));
+    int32_t y[B];
+    ng_tensor t = ng_tensor_wrap(x, NG_F32, NG_CPU, 5, (int64_t[]){B, 2, 7, 7, 7}, "batch");
+    s->workers = 2 + (int)pick(3);
+    ng_source_fill_batch(s, 1, idx, B, &t, y);
+    int64_t bad = 0;
+    for (int j = 0; j < B; j++) {
+        int32_t yj;
+        float *one = get(s, 1, idx[j], &yj);
+        bad += count_differ(one, x + j * e, e) + (yj != y[j]);
+        free(one);
+    }
+    NG_TEST(!bad, "volumes: a batch filled by %d workers differs from fill in %lld places",
+            s->workers, (long long)bad);
+    free(x);
+    ng_source_free(s);
+}
+
 /* x(noise sigma) - x(noise 0) is the noise: mean 0, std sigma, the same blob in every channel. */
 static void test_volumes_noise(uint64_t seed) {
     double sigma = 0.3 + ng_test_uniform() * 0.2 + 0.2;
@@ -241,6 +267,7 @@ int main(void) {
     uint64_t seed = ng_test_seed();
     test_dataset_source(seed);
     test_volumes_determinism(seed);
+    test_volumes_workers(seed);
     test_volumes_noise(seed);
     test_volumes_direction(seed);
     test_volumes_large(seed);
