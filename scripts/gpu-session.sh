@@ -3,20 +3,49 @@
 # docs/BENCHMARKS.md compares with ../shared/docs/gpu.md's PyTorch figures. Output goes to stdout
 # and, as JSON and logs, to $OUT (or ./gpu-results). Uses an existing build folder when given one
 # that was made with -DCMAKE_CUDA_ARCHITECTURES=90 (e.g. carried to the GPU machine).
-# usage: scripts/gpu-session.sh [BUILD_DIR]
+# The GPU machine is bare and offline, so the usual argument is a bundle made here by
+# scripts/gpu-bundle.sh (natgrad, the gpu tests and the libraries that machine lacks), carried by
+# the device call: `bash scripts/gpu-session.sh .gpu/natgrad-gpu.tar.xz` with carry [".gpu"].
+# usage: scripts/gpu-session.sh [BUILD_DIR | BUNDLE.tar.xz]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
-out=${OUT:-$root/gpu-results}
+# Under the device tool only 8 files come back from $OUT: the results are written to a folder
+# of their own and packed into $OUT/results.tgz after every step (what a time limit leaves is
+# the last pack), besides the tool's tail of stdout.
+out=${OUT:+/tmp/gpu-results}
+out=${out:-$root/gpu-results}
 mkdir -p "$out"
+pack() {
+  [ -n "${OUT:-}" ] || return 0
+  tar -C "$out" -czf "$OUT/results.tgz.tmp" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+}
+trap pack EXIT
+if [ -f "$build" ]; then # a bundle: unpack it, its libraries first, then CUDA's and PyTorch's NVIDIA ones
+  b=/tmp/natgrad-bundle
+  rm -rf "$b" && mkdir -p "$b" && tar -C "$b" -xJf "$build" || exit 1
+  nv=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2>/dev/null)
+  export LD_LIBRARY_PATH="$b/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${nv:+:$nv}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  build=$b/bin
+  echo "bundle: $b; LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$out/bundle.txt"
+  ldd "$build/natgrad" | grep -E 'not found|cudnn|nccl|cublas' | tee -a "$out/bundle.txt"
+fi
 ng="$build/natgrad"
 if [ ! -x "$ng" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 && ninja -C "$build" || exit 1
 fi
 "$ng" info | tee "$out/info.txt"
 # Most important first: the call may end at its time limit; what is under $OUT still comes back.
-timeout 300 ctest --test-dir "$build" -L gpu --timeout 120 --output-on-failure 2>&1 |
-  tee "$out/gpu-tests.log"
+if [ -f "$build/CTestTestfile.cmake" ]; then
+  timeout 300 ctest --test-dir "$build" -L gpu --timeout 120 --output-on-failure 2>&1 |
+    tee "$out/gpu-tests.log"
+else # a bundle has no CTest files (their paths are this machine's): the programs one by one
+  for t in $(cat "$build/gpu-tests.txt"); do
+    timeout 120 "$build/$t" >"$out/$t.log" 2>&1
+    echo "$t: exit $? ($(tail -1 "$out/$t.log"))"
+  done 2>&1 | tee "$out/gpu-tests.log"
+fi
+pack
 "$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
 # Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
 # NCCL communicator's setup; buckets and distributed K-FAC start at two ranks, i.e. two GPUs, as
@@ -30,6 +59,7 @@ done
 timeout 180 mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
   --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
   --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
+pack
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
 # Issue 14's table: whole training steps (natgrad bench --step: forward, backward, the optimizer
 # chain) beside PyTorch eager and torch.compile in one Python process, then the markdown table.
@@ -52,10 +82,12 @@ timeout 420 python3 "$root/experiments/gpu_peer/torch_peer.py" gemm:4096,8192 ei
   vit:vit_base_patch16_224:128:bf16:eager vit:vit_tiny_patch16_224:256:bf16:compile \
   vit:vit_base_patch16_224:128:bf16:compile | tee "$out/torch_peer.jsonl"
 python3 "$root/experiments/gpu_peer/summarize.py" "$out" | tee "$out/peer_table.md"
+pack
 # Issue 12: FractalDB rendered on the GPU, images/s beside one CPU core, each row checking the GPU's
 # first examples against the host's fill (test_fractal_gpu above checks the rest); fixed image
 # counts, seconds a row.
 timeout 300 bash "$root/experiments/data_bench/gpu.sh" "$ng" 2>&1 | tee "$out/fractal_gpu.txt"
+pack
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --json "$out/cnn3d_128.json"
 "$ng" bench --model cnn3d --img 128 --batch 2 --device cuda --checkpoint all --json "$out/cnn3d_128_ckpt.json"
 # Issue 10's figures: the 3D-CNN at 128^3 batch 2 in fp16, plain and checkpointed, beside PyTorch
@@ -78,6 +110,7 @@ side=$(awk '$1 == "f16" && $2 == "recompute" { print $3 }' "$out/plan_cnn3d_sear
 [ -n "$side" ] && timeout 300 "$ng" bench --model cnn3d --img "$side" --batch 1 --device cuda \
   --precision fp16 --checkpoint recompute --steps 2 --json "$out/cnn3d_largest_recompute.json" \
   2>&1 | tee "$out/cnn3d_largest_recompute.txt"
+pack
 # Issue 13: fp16 inference per layer on the GPU, and the VGG/NIN image-size sweep.
 "$ng" bench --model vgg --per-layer --batch 256 --device cuda --json "$out/vgg_per_layer.json" \
   2>&1 | tee "$out/vgg_per_layer.txt"
