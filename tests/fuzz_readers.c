@@ -497,7 +497,8 @@ static void run_ckpt_spec(const reader *r, const blob *in) {
 
 /* Tar shards: an input is the one shard of a folder, opened (the scan) and read for an epoch
  * through a small shuffle buffer, every other one with skip_bad; what loads must have labels
- * below its class count. The source
+ * below its class count, and a small epoch read again in batches decoded by 2 workers must be
+ * the same. The source
  * of the last input is freed at the start of the next (an error leaves it open). */
 /* clang-format off */
 static const token shard_dict[] = {
@@ -529,14 +530,36 @@ static void run_shards(const reader *r, const blob *in) {
                           .seed = 5,
                           .skip_bad = calls++ & 1};
     shard_src = ng_shards_open(&c);
-    shard_x = malloc(sizeof(float) * (size_t)ng_source_example_size(shard_src));
-    for (int64_t i = 0; i < shard_src->n; i++) {
+    int64_t e = ng_source_example_size(shard_src), n = shard_src->n;
+    /* Room for the epoch twice when it is small: it is then read again in batches of 3 decoded by
+     * 2 workers (the loader's path), which must give the same examples and labels. */
+    int again = n * e <= (1 << 20);
+    shard_x = malloc(sizeof(float) * (size_t)(again ? 2 * n * e + 3 * e : e));
+    int32_t ys[2][64];
+    again = again && n <= 64;
+    for (int64_t i = 0; i < n; i++) {
         int32_t y = -1;
-        ng_source_fill(shard_src, 0, i, shard_x, &y);
+        ng_source_fill(shard_src, 0, i, shard_x + (again ? i * e : 0), &y);
         if (y < 0 || y >= shard_src->classes)
             failf(r, in, "example %lld has label %d of %lld classes", (long long)i, y,
                   (long long)shard_src->classes);
+        if (again) ys[0][i] = y;
     }
+    if (!again) return;
+    float *x2 = shard_x + n * e;
+    shard_src->workers = 2;
+    for (int64_t i0 = 0; i0 < n; i0 += 3) {
+        int64_t b = n - i0 < 3 ? n - i0 : 3, idx[3] = {i0, i0 + 1, i0 + 2}, shape[5] = {b};
+        for (int d = 0; d < shard_src->ndim; d++) shape[d + 1] = shard_src->shape[d];
+        ng_tensor t = ng_tensor_wrap(x2 + i0 * e, NG_F32, NG_CPU, shard_src->ndim + 1, shape, "b");
+        ng_source_fill_batch(shard_src, 0, idx, b, &t, &ys[1][i0]);
+    }
+    if (memcmp(shard_x, x2, sizeof(float) * (size_t)(n * e)) ||
+        memcmp(ys[0], ys[1], sizeof(int32_t) * (size_t)n))
+        failf(r, in,
+              "the epoch read in batches by 2 workers differs from the one read example by "
+              "example (%lld examples)",
+              (long long)n);
 }
 
 /* safetensors: open, walk every tensor's bytes, then load into a small model. */
