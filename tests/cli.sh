@@ -75,6 +75,13 @@ expect 2 "deep.yaml line 2: mappings and lists nest deeper than 64 levels" -- \
   fail=$((fail + 1))
   echo "FAIL: the deep config took over 30 s or left a run directory"
 }
+# data.workers outside [1, 256] is refused naming the key, before any run directory.
+expect 2 "data.workers: 0 is below the minimum 1" -- \
+  train --config "$cfg" --out "$tmp/w0" --set data.workers=0
+[ ! -e "$tmp/w0" ] && pass=$((pass + 1)) || {
+  fail=$((fail + 1))
+  echo "FAIL: a refused data.workers left a run directory"
+}
 # data-bench --cold: before each pass the files it reads (shards from `natgrad shards`, PNG files)
 # are dropped from the page cache, what stays resident is printed and must be small, and the rows
 # say cold. Freshly written files are fully cached, so a drop that did nothing fails here. tmpfs
