@@ -412,3 +412,10 @@ ng_layer_run ng_test_layer_run(ng_layer *(*make)(void), ng_dtype dt, uint64_t se
 void ng_layer_run_free(ng_layer_run *p) {
     free(p->y), free(p->dx), free(p->g);
 }
+
+ng_tensor ng_test_abs(const ng_tensor *t, const char *name) {
+    ng_tensor a = ng_tensor_new(NG_F64, NG_CPU, t->ndim, t->shape, name);
+    for (int64_t i = 0; i < t->numel; i++)
+        ((double *)a.data)[i] = fabs(((const double *)t->data)[i]);
+    return a;
+}

@@ -83,5 +83,7 @@ ng_layer_run ng_test_layer_run(ng_layer *(*make)(void), ng_dtype dt, uint64_t se
                                const ng_tensor *xh, const ng_tensor *dyh, int absolute, int passes,
                                int need_dx, size_t arena_bytes);
 void ng_layer_run_free(ng_layer_run *p);
+/* A new f64 host tensor of |t| (t f64 on the host), for the magnitude runs of a rounding bound. */
+ng_tensor ng_test_abs(const ng_tensor *t, const char *name);
 
 #endif

@@ -148,10 +148,7 @@ static void one_case(const char *what, int nd, const int64_t *shape, int64_t out
     ng_tensor dy = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "dy");
     ng_test_fill_uniform(&x, -1, 1);
     ng_test_fill_uniform(&dy, -1, 1);
-    ng_tensor xa = ng_tensor_new(NG_F64, NG_CPU, ndim, shape, "|x|");
-    ng_tensor dya = ng_tensor_new(NG_F64, NG_CPU, ndim, oshape, "|dy|");
-    for (int64_t i = 0; i < x.numel; i++) ((double *)xa.data)[i] = fabs(((double *)x.data)[i]);
-    for (int64_t i = 0; i < dy.numel; i++) ((double *)dya.data)[i] = fabs(((double *)dy.data)[i]);
+    ng_tensor xa = ng_test_abs(&x, "|x|"), dya = ng_test_abs(&dy, "|dy|");
     uint64_t seed = ng_test_seed();
 
     ng_conv_use_onednn(0);
