@@ -182,9 +182,14 @@ double ng_fractal_filling(const ng_ifs *f, uint64_t seed, int64_t category) {
     return (double)on / (NG_FRACTAL_FILL_SIDE * NG_FRACTAL_FILL_SIDE);
 }
 
-int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, ng_ifs *out) {
+static void check_threshold(double threshold) {
     NG_CHECK(threshold > 0 && threshold <= 1, "data.fractal.threshold: %g is not in (0, 1]",
              threshold);
+}
+
+/* The category search: the tries it took, or 0 when none of MAX_TRIES reaches the threshold (the
+ * source's constructor then frees what it holds before failing). */
+static int64_t search(uint64_t seed, int64_t category, double threshold, ng_ifs *out) {
     ng_rng_key k = {.seed = seed, .stream = cat_stream(STREAM_SEARCH, category)};
     for (int64_t t = 0; t < MAX_TRIES; t++) {
         /* 7 blocks a try: the map count, then 24 parameter words (6 of each of 4 maps). */
@@ -201,9 +206,21 @@ int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, n
             return t + 1;
         }
     }
+    return 0;
+}
+
+__attribute__((noreturn)) static void no_category(uint64_t seed, int64_t category,
+                                                  double threshold) {
     ng_fail("data.fractal.threshold: no IFS of category %lld (seed %llu) reaches a filling rate of "
             "%g in %d tries; lower the threshold",
             (long long)category, (unsigned long long)seed, threshold, MAX_TRIES);
+}
+
+int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, ng_ifs *out) {
+    check_threshold(threshold);
+    int64_t t = search(seed, category, threshold, out);
+    if (!t) no_category(seed, category, threshold);
+    return t;
 }
 
 void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int64_t instance,
@@ -428,6 +445,7 @@ ng_source *ng_fractal_new(const ng_fractal_config *c) {
     NG_CHECK(!__builtin_mul_overflow(c->categories, c->instances, &n) && n <= (INT64_C(1) << 40),
              "data.fractal: %lld categories x %lld instances are too many examples",
              (long long)c->categories, (long long)c->instances);
+    check_threshold(c->threshold); /* before anything is allocated */
     ng_source *s = calloc(1, sizeof *s);
     fractals *fr = calloc(1, sizeof *fr);
     if (fr) {
@@ -440,7 +458,10 @@ ng_source *ng_fractal_new(const ng_fractal_config *c) {
         ng_fail("%s: out of host memory", name);
     }
     for (int64_t k = 0; k < c->categories; k++)
-        ng_fractal_category(c->seed, k, c->threshold, &fr->cats[k]);
+        if (!search(c->seed, k, c->threshold, &fr->cats[k])) {
+            free(fr->cats), free(fr->occ), free(fr), free(s);
+            no_category(c->seed, k, c->threshold);
+        }
     fr->c = *c;
     fr->c.name = NULL;
     *s = (ng_source){.ops = &ops,

@@ -296,6 +296,8 @@ static void test_patch_colour(uint64_t seed) {
     ng_fractal_config bad = g;
     bad.patch = 8;
     NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.patch");
+    bad = g, bad.threshold = 2; /* refused before anything is allocated (sanitize.sh: no leak) */
+    NG_TEST_ERROR(ng_fractal_new(&bad), "data.fractal.threshold");
 }
 
 /* Batches: the source's fill_batch on a host tensor (rendered by 1-4 workers) gives fill's
