@@ -68,7 +68,24 @@ static int compare(const char *what, const char *tensor, double num, double ana,
     return 0;
 }
 
-/* Probes `n` random elements (all when the tensor is small) of t, perturbing in place. */
+/* The central difference of L at element i of v with step h. */
+static double central(ng_model *m, double *v, int64_t i, double h, const ng_tensor *x,
+                      const ng_tensor *dy, int training) {
+    double keep = v[i];
+    v[i] = keep + h;
+    double lp = loss(m, x, dy, training);
+    v[i] = keep - h;
+    double lm = loss(m, x, dy, training);
+    v[i] = keep;
+    return (lp - lm) / (2 * h);
+}
+
+/* Probes `n` random elements (all when the tensor is small) of t, perturbing in place.
+ * A ReLU or a max-pooling window whose winner changes inside [-h, h] is a kink of L: the central
+ * difference then mixes two slopes and no tolerance covers it. A mismatch is therefore measured
+ * again with steps h/10 and h/100: a kink crossed by the larger step is (almost always) outside
+ * the smaller one, where the difference matches the backward again, while a wrong backward stays
+ * wrong at every step. Only the first step's mismatch is reported. */
 static int probe(const char *what, const char *name, ng_model *m, ng_tensor *t, const double *ana,
                  const ng_tensor *x, const ng_tensor *dy, ng_gradcheck_opts o) {
     int ok = 1, n = o.max_checks ? o.max_checks : 40;
@@ -77,13 +94,15 @@ static int probe(const char *what, const char *name, ng_model *m, ng_tensor *t, 
     for (int c = 0; c < n && c < t->numel; c++) {
         int64_t i = t->numel <= n ? c : (int64_t)((ng_test_uniform() + 1.0) * 0.5 * t->numel);
         if (i >= t->numel) i = t->numel - 1;
-        double keep = v[i];
-        v[i] = keep + h;
-        double lp = loss(m, x, dy, o.training);
-        v[i] = keep - h;
-        double lm = loss(m, x, dy, o.training);
-        v[i] = keep;
-        ok &= compare(what, name, (lp - lm) / (2 * h), ana[i], tol, i);
+        double num = central(m, v, i, h, x, dy, o.training);
+        int matched = 0;
+        for (double d = 10; !matched && d <= 100 &&
+                            fabs(num - ana[i]) > tol * fmax(1.0, fmax(fabs(num), fabs(ana[i])));
+             d *= 10) {
+            double fine = central(m, v, i, h / d, x, dy, o.training);
+            matched = fabs(fine - ana[i]) <= tol * fmax(1.0, fmax(fabs(fine), fabs(ana[i])));
+        }
+        ok &= matched || compare(what, name, num, ana[i], tol, i);
     }
     return ok;
 }
