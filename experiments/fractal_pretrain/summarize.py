@@ -22,12 +22,20 @@ def mean_sd(xs):
 
 
 def main(out):
-    lines = ["| pre-training | fractal test acc | pre-training s |", "|---|---|---|"]
-    for run in sorted(glob.glob(os.path.join(out, "pre_*/"))):
+    pre = {}  # optimizer -> seed -> (fractal test accuracy, seconds)
+    for run in sorted(glob.glob(os.path.join(out, "pre_*_s*/"))):
+        m = re.match(r"pre_(.+)_s(\d+)$", os.path.basename(run[:-1]))
         e = evals(run)
-        if e:
-            lines.append(f"| {os.path.basename(run[:-1])[4:]} | {100 * e[-1]['accuracy']:.2f}% | "
-                         f"{e[-1]['train_s']:.0f} |")
+        if m and e:
+            pre.setdefault(m[1], {})[int(m[2])] = (e[-1]["accuracy"], e[-1]["train_s"])
+    lines = ["| pre-training | seeds | FractalDB test acc, mean ± sd | per seed | "
+             "pre-training s (mean) |", "|---|---|---|---|---|"]
+    for opt, seeds in pre.items():
+        accs = [a for a, _ in seeds.values()]
+        m, sd = mean_sd(accs)
+        lines.append(f"| {opt} | {len(accs)} | {100 * m:.2f} ± {100 * sd:.2f}% | "
+                     + ", ".join(f"{100 * a:.2f}" for a in accs)
+                     + f" | {statistics.mean(t for _, t in seeds.values()):.0f} |")
     curves = {}  # start -> seed -> [(step, acc)]
     for run in sorted(glob.glob(os.path.join(out, "ft_*_s*/"))):
         m = re.match(r"ft_(.+)_s(\d+)$", os.path.basename(run[:-1]))
