@@ -4,7 +4,8 @@
 # and, as JSON and logs, to $OUT (or ./gpu-results). Uses an existing build folder when given one
 # that was made with -DCMAKE_CUDA_ARCHITECTURES=90 (e.g. carried to the GPU machine).
 # The GPU machine is bare and offline, so the usual argument is a bundle made here by
-# scripts/gpu-bundle.sh (natgrad, the gpu tests and the libraries that machine lacks), carried by
+# scripts/gpu-bundle.sh (natgrad, the gpu tests, the libraries that machine lacks and OpenMPI's
+# run-time, set up by the bundle's env.sh), carried by
 # the device call: `bash scripts/gpu-session.sh .gpu/natgrad-gpu.tar.xz` with carry [".gpu"].
 # usage: scripts/gpu-session.sh [BUILD_DIR | BUNDLE.tar.xz]
 set -uo pipefail
@@ -21,13 +22,13 @@ pack() {
   tar -C "$out" -czf "$OUT/results.tgz.tmp" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
 }
 trap pack EXIT
-if [ -f "$build" ]; then # a bundle: unpack it, its libraries first, then CUDA's and PyTorch's NVIDIA ones
+if [ -f "$build" ]; then # a bundle: unpack it; its env.sh sets the library paths, PATH and OpenMPI's
   b=/tmp/natgrad-bundle
   rm -rf "$b" && mkdir -p "$b" && tar -C "$b" -xJf "$build" || exit 1
-  nv=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2>/dev/null)
-  export LD_LIBRARY_PATH="$b/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${nv:+:$nv}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # shellcheck source=/dev/null
+  . "$b/env.sh" # its libraries first, then CUDA's and PyTorch's NVIDIA ones; mpirun; OpenMPI relocated
   build=$b/bin
-  echo "bundle: $b; LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$out/bundle.txt"
+  echo "bundle: $b; LD_LIBRARY_PATH=$LD_LIBRARY_PATH; mpirun: $(command -v mpirun)" | tee "$out/bundle.txt"
   ldd "$build/natgrad" | grep -E 'not found|cudnn|nccl|cublas' | tee -a "$out/bundle.txt"
 fi
 ng="$build/natgrad"
@@ -59,6 +60,11 @@ done
 timeout 180 mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
   --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
   --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
+# The same MPI under mpirun on the CPU with two ranks (the bundle's shared-memory transport; the
+# NCCL run above has one rank), a few seconds.
+timeout 120 mpirun -np 2 "$ng" train --config "$cfg" --out "$out/train-mpi2" --set train.steps=50 \
+  --set schedule.warmup_epochs=0 --set data.fallback_synthetic=true 2>&1 |
+  grep -E 'ranks \(|after [0-9]+ steps|error' | tee -a "$out/train.log"
 pack
 "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
 # Issue 14's table: whole training steps (natgrad bench --step: forward, backward, the optimizer
