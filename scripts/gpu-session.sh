@@ -60,9 +60,9 @@ done
 timeout 180 mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
   --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
   --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
-# The same MPI under mpirun on the CPU with two ranks (the bundle's shared-memory transport; the
-# NCCL run above has one rank), a few seconds.
-timeout 120 mpirun -np 2 "$ng" train --config "$cfg" --out "$out/train-mpi2" --set train.steps=50 \
+# Two ranks under mpirun on the CPU (device=cpu: NCCL refuses two ranks on one GPU), which the
+# one-rank NCCL run above does not exercise: the bundle's shared-memory transport. A few seconds.
+timeout 120 mpirun -np 2 "$ng" train --config "$cfg" --out "$out/train-mpi2" --set device=cpu --set train.steps=50 \
   --set schedule.warmup_epochs=0 --set data.fallback_synthetic=true 2>&1 |
   grep -E 'ranks \(|after [0-9]+ steps|error' | tee -a "$out/train.log"
 pack
