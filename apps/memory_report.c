@@ -5,6 +5,8 @@
 
 #include "apps/metrics.h"
 #include "core/dtype.h"
+#include "core/ops.h"
+#include "nn/loss.h"
 #include "optim/plan.h"
 #include "optim/smoothing.h"
 
@@ -57,6 +59,29 @@ static const ng_kfac_config *chain_memory(const ng_optim_plan *p, const ng_model
     return k;
 }
 
+static size_t larger(size_t a, size_t b) {
+    return a > b ? a : b;
+}
+
+/* The CUDA workspace is one buffer grown to the largest request (core/cuda_context.h), so the
+ * plan is the largest of its users' requests in a step: the layers' (cuDNN, LayerNorm's partials:
+ * the pass plans), K-FAC's inverse updates, a GPU-rendered batch (FractalDB's device batches, when
+ * nothing augments them: as apps/train.c decides), the loss and the reductions over the flat
+ * gradient (the finiteness check of every step). *estimated: K-FAC's share is an estimate (no
+ * GPU here to ask cuSOLVER). */
+static size_t cuda_workspace(const ng_train_setup *s, const ng_model *m, int64_t rank_batch,
+                             const ng_arena_plan *tr, const ng_arena_plan *ev,
+                             const ng_kfac_planner *kp, int *estimated) {
+    size_t ws = larger(tr->workspace, ev->workspace);
+    if (s->device != NG_CUDA) return ws;
+    if (kp) ws = larger(ws, ng_kfac_planner_cuda_workspace(kp, estimated));
+    const ng_source *src = s->train;
+    if (src && src->device_batches && src->ops->device_workspace && !ng_augment_active(&s->augment))
+        ws = larger(ws, src->ops->device_workspace(src, rank_batch));
+    ws = larger(ws, ng_xent_cuda_workspace(rank_batch, NULL, NULL));
+    return larger(ws, ng_reduce_cuda_workspace(m->numel));
+}
+
 void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batch,
                     ng_mem_figures *f) {
     memset(f, 0, sizeof *f);
@@ -78,8 +103,8 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     f->arenas.acts = tr.acts > ev.acts ? tr.acts : ev.acts;
     f->arenas.grads = tr.grads > ev.grads ? tr.grads : ev.grads;
     f->arenas.joint = tr.joint > ev.joint ? tr.joint : ev.joint;
-    /* the CUDA workspace is one buffer grown to the largest request */
-    f->arenas.workspace = tr.workspace > ev.workspace ? tr.workspace : ev.workspace;
+    f->arenas.workspace =
+        cuda_workspace(s, m, rank_batch, &tr, &ev, kp, &f->arenas.workspace_estimated);
     f->arenas.workspace_bounded = tr.workspace_bounded || ev.workspace_bounded;
     f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
     f->cat[NG_MEM_WORKSPACE] = f->arenas.grads + f->arenas.workspace;
@@ -115,7 +140,7 @@ void ng_mem_measure(const ng_model *m, ng_mem_figures *f) {
     /* the arena buffer counts as activations; its two ends' high-water marks are reported */
     f->cat[NG_MEM_WORKSPACE] = m->grads.peak + st.cat_peak[NG_MEM_WORKSPACE];
     f->device_peak = st.peak;
-    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak, 0, 0};
+    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak, 0, 0, 0};
 }
 
 static double mib(size_t b) {
@@ -131,6 +156,17 @@ void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap) {
         snprintf(out + n, cap - n, "\"arenas\": %s, \"device_peak\": %s}",
                  ng_json_num("%.3f", mib(f->arenas.joint)).s,
                  ng_json_num("%.3f", mib(f->device_peak)).s);
+}
+
+/* The shared CUDA workspace's row: its planned size, and why it is not exact when it is not. */
+static void cuda_workspace_line(FILE *out, const ng_arena_plan *a) {
+    fprintf(out, "%-12s %14.2f", " CUDA", mib(a->workspace));
+    if (a->workspace_bounded || a->workspace_estimated)
+        fprintf(out, "  (no GPU here to ask:%s%s%s)",
+                a->workspace_bounded ? " cuDNN's cap, an upper bound" : "",
+                a->workspace_bounded && a->workspace_estimated ? ";" : "",
+                a->workspace_estimated ? " cuSOLVER's scratch estimated from LAPACK's" : "");
+    fprintf(out, "\n");
 }
 
 void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *meas) {
@@ -151,9 +187,8 @@ void ng_mem_table(FILE *out, const ng_mem_figures *pred, const ng_mem_figures *m
                 fprintf(out, " %9s", "-");
         }
         fprintf(out, "\n");
-        if (c == NG_MEM_WORKSPACE && pred->arenas.workspace) /* cuDNN's, in the line above */
-            fprintf(out, "%-12s %14.2f%s\n", " cuDNN", mib(pred->arenas.workspace),
-                    pred->arenas.workspace_bounded ? "  (the cap: no GPU here to ask cuDNN)" : "");
+        if (c == NG_MEM_WORKSPACE && pred->arenas.workspace) /* in the line above */
+            cuda_workspace_line(out, &pred->arenas);
         if (c == NG_MEM_WORKSPACE) { /* the shared buffer of the two arenas */
             fprintf(out, "%-12s %14.2f", " both arenas", mib(pred->arenas.joint));
             if (meas)

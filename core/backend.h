@@ -95,6 +95,12 @@ double ng_cuda_reduce(ng_reduce_op op, const ng_tensor *x);
 ng_status ng_cuda_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q);
 ng_status ng_cuda_cholesky(const ng_tensor *A, ng_tensor *L);
 ng_status ng_cuda_cholesky_inverse(const ng_tensor *A, ng_tensor *inv);
+/* Frees the shared CUDA workspace (the next request allocates it anew), so that a test can
+ * measure one call's request as the workspace's peak. */
+void ng_cuda_workspace_release(void);
+/* cuSOLVER's scratch bytes for op (a core/linalg.h ng_linalg_op) on b matrices n x n of dt: the
+ * query the twins make, asked with no buffers (the sizes depend on n, b and the types only). */
+size_t ng_cuda_linalg_solver_bytes(int op, ng_dtype dt, int64_t b, int64_t n);
 void ng_cuda_rng_fill(ng_tensor *t, ng_rng_dist dist, ng_rng_key key, double p0, double p1);
 
 #ifdef __cplusplus

@@ -61,6 +61,14 @@ void *ng_cuda_workspace(size_t bytes) {
     return c->workspace;
 }
 
+extern "C" void ng_cuda_workspace_release(void) {
+    if (!ready || !ctx.workspace) return;
+    NG_CUDA_CHECK(cudaStreamSynchronize(ctx.stream)); /* queued work may still read it */
+    ng_free(NG_CUDA, ctx.workspace, ctx.workspace_bytes);
+    ctx.workspace = NULL;
+    ctx.workspace_bytes = 0;
+}
+
 const char *ng_cublas_status_string(cublasStatus_t s) {
     return cublasGetStatusString(s);
 }

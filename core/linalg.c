@@ -5,6 +5,8 @@
 #include <math.h>
 
 #include "backend.h"
+#include "dispatch.h"
+#include "dtype.h"
 #include "memory.h"
 #include "ops.h"
 
@@ -112,4 +114,48 @@ ng_status ng_damped_inverse(const ng_tensor *A, double lambda, ng_tensor *inv, i
     ng_tensor_free(&wd);
     ng_tensor_free(&Q);
     return st;
+}
+
+static size_t align256(size_t bytes) {
+    return (bytes + 255) / 256 * 256;
+}
+
+ng_linalg_ws_layout ng_linalg_ws(ng_linalg_op op, ng_dtype dt, int64_t b, int64_t n,
+                                 size_t solver_bytes) {
+    ng_linalg_ws_layout l;
+    l.solver = op == NG_LINALG_EIGH ? align256(ng_dtype_size(dt) * (size_t)(b * n * n)) : 0;
+    l.info = l.solver + align256(solver_bytes);
+    l.bad = l.info + align256(sizeof(int) * (size_t)b);
+    l.total = l.bad + align256(sizeof(int) * (size_t)b);
+    return l;
+}
+
+int ng_linalg_cuda_batched(int64_t b, int64_t n) {
+    return b > 1 && n <= 32;
+}
+
+/* LAPACK's workspace for the same job, standing in for cuSOLVER's where no GPU can be asked. */
+static size_t solver_estimate(ng_linalg_op op, size_t es, int64_t b, int64_t n) {
+    if (op == NG_LINALG_EIGH) {
+        size_t one = es * (size_t)(1 + 6 * n + 2 * n * n) + sizeof(int) * (size_t)(3 + 5 * n);
+        return ng_linalg_cuda_batched(b, n) ? (size_t)b * one : one;
+    }
+    return op == NG_LINALG_CHOLESKY_INVERSE ? es * (size_t)(n * n) : 0;
+}
+
+size_t ng_linalg_cuda_workspace(ng_linalg_op op, ng_dtype dt, int64_t b, int64_t n,
+                                int *estimated) {
+    NG_CHECK(dt == NG_F32 || dt == NG_F64, "ng_linalg_cuda_workspace: %s factors; f32 or f64",
+             ng_dtype_name(dt));
+    NG_CHECK(b >= 0 && n >= 0, "ng_linalg_cuda_workspace: %lld matrices of side %lld", (long long)b,
+             (long long)n);
+    if (!b || !n) return 0; /* the twins are not called for an empty batch */
+    size_t solver = 0;
+    if (ng_cuda_available()) {
+        NG_CUDA_ONLY(solver = ng_cuda_linalg_solver_bytes(op, dt, b, n));
+    } else {
+        solver = solver_estimate(op, ng_dtype_size(dt), b, n);
+        if (estimated) *estimated = 1;
+    }
+    return ng_linalg_ws(op, dt, b, n, solver).total;
 }

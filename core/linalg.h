@@ -34,6 +34,25 @@ ng_status ng_cholesky_inverse(const ng_tensor *A, ng_tensor *inv);
  * NULL, is set to 1 when the eigen path was taken. */
 ng_status ng_damped_inverse(const ng_tensor *A, double lambda, ng_tensor *inv, int *used_fallback);
 
+/* The CUDA twins' scratch, for the memory plan and the twins alike (one formula). Each twin takes
+ * one request of the shared CUDA workspace (core/cuda_context.h), laid out as [b copies of A
+ * (eigh only, solved in place)][the solver's scratch][b infos][b non-finite flags], each piece
+ * rounded up to 256 bytes. */
+typedef enum { NG_LINALG_EIGH, NG_LINALG_CHOLESKY, NG_LINALG_CHOLESKY_INVERSE } ng_linalg_op;
+typedef struct {
+    size_t solver, info, bad, total; /* offsets of the pieces (the copies at 0), and the size */
+} ng_linalg_ws_layout;
+ng_linalg_ws_layout ng_linalg_ws(ng_linalg_op op, ng_dtype dt, int64_t b, int64_t n,
+                                 size_t solver_bytes);
+/* 1 when the CUDA eigh of b matrices n x n takes batched Jacobi (syevjBatched, n <= 32). */
+int ng_linalg_cuda_batched(int64_t b, int64_t n);
+/* The bytes the CUDA twin of op asks of the workspace for b matrices n x n of dt (f32, f64).
+ * Where a GPU is present the solver's part is cuSOLVER's own answer to the query the twin makes,
+ * so the figure is exact. Without one it is an estimate from LAPACK's workspace formulas and
+ * *estimated (when not NULL) is set to 1: eigh (syevd, jobz V) lwork 1 + 6n + 2n^2 elements plus
+ * liwork 3 + 5n ints, b times that on the batched Jacobi path; potrf none; potri n^2 elements. */
+size_t ng_linalg_cuda_workspace(ng_linalg_op op, ng_dtype dt, int64_t b, int64_t n, int *estimated);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "cuda_context.h"
+#include "linalg.h"
 
 /* Row-major versus cuSOLVER's column-major. A row-major n x n buffer read column-major with
  * lda = n is the transpose of the matrix. A symmetric matrix is its own transpose, so cuSOLVER
@@ -24,10 +25,6 @@
 static const cublasFillMode_t kRowMajorLower = CUBLAS_FILL_MODE_UPPER;
 
 static const int kThreads = 256;
-
-static size_t align_up(size_t bytes) {
-    return (bytes + 255) / 256 * 256;
-}
 
 static cudaDataType data_type(ng_dtype t) {
     return t == NG_F64 ? CUDA_R_64F : CUDA_R_32F;
@@ -171,6 +168,84 @@ static cusolverStatus_t potri(cusolverDnHandle_t h, int n, double *A, double *wo
     return cusolverDnDpotri(h, kRowMajorLower, n, A, n, work, lwork, info);
 }
 
+/* The solver handles eigh's path needs: a syevj info (sorted eigenvalues) for batched Jacobi,
+ * else Xsyevd's parameters. */
+static void eigh_handles(int64_t b, int64_t n, cusolverDnParams_t *params, syevjInfo_t *jinfo) {
+    *params = NULL, *jinfo = NULL;
+    if (ng_linalg_cuda_batched(b, n)) {
+        NG_CUSOLVER_CHECK(cusolverDnCreateSyevjInfo(jinfo));
+        NG_CUSOLVER_CHECK(cusolverDnXsyevjSetSortEig(*jinfo, 1));
+    } else {
+        NG_CUSOLVER_CHECK(cusolverDnCreateParams(params));
+    }
+}
+
+static void free_handles(cusolverDnParams_t params, syevjInfo_t jinfo) {
+    if (params) NG_CUSOLVER_CHECK(cusolverDnDestroyParams(params));
+    if (jinfo) NG_CUSOLVER_CHECK(cusolverDnDestroySyevjInfo(jinfo));
+}
+
+/* cuSOLVER's device scratch for eigh of b matrices n x n (and Xsyevd's host scratch, batched
+ * syevj's lwork in elements). The sizes depend only on n, b and the types: a and w stand in for
+ * the real buffers, and the plan passes NULL (ng_cuda_linalg_solver_bytes). */
+template <typename T>
+static size_t eigh_solver_bytes(cusolverDnHandle_t h, int64_t b, int64_t n, const T *a, const T *w,
+                                cusolverDnParams_t params, syevjInfo_t jinfo, size_t *host_bytes,
+                                int *lwork) {
+    size_t bytes = 0;
+    *host_bytes = 0, *lwork = 0;
+    if (jinfo) {
+        NG_CUSOLVER_CHECK(syevj_batched_size(h, (int)n, a, w, lwork, jinfo, (int)b));
+        return (size_t)*lwork * sizeof(T);
+    }
+    const cudaDataType dt = data_type(sizeof(T) == 8 ? NG_F64 : NG_F32);
+    NG_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(h, params, CUSOLVER_EIG_MODE_VECTOR,
+                                                  kRowMajorLower, n, dt, a, n, dt, w, dt, &bytes,
+                                                  host_bytes));
+    return bytes;
+}
+
+/* cuSOLVER's device scratch for a Cholesky factor (potrf) and, with invert, the inverse (potri)
+ * after it: one buffer for both, as they run one after the other on the stream. x stands in for
+ * the matrix (NULL when planning); potri's lwork is in elements. */
+template <typename T>
+static size_t cholesky_solver_bytes(cusolverDnHandle_t h, int64_t n, T *x, int invert,
+                                    cusolverDnParams_t params, size_t *host_bytes,
+                                    int *potri_lwork) {
+    const cudaDataType dt = data_type(sizeof(T) == 8 ? NG_F64 : NG_F32);
+    size_t potrf_bytes = 0;
+    *host_bytes = 0, *potri_lwork = 0;
+    NG_CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(h, params, kRowMajorLower, n, dt, x, n, dt,
+                                                  &potrf_bytes, host_bytes));
+    if (invert) NG_CUSOLVER_CHECK(potri_size(h, (int)n, x, potri_lwork));
+    size_t potri_bytes = sizeof(T) * (size_t)*potri_lwork;
+    return potrf_bytes > potri_bytes ? potrf_bytes : potri_bytes;
+}
+
+template <typename T>
+static size_t solver_bytes_of(ng_linalg_op op, int64_t b, int64_t n) {
+    cusolverDnHandle_t h = ng_cuda_ctx()->cusolver;
+    cusolverDnParams_t params = NULL;
+    syevjInfo_t jinfo = NULL;
+    size_t host = 0, bytes;
+    int lwork = 0;
+    if (op == NG_LINALG_EIGH) {
+        eigh_handles(b, n, &params, &jinfo);
+        bytes = eigh_solver_bytes<T>(h, b, n, NULL, NULL, params, jinfo, &host, &lwork);
+    } else {
+        NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
+        bytes = cholesky_solver_bytes<T>(h, n, NULL, op == NG_LINALG_CHOLESKY_INVERSE, params,
+                                         &host, &lwork);
+    }
+    free_handles(params, jinfo);
+    return bytes;
+}
+
+extern "C" size_t ng_cuda_linalg_solver_bytes(int op, ng_dtype dt, int64_t b, int64_t n) {
+    return dt == NG_F64 ? solver_bytes_of<double>((ng_linalg_op)op, b, n)
+                        : solver_bytes_of<float>((ng_linalg_op)op, b, n);
+}
+
 template <typename T>
 static ng_status eigh_impl(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
     ng_cuda_context *c = ng_cuda_ctx();
@@ -179,33 +254,21 @@ static ng_status eigh_impl(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
     const cudaDataType dt = data_type(A->dtype);
     const T *a = (const T *)A->data;
     T *wv = (T *)w->data, *q = (T *)Q->data;
-    /* Jacobi handles a batch of small matrices in one launch; cuSOLVER documents n <= 32. */
-    const bool batched = b > 1 && n <= 32;
+    const bool batched = ng_linalg_cuda_batched(b, n);
 
-    cusolverDnParams_t params = NULL;
-    syevjInfo_t jinfo = NULL;
-    size_t solver_bytes = 0, host_bytes = 0;
-    int lwork = 0;
-    /* Buffer sizes depend only on n and the types; A and w stand in for the real buffers. */
-    if (batched) {
-        NG_CUSOLVER_CHECK(cusolverDnCreateSyevjInfo(&jinfo));
-        NG_CUSOLVER_CHECK(cusolverDnXsyevjSetSortEig(jinfo, 1));
-        NG_CUSOLVER_CHECK(syevj_batched_size(c->cusolver, (int)n, a, wv, &lwork, jinfo, (int)b));
-        solver_bytes = (size_t)lwork * sizeof(T);
-    } else {
-        NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
-        NG_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(c->cusolver, params, CUSOLVER_EIG_MODE_VECTOR,
-                                                      kRowMajorLower, n, dt, a, n, dt, wv, dt,
-                                                      &solver_bytes, &host_bytes));
-    }
-    /* Scratch: [b copies of A, solved in place][solver work][b infos][b non-finite flags]. */
-    size_t mat_bytes = align_up(sizeof(T) * (size_t)(b * nn));
-    size_t info_off = mat_bytes + align_up(solver_bytes);
-    size_t bad_off = info_off + align_up(sizeof(int) * (size_t)b);
-    char *ws = (char *)ng_cuda_workspace(bad_off + align_up(sizeof(int) * (size_t)b));
+    cusolverDnParams_t params;
+    syevjInfo_t jinfo;
+    eigh_handles(b, n, &params, &jinfo);
+    size_t host_bytes;
+    int lwork;
+    size_t solver_bytes =
+        eigh_solver_bytes<T>(c->cusolver, b, n, a, wv, params, jinfo, &host_bytes, &lwork);
+    /* one request, laid out by ng_linalg_ws, the formula the memory plan shares */
+    ng_linalg_ws_layout l = ng_linalg_ws(NG_LINALG_EIGH, A->dtype, b, n, solver_bytes);
+    char *ws = (char *)ng_cuda_workspace(l.total);
     T *m = (T *)ws;
-    void *solver = ws + mat_bytes;
-    int *info = (int *)(ws + info_off), *bad = (int *)(ws + bad_off);
+    void *solver = ws + l.solver;
+    int *info = (int *)(ws + l.info), *bad = (int *)(ws + l.bad);
     void *host_ws = host_buffer(host_bytes);
 
     /* Solving a copy leaves A intact and lets Q alias A. The copy is made symmetric from its
@@ -247,8 +310,7 @@ static ng_status eigh_impl(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
     free(bad_h);
     free(info_h);
     free(host_ws);
-    if (params) NG_CUSOLVER_CHECK(cusolverDnDestroyParams(params));
-    if (jinfo) NG_CUSOLVER_CHECK(cusolverDnDestroySyevjInfo(jinfo));
+    free_handles(params, jinfo);
     return result;
 }
 
@@ -263,20 +325,15 @@ static ng_status cholesky_impl(const ng_tensor *A, ng_tensor *out, int invert) {
 
     cusolverDnParams_t params = NULL;
     NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
-    size_t potrf_bytes = 0, host_bytes = 0;
-    NG_CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(c->cusolver, params, kRowMajorLower, n, dt,
-                                                  A->data, n, dt, &potrf_bytes, &host_bytes));
-    int potri_lwork = 0;
-    if (invert) NG_CUSOLVER_CHECK(potri_size(c->cusolver, (int)n, x, &potri_lwork));
-    /* potrf and potri run one after the other on the stream, so they share one scratch. */
-    size_t solver_bytes = potrf_bytes > sizeof(T) * (size_t)potri_lwork
-                              ? potrf_bytes
-                              : sizeof(T) * (size_t)potri_lwork;
-    size_t info_off = align_up(solver_bytes);
-    size_t bad_off = info_off + align_up(sizeof(int) * (size_t)b);
-    char *ws = (char *)ng_cuda_workspace(bad_off + align_up(sizeof(int) * (size_t)b));
-    void *solver = ws;
-    int *info = (int *)(ws + info_off), *bad = (int *)(ws + bad_off);
+    size_t host_bytes;
+    int potri_lwork;
+    size_t solver_bytes =
+        cholesky_solver_bytes<T>(c->cusolver, n, x, invert, params, &host_bytes, &potri_lwork);
+    ng_linalg_ws_layout l = ng_linalg_ws(invert ? NG_LINALG_CHOLESKY_INVERSE : NG_LINALG_CHOLESKY,
+                                         A->dtype, b, n, solver_bytes);
+    char *ws = (char *)ng_cuda_workspace(l.total);
+    void *solver = ws + l.solver;
+    int *info = (int *)(ws + l.info), *bad = (int *)(ws + l.bad);
     void *host_ws = host_buffer(host_bytes);
 
     /* Factor in the output buffer: A stays untouched unless it is the output itself. */

@@ -164,3 +164,12 @@ int ng_all_finite(const ng_tensor *x) {
 void ng_sync(ng_device dev) {
     ng_backend_for(dev, "ng_sync")->sync();
 }
+
+int64_t ng_reduce_cuda_blocks(int64_t numel) {
+    int64_t nb = (numel + 255) / 256; /* the kernel's 256 threads a block */
+    return nb < 1 ? 1 : nb > 1024 ? 1024 : nb;
+}
+
+size_t ng_reduce_cuda_workspace(int64_t numel) {
+    return (size_t)(ng_reduce_cuda_blocks(numel) + 1) * sizeof(double);
+}

@@ -44,6 +44,11 @@ double ng_sum(const ng_tensor *x);
 double ng_sumsq(const ng_tensor *x);
 double ng_maxabs(const ng_tensor *x); /* NaN if any element is NaN */
 int ng_all_finite(const ng_tensor *x);
+/* The CUDA reductions above take their partial sums from the shared CUDA workspace: one double
+ * per block of 256 elements, at most 1024 blocks, and the result (8200 bytes at most). The
+ * blocks, and the bytes the memory plan counts, for x of numel elements. */
+int64_t ng_reduce_cuda_blocks(int64_t numel);
+size_t ng_reduce_cuda_workspace(int64_t numel);
 
 /* Blocks until the device has finished queued work. */
 void ng_sync(ng_device dev);

@@ -9,9 +9,9 @@
 #include "cuda_context.h"
 #include "convert.h"
 #include "half.h"
+#include "ops.h"
 
-#define NG_THREADS 256
-#define NG_RED_BLOCKS 1024 /* partial sums of the first reduction pass */
+#define NG_THREADS 256 /* also the reductions' block, which ng_reduce_cuda_blocks counts */
 
 /* ---- Element access by dtype ------------------------------------------------------------- */
 
@@ -451,9 +451,9 @@ struct reduce_run {
         NG_CUDA_CHECK_LAUNCH();
     }
     static void run(ng_reduce_op op, const ng_tensor *x, double *result) {
-        unsigned nb = ng_cuda_blocks(x->numel, NG_THREADS);
-        if (nb > NG_RED_BLOCKS) nb = NG_RED_BLOCKS;
-        double *ws = (double *)ng_cuda_workspace((nb + 1) * sizeof(double));
+        /* the sizes the memory plan counts (core/ops.h) */
+        unsigned nb = (unsigned)ng_reduce_cuda_blocks(x->numel);
+        double *ws = (double *)ng_cuda_workspace(ng_reduce_cuda_workspace(x->numel));
         cudaStream_t s = stream();
         if (op == NG_RED_SUM)
             launch<NG_RED_SUM>(x, ws, nb, s);

@@ -416,7 +416,23 @@ static void destroy(ng_source *s) {
     free(fr);
 }
 
-static const ng_source_ops ops = {fill, destroy, NULL, fill_batch};
+size_t ng_fractal_jobs_bytes(size_t job_bytes, int64_t count) {
+    return (job_bytes * (size_t)count + 255) / 256 * 256;
+}
+
+size_t ng_fractal_cuda_workspace(int64_t count, int64_t side, int painted) {
+    if (count <= 0) return 0; /* no call, no request */
+    if (!painted) return ng_fractal_jobs_bytes(sizeof(ng_fractal_job), count);
+    return ng_fractal_jobs_bytes(sizeof(ng_fractal_paint_job), count) +
+           sizeof(uint64_t) * (size_t)(side * side) * (size_t)count;
+}
+
+static size_t device_workspace(const ng_source *s, int64_t count) {
+    const fractals *fr = s->impl;
+    return ng_fractal_cuda_workspace(count, fr->c.side, !plain(&fr->c));
+}
+
+static const ng_source_ops ops = {fill, destroy, NULL, fill_batch, device_workspace};
 
 const ng_ifs *ng_fractal_source_categories(const ng_source *s) {
     NG_CHECK(s->ops == &ops, "%s is not a fractal source", s->name);

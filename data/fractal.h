@@ -109,6 +109,27 @@ void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys
 void ng_fractal_render_paint(const ng_ifs *f, const int *flips, const ng_rng_key *keys,
                              int64_t points, int patch, const uint8_t *masks,
                              const float (*rgb)[NG_FRACTAL_MAX_MAPS][3], ng_tensor *out);
+/* One image's job for the CUDA twins, copied into the CUDA workspace (here so that the memory
+ * plan can size it): the IFS, its fallback (nmaps 0: none), the points key and the flips; a
+ * painted image adds its pattern and the pixel value each map paints, per channel. */
+typedef struct {
+    ng_ifs f;
+    ng_ifs alt; /* rendered instead when f diverges (the source's fallback); nmaps 0: none */
+    ng_rng_key key;
+    int flips;
+} ng_fractal_job;
+typedef struct {
+    ng_fractal_job g;
+    int patch;
+    unsigned char mask[NG_FRACTAL_MAX_PATCH * NG_FRACTAL_MAX_PATCH];
+    float value[NG_FRACTAL_MAX_MAPS][3];
+} ng_fractal_paint_job;
+/* count jobs of job_bytes each, rounded up to 256 bytes: where the kernels' scratch starts. */
+size_t ng_fractal_jobs_bytes(size_t job_bytes, int64_t count);
+/* The CUDA twins' request of the shared CUDA workspace for count images of side^2 pixels, which
+ * the memory plan counts too: the jobs, and for painted images (painted 1) the last painter of
+ * every pixel, 8 bytes each (103 MB for 256 images of 224 px). */
+size_t ng_fractal_cuda_workspace(int64_t count, int64_t side, int painted);
 #ifdef NG_HAVE_CUDA
 /* The CUDA twins; alt (NULL: none) is rendered for image j instead when f[j] diverges or keeps
  * no point (the source's fallback to the category's own IFS). */

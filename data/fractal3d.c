@@ -319,7 +319,16 @@ static void destroy(ng_source *s) {
     free(fr);
 }
 
-static const ng_source_ops ops = {fill, destroy, NULL, fill_batch};
+size_t ng_fractal3d_cuda_workspace(int64_t count) {
+    return count > 0 ? ng_fractal_jobs_bytes(sizeof(ng_fractal3d_job), count) : 0;
+}
+
+static size_t device_workspace(const ng_source *s, int64_t count) {
+    (void)s;
+    return ng_fractal3d_cuda_workspace(count);
+}
+
+static const ng_source_ops ops = {fill, destroy, NULL, fill_batch, device_workspace};
 
 const ng_ifs3 *ng_fractal3d_source_categories(const ng_source *s) {
     NG_CHECK(s->ops == &ops, "%s is not a fractal3d source", s->name);

@@ -87,6 +87,17 @@ ng_rng_key ng_fractal3d_points_key(uint64_t seed, int64_t category, int64_t inst
  * (data/fractal_cuda.cu) is written to give the same bits, as the 2D one does. */
 void ng_fractal3d_render(const ng_ifs3 *f, const int *flips, const ng_rng_key *keys, int64_t points,
                          ng_tensor *out);
+/* One volume's job for the CUDA twin, copied into the CUDA workspace (here so that the memory
+ * plan can size it): the IFS, its fallback (nmaps 0: none), the points key and the flips. */
+typedef struct {
+    ng_ifs3 f;
+    ng_ifs3 alt;
+    ng_rng_key key;
+    int flips;
+} ng_fractal3d_job;
+/* The CUDA twin's request of the shared CUDA workspace for count volumes: their jobs, nothing
+ * per voxel. */
+size_t ng_fractal3d_cuda_workspace(int64_t count);
 #ifdef NG_HAVE_CUDA
 /* alt (NULL: none) is rendered for volume j instead when f[j] diverges (the source's fallback). */
 void ng_fractal3d_render_cuda(const ng_ifs3 *f, const ng_ifs3 *alt, const int *flips,

@@ -26,21 +26,9 @@ extern "C" {
           */
 #define THREADS 256
 
-typedef struct {
-    ng_ifs f;
-    ng_ifs alt; /* rendered instead when f diverges (the source's fallback); nmaps 0: none */
-    ng_rng_key key;
-    int flips;
-} job;
-
-/* A painted image (patches, colour): the grey job plus the instance's pattern and the pixel value
- * each map paints, per channel. */
-typedef struct {
-    job g;
-    int patch;
-    unsigned char mask[NG_FRACTAL_MAX_PATCH * NG_FRACTAL_MAX_PATCH];
-    float value[NG_FRACTAL_MAX_MAPS][3];
-} paint_job;
+/* The jobs (data/fractal.h), shared with the memory plan's sizes. */
+typedef ng_fractal_job job;
+typedef ng_fractal_paint_job paint_job;
 
 __device__ static int64_t to_pixel(double v, double v0, double s, int64_t side) {
     if (s == 0) return side / 2;
@@ -196,15 +184,14 @@ __global__ void paint_kernel(const paint_job *jobs, int64_t points, int64_t side
  * the host copy kept until the stream has it (it is pageable: staged once cudaMemcpyAsync
  * returns, but safe with every driver this way). */
 template <typename J, typename Make, typename Launch>
-static void run_jobs(int64_t count, const char *who, Make make, Launch launch,
-                     size_t scratch_per_job = 0) {
+static void run_jobs(int64_t count, const char *who, Make make, Launch launch, size_t bytes) {
     if (count == 0) return;
     NG_CHECK(count <= 2147483647, "%s: %lld images or volumes in one call", who, (long long)count);
     J *h = (J *)malloc(sizeof(J) * (size_t)count);
     NG_CHECK(h, "%s: out of host memory", who);
     for (int64_t j = 0; j < count; j++) h[j] = make(j);
-    size_t jobs_bytes = (sizeof(J) * (size_t)count + 255) / 256 * 256;
-    char *d = (char *)ng_cuda_workspace(jobs_bytes + scratch_per_job * (size_t)count);
+    size_t jobs_bytes = ng_fractal_jobs_bytes(sizeof(J), count);
+    char *d = (char *)ng_cuda_workspace(bytes);
     cudaStream_t st = ng_cuda_ctx()->stream;
     NG_CUDA_CHECK(cudaMemcpyAsync(d, h, sizeof(J) * (size_t)count, cudaMemcpyHostToDevice, st));
     launch((J *)d, (unsigned)count, st, (void *)(d + jobs_bytes));
@@ -232,7 +219,8 @@ extern "C" void ng_fractal_render_cuda(const ng_ifs *f, const ng_ifs *alt, const
         [&](int64_t j) { return make_job(f, alt, flips, keys, j); },
         [&](job *d, unsigned n, cudaStream_t st, void *) {
             fractal_kernel<<<n, THREADS, 0, st>>>(d, points, side, out);
-        });
+        },
+        ng_fractal_cuda_workspace(count, side, 0));
 }
 
 extern "C" void ng_fractal_paint_cuda(const ng_ifs *f, const ng_ifs *alt, const int *flips,
@@ -259,17 +247,12 @@ extern "C" void ng_fractal_paint_cuda(const ng_ifs *f, const ng_ifs *alt, const 
             paint_kernel<<<n, THREADS, 0, st>>>(d, points, side, channels,
                                                 (unsigned long long *)scratch, out);
         },
-        sizeof(unsigned long long) * (size_t)(side * side));
+        ng_fractal_cuda_workspace(count, side, 1));
 }
 
 /* ---- FractalDB 3D (data/fractal3d.h) ------------------------------------------------------ */
 
-typedef struct {
-    ng_ifs3 f;
-    ng_ifs3 alt; /* rendered instead when f diverges (the source's fallback); nmaps 0: none */
-    ng_rng_key key;
-    int flips;
-} job3;
+typedef ng_fractal3d_job job3;
 
 #define CHUNK3 1024
 
@@ -385,5 +368,6 @@ extern "C" void ng_fractal3d_render_cuda(const ng_ifs3 *f, const ng_ifs3 *alt, c
         },
         [&](job3 *d, unsigned n, cudaStream_t st, void *) {
             fractal3d_kernel<<<n, THREADS, 0, st>>>(d, points, side, out);
-        });
+        },
+        ng_fractal3d_cuda_workspace(count));
 }

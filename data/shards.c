@@ -438,7 +438,7 @@ static void destroy(ng_source *src) {
     free(s);
 }
 
-static const ng_source_ops ops = {fill, destroy, split, fill_batch};
+static const ng_source_ops ops = {fill, destroy, split, fill_batch, NULL};
 
 const char *ng_shards_file(const ng_source *src, int k) {
     if (!src || src->ops != &ops) return NULL;

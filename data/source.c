@@ -91,7 +91,7 @@ static void dataset_destroy(ng_source *s) {
     ng_dataset_free(s->impl);
 }
 
-static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy, NULL, NULL};
+static const ng_source_ops dataset_ops = {dataset_fill, dataset_destroy, NULL, NULL, NULL};
 
 ng_source *ng_source_dataset(ng_dataset *d) {
     NG_CHECK(d && d->n > 0 && d->x && d->y, "data source: no data (an empty or missing data set)");

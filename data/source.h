@@ -30,6 +30,9 @@ typedef struct {
      * results do not depend on their number. NULL: fill only. */
     void (*fill_batch)(ng_source *s, int64_t epoch, const int64_t *idx, int64_t count, ng_tensor *x,
                        int32_t *y);
+    /* Optional, with device_batches: the bytes fill_batch asks of the shared CUDA workspace for
+     * a device batch of count examples (the memory plan's figure). NULL: none. */
+    size_t (*device_workspace)(const ng_source *s, int64_t count);
 } ng_source_ops;
 
 struct ng_source {

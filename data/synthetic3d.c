@@ -85,7 +85,7 @@ static void destroy(ng_source *s) {
     free(s->impl);
 }
 
-static const ng_source_ops ops = {fill, destroy, NULL, NULL};
+static const ng_source_ops ops = {fill, destroy, NULL, NULL, NULL};
 
 ng_source *ng_synthetic3d_new(const ng_synthetic3d_config *c) {
     const char *name = c->name ? c->name : "synthetic3d";

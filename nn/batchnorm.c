@@ -351,6 +351,10 @@ static void bn_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, int
         ng_sim_tensor(&sim->acts, NG_F64, 1, &C); /* mean */
         ng_sim_tensor(&sim->acts, NG_F64, 1, &C); /* invstd */
     }
+    int64_t S = 1;
+    for (int i = 2; i < ndim; i++) S *= in[i];
+    if (backward || sim->training) /* the CUDA statistics' channel sums */
+        ng_sim_workspace(sim, ng_channel_sums_workspace(in[0], C, S));
     size_t m = ng_sim_mark(&sim->grads);
     if (backward && s->relu && !need_dx && !sim->dy_scratch)
         ng_sim_tensor(&sim->grads, dt, ndim, in); /* ReLU's gradient */
@@ -433,4 +437,15 @@ const ng_tensor *ng_batchnorm_relu_output(const ng_layer *l) {
     if (!l || l->ops != &bn_relu_ops) return NULL;
     const bn_state *s = l->impl;
     return s->y.data ? &s->y : NULL;
+}
+
+int64_t ng_channel_sums_chunks(int64_t A, int64_t R, int64_t S) {
+    int64_t chunks = (A * S + 4095) / 4096;     /* 4096 elements per block and row, at least */
+    int64_t most = 8192 / R > 1 ? 8192 / R : 1; /* about 8192 blocks in all */
+    if (chunks > most) chunks = most;
+    return chunks < 1 ? 1 : chunks;
+}
+
+size_t ng_channel_sums_workspace(int64_t A, int64_t R, int64_t S) {
+    return sizeof(double) * 2 * (size_t)(R * ng_channel_sums_chunks(A, R, S));
 }

@@ -7,8 +7,6 @@
 #include "nn/conv_kernels.h"
 
 #define THREADS 256
-#define PER_BLOCK 4096 /* elements per block and channel, at least */
-#define TARGET_BLOCKS 8192
 
 /* The sum over the block, valid in thread 0; blockDim.x is a multiple of 32. */
 __device__ double block_sum(double v, double *shared) {
@@ -85,14 +83,11 @@ template <typename T>
 static void sums_launch(int mode, const ng_tensor *x, const ng_tensor *dy, int64_t A, int64_t R,
                         int64_t S, const double *center, double *out) {
     int64_t total = A * S;
-    int64_t chunks = (total + PER_BLOCK - 1) / PER_BLOCK;
-    int64_t most = TARGET_BLOCKS / R > 1 ? TARGET_BLOCKS / R : 1;
-    if (chunks > most) chunks = most;
-    if (chunks < 1) chunks = 1;
+    int64_t chunks = ng_channel_sums_chunks(A, R, S); /* the sizes the memory plan counts */
     int64_t per = (total + chunks - 1) / chunks;
     NG_CHECK(R * chunks <= INT32_MAX, "channel sums: %lld rows are too many for one grid",
              (long long)R);
-    double *partial = (double *)ng_cuda_workspace(sizeof(double) * 2 * (size_t)(R * chunks));
+    double *partial = (double *)ng_cuda_workspace(ng_channel_sums_workspace(A, R, S));
     const T *xp = (const T *)x->data, *dp = dy ? (const T *)dy->data : NULL;
     unsigned blocks = (unsigned)(R * chunks);
     switch (mode) {

@@ -679,7 +679,8 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         int64_t K = w.C * ng_win3_k_size(&w);
         plan_columns(sim, &w, in[0], K, s->g.out_ch, backward && need_dx ? 2 : 1, dt);
     }
-    if (backward && s->g.bias) {
+    if (backward && s->g.bias) { /* the bias gradient's channel sums on CUDA */
+        ng_sim_workspace(sim, ng_channel_sums_workspace(in[0], s->g.out_ch, ny / (in[0] * out[1])));
         size_t m = ng_sim_mark(&sim->grads);
         ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * s->g.out_ch});
         ng_sim_release(&sim->grads, m);

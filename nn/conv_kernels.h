@@ -163,6 +163,11 @@ void ng_global_avgpool_cuda_backward(const ng_tensor *dy, int64_t R, int64_t S, 
 enum { NG_SUMS_PLAIN = 0, NG_SUMS_SHIFTED = 1, NG_SUMS_GRAD = 2 };
 void ng_channel_sums_cuda(int mode, const ng_tensor *x, const ng_tensor *dy, int64_t A, int64_t R,
                           int64_t S, const double *center, double *out);
+/* Its blocks per row (at least 4096 elements each, about 8192 blocks in all), and its request of
+ * the shared CUDA workspace, two double partials per block: at most 128 KiB while R <= 8192, 16
+ * bytes a row beyond. The memory plans of batch norm, conv bias and global pooling count it. */
+int64_t ng_channel_sums_chunks(int64_t A, int64_t R, int64_t S);
+size_t ng_channel_sums_workspace(int64_t A, int64_t R, int64_t S);
 
 /* Batch norm on x [A, C, S]. mean and invstd are f64 [C] outputs (saved for backward); sums is
  * f64 [2 C] scratch. Training uses batch statistics and, when update is set, updates rm and rv;

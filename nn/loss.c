@@ -161,3 +161,11 @@ void ng_softmax_probs(const ng_tensor *logits, double *probs) {
         for (int64_t j = 0; j < classes; j++) p[j] /= s;
     }
 }
+
+size_t ng_xent_cuda_workspace(int64_t rows, size_t *loss_off, size_t *flag_off) {
+    size_t loss = (sizeof(ng_xent_result) + 255) / 256 * 256;
+    size_t flag = loss + (sizeof(double) * (size_t)rows + 255) / 256 * 256;
+    if (loss_off) *loss_off = loss;
+    if (flag_off) *flag_off = flag;
+    return flag + sizeof(int) * (size_t)rows;
+}

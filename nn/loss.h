@@ -3,6 +3,7 @@
 #ifndef NG_LOSS_H
 #define NG_LOSS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/tensor.h"
@@ -50,6 +51,11 @@ double ng_calibration_ece(const ng_calibration *c);
 /* probs [N, C] on the host = softmax of the rows of logits [N, C] (any device and float dtype),
  * each computed in double from a shifted exponent. */
 void ng_softmax_probs(const ng_tensor *logits, double *probs);
+
+/* The CUDA cross-entropy's request of the shared CUDA workspace for `rows` rows, which the
+ * memory plan counts too: [its result][a double loss per row][an int flag per row], pieces
+ * 256-byte aligned; *loss_off and *flag_off (either may be NULL) get the offsets. */
+size_t ng_xent_cuda_workspace(int64_t rows, size_t *loss_off, size_t *flag_off);
 
 #ifdef __cplusplus
 }

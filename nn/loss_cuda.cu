@@ -7,6 +7,7 @@
 #include "core/cuda_context.h"
 #include "core/error.h"
 #include "nn/activation_kernels.h"
+#include "nn/loss.h"
 
 static const int kReduceThreads = 1024;
 static const int kMaxPartials = 1024;
@@ -130,9 +131,8 @@ extern "C" ng_xent_result ng_cuda_softmax_xent(const ng_tensor *logits, const ng
                                                double eps, ng_tensor *dlogits, double grad_scale) {
     int64_t rows = logits->shape[0], cols = logits->shape[1];
     cudaStream_t st = ng_cuda_ctx()->stream;
-    size_t loss_off = align_up(sizeof(ng_xent_result));
-    size_t flag_off = loss_off + align_up(sizeof(double) * (size_t)rows);
-    char *ws = (char *)ng_cuda_workspace(flag_off + sizeof(int) * (size_t)rows);
+    size_t loss_off, flag_off; /* the layout the memory plan counts */
+    char *ws = (char *)ng_cuda_workspace(ng_xent_cuda_workspace(rows, &loss_off, &flag_off));
     ng_xent_result *out = (ng_xent_result *)ws;
     double *row_loss = (double *)(ws + loss_off);
     int *row_flag = (int *)(ws + flag_off);

@@ -73,7 +73,7 @@ ng_arena_plan ng_plan_train_step_observed(
         s.retain = 0;
     }
     ng_layer_plan(root, &s, 1, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded};
+    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded, 0};
 }
 
 ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
@@ -82,5 +82,5 @@ ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype
     start(&s, dev, master, 0);
     ng_dtype dt = cast_input(&s, ndim, in, master, compute);
     ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded};
+    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded, 0};
 }

@@ -52,6 +52,11 @@ static inline void ng_sim_capture(ng_mem_sim *s, const ng_layer *l, int ndim, co
     if (s->capture && !s->recomputing) s->capture(s->capture_self, l, ndim, in, dt);
 }
 
+/* A request of the shared CUDA workspace (which keeps the largest): counted on CUDA plans only. */
+static inline void ng_sim_workspace(ng_mem_sim *s, size_t bytes) {
+    if (s->device == NG_CUDA && bytes > s->workspace) s->workspace = bytes;
+}
+
 void ng_sim_alloc(ng_sim_arena *a, size_t bytes);
 void ng_sim_tensor(ng_sim_arena *a, ng_dtype dt, int ndim, const int64_t *shape);
 static inline size_t ng_sim_mark(const ng_sim_arena *a) {
@@ -72,7 +77,10 @@ void ng_layer_plan(ng_layer *l, ng_mem_sim *s, int backward, int need_dx, int nd
 typedef struct {
     size_t acts, grads, joint;
     size_t workspace;      /* the CUDA workspace (ng_mem_sim.workspace) */
-    int workspace_bounded; /* 1: workspace is an upper bound (planned without a GPU) */
+    int workspace_bounded; /* 1: workspace is an upper bound (cuDNN's cap: planned without a GPU) */
+    /* 1: some request in it is an estimate, which may fall short (cuSOLVER's scratch from LAPACK's
+     * formulas: planned without a GPU; ng_mem_predict's K-FAC part) */
+    int workspace_estimated;
 } ng_arena_plan;
 
 /* A training step as the trainer runs it: the input cast to the compute dtype (when it differs

@@ -625,7 +625,10 @@ static void pool_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         ng_pool_onednn_plan(&s->onednn, &g, ndim, in, NG_F32, fwd_pass, &sim->grads);
         return;
     }
-    if (s->global) {
+    if (s->global) { /* the plane sums, on CUDA through the channel sums */
+        int64_t S = 1;
+        for (int i = 2; i < ndim; i++) S *= in[i];
+        ng_sim_workspace(sim, ng_channel_sums_workspace(1, in[0] * in[1], S));
         size_t m = ng_sim_mark(&sim->grads);
         ng_sim_tensor(&sim->grads, NG_F64, 1, (int64_t[]){2 * in[0] * in[1]});
         ng_sim_release(&sim->grads, m);

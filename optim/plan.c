@@ -6,6 +6,8 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/linalg.h"
+#include "core/ops.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
 #include "optim/kfac_kernels.h"
@@ -19,23 +21,26 @@ size_t ng_optimizer_plan_bytes(const ng_optim_config *c, int64_t numel, size_t e
 
 struct ng_kfac_planner {
     ng_kfac_config c;
-    size_t es; /* the master dtype: factors, inverses, group sums */
+    ng_dtype master; /* factors, inverses, group sums */
+    size_t es;
     ng_device dev;
     size_t state;
     /* scratch requests in the order a step makes them: A captures in forward order; G captures
      * are the same layers in reverse, then inverse updates and preconditioning in order */
     size_t *fwd, *inv, *pre, *g;
+    int64_t *side; /* the factors' sides, A then G of each layer (2 per layer) */
     int n, cap;
 };
 
 ng_kfac_planner *ng_kfac_planner_new(const ng_kfac_config *c, ng_dtype master, ng_device dev) {
     ng_kfac_planner *p = calloc(1, sizeof *p);
     NG_CHECK(p, "out of host memory planning K-FAC");
-    p->c = *c, p->es = ng_dtype_size(master), p->dev = dev;
+    p->c = *c, p->master = master, p->es = ng_dtype_size(master), p->dev = dev;
     return p;
 }
 
-static void push(ng_kfac_planner *p, size_t a, size_t g, size_t inv, size_t pre) {
+static void push(ng_kfac_planner *p, size_t a, size_t g, size_t inv, size_t pre, int64_t da,
+                 int64_t out) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 16;
         size_t **arr[4] = {&p->fwd, &p->g, &p->inv, &p->pre};
@@ -43,8 +48,11 @@ static void push(ng_kfac_planner *p, size_t a, size_t g, size_t inv, size_t pre)
             *arr[i] = realloc(*arr[i], sizeof(size_t) * (size_t)p->cap);
             NG_CHECK(*arr[i], "out of host memory planning K-FAC");
         }
+        p->side = realloc(p->side, sizeof(int64_t) * 2 * (size_t)p->cap);
+        NG_CHECK(p->side, "out of host memory planning K-FAC");
     }
     p->fwd[p->n] = a, p->g[p->n] = g, p->inv[p->n] = inv, p->pre[p->n] = pre;
+    p->side[2 * p->n] = da, p->side[2 * p->n + 1] = out;
     p->n++;
 }
 
@@ -84,7 +92,7 @@ void ng_kfac_planner_capture(void *self, const ng_layer *l, int ndim, const int6
     p->state += st * es + (p->dev == NG_CPU ? NG_KFAC_META_N * sizeof(double) : 0);
     size_t inv = ng_kfac_aligned((size_t)(da * da) * es) + ng_kfac_aligned((size_t)da * es) +
                  ng_kfac_aligned((size_t)(out * out) * es) + ng_kfac_aligned((size_t)out * es);
-    push(p, a, g, inv, 3 * ng_kfac_aligned((size_t)(out * da) * es));
+    push(p, a, g, inv, 3 * ng_kfac_aligned((size_t)(out * da) * es), da, out);
 }
 
 size_t ng_kfac_planner_state(const ng_kfac_planner *p) {
@@ -105,8 +113,39 @@ size_t ng_kfac_planner_scratch(const ng_kfac_planner *p) {
     return have;
 }
 
+static size_t larger(size_t a, size_t b) {
+    return a > b ? a : b;
+}
+
+/* The factors of side `side`, and the eigh request their batch makes on step 0, when every layer
+ * is due (ng_kfac_small_eigh: two or more of one side up to NG_KFAC_SMALL go in one call). */
+static size_t small_batch(const ng_kfac_planner *p, int64_t side, int *estimated, int *count) {
+    *count = 0;
+    for (int i = 0; i < 2 * p->n; i++) *count += p->side[i] == side;
+    if (*count < 2) return 0;
+    return ng_linalg_cuda_workspace(NG_LINALG_EIGH, p->master, *count, side, estimated);
+}
+
+size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated) {
+    if (p->dev != NG_CUDA) return 0;
+    int eigen = p->c.inverse == NG_KFAC_EIGEN;
+    size_t ws = 0;
+    for (int i = 0; i < 2 * p->n; i++) {
+        int64_t n = p->side[i];
+        int count = 0;
+        if (eigen && n <= NG_KFAC_SMALL) ws = larger(ws, small_batch(p, n, estimated, &count));
+        if (count < 2) /* a factor of its own: ng_eigh, or the damped inverse's Cholesky */
+            ws = larger(
+                ws, ng_linalg_cuda_workspace(eigen ? NG_LINALG_EIGH : NG_LINALG_CHOLESKY_INVERSE,
+                                             p->master, 1, n, estimated));
+        /* the finiteness check of the factor before its update */
+        ws = larger(ws, ng_reduce_cuda_workspace(n * n));
+    }
+    return ws;
+}
+
 void ng_kfac_planner_free(ng_kfac_planner *p) {
     if (!p) return;
-    free(p->fwd), free(p->g), free(p->inv), free(p->pre);
+    free(p->fwd), free(p->g), free(p->inv), free(p->pre), free(p->side);
     free(p);
 }

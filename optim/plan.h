@@ -26,6 +26,15 @@ void ng_kfac_planner_capture(void *self, const ng_layer *l, int ndim, const int6
                              ng_dtype dt);
 size_t ng_kfac_planner_state(const ng_kfac_planner *p);
 size_t ng_kfac_planner_scratch(const ng_kfac_planner *p);
+/* The largest request K-FAC's inverse updates make of the shared CUDA workspace (0 unless the
+ * device is CUDA): the eigendecompositions (small factors of one side batched, as on step 0, when
+ * every layer is due) or the damped factors' Cholesky inverses, and the finiteness checks of the
+ * factors. Every layer's factors count, so under distributed K-FAC, where a rank inverts only the
+ * layers it owns, this is an upper bound of a rank's (exact for the rank owning the largest). The
+ * damped inverse's eigendecomposition fallback (an indefinite factor plus damping, which a
+ * healthy run does not meet) is not counted. *estimated is set when the solvers' part is
+ * LAPACK's estimate (no GPU here to ask cuSOLVER; core/linalg.h). */
+size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated);
 void ng_kfac_planner_free(ng_kfac_planner *p);
 
 #endif

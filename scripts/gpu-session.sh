@@ -110,6 +110,14 @@ cnn3d_gpu_md=(--set data.name=synthetic3d --set model.arch=cnn3d --set model.wid
 # the plan against a measured GPU run (cuDNN's workspace is the part the plan cannot know)
 "$ng" plan "${cnn3d_gpu_md[@]}" --set train.batch_size=2 --set data.synthetic.side=128 \
   --set precision.compute=fp16 --set model.checkpoint=all --measure --steps 3 2>&1 | tee "$out/plan_cnn3d_128.txt"
+# the CUDA workspace's other users against the plan: K-FAC's cuSOLVER scratch (exact on a GPU),
+# FractalDB's painted device batches
+"$ng" plan --config "$root/experiments/configs/mnist_mlp.yaml" --set data.fallback_synthetic=true \
+  --set kfac.enabled=true --set device=cuda --measure --steps 3 2>&1 | tee "$out/plan_mlp_kfac_cuda.txt"
+"$ng" plan --config "$root/experiments/configs/mnist_mlp.yaml" --set data.name=fractal \
+  --set data.fractal.side=64 --set data.fractal.patch=3 --set data.augment.crop_pad=0 \
+  --set device=cuda --measure --steps 3 \
+  2>&1 | tee "$out/plan_mlp_fractal_cuda.txt"
 python3 "$root/experiments/memory/torch_cnn3d.py" largest --batch 1 | tee "$out/torch_cnn3d_largest.jsonl"
 # The largest cube the plan finds with recompute, trained for real (two steps; time and peak).
 side=$(awk '$1 == "f16" && $2 == "recompute" { print $3 }' "$out/plan_cnn3d_search.txt")

@@ -8,8 +8,11 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include "core/backend.h"
+#include "core/dispatch.h"
 #include "core/linalg.h"
 #include "core/memory.h"
+#include "core/ops.h"
 #include "linalg_ref.h"
 #include "testing.h"
 
@@ -381,6 +384,68 @@ static void test_failures(ng_dtype t) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ng_tensor_free(all[i]);
 }
 
+/* The workspace's peak over one call, freed before it: that call's request. */
+static size_t request_of(ng_linalg_op op, const ng_tensor *dA, ng_tensor *dw, ng_tensor *dX,
+                         double lambda) {
+    NG_CUDA_ONLY(ng_cuda_workspace_release()); /* the CUDA build's: the CPU one does not get here */
+    ng_mem_reset_peak(NG_CUDA);
+    ng_status st = op == NG_LINALG_EIGH       ? ng_eigh(dA, dw, dX)
+                   : op == NG_LINALG_CHOLESKY ? ng_cholesky(dA, dX)
+                   : lambda > 0               ? ng_damped_inverse(dA, lambda, dX, NULL)
+                                              : ng_cholesky_inverse(dA, dX);
+    NG_TEST(st == NG_OK, "workspace case: status %s", ng_status_name(st));
+    return ng_mem_stats_get(NG_CUDA).cat_peak[NG_MEM_WORKSPACE];
+}
+
+/* Each CUDA eigh and Cholesky (inverse) asks the shared CUDA workspace for exactly what the
+ * memory plan counts (ng_linalg_cuda_workspace: cuSOLVER asked the twins' questions, not an
+ * estimate, on a GPU machine), batched Jacobi included; K-FAC's damped inverse asks for the
+ * larger of its finiteness check and the Cholesky inverse (ng_kfac_planner_cuda_workspace's
+ * rule). Fresh random SPD inputs each time. */
+static void workspace_as_planned(ng_dtype t) {
+    static const struct {
+        ng_linalg_op op;
+        int64_t b, n;
+    } cases[] = {{NG_LINALG_EIGH, 1, 7},
+                 {NG_LINALG_EIGH, 5, 16},
+                 {NG_LINALG_EIGH, 3, 32},
+                 {NG_LINALG_EIGH, 2, 45},
+                 {NG_LINALG_EIGH, 1, 300},
+                 {NG_LINALG_CHOLESKY, 1, 64},
+                 {NG_LINALG_CHOLESKY, 3, 40},
+                 {NG_LINALG_CHOLESKY_INVERSE, 1, 200},
+                 {NG_LINALG_CHOLESKY_INVERSE, 4, 20}};
+    static const char *names[] = {"eigh", "cholesky", "cholesky inverse"};
+    for (int k = 0; k < (int)(sizeof cases / sizeof cases[0]); k++) {
+        int64_t b = cases[k].b, n = cases[k].n;
+        ng_tensor A = square(t, NG_CPU, b, n, "A");
+        double *a = dalloc(n * n);
+        for (int64_t p = 0; p < b; p++) {
+            random_spd(n, 1.0, a);
+            store(&A, p, a, 0); /* both triangles: the damped inverse checks them all */
+        }
+        ng_tensor dA = ng_tensor_to(&A, NG_CUDA, "A");
+        ng_tensor dX = square(t, NG_CUDA, b, n, "out"), dw = rows(t, NG_CUDA, b, n, "w");
+        int est = 0;
+        size_t want = ng_linalg_cuda_workspace(cases[k].op, t, b, n, &est);
+        size_t got = request_of(cases[k].op, &dA, &dw, &dX, 0);
+        NG_TEST(got == want && !est,
+                "cuda %s %s b=%lld n=%lld: workspace peak %zu bytes, planned %zu (estimated %d)",
+                names[cases[k].op], ng_dtype_name(t), (long long)b, (long long)n, got, want, est);
+        if (cases[k].op == NG_LINALG_CHOLESKY_INVERSE) {
+            want = ng_linalg_cuda_workspace(cases[k].op, t, b, n, NULL);
+            size_t check = ng_reduce_cuda_workspace(b * n * n);
+            if (check > want) want = check;
+            got = request_of(cases[k].op, &dA, &dw, &dX, 0.1 + ng_test_uniform() * 0.5);
+            NG_TEST(got == want,
+                    "cuda damped inverse %s b=%lld n=%lld: workspace peak %zu bytes, planned %zu",
+                    ng_dtype_name(t), (long long)b, (long long)n, got, want);
+        }
+        free(a);
+        ng_tensor_free(&A), ng_tensor_free(&dA), ng_tensor_free(&dX), ng_tensor_free(&dw);
+    }
+}
+
 /* CUDA bytes in use outside the shared workspace: the solvers' scratch comes from
  * ng_cuda_workspace, which keeps its buffer for later calls (it is counted, in
  * NG_MEM_WORKSPACE, and never handed back), so it is no leak. */
@@ -397,6 +462,7 @@ int main(void) {
     /* b = 1: Xsyevd; b = 8, n = 24: batched syevj; b = 3, n = 100: Xsyevd per entry. */
     const int64_t shapes[5][2] = {{1, 7}, {1, 64}, {1, 1024}, {8, 24}, {3, 100}};
     for (int ti = 0; ti < 2; ti++) {
+        workspace_as_planned(types[ti]);
         for (int si = 0; si < 5; si++) {
             test_eigh(types[ti], shapes[si][0], shapes[si][1]);
             test_cholesky(types[ti], shapes[si][0], shapes[si][1]);

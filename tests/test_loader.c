@@ -538,7 +538,7 @@ static void wrap_fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int
     for (int64_t j = count - 1; j >= 0; j--) /* backwards: the order within a batch is free */
         in->ops->fill(in, epoch, idx[j], (float *)x->data + j * e, &y[j]);
 }
-static const ng_source_ops wrap_ops = {wrap_fill, NULL, NULL, wrap_fill_batch};
+static const ng_source_ops wrap_ops = {wrap_fill, NULL, NULL, wrap_fill_batch, NULL};
 
 static void test_batched(ng_source *d, uint64_t seed) {
     ng_source w = *d;
