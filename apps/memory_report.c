@@ -128,6 +128,12 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     for (int c = 0; c < NG_MEM_NCAT; c++)
         if (c != NG_MEM_OTHER && c != NG_MEM_ACTIVATIONS) f->device_peak += f->cat[c];
     f->device_peak += ng_mem_arena_capacity(f->arenas.joint) - f->arenas.grads;
+    /* ...unless the build's moment is higher: the flat parameters and gradients exist while the
+     * largest parameter's temporaries do (nn/model.c), which on the CPU is the same memory (a
+     * 4096-wide first Linear's 24 MiB of temporaries beside 18 MiB of weights and gradients
+     * outweigh its whole training step) */
+    size_t build = 2 * n * es + f->cat[NG_MEM_OTHER];
+    if (build > f->device_peak) f->device_peak = build;
     ng_model_free(m);
 }
 

@@ -187,7 +187,7 @@ static void free_handles(cusolverDnParams_t params, syevjInfo_t jinfo) {
 
 /* cuSOLVER's device scratch for eigh of b matrices n x n (and Xsyevd's host scratch, batched
  * syevj's lwork in elements). The sizes depend only on n, b and the types: a and w stand in for
- * the real buffers, and the plan passes NULL (ng_cuda_linalg_solver_bytes). */
+ * the real buffers (the plan's are a small stand-in: ng_cuda_linalg_solver_bytes). */
 template <typename T>
 static size_t eigh_solver_bytes(cusolverDnHandle_t h, int64_t b, int64_t n, const T *a, const T *w,
                                 cusolverDnParams_t params, syevjInfo_t jinfo, size_t *host_bytes,
@@ -207,7 +207,7 @@ static size_t eigh_solver_bytes(cusolverDnHandle_t h, int64_t b, int64_t n, cons
 
 /* cuSOLVER's device scratch for a Cholesky factor (potrf) and, with invert, the inverse (potri)
  * after it: one buffer for both, as they run one after the other on the stream. x stands in for
- * the matrix (NULL when planning); potri's lwork is in elements. */
+ * the matrix (a small stand-in when planning); potri's lwork is in elements. */
 template <typename T>
 static size_t cholesky_solver_bytes(cusolverDnHandle_t h, int64_t n, T *x, int invert,
                                     cusolverDnParams_t params, size_t *host_bytes,
@@ -229,15 +229,21 @@ static size_t solver_bytes_of(ng_linalg_op op, int64_t b, int64_t n) {
     syevjInfo_t jinfo = NULL;
     size_t host = 0, bytes;
     int lwork = 0;
+    /* The queries read no data, but cuSOLVER does not document that NULL is accepted for the
+     * matrices: a real device address stands in for them (outside the counting allocator; the
+     * plan runs once per run, so cudaFree's synchronisation costs nothing). */
+    T *probe = NULL;
+    NG_CUDA_CHECK(cudaMalloc((void **)&probe, 256));
     if (op == NG_LINALG_EIGH) {
         eigh_handles(b, n, &params, &jinfo);
-        bytes = eigh_solver_bytes<T>(h, b, n, NULL, NULL, params, jinfo, &host, &lwork);
+        bytes = eigh_solver_bytes<T>(h, b, n, probe, probe, params, jinfo, &host, &lwork);
     } else {
         NG_CUSOLVER_CHECK(cusolverDnCreateParams(&params));
-        bytes = cholesky_solver_bytes<T>(h, n, NULL, op == NG_LINALG_CHOLESKY_INVERSE, params,
+        bytes = cholesky_solver_bytes<T>(h, n, probe, op == NG_LINALG_CHOLESKY_INVERSE, params,
                                          &host, &lwork);
     }
     free_handles(params, jinfo);
+    NG_CUDA_CHECK(cudaFree(probe));
     return bytes;
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# natgrad plan against real runs: for an MLP with AdamW, LeNet with K-FAC, a checkpointed fp16
+# natgrad plan against real runs: for an MLP with AdamW, one whose build is its peak, LeNet with K-FAC, a checkpointed fp16
 # ViT with K-FAC, the 3D-CNN on synthetic volumes (checkpointed; fp16 with K-FAC) and a bf16 VGG
 # checkpointed at a list of stages, and the 3D-CNN recomputed, `plan --measure` predicts every memory
 # category and the device peak within 10% of what the training steps measure (the arenas are
@@ -40,6 +40,9 @@ run_measure() { # NAME SETS...
 }
 
 run_measure mlp_adamw optimizer.name=adamw optimizer.lr=0.001
+# a 4096-wide first Linear: the build (its init temporaries beside the weights and gradients)
+# is the run's peak, not a training step
+run_measure mlp_build_peak data.synthetic.side=64 model.width=256
 run_measure lenet_kfac model.arch=lenet kfac.enabled=true train.batch_size=20
 run_measure vit_fp16_kfac model.arch=vit model.width=32 model.depth=4 model.heads=2 \
   model.checkpoint="every 1" precision.compute=fp16 kfac.enabled=true train.batch_size=20
