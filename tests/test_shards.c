@@ -245,29 +245,58 @@ static unsigned char *png(const unsigned char *px, int h, int w, int c, size_t *
     return out;
 }
 
+/* n random h x w x c PNG samples as WebDataset members: m[2 i] is s%03d.png, m[2 i + 1] its label
+ * i % classes in s%03d.cls; the pixels are kept (interleaved) to compare decoded examples with. */
+typedef struct {
+    int n;
+    size_t size;       /* bytes of one sample's pixels */
+    unsigned char *px; /* [n][size] */
+    unsigned char **enc;
+    size_t *len;
+    char (*names)[32], (*cls)[4];
+    member *m;
+} png_set;
+
+static png_set png_samples(int n, int h, int w, int c, int classes) {
+    png_set s = {.n = n, .size = (size_t)(h * w * c)};
+    s.px = malloc(s.size * (size_t)n);
+    s.enc = malloc(sizeof *s.enc * (size_t)n);
+    s.len = malloc(sizeof *s.len * (size_t)n);
+    s.names = malloc(sizeof *s.names * 2 * (size_t)n);
+    s.cls = malloc(sizeof *s.cls * (size_t)n);
+    s.m = malloc(sizeof *s.m * 2 * (size_t)n);
+    if (!s.px || !s.enc || !s.len || !s.names || !s.cls || !s.m) ng_test_fail("out of memory");
+    for (int i = 0; i < n; i++) {
+        unsigned char *px = s.px + s.size * (size_t)i;
+        for (size_t p = 0; p < s.size; p++) px[p] = (unsigned char)(128 + 127 * ng_test_uniform());
+        s.enc[i] = png(px, h, w, c, &s.len[i]);
+        snprintf(s.names[2 * i], 32, "s%03d.png", i);
+        snprintf(s.names[2 * i + 1], 32, "s%03d.cls", i);
+        snprintf(s.cls[i], 4, "%d", i % classes);
+        s.m[2 * i] = (member){s.names[2 * i], s.enc[i], s.len[i]};
+        s.m[2 * i + 1] = (member){s.names[2 * i + 1], s.cls[i], strlen(s.cls[i])};
+    }
+    return s;
+}
+
+static const unsigned char *png_pixels(const png_set *s, int i) {
+    return s->px + s->size * (size_t)i;
+}
+
+static void png_set_free(png_set *s) {
+    for (int i = 0; i < s->n; i++) free(s->enc[i]);
+    free(s->px), free(s->enc), free(s->len), free(s->names), free(s->cls), free(s->m);
+}
+
 static void test_png(uint64_t seed) {
     (void)seed;
     for (int c = 1; c <= 3; c += 2) {
         const int h = 6, w = 7, n = 5;
-        unsigned char px[5][6 * 7 * 3];
-        unsigned char *enc[5];
-        size_t len[5];
-        member m[10];
-        char names[10][32], cls[5][4];
-        for (int i = 0; i < n; i++) {
-            for (int p = 0; p < h * w * c; p++)
-                px[i][p] = (unsigned char)(128 + 127 * ng_test_uniform());
-            enc[i] = png(px[i], h, w, c, &len[i]);
-            snprintf(names[2 * i], 32, "sample%02d.png", i);
-            snprintf(names[2 * i + 1], 32, "sample%02d.cls", i);
-            snprintf(cls[i], 4, "%d", i % 3);
-            m[2 * i] = (member){names[2 * i], enc[i], len[i]};
-            m[2 * i + 1] = (member){names[2 * i + 1], cls[i], strlen(cls[i])};
-        }
+        png_set set = png_samples(n, h, w, c, 3);
         const char *dir = folder(c == 1 ? "png1" : "png3");
         char path[400];
         snprintf(path, sizeof path, "%s/train-000000.tar", dir);
-        write_tar(path, m, 2 * n);
+        write_tar(path, set.m, 2 * n);
         ng_shards_config sc = {.dir = dir, .prefix = "train", .shuffle_buffer = 1, .seed = 1};
         ng_source *s = ng_shards_open(&sc);
         NG_TEST(s->n == n && s->ndim == 3 && s->shape[0] == c && s->shape[1] == h &&
@@ -283,13 +312,13 @@ static void test_png(uint64_t seed) {
             wrong += y != i % 3;
             for (int ch = 0; ch < c; ch++)
                 for (int p = 0; p < h * w; p++)
-                    wrong += x[ch * h * w + p] != (float)px[i][p * c + ch] / 255.0f;
+                    wrong += x[ch * h * w + p] != (float)png_pixels(&set, i)[p * c + ch] / 255.0f;
         }
         NG_TEST(!wrong,
                 "PNG shards with %d channels: %lld pixels or labels differ from the encoded", c,
                 (long long)wrong);
         ng_source_free(s);
-        for (int i = 0; i < n; i++) free(enc[i]);
+        png_set_free(&set);
     }
 }
 
@@ -673,20 +702,10 @@ static void test_workers(uint64_t seed) {
     (void)seed;
     enum { N = 41, H = 5, W = 4, C = 3, SHARDS = 3 };
     int bad = (int)pick(N), workers = 2 + (int)pick(3);
-    unsigned char *enc[N], px[N][H * W * C];
-    size_t len[N];
-    char names[2 * N][32], cls[N][4];
-    member m[2 * N];
-    for (int i = 0; i < N; i++) {
-        for (int p = 0; p < H * W * C; p++)
-            px[i][p] = (unsigned char)(128 + 127 * ng_test_uniform());
-        enc[i] = png(px[i], H, W, C, &len[i]);
-        snprintf(names[2 * i], 32, "s%03d.png", i);
-        snprintf(names[2 * i + 1], 32, "s%03d.cls", i);
-        snprintf(cls[i], 4, "%d", i % 5);
-        m[2 * i] = (member){names[2 * i], enc[i], len[i]};
-        m[2 * i + 1] = (member){names[2 * i + 1], cls[i], strlen(cls[i])};
-    }
+    png_set set = png_samples(N, H, W, C, 5);
+    member *m = set.m;
+    const unsigned char *const *enc = (const unsigned char *const *)set.enc;
+    const size_t *len = set.len;
     const char *clean = folder("workers_clean"), *broken = folder("workers_broken");
     for (int pass = 0; pass < 2; pass++) {
         if (pass) { /* damage the compressed image data: the IDAT chunk's bytes after the header */
@@ -740,7 +759,8 @@ static void test_workers(uint64_t seed) {
                 int same = y1[k] == i % 5;
                 for (int ch = 0; ch < C && same; ch++)
                     for (int p = 0; p < H * W && same; p++)
-                        same = x1[k * e + ch * H * W + p] == (float)px[i][p * C + ch] / 255.0f;
+                        same = x1[k * e + ch * H * W + p] ==
+                               (float)png_pixels(&set, i)[p * C + ch] / 255.0f;
                 if (same) who = i;
             }
             wrong += who < 0 || who == bad || seen[who]++;
@@ -754,7 +774,7 @@ static void test_workers(uint64_t seed) {
             "skip_bad: %d workers give other batches than one", workers);
     free(x1), free(xw), free(y1), free(yw);
     ng_source_free(s);
-    for (int i = 0; i < N; i++) free(enc[i]);
+    png_set_free(&set);
 }
 
 int main(void) {
