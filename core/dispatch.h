@@ -13,7 +13,22 @@
     ng_fail("a CUDA tensor reached %s, but natgrad was built without CUDA", __func__)
 #endif
 
-/* Runs cpu_call or cuda_call by the device of `t`. */
+/* Runs cpu_call or cuda_call by the device of `t`. The CUDA emulation build (core/cuda_emu.h)
+ * runs cpu_call for a CUDA tensor too, with device memory open: the host code around a CUDA
+ * twin is the CUDA build's, its kernel is the CPU twin. */
+#ifdef NG_CUDA_EMU
+#include "core/cuda_emu.h"
+#define NG_DISPATCH(t, cpu_call, cuda_call)                                                        \
+    do {                                                                                           \
+        if ((t)->device == NG_CUDA) {                                                              \
+            ng_emu_enter();                                                                        \
+            (cpu_call);                                                                            \
+            ng_emu_leave();                                                                        \
+            (void)sizeof((cuda_call), 0); /* still type-checked */                                 \
+        } else                                                                                     \
+            (cpu_call);                                                                            \
+    } while (0)
+#else
 #define NG_DISPATCH(t, cpu_call, cuda_call)                                                        \
     do {                                                                                           \
         if ((t)->device == NG_CUDA)                                                                \
@@ -21,5 +36,6 @@
         else                                                                                       \
             (cpu_call);                                                                            \
     } while (0)
+#endif
 
 #endif

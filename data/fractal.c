@@ -269,9 +269,7 @@ void ng_fractal_render(const ng_ifs *f, const int *flips, const ng_rng_key *keys
                 ng_fractal_render_cuda(f, NULL, flips, keys, count, points, side, out->data));
 }
 
-/* Painted map numbers (1-4, 0 = unpainted) as pixels: +1 grey, or the map's colour in [0.25, 1]
- * as [-0.5, 1] per channel; the background -1. */
-static void paint_pixels(const uint8_t *lab, int64_t hw, const float (*rgb)[3], float *x) {
+void ng_fractal_pixels(const uint8_t *lab, int64_t hw, const float (*rgb)[3], float *x) {
     if (!rgb) {
         for (int64_t p = 0; p < hw; p++) x[p] = lab[p] ? 1.0f : -1.0f;
         return;
@@ -291,7 +289,7 @@ static void render_paint_cpu(const ng_ifs *f, const int *flips, const ng_rng_key
     for (int64_t j = 0; j < count; j++) {
         ng_fractal_paint(&f[j], points, keys[j], side, flips[j], patch, masks + j * patch * patch,
                          lab);
-        paint_pixels(lab, hw, rgb ? (const float(*)[3])rgb[j] : NULL, out + j * ch * hw);
+        ng_fractal_pixels(lab, hw, rgb ? (const float(*)[3])rgb[j] : NULL, out + j * ch * hw);
     }
     free(lab);
 }
@@ -357,7 +355,7 @@ static void render(const void *self, int64_t i, float *out, int32_t *y, uint8_t 
         ng_fractal_paint(&fr->cats[cat], c->points, k, c->side, flips, patch, mask, occ);
     float rgb[NG_FRACTAL_MAX_MAPS][3];
     if (c->colour) ng_fractal_colours(c->seed, cat, inst, rgb);
-    paint_pixels(occ, hw, c->colour ? (const float(*)[3])rgb : NULL, x);
+    ng_fractal_pixels(occ, hw, c->colour ? (const float(*)[3])rgb : NULL, x);
 }
 
 static void fill(ng_source *s, int64_t epoch, int64_t i, void *out, int32_t *y) {

@@ -88,6 +88,9 @@ int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, n
 /* Instance `instance` of a category's IFS cat: the perturbed IFS and the flips. */
 void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int64_t instance,
                          ng_ifs *out, int *flips);
+/* Painted map numbers (1-4, 0 = unpainted; or occupancy) of hw pixels as an image: +1 grey (rgb
+ * NULL), or the map's colour in [0.25, 1] as [-0.5, 1] per channel (3 x hw); the background -1. */
+void ng_fractal_pixels(const uint8_t *lab, int64_t hw, const float (*rgb)[3], float *x);
 /* The key of an instance's points. */
 ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instance);
 

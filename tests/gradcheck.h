@@ -2,7 +2,8 @@
  * - ng_gradcheck: a layer's backward (input and every parameter gradient) against central
  *   finite differences of L = <dy, f(x)> in float64 on the CPU, for random x, dy, parameters.
  * - ng_twincheck: the same layer built on CPU and on CUDA (f32, same seed, same inputs):
- *   forward outputs and all gradients compared.
+ *   forward outputs and all gradients compared (a parameter against its share of the whole
+ *   gradient when its own is smaller; inputs redrawn when a ReLU switches between devices).
  * - ng_test_forward_error: a forward that must fail with a usage error naming something. */
 #ifndef NG_GRADCHECK_H
 #define NG_GRADCHECK_H

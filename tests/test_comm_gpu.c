@@ -11,6 +11,7 @@
 
 int main(int argc, char **argv) {
     ng_test_require_gpu("test_comm_gpu");
+    if (ng_test_emulated("test_comm_gpu (NCCL)")) return 77;
     if (!strncmp(ng_comm_mpi_version(), "not built", 9)) {
         printf("test_comm_gpu: skipped (the NCCL backend needs an MPI build)\n");
         return 77;

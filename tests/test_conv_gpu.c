@@ -87,6 +87,7 @@ static void im2col_twin(const char *what, const ng_conv_geom *gm, int ndim, cons
  * checks below would test the im2col path twice). First in the process: the workspace only grows,
  * and its peak is the process's. */
 static void workspace_as_planned(ng_dtype dt) {
+    if (ng_test_emulated("conv workspace as planned, cuDNN's shapes")) return;
     ng_model *m = ng_model_new(make_c3());
     int64_t in[5] = {2, 3, 9, 10, 11};
     ng_arena_plan p = ng_plan_train_step(m->root, 5, in, NG_F32, dt, NG_CUDA, 0);
@@ -161,6 +162,6 @@ int main(void) {
                        .stride = {1, 2, 1},
                        .padding = {1, 1, 0},
                        .dilation = {2, 1, 1}};
-    im2col_twin("ng_im2col 2-D CUDA vs CPU", &g2, 4, (int64_t[]){3, 5, 17, 19}, 2, 0, 153);
+    im2col_twin("ng_im2col 2-D CUDA vs CPU", &g2, 4, (int64_t[]){3, 5, 17, 19}, 2, 4, 143);
     return ng_test_finish("test_conv_gpu");
 }

@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -214,6 +216,38 @@ void ng_test_end_catch(const char *stmt, int raised, const char *needle) {
 
 int ng_test_have_gpu(void) {
     return ng_cuda_available();
+}
+
+int ng_test_run_child(void (*fn)(void), char *said, size_t cap) {
+    int fd[2];
+    if (pipe(fd)) return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < cap && (r = read(fd[0], said + n, cap - 1 - n)) > 0) n += (size_t)r;
+    said[n] = 0;
+    close(fd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return st;
+}
+
+int ng_test_emulated(const char *what) {
+#ifdef NG_CUDA_EMU
+    printf("%s: skipped in the CUDA emulation (a check of the GPU kernels themselves)\n", what);
+    return 1;
+#else
+    (void)what;
+    return 0;
+#endif
 }
 
 void ng_test_require_gpu(const char *name) {

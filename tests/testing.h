@@ -61,6 +61,13 @@ void ng_test_end_catch(const char *stmt_text, int raised, const char *needle);
 
 /* 1 when a CUDA device can run this build's kernels. */
 int ng_test_have_gpu(void);
+/* 1 in the CUDA emulation build (core/cuda_emu.h), where the "GPU" runs the CPU twins: checks of
+ * a kernel itself (called directly, or its workspace requests, cuDNN's choices, NCCL) skip there
+ * with a note, and everything that goes through natgrad's own API runs. */
+int ng_test_emulated(const char *what);
+/* Runs fn in a forked child with its stderr captured: returns the wait status and the first
+ * cap - 1 bytes it said (NUL-terminated) in said. */
+int ng_test_run_child(void (*fn)(void), char *said, size_t cap);
 /* For gpu-labelled tests: exits 77 (CTest skip) with a message when there is no GPU. */
 void ng_test_require_gpu(const char *name);
 

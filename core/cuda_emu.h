@@ -1,0 +1,22 @@
+/* The CUDA emulation build (-DNG_CUDA_EMU=ON): the CUDA build's host code, every line of it that
+ * decides devices, copies, workspaces and launches, run on a machine without a GPU. "Device"
+ * memory is real host memory kept unreadable except while an emulated device op runs; an op runs
+ * the CPU twin (the kernels themselves are not emulated: that is what the gpu-labelled tests on a
+ * GPU are for). Host code that reads or writes device memory outside an op (a missing copy, a
+ * host loop over a CUDA tensor) faults, and the fault is reported with its backtrace. */
+#ifndef NG_CUDA_EMU_H
+#define NG_CUDA_EMU_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opens device memory to the calling op (nests; concurrent ops of other threads keep it open)
+ * and closes it when the last op leaves. */
+void ng_emu_enter(void);
+void ng_emu_leave(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
