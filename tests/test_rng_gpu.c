@@ -69,6 +69,7 @@ static void test_cpu_equals_cuda(void) {
             ng_rng_key k = {rand64(), rand64(), rand64()};
             if (s == 4) k.offset = 0xffffffffull - 1000; /* counter word 0 wraps mid-fill */
             double p0 = 2 * ng_test_uniform(), p1 = p0 + 0.5 + ng_test_uniform() + 1;
+            if (d == NG_DIST_NORMAL) p1 -= p0; /* (mean, std): a std in [0.5, 2.5) */
             if (d == NG_DIST_BERNOULLI) p0 = 0.5 * (ng_test_uniform() + 1);
             for (int t = 0; t < 4; t++) {
                 ng_dtype dt = dtypes[t];
