@@ -609,29 +609,8 @@ static void bad_config_child(void) {
 }
 
 static void test_exit_status(void) {
-    int fd[2];
-    if (pipe(fd)) {
-        ng_test_fail("pipe failed");
-        return;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        bad_config_child();
-        _exit(0);
-    }
-    close(fd[1]);
     char said[2048];
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < sizeof said && (r = read(fd[0], said + n, sizeof said - 1 - n)) > 0)
-        n += (size_t)r;
-    said[n] = 0;
-    close(fd[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
+    int st = ng_test_run_child(bad_config_child, said, sizeof said);
     NG_TEST(WIFEXITED(st) && WEXITSTATUS(st) == NG_EXIT_USAGE, "a bad config exits with status 2");
     NG_TEST(strstr(said, "natgrad: error:") && strstr(said, "optimizer.name") &&
                 strstr(said, "sgd|adamw|kfac") && strstr(said, "child.yaml line 2"),

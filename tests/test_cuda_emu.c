@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -25,6 +26,22 @@ static void host_reads_device(void) {
 static void host_writes_device(void) {
     ng_tensor t = ng_tensor_1d(NG_F32, NG_CUDA, n_elems, "device buffer");
     ((float *)t.data)[touch_at] = 2.0f;
+}
+
+static void bad_memory_setting(void) {
+    setenv("NG_EMU_MEMORY_GIB", "lots", 1);
+    ng_tensor t = ng_tensor_1d(NG_F32, NG_CUDA, 4, "device buffer");
+    (void)t;
+}
+
+/* A bad NG_EMU_MEMORY_GIB is a usage error naming the variable and the value. Run before this
+ * process touches the device, so the child's emulation reads the setting afresh. */
+static void bad_setting_refused(void) {
+    char said[1024];
+    int st = ng_test_run_child(bad_memory_setting, said, sizeof said);
+    NG_TEST(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(said, "NG_EMU_MEMORY_GIB") &&
+                strstr(said, "'lots'"),
+            "NG_EMU_MEMORY_GIB=lots: status %d, said: %s", st, said);
 }
 
 /* The child must die of SIGABRT having said what it touched, where in which block. */
@@ -77,6 +94,7 @@ int main(void) {
 #else
     n_elems = 1 + (int64_t)((ng_test_uniform() + 1.0) * 20000);
     touch_at = (int64_t)((ng_test_uniform() + 1.0) * 0.5 * (double)(n_elems - 1));
+    bad_setting_refused();
     expect_caught("a host read of a CUDA tensor", host_reads_device);
     expect_caught("a host write to a CUDA tensor", host_writes_device);
     ops_and_allocator();
