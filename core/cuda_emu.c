@@ -143,6 +143,16 @@ void ng_emu_leave(void) {
     pthread_mutex_unlock(&lock);
 }
 
+int ng_emu_is_device(const void *p, size_t bytes) {
+    start();
+    pthread_mutex_lock(&lock);
+    const block *b = block_at((uintptr_t)p);
+    size_t off = (uintptr_t)p - (uintptr_t)emu.base;
+    int ok = b && b->used && bytes <= b->off + b->size - off;
+    pthread_mutex_unlock(&lock);
+    return ok;
+}
+
 static size_t page_up(size_t x) {
     return (x + emu.page - 1) / emu.page * emu.page;
 }
@@ -301,7 +311,9 @@ size_t ng_cuda_device_memory(void) {
 void ng_cuda_print_info(FILE *f, const char *nccl) {
     fprintf(f, "CUDA:      emulated (NG_CUDA_EMU build): the CUDA build's host code, device ops "
                "run as the CPU twins on guarded host memory\n");
-    fprintf(f, "NCCL:      %s\n", nccl);
+    /* comm/nccl_emu.c reports version 0 */
+    fprintf(f, "NCCL:      %s\n",
+            strcmp(nccl, "0.0.0") ? nccl : "emulated over MPI (comm/nccl_emu.c)");
     int n = ng_cuda_device_count();
     fprintf(f, "devices:   %d emulated CUDA device%s\n", n, n == 1 ? "" : "s");
     if (n) fprintf(f, "  cuda:0   emulated, %.1f GiB\n", ng_cuda_device_memory() / 1073741824.0);

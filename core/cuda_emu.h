@@ -7,6 +7,8 @@
 #ifndef NG_CUDA_EMU_H
 #define NG_CUDA_EMU_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -15,6 +17,9 @@ extern "C" {
  * and closes it when the last op leaves. */
 void ng_emu_enter(void);
 void ng_emu_leave(void);
+/* 1 when [p, p + bytes) lies inside one allocated block of device memory: what a library that
+ * takes device pointers (NCCL, emulated in comm/nccl_emu.c) would need. */
+int ng_emu_is_device(const void *p, size_t bytes);
 
 #ifdef __cplusplus
 }

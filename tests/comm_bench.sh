@@ -25,6 +25,19 @@ json_rows=$(grep -c '"busbw_gbs"' "$dir/cb.json")
 grep -q '"allreduce_table"' "$dir/table.json" || fail "no auto table written"
 grep -q '"max_bytes": -1' "$dir/table.json" || fail "the auto table has no last row for any size"
 
+# On CUDA (a build whose natgrad reports a device; the emulation build's NCCL takes 3 ranks on one
+# machine, a GPU's NCCL only one rank per GPU, so this runs where `info` lists 3 or more devices
+# or an emulated one): the NCCL backend, every algorithm exact.
+if "$natgrad" info | grep -qE '^devices: +([3-9]|[1-9][0-9]+) |emulated CUDA device'; then
+  timeout 120 "$mpirun" --oversubscribe -np 3 "$natgrad" comm-bench --device cuda --ranks-per-node 2 \
+    --min 1K --max 64K --factor 8 --iters 2 --warmup 1 --dtype f16 >"$dir/cuda" 2>&1
+  rc=$?
+  cat "$dir/cuda"
+  [ $rc -eq 0 ] || fail "comm-bench --device cuda exited $rc"
+  grep -q "nccl" "$dir/cuda" || fail "comm-bench --device cuda did not use the nccl backend"
+  grep -q "^# 0 wrong elements in all" "$dir/cuda" || fail "some element was wrong on CUDA"
+fi
+
 "$natgrad" comm-bench --algo tree >"$dir/bad" 2>&1
 rc=$?
 [ $rc -eq 2 ] && grep -q -- "--algo tree" "$dir/bad" || fail "a bad --algo should exit 2 naming it"

@@ -1,23 +1,29 @@
 /* The NCCL communicator on one GPU (one rank, as a single GPU allows): the device choice, every
  * collective on CUDA tensors, and non-blocking buckets ordered after work queued on core's
- * stream and before work queued after ng_comm_wait. Skipped without a GPU or without MPI. */
+ * stream and before work queued after ng_comm_wait. Skipped without a GPU or without MPI. In the
+ * emulation build (NCCL over MPI, comm/nccl_emu.c) it also runs under mpirun on 2-4 ranks, as
+ * simulated nodes with --ranks-per-node R. */
 #include <stdio.h>
 #include <string.h>
 
 #include "comm/comm.h"
 #include "comm/comm_check.h"
 #include "core/ops.h"
-#include "testing.h"
+#include "mpi_testing.h"
 
 int main(int argc, char **argv) {
     ng_test_require_gpu("test_comm_gpu");
-    if (ng_test_emulated("test_comm_gpu (NCCL)")) return 77;
     if (!strncmp(ng_comm_mpi_version(), "not built", 9)) {
         printf("test_comm_gpu: skipped (the NCCL backend needs an MPI build)\n");
         return 77;
     }
+    int rpn = 0;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
+    ng_comm *w = ng_comm_init(&argc, &argv,
+                              &(ng_comm_config){.backend = NG_COMM_NCCL, .ranks_per_node = rpn});
+    ng_test_share_seed(w);
     uint64_t seed = ng_test_seed();
-    ng_comm *w = ng_comm_init(&argc, &argv, &(ng_comm_config){.backend = NG_COMM_NCCL});
     NG_TEST(ng_comm_backend_of(w) == NG_COMM_NCCL && ng_comm_size(w) >= 1, "an NCCL world");
     const ng_dtype dtypes[4] = {NG_F32, NG_F64, NG_F16, NG_BF16};
     int size = ng_comm_size(w), rank = ng_comm_rank(w);
@@ -61,6 +67,5 @@ int main(int argc, char **argv) {
     ng_comm_scalars(w, &v, 1, NG_COMM_SCALAR_SUM);
     NG_TEST(v == 2.0 * size, "host scalars beside NCCL");
     ng_tensor_free(&in), ng_tensor_free(&out);
-    ng_comm_finalize(w);
-    return ng_test_finish("test_comm_gpu");
+    return ng_test_mpi_finish(w, "test_comm_gpu");
 }
