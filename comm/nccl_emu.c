@@ -9,8 +9,9 @@
  * the same counts, types and roots (checked on every call: a mismatch hangs or corrupts NCCL);
  * sends and receives inside a group are matched at ncclGroupEnd. Results are identical on every
  * rank: sums are taken in rank order, each addition rounded to the element type as
- * comm/reduce_cpu.c does. Streams are synchronous: every call has finished when it returns, so
- * a missing stream synchronisation is not caught.
+ * comm/reduce_cpu.c does. Calls on a created stream run on that stream's worker thread, in
+ * order, beside the host (comm/stream_emu.h), so results are there only after the stream is
+ * synchronised or waited for, as on a GPU; calls on the NULL stream run at once.
  *
  * Device memory is opened only to copy into and out of host staging buffers; MPI never sees it
  * (its progress engine may run in any later MPI call, outside an emulated op). */
@@ -26,6 +27,7 @@
 #include "comm_internal.h"
 #include "core/cuda_emu.h"
 #include "core/error.h"
+#include "stream_emu.h"
 
 struct ncclComm {
     MPI_Comm mpi;
@@ -54,6 +56,7 @@ typedef struct {
     ng_dtype dt;
     int root; /* or the peer of a send or receive */
     ncclComm_t comm;
+    cudaStream_t stream;
 } pending;
 
 /* ncclGroupStart/End: calls between them are queued and run at the outermost end. */
@@ -200,18 +203,16 @@ static ncclResult_t run_collective(const pending *p) {
     return ncclSuccess;
 }
 
-/* The queued sends and receives are posted together (so a ring's send and receive cannot
- * deadlock), the collectives run in order, then everything is waited for. */
-static ncclResult_t run_group(void) {
-    int n = group.n;
-    group.n = 0;
+/* A group's calls: the sends and receives are posted together (so a ring's send and receive
+ * cannot deadlock), the collectives run in order, then everything is waited for. */
+static ncclResult_t run_ops(const pending *ops, int n) {
     MPI_Request *req = calloc((size_t)n + 1, sizeof *req);
     void **host = calloc((size_t)n + 1, sizeof *host);
     NG_CHECK(req && host, "NCCL (emulated): out of host memory");
     int nreq = 0;
     ncclResult_t r = ncclSuccess;
     for (int i = 0; i < n; i++) {
-        pending *p = &group.ops[i];
+        const pending *p = &ops[i];
         if (p->kind != OP_SEND && p->kind != OP_RECV) continue;
         size_t bytes = bytes_of(p);
         NG_CHECK(bytes <= INT32_MAX, "NCCL (emulated) %s: %zu bytes is too many", op_names[p->kind],
@@ -224,17 +225,52 @@ static ncclResult_t run_group(void) {
             MPI_Irecv(host[i], (int)bytes, MPI_BYTE, p->root, 0, p->comm->mpi, &req[nreq++]);
     }
     for (int i = 0; i < n && r == ncclSuccess; i++)
-        if (group.ops[i].kind != OP_SEND && group.ops[i].kind != OP_RECV)
-            r = run_collective(&group.ops[i]);
+        if (ops[i].kind != OP_SEND && ops[i].kind != OP_RECV) r = run_collective(&ops[i]);
     MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE);
     for (int i = 0; i < n; i++) {
-        if (group.ops[i].kind == OP_RECV)
-            unstage(group.ops[i].recv, host[i], bytes_of(&group.ops[i]));
+        if (ops[i].kind == OP_RECV) unstage(ops[i].recv, host[i], bytes_of(&ops[i]));
         free(host[i]);
     }
     free(req);
     free(host);
     return r;
+}
+
+typedef struct {
+    pending *ops;
+    int n;
+} queued_group;
+
+/* On the stream's worker: an error there has no caller to return to (NCCL would report it
+ * through ncclCommGetAsyncError), so it ends the process. */
+static void run_queued(void *arg) {
+    queued_group *g = arg;
+    ncclResult_t r = run_ops(g->ops, g->n);
+    if (r != ncclSuccess)
+        ng_fail("NCCL (emulated): %s failed on its stream: %s", op_names[g->ops[0].kind],
+                ncclGetErrorString(r));
+    free(g->ops);
+    free(g);
+}
+
+/* The outermost group end (or a call outside a group): on the NULL stream the calls run now;
+ * on a created stream they are queued behind its earlier work (comm/stream_emu.h). */
+static ncclResult_t end_group(void) {
+    int n = group.n;
+    group.n = 0;
+    if (n == 0) return ncclSuccess;
+    for (int i = 1; i < n; i++)
+        if (group.ops[i].stream != group.ops[0].stream)
+            return usage("ncclGroupEnd", "the calls of one group are on different streams");
+    if (!group.ops[0].stream) return run_ops(group.ops, n);
+    queued_group *g = malloc(sizeof *g);
+    NG_CHECK(g, "NCCL (emulated): out of host memory");
+    g->ops = malloc(sizeof *g->ops * (size_t)n);
+    NG_CHECK(g->ops, "NCCL (emulated): out of host memory");
+    memcpy(g->ops, group.ops, sizeof *g->ops * (size_t)n);
+    g->n = n;
+    ng_emu_stream_enqueue(group.ops[0].stream, run_queued, g);
+    return ncclSuccess;
 }
 
 static ncclResult_t submit(pending p) {
@@ -245,7 +281,7 @@ static ncclResult_t submit(pending p) {
         group.ops = ops, group.max = max;
     }
     group.ops[group.n++] = p;
-    return group.depth > 0 ? ncclSuccess : run_group();
+    return group.depth > 0 ? ncclSuccess : end_group();
 }
 
 /* The checks NCCL's callers owe it: a communicator, a known type, sum, device buffers. */
@@ -278,16 +314,14 @@ static int overlaps(const void *a, size_t na, const void *b, size_t nb) {
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_ALLREDUCE, sendbuff, recvbuff, count, NG_F32, 0, comm};
+    pending p = {OP_ALLREDUCE, sendbuff, recvbuff, count, NG_F32, 0, comm, stream};
     ncclResult_t r = prepare(&p, datatype, op, count, count);
     return r != ncclSuccess ? r : submit(p);
 }
 
 ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
                         ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_REDUCE, sendbuff, recvbuff, count, NG_F32, root, comm};
+    pending p = {OP_REDUCE, sendbuff, recvbuff, count, NG_F32, root, comm, stream};
     ncclResult_t r = prepare(&p, datatype, op, count, count);
     return r != ncclSuccess ? r : submit(p);
 }
@@ -295,8 +329,7 @@ ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, nccl
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count,
                            ncclDataType_t datatype, int root, ncclComm_t comm,
                            cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_BCAST, sendbuff, recvbuff, count, NG_F32, root, comm};
+    pending p = {OP_BCAST, sendbuff, recvbuff, count, NG_F32, root, comm, stream};
     ncclResult_t r = prepare(&p, datatype, ncclSum, count, count);
     return r != ncclSuccess ? r : submit(p);
 }
@@ -304,8 +337,7 @@ ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count,
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount,
                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                                cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_REDUCE_SCATTER, sendbuff, recvbuff, recvcount, NG_F32, 0, comm};
+    pending p = {OP_REDUCE_SCATTER, sendbuff, recvbuff, recvcount, NG_F32, 0, comm, stream};
     ncclResult_t r =
         prepare(&p, datatype, op, recvcount * (size_t)(comm ? comm->size : 0), recvcount);
     if (r != ncclSuccess) return r;
@@ -319,8 +351,7 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
 
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount,
                            ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_ALLGATHER, sendbuff, recvbuff, sendcount, NG_F32, 0, comm};
+    pending p = {OP_ALLGATHER, sendbuff, recvbuff, sendcount, NG_F32, 0, comm, stream};
     ncclResult_t r =
         prepare(&p, datatype, ncclSum, sendcount, sendcount * (size_t)(comm ? comm->size : 0));
     if (r != ncclSuccess) return r;
@@ -334,16 +365,14 @@ ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcoun
 
 ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatype, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_SEND, sendbuff, NULL, count, NG_F32, peer, comm};
+    pending p = {OP_SEND, sendbuff, NULL, count, NG_F32, peer, comm, stream};
     ncclResult_t r = prepare(&p, datatype, ncclSum, count, 0);
     return r != ncclSuccess ? r : submit(p);
 }
 
 ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    pending p = {OP_RECV, NULL, recvbuff, count, NG_F32, peer, comm};
+    pending p = {OP_RECV, NULL, recvbuff, count, NG_F32, peer, comm, stream};
     ncclResult_t r = prepare(&p, datatype, ncclSum, 0, count);
     return r != ncclSuccess ? r : submit(p);
 }
@@ -355,7 +384,7 @@ ncclResult_t ncclGroupStart(void) {
 
 ncclResult_t ncclGroupEnd(void) {
     if (group.depth == 0) return usage("ncclGroupEnd", "no group was started");
-    return --group.depth > 0 ? ncclSuccess : run_group();
+    return --group.depth > 0 ? ncclSuccess : end_group();
 }
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id) {
@@ -372,6 +401,10 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     int inited = 0, world = 0;
     MPI_Initialized(&inited);
     if (!inited) return usage("ncclCommInitRank", "the emulation needs MPI to be running");
+    int level = 0;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_MULTIPLE) /* streams' workers call MPI beside the host thread */
+        return usage("ncclCommInitRank", "the emulation needs MPI_THREAD_MULTIPLE");
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     ncclUniqueId *ids = malloc(sizeof id * (size_t)world);
     if (!ids) return ncclSystemError;
@@ -400,6 +433,7 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newc
                            ncclConfig_t *config) {
     (void)config;
     if (!comm) return usage("ncclCommSplit", "no communicator");
+    ng_emu_streams_drain(); /* no worker may be using comm's MPI communicator meanwhile */
     MPI_Comm nc;
     MPI_Comm_split(comm->mpi, color == NCCL_SPLIT_NOCOLOR ? MPI_UNDEFINED : color, key, &nc);
     *newcomm = NULL;
@@ -416,6 +450,7 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newc
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     if (!comm) return ncclSuccess;
     if (group.depth > 0) return usage("ncclCommDestroy", "inside a group");
+    ng_emu_streams_drain();
     MPI_Comm_free(&comm->mpi);
     free(comm);
     return ncclSuccess;

@@ -190,8 +190,15 @@ static void *emu_alloc(size_t bytes) {
     return p;
 }
 
+static void (*free_wait)(void);
+
+void ng_emu_set_free_wait(void (*wait_all)(void)) {
+    free_wait = wait_all;
+}
+
 static void emu_free(void *p) {
     if (!p) return;
+    if (free_wait) free_wait(); /* as cudaFree: no queued work may still use the block */
     pthread_mutex_lock(&lock);
     block *b = (block *)block_at((uintptr_t)p);
     NG_CHECK(b && b->used && emu.base + b->off == (char *)p,

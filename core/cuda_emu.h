@@ -20,6 +20,9 @@ void ng_emu_leave(void);
 /* 1 when [p, p + bytes) lies inside one allocated block of device memory: what a library that
  * takes device pointers (NCCL, emulated in comm/nccl_emu.c) would need. */
 int ng_emu_is_device(const void *p, size_t bytes);
+/* cudaFree waits for all of the device's work first; the emulated streams (comm/, which core
+ * does not call) register the wait that freeing device memory makes here. */
+void ng_emu_set_free_wait(void (*wait_all)(void));
 
 #ifdef __cplusplus
 }

@@ -39,22 +39,30 @@ int main(int argc, char **argv) {
                         op ? "avg" : "sum", ng_dtype_name(dtypes[d]));
                 ng_tensor_free(&t);
             }
-    /* A bucket filled on core's stream, reduced, then scaled on core's stream: the reduction
-     * must see the fill and the scale must see the reduction. */
+    /* Buckets filled on core's stream, reduced on NCCL's, then changed on core's stream by an
+     * op that does not commute with the sum (+1: before the reduction it would add `size`), then
+     * set back: the reduction must see the fill and the +1 must see the reduction. The buckets
+     * are made first, so nothing between the starts and the waits frees memory (a free waits for
+     * the device). */
     enum { NB = 4 };
-    ng_tensor b[NB];
+    ng_tensor b[NB], one[NB];
     ng_comm_request *req[NB];
     for (int i = 0; i < NB; i++) {
         b[i] = ng_tensor_1d(NG_F32, NG_CUDA, 1 << (12 + 3 * i), "bucket");
+        one[i] = ng_tensor_1d(NG_F32, NG_CUDA, b[i].numel, "ones");
+        ng_fill(&one[i], 1);
         ng_comm_check_fill(&b[i], seed + (uint64_t)i, rank, 0);
-        req[i] = ng_comm_allreduce_start(w, &b[i], NG_COMM_SUM, NULL);
     }
+    for (int i = 0; i < NB; i++) req[i] = ng_comm_allreduce_start(w, &b[i], NG_COMM_SUM, NULL);
     for (int i = 0; i < NB; i++) {
         ng_comm_wait(req[i]);
-        ng_scale(1.0, &b[i]);
+        ng_axpy(1.0, &one[i], &b[i]);
+    }
+    for (int i = 0; i < NB; i++) {
+        ng_axpy(-1.0, &one[i], &b[i]);
         NG_TEST(ng_comm_check_wrong(&b[i], seed + (uint64_t)i, size, NG_COMM_SUM, 0) == 0,
-                "non-blocking bucket %d is exact", i);
-        ng_tensor_free(&b[i]);
+                "non-blocking bucket %d is exact, and ordered between core's ops", i);
+        ng_tensor_free(&b[i]), ng_tensor_free(&one[i]);
     }
     ng_tensor in = ng_tensor_1d(NG_BF16, NG_CUDA, 64 * size, "rs_in");
     ng_tensor out = ng_tensor_1d(NG_BF16, NG_CUDA, 64, "rs_out");

@@ -61,7 +61,8 @@ static ncclDataType_t nccl_type(ng_dtype dt) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
+    int level;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     /* one test seed for all ranks (rank 0's), set before the first draw */
