@@ -123,6 +123,7 @@ __attribute__((constructor)) static void register_free_wait(void) {
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) {
     (void)flags;
+    item_delay(); /* a bad setting stops here, on the caller's thread */
     cudaStream_t s = calloc(1, sizeof *s);
     if (!s) return cudaErrorMemoryAllocation;
     if (pthread_create(&s->thread, NULL, worker, s)) {

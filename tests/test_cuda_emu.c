@@ -10,6 +10,7 @@
 
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "comm/comm.h"
 #include "testing.h"
 
 #ifdef NG_CUDA_EMU
@@ -42,6 +43,24 @@ static void bad_setting_refused(void) {
     NG_TEST(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(said, "NG_EMU_MEMORY_GIB") &&
                 strstr(said, "'lots'"),
             "NG_EMU_MEMORY_GIB=lots: status %d, said: %s", st, said);
+}
+
+static void bad_delay_setting(void) {
+    setenv("NG_EMU_STREAM_DELAY_US", "-5", 1);
+    int argc = 1;
+    char *args[] = {"test_cuda_emu", NULL}, **argv = args;
+    ng_comm_init(&argc, &argv, &(ng_comm_config){.backend = NG_COMM_NCCL}); /* makes a stream */
+}
+
+/* A bad NG_EMU_STREAM_DELAY_US (the emulated NCCL's stream delay) likewise, where the emulation
+ * has NCCL (an MPI build). */
+static void bad_delay_refused(void) {
+    if (!strncmp(ng_comm_mpi_version(), "not built", 9)) return;
+    char said[1024];
+    int st = ng_test_run_child(bad_delay_setting, said, sizeof said);
+    NG_TEST(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(said, "NG_EMU_STREAM_DELAY_US") &&
+                strstr(said, "'-5'"),
+            "NG_EMU_STREAM_DELAY_US=-5: status %d, said: %s", st, said);
 }
 
 /* The child must die of SIGABRT having said what it touched, where in which block. */
@@ -95,6 +114,7 @@ int main(void) {
     n_elems = 1 + (int64_t)((ng_test_uniform() + 1.0) * 20000);
     touch_at = (int64_t)((ng_test_uniform() + 1.0) * 0.5 * (double)(n_elems - 1));
     bad_setting_refused();
+    bad_delay_refused();
     expect_caught("a host read of a CUDA tensor", host_reads_device);
     expect_caught("a host write to a CUDA tensor", host_writes_device);
     ops_and_allocator();
