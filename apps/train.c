@@ -20,6 +20,7 @@
 #include "comm/bucket.h"
 #include "comm/comm.h"
 #include "core/build_info.h"
+#include "git_rev.h" /* generated at build time (scripts/git-rev.cmake) */
 #include "core/error.h"
 #include "core/ops.h"
 #include "data/loader.h"
@@ -113,9 +114,7 @@ static char *describe_build(void) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-#ifdef NG_GIT_REV
-    fprintf(f, "git %s\n", NG_GIT_REV[0] ? NG_GIT_REV : "unknown");
-#endif
+    fprintf(f, "git %s\n", NG_GIT_REV);
     ng_print_build_info(f);
     fclose(f);
     return buf;

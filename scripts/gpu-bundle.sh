@@ -34,6 +34,14 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
 for b in natgrad $tests; do cp "$build/$b" "$stage/bin/"; done
 printf '%s\n' $tests >"$stage/bin/gpu-tests.txt"
+# The MNIST subset (about 1.6 MiB) the training runs of gpu-session.sh use, so the GPU's runs
+# see the digits this machine's do (the device call does not carry ../shared).
+for d in "$root/../shared/data/mnist" "$root/datasets/mnist"; do
+  if ls "$d"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+    mkdir -p "$stage/data/mnist" && cp "$d"/*-ubyte* "$stage/data/mnist/"
+    break
+  fi
+done
 # glibc's parts, the compiler runtime and everything CUDA/NVIDIA come from the GPU machine.
 skip='^(ld-linux.*|linux-vdso.*|libc|libm|libmvec|libpthread|libdl|librt|libresolv|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcusolver|libcusparse|libnvJitLink|libcudnn.*|libnccl)\.so'
 # OpenMPI's run-time, which natgrad's libmpi needs beyond its libraries (Debian 12's OpenMPI 4.1.4
@@ -100,10 +108,10 @@ export OMPI_MCA_ess_singleton_isolated=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN
   OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 ENV
 mkdir -p "$(dirname "$out")"
-tar -C "$stage" -cf - bin lib ompi env.sh | xz -T2 -6 >"$out.tmp"
+tar -C "$stage" -cf - bin lib ompi env.sh $([ -d "$stage/data" ] && echo data) | xz -T2 -6 >"$out.tmp"
 mv "$out.tmp" "$out"
 size=$(stat -c %s "$out")
-echo "gpu-bundle: $out, $((size / 1048576)) MiB: natgrad, $(echo $tests | wc -w) gpu tests, $(ls "$stage/lib" | wc -l) libraries, mpirun and $(ls "$stage/ompi/lib" | wc -l) OpenMPI plugins"
+echo "gpu-bundle: $out, $((size / 1048576)) MiB: natgrad, $(echo $tests | wc -w) gpu tests, $(ls "$stage/lib" | wc -l) libraries, mpirun and $(ls "$stage/ompi/lib" | wc -l) OpenMPI plugins$([ -d "$stage/data" ] && echo ", the MNIST subset")"
 [ "$size" -lt $((56 * 1048576)) ] || {
   echo "gpu-bundle: over 56 MiB, too close to what a device call carries (64 MiB with the tree)" >&2
   exit 1

@@ -31,9 +31,14 @@ done
 out=${OUT:+/tmp/gpu-results}
 out=${out:-$root/gpu-results}
 mkdir -p "$out"
+# A file comes back only up to 16 MiB, so the pack holds the results' files of up to 2 MiB each
+# (logs, JSON, metrics) and names the others in left-out.txt (weights, checkpoints).
 pack() {
   [ -n "${OUT:-}" ] || return 0
-  tar -C "$out" -czf "$OUT/results.tgz.tmp" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+  (cd "$out" && find . -type f -size +2M -printf '%s %p\n' >left-out.txt &&
+    find . -type f -size -2049k -print >/tmp/gpu-pack-list &&
+    tar -czf "$OUT/results.tgz.tmp" -T /tmp/gpu-pack-list) &&
+    mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
 }
 trap pack EXIT
 trap 'exit 143' TERM INT # so that a timeout's SIGTERM still packs (EXIT); SIGKILL cannot
@@ -43,6 +48,7 @@ if [ -f "$build" ]; then # a bundle: unpack it; its env.sh sets the library path
   # shellcheck source=/dev/null
   . "$b/env.sh" # its libraries first, then CUDA's and PyTorch's NVIDIA ones; mpirun; OpenMPI relocated
   build=$b/bin
+  mnist=$b/data/mnist # the MNIST subset the bundle carries
   echo "bundle: $b; LD_LIBRARY_PATH=$LD_LIBRARY_PATH; mpirun: $(command -v mpirun)" | tee "$out/bundle.txt"
   ldd "$build/natgrad" | grep -E 'not found|cudnn|nccl|cublas' | tee -a "$out/bundle.txt"
 fi
@@ -69,23 +75,42 @@ section_tests() {
   "$ng" smoke 2>&1 | tee -a "$out/gpu-tests.log"
 }
 section_train() {
-  # Training on the GPU: plain fp32, fp16 with loss scaling, and under mpirun with one rank (the
-  # NCCL communicator's setup; buckets and distributed K-FAC start at two ranks, i.e. two GPUs, as
-  # NCCL refuses two ranks on one device), each a short run of the main job.
+  # Training on the GPU beside the same run on this machine's CPU: fp32, fp16 with loss scaling,
+  # bf16, and K-FAC under mpirun with one rank (the NCCL communicator's setup; buckets and
+  # distributed K-FAC start at two ranks, i.e. two GPUs, as NCCL refuses two ranks on one
+  # device), each a short run of the main job on the bundle's MNIST subset. One line per run
+  # (its test accuracy, or its error) in train.log; each run's small files in train-NAME/.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  cfg="$root/experiments/configs/mnist_mlp.yaml"
+  local cfg="$root/experiments/configs/mnist_mlp.yaml" runs=/tmp/natgrad-train
+  local data=(--set data.fallback_synthetic=true)
+  [ -d "${mnist:-}" ] && data+=(--set "data.dir=$mnist")
+  local kfac=(--set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03)
+  rm -rf "$runs" && mkdir -p "$runs"
+  run() { # NAME LAUNCH... -- ARGS...: one training run, its verdict line, its small files kept
+    local name=$1 launch=()
+    shift
+    while [ "$1" != -- ]; do launch+=("$1") && shift; done
+    shift
+    timeout 180 "${launch[@]}" "$ng" train --config "$cfg" --out "$runs/$name" --set train.steps=300 \
+      "${data[@]}" "$@" >"$out/train-$name.log" 2>&1
+    local rc=$?
+    printf '%-16s exit %3d  %s\n' "$name" "$rc" \
+      "$(grep -hE 'test accuracy .* after|natgrad: error|ranks \(' "$out/train-$name.log" | tr '\n' ' ')" |
+      tee -a "$out/train.log"
+    mkdir -p "$out/train-$name"
+    cp "$runs/$name"/{config.yaml,metrics.jsonl,result.json,memory.json} "$out/train-$name/" 2>/dev/null
+  }
   for p in fp32 fp16 bf16; do
-    timeout 120 "$ng" train --config "$cfg" --out "$out/train-$p" --set device=cuda --set train.steps=300 \
-      --set precision.compute=$p --set data.fallback_synthetic=true 2>&1 | tail -3 | tee -a "$out/train.log"
+    for dev in cuda cpu; do run "$p-$dev" -- --set device=$dev --set precision.compute=$p; done
   done
-  timeout 180 mpirun -np 1 "$ng" train --config "$cfg" --out "$out/train-nccl" --set device=cuda --set train.steps=300 \
-    --set kfac.enabled=true --set optimizer.lr=0.005 --set kfac.damping=0.03 \
-    --set data.fallback_synthetic=true 2>&1 | tail -4 | tee -a "$out/train.log"
+  # both under mpirun, which binds a rank to one core: the CPU side's thread count changes its
+  # sums' order, and K-FAC carries such differences further than SGD
+  run kfac-nccl mpirun -np 1 -- --set device=cuda "${kfac[@]}"
+  run kfac-cpu mpirun -np 1 -- --set device=cpu "${kfac[@]}"
   # Two ranks under mpirun on the CPU (device=cpu: NCCL refuses two ranks on one GPU), which the
-  # one-rank NCCL run above does not exercise: the bundle's shared-memory transport. A few seconds.
-  timeout 120 mpirun -np 2 "$ng" train --config "$cfg" --out "$out/train-mpi2" --set device=cpu --set train.steps=50 \
-    --set schedule.warmup_epochs=0 --set data.fallback_synthetic=true 2>&1 |
-    grep -E 'ranks \(|after [0-9]+ steps|error' | tee -a "$out/train.log"
+  # one-rank NCCL run above does not exercise: the bundle's shared-memory transport.
+  run mpi2-cpu mpirun -np 2 -- --set device=cpu --set train.steps=50 --set schedule.warmup_epochs=0
+  rm -rf "$runs"
 }
 section_core() {
   "$ng" bench-core --device cuda --gemm 4096,8192 --eigh 1024,2048,4096 --json "$out/bench-core.json"
