@@ -1,7 +1,9 @@
 /* CPU twin of the symmetric linear algebra (eigh, Cholesky, Cholesky inverse) on [b,n,n] f32/f64
  * tensors, through LAPACKE's row-major syevd / potrf / potri. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lapacke.h>
@@ -73,9 +75,52 @@ static ng_status first_failure(ng_status so_far, ng_status st) {
     return so_far != NG_OK ? so_far : st;
 }
 
+/* syevd's workspace for an n x n problem with eigenvectors. LAPACKE_?syevd would take the sizes
+ * from LAPACK's query, which returns them in the matrix's type: in f32 the size 1 + 6n + 2n^2 is
+ * odd and above 2^24 from n = 2895 on, so it comes back rounded, mostly down, and syevd then
+ * refuses its workspace (info -9 in row-major LAPACKE; every n from 2895 to 5999 but a few, K-FAC's
+ * 3072- and 4096-wide factors among them). The query is made here and raised to the documented
+ * minimum, so the workspace, and with it the result, is what LAPACK asked for wherever it was
+ * exact. */
+typedef struct {
+    void *work;
+    lapack_int *iwork;
+    lapack_int lwork, liwork;
+} syevd_space;
+
+static syevd_space syevd_space_for(ng_dtype dt, int64_t n, void *a, void *w) {
+    syevd_space s = {0};
+    double q = 0;
+    lapack_int iq = 0, info;
+    if (dt == NG_F64) {
+        info = LAPACKE_dsyevd_work(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, a, (lapack_int)n, w,
+                                   &q, -1, &iq, -1);
+    } else {
+        float qf = 0;
+        info = LAPACKE_ssyevd_work(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, a, (lapack_int)n, w,
+                                   &qf, -1, &iq, -1);
+        q = qf;
+    }
+    check_info("LAPACKE_?syevd_work (workspace query)", info);
+    int64_t lw = 1 + 6 * n + 2 * n * n, liw = 3 + 5 * n; /* the minimum with eigenvectors */
+    if ((int64_t)q > lw) lw = (int64_t)q;
+    if ((int64_t)iq > liw) liw = (int64_t)iq;
+    NG_CHECK(lw <= INT32_MAX,
+             "ng_eigh: a %lld x %lld matrix needs more workspace than LAPACK "
+             "can index",
+             (long long)n, (long long)n);
+    s.lwork = (lapack_int)lw, s.liwork = (lapack_int)liw;
+    s.work = malloc((size_t)lw * ng_dtype_size(dt));
+    s.iwork = malloc(sizeof(lapack_int) * (size_t)liw);
+    NG_CHECK(s.work && s.iwork, "ng_eigh: out of host memory for LAPACK's workspace (%lld x %lld)",
+             (long long)n, (long long)n);
+    return s;
+}
+
 ng_status ng_cpu_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
     int64_t b = A->shape[0], n = A->shape[1];
     ng_status result = NG_OK;
+    syevd_space ws = {0};
     for (int64_t p = 0; p < b; p++) {
         void *q = entry(Q, p, n * n), *wp = entry(w, p, n);
         ng_status st = NG_OK;
@@ -83,12 +128,15 @@ ng_status ng_cpu_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
         if (!load_entry(A, p, q)) {
             st = NG_ERR_NONFINITE;
         } else {
-            lapack_int info = A->dtype == NG_F64
-                                  ? LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, q,
-                                                   (lapack_int)n, wp)
-                                  : LAPACKE_ssyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, q,
-                                                   (lapack_int)n, wp);
-            check_info("LAPACKE_?syevd", info);
+            if (!ws.work) ws = syevd_space_for(A->dtype, n, q, wp);
+            lapack_int info =
+                A->dtype == NG_F64
+                    ? LAPACKE_dsyevd_work(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, q,
+                                          (lapack_int)n, wp, ws.work, ws.lwork, ws.iwork, ws.liwork)
+                    : LAPACKE_ssyevd_work(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, q,
+                                          (lapack_int)n, wp, ws.work, ws.lwork, ws.iwork,
+                                          ws.liwork);
+            check_info("LAPACKE_?syevd_work", info);
             if (info > 0) st = NG_ERR_NO_CONVERGE;
         }
         if (st != NG_OK) {
@@ -97,6 +145,8 @@ ng_status ng_cpu_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
         }
         result = first_failure(result, st);
     }
+    free(ws.work);
+    free(ws.iwork);
     return result;
 }
 

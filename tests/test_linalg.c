@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+#undef I /* complex.h's, which OpenBLAS's cblas.h includes; the tests name a matrix I */
+
 #include "core/linalg.h"
 #include "core/memory.h"
 #include "linalg_ref.h"
@@ -129,6 +132,33 @@ static void test_eigh(ng_dtype t, int64_t b, int64_t n) {
     ng_tensor_free(&w);
     ng_tensor_free(&Q);
     ng_tensor_free(&QA);
+}
+
+/* C = op(A) op(B) through BLAS, for the large case below (the loops would take minutes). */
+static void blas_matmul(int64_t n, int ta, int tb, const double *A, const double *B, double *C) {
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)n, (int)n, (int)n, 1.0, A, (int)n, B, (int)n, 0.0, C, (int)n);
+}
+
+/* An f32 factor of n >= 2895 (K-FAC's 3072- and 4096-wide layers): LAPACK's f32 workspace query
+ * rounds syevd's size below its minimum from there on, which LAPACKE_ssyevd took as it came and
+ * failed with info -9; natgrad sizes the workspace itself. A random symmetric matrix, the
+ * decomposition checked by its residual and orthogonality. */
+static void test_eigh_large(void) {
+    int64_t n = 2895 + (int64_t)((ng_test_uniform() + 1) * 100);
+    char what[96];
+    snprintf(what, sizeof what, "eigh f32 n=%lld (past f32's exact workspace size)", (long long)n);
+    ng_tensor A = square(NG_F32, NG_CPU, 1, n, "A"), w = ng_tensor_1d(NG_F32, NG_CPU, n, "w");
+    ng_tensor Q = square(NG_F32, NG_CPU, 1, n, "Q");
+    double *a = malloc(sizeof(double) * (size_t)(n * n));
+    for (int64_t i = 0; i < n * n; i++) a[i] = ng_test_uniform();
+    store(&A, 0, a, 1);
+    ng_status st = ng_eigh(&A, &w, &Q);
+    NG_TEST(st == NG_OK, "%s: status %s", what, ng_status_name(st));
+    double *wh = ng_test_to_f64(&w), *qh = ng_test_to_f64(&Q);
+    check_eigenpairs(what, NG_F32, n, a, wh, qh, blas_matmul);
+    free(a), free(wh), free(qh);
+    ng_tensor_free(&A), ng_tensor_free(&w), ng_tensor_free(&Q);
 }
 
 static void test_cholesky(ng_dtype t, int64_t b, int64_t n) {
@@ -400,6 +430,7 @@ int main(void) {
         test_failures(types[ti]);
     }
     test_bad_shapes();
+    test_eigh_large();
     /* The damped inverse also runs core ops (copy, add_diagonal, fill, gemm, all_finite). */
     for (int ti = 0; ti < 2; ti++) {
         for (int si = 0; si < 5; si++) test_damped(types[ti], sizes[si]);
