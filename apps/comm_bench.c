@@ -202,6 +202,9 @@ int ng_cmd_comm_bench(int argc, char **argv) {
         if (rate > 0) printf(" %11s %7s", "bound(us)", "ratio");
         printf("\n%12s %11s %5s %-20s %11s %9s %9s %7s\n", "", "", "", "", "", "(GB/s)", "(GB/s)",
                "");
+        if (size == 1)
+            printf("# one rank: every all-reduce is the identity and returns at once; the times "
+                   "are the call's overhead and the checks its correctness, no bandwidth\n");
     }
     for (double b = (double)min; b <= (double)max * (1 + 1e-9) && nr + na <= MAX_ROWS;
          b = b * factor < b + 1 ? b + 1 : b * factor) {
@@ -222,7 +225,8 @@ int ng_cmd_comm_bench(int argc, char **argv) {
             ng_comm_scalars(w, took + 1, 1, NG_COMM_SCALAR_SUM);
             r.us = took[0] * 1e6;
             r.wrong = (int64_t)took[1];
-            r.algbw = took[0] > 0 ? (double)r.bytes / took[0] / 1e9 : 0;
+            /* one rank: the all-reduce returns at once (nothing to reduce), so no bandwidth */
+            r.algbw = took[0] > 0 && size > 1 ? (double)r.bytes / took[0] / 1e9 : 0;
             r.busbw = r.algbw * 2.0 * (size - 1) / size;
             if (rate > 0 && nodes > 1)
                 r.bound_us = 2.0 * (nodes - 1) / nodes * (double)r.bytes / rate * 1e6;
