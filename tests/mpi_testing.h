@@ -30,14 +30,20 @@ static inline void ng_test_share_seed(ng_comm *c) {
     ng_test_seed();
 }
 
-/* The world for a test run as `mpirun -np N prog [--ranks-per-node R]`, with the shared seed. */
-static inline ng_comm *ng_test_mpi_init(int argc, char **argv) {
+/* The world of `backend` (NG_COMM_AUTO: MPI under mpirun) for a test run as `mpirun -np N prog
+ * [--ranks-per-node R]`, with the shared seed. */
+static inline ng_comm *ng_test_mpi_init_backend(int argc, char **argv, ng_comm_backend backend) {
     int rpn = 0;
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
-    ng_comm *w = ng_comm_init(&argc, &argv, &(ng_comm_config){.ranks_per_node = rpn});
+    ng_comm *w =
+        ng_comm_init(&argc, &argv, &(ng_comm_config){.backend = backend, .ranks_per_node = rpn});
     ng_test_share_seed(w);
     return w;
+}
+
+static inline ng_comm *ng_test_mpi_init(int argc, char **argv) {
+    return ng_test_mpi_init_backend(argc, argv, NG_COMM_AUTO);
 }
 
 /* Prints "<name> rank R/N: ..." and returns 1 on every rank when any rank failed; finalises. */

@@ -17,12 +17,7 @@ int main(int argc, char **argv) {
         printf("test_comm_gpu: skipped (the NCCL backend needs an MPI build)\n");
         return 77;
     }
-    int rpn = 0;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--ranks-per-node")) rpn = atoi(argv[i + 1]);
-    ng_comm *w = ng_comm_init(&argc, &argv,
-                              &(ng_comm_config){.backend = NG_COMM_NCCL, .ranks_per_node = rpn});
-    ng_test_share_seed(w);
+    ng_comm *w = ng_test_mpi_init_backend(argc, argv, NG_COMM_NCCL);
     uint64_t seed = ng_test_seed();
     NG_TEST(ng_comm_backend_of(w) == NG_COMM_NCCL && ng_comm_size(w) >= 1, "an NCCL world");
     const ng_dtype dtypes[4] = {NG_F32, NG_F64, NG_F16, NG_BF16};

@@ -5,7 +5,7 @@
  * clear ncclInvalidUsage. Skipped outside the emulation build with MPI. */
 #include <stdio.h>
 
-#include "testing.h"
+#include "mpi_testing.h"
 
 #ifndef NG_EMU_NCCL
 int main(void) {
@@ -17,7 +17,6 @@ int main(void) {
 #include <nccl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/convert.h"
 #include "core/ops.h"
@@ -61,21 +60,11 @@ static ncclDataType_t nccl_type(ng_dtype dt) {
 }
 
 int main(int argc, char **argv) {
-    int level;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    /* one test seed for all ranks (rank 0's), set before the first draw */
-    uint64_t seed = 0;
-    if (rank == 0) {
-        const char *e = getenv("NG_TEST_SEED");
-        seed = e ? strtoull(e, NULL, 10) : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)clock();
-    }
-    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
-    setenv("NG_TEST_SEED", buf, 1);
-    ng_test_seed();
+    /* the world through comm/ (MPI with MPI_THREAD_MULTIPLE, which the emulation's streams
+     * need) and one test seed for every rank */
+    ng_comm *w = ng_test_mpi_init(argc, argv);
+    rank = ng_comm_rank(w), size = ng_comm_size(w);
+    uint64_t seed = ng_test_seed();
     ncclUniqueId id;
     if (rank == 0) ncclGetUniqueId(&id);
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
@@ -166,11 +155,6 @@ int main(int argc, char **argv) {
                 "ranks that disagree on the count are stopped on every rank");
     ng_tensor_free(&in), ng_tensor_free(&out);
     ncclCommDestroy(comm);
-    char label[64];
-    snprintf(label, sizeof label, "test_nccl_emu_mpi rank %d/%d", rank, size);
-    double bad = ng_test_finish(label) != 0;
-    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    MPI_Finalize();
-    return bad ? 1 : 0;
+    return ng_test_mpi_finish(w, "test_nccl_emu_mpi");
 }
 #endif
