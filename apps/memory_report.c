@@ -106,6 +106,7 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     f->arenas.workspace =
         cuda_workspace(s, m, rank_batch, &tr, &ev, kp, &f->arenas.workspace_estimated);
     f->arenas.workspace_bounded = tr.workspace_bounded || ev.workspace_bounded;
+    f->arenas.workspace_cudnn = larger(tr.workspace_cudnn, ev.workspace_cudnn);
     f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
     f->cat[NG_MEM_WORKSPACE] = f->arenas.grads + f->arenas.workspace;
     if (kp) {
@@ -146,7 +147,8 @@ void ng_mem_measure(const ng_model *m, ng_mem_figures *f) {
     /* the arena buffer counts as activations; its two ends' high-water marks are reported */
     f->cat[NG_MEM_WORKSPACE] = m->grads.peak + st.cat_peak[NG_MEM_WORKSPACE];
     f->device_peak = st.peak;
-    f->arenas = (ng_arena_plan){m->acts.peak, m->grads.peak, m->arena_peak, 0, 0, 0};
+    f->arenas =
+        (ng_arena_plan){.acts = m->acts.peak, .grads = m->grads.peak, .joint = m->arena_peak};
 }
 
 static double mib(size_t b) {
@@ -164,9 +166,11 @@ void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap) {
                  ng_json_num("%.3f", mib(f->device_peak)).s);
 }
 
-/* The shared CUDA workspace's row: its planned size, and why it is not exact when it is not. */
+/* The shared CUDA workspace's row: its planned size, cuDNN's largest request in it, and why it is
+ * not exact when it is not. */
 static void cuda_workspace_line(FILE *out, const ng_arena_plan *a) {
     fprintf(out, "%-12s %14.2f", " CUDA", mib(a->workspace));
+    if (a->workspace_cudnn) fprintf(out, "  (cuDNN's %.2f)", mib(a->workspace_cudnn));
     if (a->workspace_bounded || a->workspace_estimated)
         fprintf(out, "  (no GPU here to ask:%s%s%s)",
                 a->workspace_bounded ? " cuDNN's cap, an upper bound" : "",

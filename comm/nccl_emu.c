@@ -10,7 +10,7 @@
  * sends and receives inside a group are matched at ncclGroupEnd. Results are identical on every
  * rank: sums are taken in rank order, each addition rounded to the element type as
  * comm/reduce_cpu.c does. Calls on a created stream run on that stream's worker thread, in
- * order, beside the host (comm/stream_emu.h), so results are there only after the stream is
+ * order, beside the host (core/stream_emu.h), so results are there only after the stream is
  * synchronised or waited for, as on a GPU; calls on the NULL stream run at once.
  *
  * Device memory is opened only to copy into and out of host staging buffers; MPI never sees it
@@ -27,7 +27,7 @@
 #include "comm_internal.h"
 #include "core/cuda_emu.h"
 #include "core/error.h"
-#include "stream_emu.h"
+#include "core/stream_emu.h"
 
 struct ncclComm {
     MPI_Comm mpi;
@@ -254,7 +254,7 @@ static void run_queued(void *arg) {
 }
 
 /* The outermost group end (or a call outside a group): on the NULL stream the calls run now;
- * on a created stream they are queued behind its earlier work (comm/stream_emu.h). */
+ * on a created stream they are queued behind its earlier work (core/stream_emu.h). */
 static ncclResult_t end_group(void) {
     int n = group.n;
     group.n = 0;

@@ -85,6 +85,9 @@ void ng_cpu_rng_fill(ng_tensor *t, ng_rng_dist dist, ng_rng_key key, double p0, 
 
 /* The CUDA table is assembled in backend_cuda.cu from these (CUDA builds only). */
 void ng_cuda_gemm(const ng_gemm_desc *d);
+/* C = beta C over each batch entry's m x n block: the empty product (k = 0), a kernel of
+ * core/ops_cuda.cu that ng_cuda_gemm (core/gemm_cublas.c) calls. */
+void ng_cuda_gemm_beta(const ng_gemm_desc *d);
 void ng_cuda_axpy(double alpha, const ng_tensor *x, ng_tensor *y);
 void ng_cuda_scale(double alpha, ng_tensor *x);
 void ng_cuda_fill(ng_tensor *x, double value);

@@ -10,7 +10,9 @@
 #include "cuda_emu.h"
 
 #include <execinfo.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +23,8 @@
 
 #include "backend.h"
 #include "error.h"
+#include "half.h"
+#include "linalg_cuda.h"
 #include "memory.h"
 
 typedef struct {
@@ -222,6 +226,23 @@ static void emu_free(void *p) {
     pthread_mutex_unlock(&lock);
 }
 
+void ng_emu_say(const char *lib, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "natgrad: %s (emulated): ", lib);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+void *ng_emu_alloc(size_t bytes) {
+    return emu_alloc(bytes);
+}
+
+void ng_emu_free(void *p) {
+    emu_free(p);
+}
+
 static void emu_memcpy(void *dst, ng_device dd, const void *src, ng_device sd, size_t bytes) {
     (void)dd, (void)sd;
     ng_emu_enter();
@@ -239,8 +260,35 @@ static void emu_sync(void) {}
         ng_emu_leave();                                                                            \
     } while (0)
 
-static void emu_gemm(const ng_gemm_desc *d) {
-    EMU_OP(ng_cpu_gemm(d));
+/* GEMM runs core/gemm_cublas.c, the CUDA build's binding, against the emulated cuBLAS
+ * (core/cublas_emu.c), which opens device memory itself; its empty product (k = 0) is this
+ * kernel's twin: C = beta C over each entry's m x n block, rounded as the kernel rounds. */
+void ng_cuda_gemm_beta(const ng_gemm_desc *d) {
+    ng_emu_enter();
+    for (int64_t p = 0; p < d->batch; p++)
+        for (int64_t r = 0; r < d->m; r++)
+            for (int64_t j = 0; j < d->n; j++) {
+                int64_t i = p * d->stride_c + r * d->ldc + j;
+                switch (d->out_type) {
+                    case NG_F64:
+                        ((double *)d->C)[i] = d->beta == 0 ? 0.0 : d->beta * ((double *)d->C)[i];
+                        break;
+                    case NG_F32:
+                        ((float *)d->C)[i] =
+                            d->beta == 0 ? 0.0f : (float)d->beta * ((float *)d->C)[i];
+                        break;
+                    case NG_F16:
+                        ((ng_f16 *)d->C)[i] = ng_f32_to_f16(
+                            d->beta == 0 ? 0.0f
+                                         : (float)d->beta * ng_f16_to_f32(((ng_f16 *)d->C)[i]));
+                        break;
+                    default:
+                        ((ng_bf16 *)d->C)[i] = ng_f32_to_bf16(
+                            d->beta == 0 ? 0.0f
+                                         : (float)d->beta * ng_bf16_to_f32(((ng_bf16 *)d->C)[i]));
+                }
+            }
+    ng_emu_leave();
 }
 static void emu_axpy(double a, const ng_tensor *x, ng_tensor *y) {
     EMU_OP(ng_cpu_axpy(a, x, y));
@@ -265,21 +313,50 @@ static double emu_reduce(ng_reduce_op op, const ng_tensor *x) {
     EMU_OP(r = ng_cpu_reduce(op, x));
     return r;
 }
-static ng_status emu_eigh(const ng_tensor *A, ng_tensor *w, ng_tensor *Q) {
-    ng_status s;
-    EMU_OP(s = ng_cpu_eigh(A, w, Q));
-    return s;
+/* Linear algebra runs core/linalg_cusolver.c, the CUDA build's binding, against the emulated
+ * cuSOLVER (core/cusolver_emu.c) and the emulated runtime; these are the twins of the kernels it
+ * launches (core/linalg_cuda.h). */
+#define LINALG_LOOP(dt, x, body)                                                                   \
+    do {                                                                                           \
+        ng_emu_enter();                                                                            \
+        if ((dt) == NG_F64) {                                                                      \
+            typedef double T;                                                                      \
+            T *X = (T *)(x);                                                                       \
+            body;                                                                                  \
+        } else {                                                                                   \
+            typedef float T;                                                                       \
+            T *X = (T *)(x);                                                                       \
+            body;                                                                                  \
+        }                                                                                          \
+        ng_emu_leave();                                                                            \
+    } while (0)
+
+void ng_linalg_cuda_set_upper(void *x, ng_dtype dt, int64_t b, int64_t n, int mirror) {
+    LINALG_LOOP(dt, x,
+                for (int64_t p = 0; p < b; p++) for (int64_t i = 0; i < n;
+                                                     i++) for (int64_t j = i + 1; j < n; j++)
+                    X[(p * n + i) * n + j] = mirror ? X[(p * n + j) * n + i] : (T)0);
 }
-static ng_status emu_cholesky(const ng_tensor *A, ng_tensor *L) {
-    ng_status s;
-    EMU_OP(s = ng_cpu_cholesky(A, L));
-    return s;
+
+void ng_linalg_cuda_lower_nonfinite(const void *a, ng_dtype dt, int64_t b, int64_t n, int *bad) {
+    LINALG_LOOP(dt, a,
+                for (int64_t p = 0; p < b;
+                     p++) for (int64_t i = 0; i < n;
+                               i++) for (int64_t j = 0; j <= i;
+                                         j++) if (!isfinite(X[(p * n + i) * n + j])) bad[p] = 1);
 }
-static ng_status emu_cholesky_inverse(const ng_tensor *A, ng_tensor *inv) {
-    ng_status s;
-    EMU_OP(s = ng_cpu_cholesky_inverse(A, inv));
-    return s;
+
+void ng_linalg_cuda_transpose(const void *src, void *dst, ng_dtype dt, int64_t b, int64_t n) {
+    LINALG_LOOP(dt, dst, const T *S = src;
+                for (int64_t p = 0; p < b; p++) for (int64_t i = 0; i < n; i++) for (int64_t j = 0;
+                                                                                     j < n; j++)
+                    X[(p * n + j) * n + i] = S[(p * n + i) * n + j]);
 }
+
+void ng_linalg_cuda_fill_nan(void *x, ng_dtype dt, int64_t count) {
+    LINALG_LOOP(dt, x, for (int64_t i = 0; i < count; i++) X[i] = (T)NAN);
+}
+
 static void emu_rng_fill(ng_tensor *t, ng_rng_dist d, ng_rng_key k, double p0, double p1) {
     EMU_OP(ng_cpu_rng_fill(t, d, k, p0, p1));
 }
@@ -290,7 +367,7 @@ const ng_backend ng_cuda_backend_table = {
     .free = emu_free,
     .memcpy = emu_memcpy,
     .sync = emu_sync,
-    .gemm = emu_gemm,
+    .gemm = ng_cuda_gemm,
     .axpy = emu_axpy,
     .scale = emu_scale,
     .fill = emu_fill,
@@ -298,9 +375,9 @@ const ng_backend ng_cuda_backend_table = {
     .binary = emu_binary,
     .add_diagonal = emu_add_diagonal,
     .reduce = emu_reduce,
-    .eigh = emu_eigh,
-    .cholesky = emu_cholesky,
-    .cholesky_inverse = emu_cholesky_inverse,
+    .eigh = ng_cuda_eigh,
+    .cholesky = ng_cuda_cholesky,
+    .cholesky_inverse = ng_cuda_cholesky_inverse,
     .rng_fill = emu_rng_fill,
 };
 
@@ -324,12 +401,4 @@ void ng_cuda_print_info(FILE *f, const char *nccl) {
     int n = ng_cuda_device_count();
     fprintf(f, "devices:   %d emulated CUDA device%s\n", n, n == 1 ? "" : "s");
     if (n) fprintf(f, "  cuda:0   emulated, %.1f GiB\n", ng_cuda_device_memory() / 1073741824.0);
-}
-
-/* The emulated twins take no shared workspace and ask cuSOLVER for nothing. */
-void ng_cuda_workspace_release(void) {}
-
-size_t ng_cuda_linalg_solver_bytes(int op, ng_dtype dt, int64_t b, int64_t n) {
-    (void)op, (void)dt, (void)b, (void)n;
-    return 0;
 }

@@ -20,6 +20,12 @@ void ng_emu_leave(void);
 /* 1 when [p, p + bytes) lies inside one allocated block of device memory: what a library that
  * takes device pointers (NCCL, emulated in comm/nccl_emu.c) would need. */
 int ng_emu_is_device(const void *p, size_t bytes);
+/* "natgrad: LIB (emulated): " and the message on stderr: why an emulated library refuses a call
+ * (it then returns the library's own status). */
+void ng_emu_say(const char *lib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Device memory outside the counting allocator (cudaMalloc, cudaFree of the emulated runtime). */
+void *ng_emu_alloc(size_t bytes);
+void ng_emu_free(void *p);
 /* cudaFree waits for all of the device's work first; the emulated streams (comm/, which core
  * does not call) register the wait that freeing device memory makes here. */
 void ng_emu_set_free_wait(void (*wait_all)(void));

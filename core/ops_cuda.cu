@@ -1,5 +1,6 @@
-/* CUDA twins of the dense ops: GEMM through cuBLAS, grid-stride element-wise kernels, casts and
- * reductions. Element-wise results match the CPU twin (core/ops_cpu.c) bit for bit. */
+/* CUDA twins of the dense ops: grid-stride element-wise kernels, casts and reductions (GEMM is
+ * cuBLAS's: core/gemm_cublas.c). Element-wise results match the CPU twin (core/ops_cpu.c) bit for
+ * bit. */
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -98,84 +99,48 @@ static cudaStream_t stream(void) {
 
 /* ---- GEMM ---------------------------------------------------------------------------------- */
 
-static cudaDataType cuda_type(ng_dtype t) {
-    switch (t) {
-        case NG_F64:
-            return CUDA_R_64F;
-        case NG_F16:
-            return CUDA_R_16F;
-        case NG_BF16:
-            return CUDA_R_16BF;
-        default:
-            return CUDA_R_32F;
+/* C = beta C over the m x n block of each batch entry (ldc, stride_c): the empty product (k = 0)
+ * of core/gemm_cublas.c, done here rather than trusting every cuBLAS path with k = 0. beta == 0
+ * writes zeros without reading C. */
+template <int DT>
+__global__ void gemm_beta_kernel(typename elem<DT>::C beta, typename elem<DT>::S *C, int64_t m,
+                                 int64_t n, int64_t ldc, int64_t stride_c, int64_t total) {
+    typedef elem<DT> E;
+    GRID_STRIDE(i, total) {
+        int64_t j = i % n, r = i / n % m, p = i / (n * m);
+        typename E::S *c = C + p * stride_c + r * ldc + j;
+        *c = beta == 0 ? E::st(0) : E::st(mul_rn(beta, E::ld(*c)));
     }
 }
 
 template <int DT>
-__global__ void scale_kernel(typename elem<DT>::C a, typename elem<DT>::S *x, int64_t n);
-
-extern "C" void ng_cuda_gemm(const ng_gemm_desc *d) {
-    ng_cuda_context *c = ng_cuda_ctx();
-    NG_CHECK(d->m <= INT_MAX && d->n <= INT_MAX && d->k <= INT_MAX && d->lda <= INT_MAX &&
-                 d->ldb <= INT_MAX && d->ldc <= INT_MAX && d->batch <= INT_MAX,
-             "ng_gemm: [%lld,%lld,%lld] x %lld exceeds the 32-bit sizes of cuBLAS", (long long)d->m,
-             (long long)d->n, (long long)d->k, (long long)d->batch);
-    int64_t c_count = d->batch * d->m * d->ldc;
-    if (d->k == 0) {
-        /* An empty product: C = beta C, done here rather than trusting every cuBLAS path with
-         * k = 0. beta == 0 writes zeros without reading C. */
-        if (d->beta == 0) {
-            NG_CUDA_CHECK(
-                cudaMemsetAsync(d->C, 0, (size_t)c_count * ng_dtype_size(d->out_type), c->stream));
-        } else if (d->out_type == NG_F64) {
-            scale_kernel<NG_F64><<<ng_cuda_blocks(c_count, NG_THREADS), NG_THREADS, 0, c->stream>>>(
-                d->beta, (double *)d->C, c_count);
-            NG_CUDA_CHECK_LAUNCH();
-        } else if (d->out_type == NG_F32) {
-            scale_kernel<NG_F32><<<ng_cuda_blocks(c_count, NG_THREADS), NG_THREADS, 0, c->stream>>>(
-                (float)d->beta, (float *)d->C, c_count);
-            NG_CUDA_CHECK_LAUNCH();
-        } else if (d->out_type == NG_F16) {
-            scale_kernel<NG_F16><<<ng_cuda_blocks(c_count, NG_THREADS), NG_THREADS, 0, c->stream>>>(
-                (float)d->beta, (ng_f16 *)d->C, c_count);
-            NG_CUDA_CHECK_LAUNCH();
-        } else {
-            scale_kernel<NG_BF16>
-                <<<ng_cuda_blocks(c_count, NG_THREADS), NG_THREADS, 0, c->stream>>>(
-                    (float)d->beta, (ng_bf16 *)d->C, c_count);
-            NG_CUDA_CHECK_LAUNCH();
-        }
-        return;
+struct gemm_beta_run {
+    static void run(const ng_gemm_desc *d) {
+        typedef elem<DT> E;
+        int64_t total = d->batch * d->m * d->n;
+        if (!total) return;
+        gemm_beta_kernel<DT><<<ng_cuda_blocks(total, NG_THREADS), NG_THREADS, 0, stream()>>>(
+            (typename E::C)d->beta, (typename E::S *)d->C, d->m, d->n, d->ldc, d->stride_c, total);
+        NG_CUDA_CHECK_LAUNCH();
     }
-    /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the row-major buffers
-     * read column-major are the transposes, so B goes first with the same transpose flags. */
-    cublasOperation_t opa = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasOperation_t opb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int m = (int)d->m, n = (int)d->n, k = (int)d->k;
-    int lda = d->lda > 1 ? (int)d->lda : 1, ldb = d->ldb > 1 ? (int)d->ldb : 1;
-    int ldc = d->ldc > 1 ? (int)d->ldc : 1;
-    cudaDataType in = cuda_type(d->in_type), out = cuda_type(d->out_type);
-    /* True fp32 (CUBLAS_COMPUTE_32F, not the _FAST_TF32 mode) so that f32 GEMMs match the CPU
-     * twin to fp32 accuracy; TF32 could later become a run setting for speed. The scalars'
-     * type follows the compute type: float for 32F, double for 64F. */
-    int f64 = d->in_type == NG_F64;
-    cublasComputeType_t compute = f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
-    float alpha_f = (float)d->alpha, beta_f = (float)d->beta;
-    double alpha_d = d->alpha, beta_d = d->beta;
-    const void *alpha = f64 ? (const void *)&alpha_d : (const void *)&alpha_f;
-    const void *beta = f64 ? (const void *)&beta_d : (const void *)&beta_f;
-    /* alpha and beta live on the host; another op may have left the handle in device mode. */
-    NG_CUBLAS_CHECK(cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST));
-    /* cuBLAS does not read C when beta == 0, so NaN there does not leak. */
-    if (d->batch == 1) {
-        NG_CUBLAS_CHECK(cublasGemmEx(c->cublas, opb, opa, n, m, k, alpha, d->B, in, ldb, d->A, in,
-                                     lda, beta, d->C, out, ldc, compute, CUBLAS_GEMM_DEFAULT));
-    } else {
-        /* A stride of 0 shares that operand across the batch. */
-        NG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-            c->cublas, opb, opa, n, m, k, alpha, d->B, in, ldb, (long long)d->stride_b, d->A, in,
-            lda, (long long)d->stride_a, beta, d->C, out, ldc, (long long)d->stride_c,
-            (int)d->batch, compute, CUBLAS_GEMM_DEFAULT));
+};
+
+extern "C" void ng_cuda_gemm_beta(const ng_gemm_desc *d) {
+    switch (d->out_type) {
+        case NG_F32:
+            gemm_beta_run<NG_F32>::run(d);
+            break;
+        case NG_F64:
+            gemm_beta_run<NG_F64>::run(d);
+            break;
+        case NG_F16:
+            gemm_beta_run<NG_F16>::run(d);
+            break;
+        case NG_BF16:
+            gemm_beta_run<NG_BF16>::run(d);
+            break;
+        default:
+            ng_fail("ng_gemm: output type %s", ng_dtype_name(d->out_type));
     }
 }
 

@@ -631,6 +631,7 @@ static int plan_cudnn(conv_state *s, ng_mem_sim *sim, int backward, int need_dx,
         sim->workspace_bounded = 1;
     }
     if ((size_t)ws > sim->workspace) sim->workspace = (size_t)ws;
+    if ((size_t)ws > sim->cudnn_workspace) sim->cudnn_workspace = (size_t)ws;
     return 1;
 }
 

@@ -128,6 +128,8 @@ int ng_conv_cudnn_backward(void **cache, const ng_conv_geom *g, const ng_tensor 
 int64_t ng_conv_cudnn_workspace(void **cache, const ng_conv_geom *g, int ndim, const int64_t *shape,
                                 ng_dtype dt, int backward, int need_dx);
 void ng_conv_cudnn_free(void *cache);
+/* dw (f32, device) += h, the weight gradient a half backward had cuDNN write in dt (f16/bf16). */
+void ng_conv_add_widened_cuda(ng_tensor *dw, const void *h, ng_dtype dt);
 /* Samples per cuDNN call: its descriptors take int sizes and strides, so each call's tensors
  * must stay below 2^31 elements. 0 when one sample is already too big (conv.c; host code). */
 int64_t ng_conv_cudnn_batch(int64_t N, int64_t per_x, int64_t per_y);

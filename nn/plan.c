@@ -47,6 +47,15 @@ static ng_dtype cast_input(ng_mem_sim *s, int ndim, const int64_t *in, ng_dtype 
     return compute;
 }
 
+static ng_arena_plan arena_plan(const ng_mem_sim *s) {
+    return (ng_arena_plan){.acts = s->acts.peak,
+                           .grads = s->grads.peak,
+                           .joint = s->joint,
+                           .workspace = s->workspace,
+                           .workspace_bounded = s->workspace_bounded,
+                           .workspace_cudnn = s->cudnn_workspace};
+}
+
 ng_arena_plan ng_plan_train_step(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
                                  ng_dtype compute, ng_device dev, int true_fisher) {
     return ng_plan_train_step_observed(root, ndim, in, master, compute, dev, true_fisher, NULL,
@@ -73,7 +82,7 @@ ng_arena_plan ng_plan_train_step_observed(
         s.retain = 0;
     }
     ng_layer_plan(root, &s, 1, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded, 0};
+    return arena_plan(&s);
 }
 
 ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype master,
@@ -82,5 +91,5 @@ ng_arena_plan ng_plan_eval(ng_layer *root, int ndim, const int64_t *in, ng_dtype
     start(&s, dev, master, 0);
     ng_dtype dt = cast_input(&s, ndim, in, master, compute);
     ng_layer_plan(root, &s, 0, 0, ndim, in, dt);
-    return (ng_arena_plan){s.acts.peak, s.grads.peak, s.joint, s.workspace, s.workspace_bounded, 0};
+    return arena_plan(&s);
 }

@@ -44,6 +44,7 @@ struct ng_mem_sim {
      * `workspace_bounded` when some request is the cap, no GPU having been there to ask. */
     size_t workspace;
     int workspace_bounded;
+    size_t cudnn_workspace; /* the largest of those requests that are cuDNN's */
 };
 
 /* The observer's view of a plan, for Linear and Conv plans. */
@@ -81,6 +82,7 @@ typedef struct {
     /* 1: some request in it is an estimate, which may fall short (cuSOLVER's scratch from LAPACK's
      * formulas: planned without a GPU; ng_mem_predict's K-FAC part) */
     int workspace_estimated;
+    size_t workspace_cudnn; /* cuDNN's largest request, within workspace */
 } ng_arena_plan;
 
 /* A training step as the trainer runs it: the input cast to the compute dtype (when it differs

@@ -94,7 +94,6 @@ static ng_arch arch(const char *name) {
  * Fused batch norm + ReLU keeps no output in the replayed block and writes over its conv's output
  * in the recomputation chain; before, a step held five. */
 static void recompute_holds_four(void) {
-    if (ng_test_emulated("recompute on the GPU holds four (cuDNN's convolutions)")) return;
     for (int depth = 6; depth <= 12; depth += 6) {
         ng_arch a = arch("cnn3d");
         a.img = 24, a.width = 16, a.depth = depth;

@@ -1,8 +1,8 @@
-/* The emulated CUDA streams of the NCCL emulation (comm/cuda_runtime_emu.c): a stream made by
+/* The emulated CUDA streams (core/cuda_runtime_emu.c): a stream made by
  * cudaStreamCreate* is a worker thread running its queue in order, as a GPU runs a stream beside
  * the host; the NULL stream (core's, in the emulation) runs everything at once on the caller. */
-#ifndef NG_COMM_STREAM_EMU_H
-#define NG_COMM_STREAM_EMU_H
+#ifndef NG_STREAM_EMU_H
+#define NG_STREAM_EMU_H
 
 #include <cuda_runtime.h>
 

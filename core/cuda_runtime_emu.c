@@ -1,24 +1,24 @@
-/* The CUDA side of comm_nccl.c in the emulation build (NG_CUDA_EMU with MPI): the runtime calls
- * it makes, core's context as far as it reads it (the stream), and reduce_cuda.cu's twins.
+/* The CUDA runtime of the emulation build (core/cuda_emu.h), as far as the CUDA build's host code
+ * calls it: streams, events, copies and fills, a raw allocation; core's context (NULL stream) is
+ * core/cuda_context_emu.c.
  *
  * Streams run as on a GPU, beside the host: a created stream is a worker thread that runs its
- * queue in order (comm/stream_emu.h), an event is a position in a stream's queue, and a wait
+ * queue in order (core/stream_emu.h), an event is a position in a stream's queue, and a wait
  * blocks (the NULL stream, i.e. the host and core's emulated ops, which are synchronous) or is
  * queued (another stream). So host code that reads a bucket before waiting for its all-reduce,
  * or queues NCCL work before core's writes are done, gets the wrong numbers here as it would on
- * a GPU, and tests comparing results catch it. Copies and reductions take device memory only
- * (a host pointer is an error) and run with it open (core/cuda_emu.h). */
+ * a GPU, and tests comparing results catch it. Copies and fills check each end against its kind
+ * (device memory where the kind says device, host memory where it says host) and run with device
+ * memory open. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "core/cuda_context.h"
-#include "core/cuda_emu.h"
-#include "comm_internal.h"
-#include "core/error.h"
-#include "reduce_cuda.h"
+#include "cuda_emu.h"
+#include "error.h"
 #include "stream_emu.h"
 
 /* A stream: its worker thread runs the queue in order. `queued` and `done` count items, so an
@@ -207,26 +207,22 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     return cudaSuccess;
 }
 
-/* The local work the NCCL binding queues on its stream: a copy, an add or a division, run with
- * device memory open. */
+/* A copy or a fill, run with device memory open: on the caller for the NULL stream, else queued
+ * on the stream. */
 typedef struct {
-    enum { COPY, ADD, DIVIDE } kind;
     void *dst;
-    const void *src;
-    int64_t n; /* bytes for a copy, elements otherwise */
-    ng_dtype dt;
-    int by;
+    const void *src; /* NULL: a fill with `value` */
+    size_t bytes;
+    int value;
 } local_op;
 
 static void run_local(void *arg) {
     local_op *o = arg;
     ng_emu_enter();
-    if (o->kind == COPY)
-        memmove(o->dst, o->src, (size_t)o->n);
-    else if (o->kind == ADD)
-        ng_comm_cpu_add(NULL, o->dst, o->src, o->n, o->dt);
+    if (o->src)
+        memmove(o->dst, o->src, o->bytes);
     else
-        ng_comm_cpu_divide(NULL, o->dst, o->n, o->dt, o->by);
+        memset(o->dst, o->value, o->bytes);
     ng_emu_leave();
     free(o);
 }
@@ -238,14 +234,58 @@ static void submit_local(cudaStream_t stream, local_op o) {
     if (!ng_emu_stream_enqueue(stream, run_local, q)) run_local(q);
 }
 
-/* Device to device only, as the NCCL backend copies; both ends must be device memory. */
+static cudaError_t sticky; /* the last error, for cudaGetLastError */
+
+/* Prints why the emulated runtime refuses a call (ng_emu_say) and keeps the error for
+ * cudaGetLastError, then returns it. */
+#define fail(e, ...) (ng_emu_say("CUDA runtime", __VA_ARGS__), sticky = (e))
+
+/* Each end must be what the kind says: device memory for a device end, host memory otherwise. */
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
-    if (kind != cudaMemcpyDeviceToDevice || !ng_emu_is_device(dst, count) ||
-        !ng_emu_is_device(src, count))
-        return cudaErrorInvalidValue;
-    submit_local(stream, (local_op){COPY, dst, src, (int64_t)count, NG_F32, 0});
+    if (kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDeviceToHost &&
+        kind != cudaMemcpyHostToDevice)
+        return fail(cudaErrorInvalidValue, "cudaMemcpyAsync: kind %d is not emulated", (int)kind);
+    if (!count) return cudaSuccess;
+    int dst_dev = kind != cudaMemcpyDeviceToHost, src_dev = kind != cudaMemcpyHostToDevice;
+    if (!dst || !src || ng_emu_is_device(dst, count) != dst_dev ||
+        ng_emu_is_device(src, count) != src_dev || (!dst_dev && ng_emu_is_device(dst, 1)) ||
+        (!src_dev && ng_emu_is_device(src, 1)))
+        return fail(cudaErrorInvalidValue,
+                    "cudaMemcpyAsync of %zu bytes, kind %d: the destination %p must be %s memory "
+                    "and the source %p %s memory",
+                    count, (int)kind, dst, dst_dev ? "device" : "host", src,
+                    src_dev ? "device" : "host");
+    submit_local(stream, (local_op){dst, src, count, 0});
     return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t stream) {
+    if (!count) return cudaSuccess;
+    if (!ng_emu_is_device(dst, count))
+        return fail(cudaErrorInvalidValue,
+                    "cudaMemsetAsync of %zu bytes at %p: not one block of device memory", count,
+                    dst);
+    submit_local(stream, (local_op){dst, NULL, count, value});
+    return cudaSuccess;
+}
+
+/* Device memory outside natgrad's counting allocator, as cudaMalloc gives it. */
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+    if (!p) return fail(cudaErrorInvalidValue, "cudaMalloc: NULL pointer");
+    *p = ng_emu_alloc(bytes);
+    return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation, "cudaMalloc: %zu bytes", bytes);
+}
+
+cudaError_t cudaFree(void *p) {
+    if (p) ng_emu_free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = sticky;
+    sticky = cudaSuccess;
+    return e;
 }
 
 const char *cudaGetErrorString(cudaError_t error) {
@@ -253,33 +293,10 @@ const char *cudaGetErrorString(cudaError_t error) {
         case cudaSuccess:
             return "no error";
         case cudaErrorInvalidValue:
-            return "invalid argument (emulated: a copy that is not device to device memory)";
+            return "invalid argument (emulated: the reason is printed above)";
         case cudaErrorMemoryAllocation:
             return "out of memory (emulated)";
         default:
             return "invalid resource handle (emulated)";
     }
-}
-
-/* The stream is the legacy default one (NULL), which the emulated calls above accept. */
-ng_cuda_context *ng_cuda_ctx(void) {
-    static ng_cuda_context ctx;
-    return &ctx;
-}
-
-void ng_comm_cuda_add(void *dst, const void *src, int64_t n, ng_dtype dt, cudaStream_t stream) {
-    size_t bytes = (size_t)n * ng_dtype_size(dt);
-    NG_CHECK(ng_emu_is_device(dst, bytes) && ng_emu_is_device(src, bytes),
-             "comm (emulated CUDA): an add of %lld %s elements on memory that is not the "
-             "device's",
-             (long long)n, ng_dtype_name(dt));
-    submit_local(stream, (local_op){ADD, dst, src, n, dt, 0});
-}
-
-void ng_comm_cuda_divide(void *buf, int64_t n, ng_dtype dt, int by, cudaStream_t stream) {
-    NG_CHECK(ng_emu_is_device(buf, (size_t)n * ng_dtype_size(dt)),
-             "comm (emulated CUDA): a division of %lld %s elements on memory that is not the "
-             "device's",
-             (long long)n, ng_dtype_name(dt));
-    submit_local(stream, (local_op){DIVIDE, buf, NULL, n, dt, by});
 }
