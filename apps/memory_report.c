@@ -71,10 +71,10 @@ static size_t larger(size_t a, size_t b) {
  * GPU here to ask cuSOLVER). */
 static size_t cuda_workspace(const ng_train_setup *s, const ng_model *m, int64_t rank_batch,
                              const ng_arena_plan *tr, const ng_arena_plan *ev,
-                             const ng_kfac_planner *kp, int *estimated) {
+                             const ng_kfac_planner *kp, int *estimated, size_t *solver) {
     size_t ws = larger(tr->workspace, ev->workspace);
     if (s->device != NG_CUDA) return ws;
-    if (kp) ws = larger(ws, ng_kfac_planner_cuda_workspace(kp, estimated));
+    if (kp) ws = larger(ws, ng_kfac_planner_cuda_workspace(kp, estimated, solver));
     const ng_source *src = s->train;
     if (src && src->device_batches && src->ops->device_workspace && !ng_augment_active(&s->augment))
         ws = larger(ws, src->ops->device_workspace(src, rank_batch));
@@ -104,7 +104,8 @@ void ng_mem_predict(const ng_train_setup *s, const ng_arch *a, int64_t rank_batc
     f->arenas.grads = tr.grads > ev.grads ? tr.grads : ev.grads;
     f->arenas.joint = tr.joint > ev.joint ? tr.joint : ev.joint;
     f->arenas.workspace =
-        cuda_workspace(s, m, rank_batch, &tr, &ev, kp, &f->arenas.workspace_estimated);
+        cuda_workspace(s, m, rank_batch, &tr, &ev, kp, &f->arenas.workspace_estimated,
+                       &f->arenas.workspace_cusolver);
     f->arenas.workspace_bounded = tr.workspace_bounded || ev.workspace_bounded;
     f->arenas.workspace_cudnn = larger(tr.workspace_cudnn, ev.workspace_cudnn);
     f->cat[NG_MEM_ACTIVATIONS] = f->arenas.acts;
@@ -166,11 +167,13 @@ void ng_mem_json(const ng_mem_figures *f, char *out, size_t cap) {
                  ng_json_num("%.3f", mib(f->device_peak)).s);
 }
 
-/* The shared CUDA workspace's row: its planned size, cuDNN's largest request in it, and why it is
- * not exact when it is not. */
+/* The shared CUDA workspace's row: its planned size, cuDNN's and the solvers' largest requests in
+ * it, and why it is not exact when it is not. */
 static void cuda_workspace_line(FILE *out, const ng_arena_plan *a) {
     fprintf(out, "%-12s %14.2f", " CUDA", mib(a->workspace));
-    if (a->workspace_cudnn) fprintf(out, "  (cuDNN's %.2f)", mib(a->workspace_cudnn));
+    if (a->workspace_cudnn || a->workspace_cusolver)
+        fprintf(out, "  (cuDNN's %.2f, cuSOLVER's %.2f)", mib(a->workspace_cudnn),
+                mib(a->workspace_cusolver));
     if (a->workspace_bounded || a->workspace_estimated)
         fprintf(out, "  (no GPU here to ask:%s%s%s)",
                 a->workspace_bounded ? " cuDNN's cap, an upper bound" : "",

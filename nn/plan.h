@@ -82,7 +82,8 @@ typedef struct {
     /* 1: some request in it is an estimate, which may fall short (cuSOLVER's scratch from LAPACK's
      * formulas: planned without a GPU; ng_mem_predict's K-FAC part) */
     int workspace_estimated;
-    size_t workspace_cudnn; /* cuDNN's largest request, within workspace */
+    size_t workspace_cudnn;    /* cuDNN's largest request, within workspace */
+    size_t workspace_cusolver; /* the linear algebra's largest (K-FAC's factors), within it */
 } ng_arena_plan;
 
 /* A training step as the trainer runs it: the input cast to the compute dtype (when it differs

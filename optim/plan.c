@@ -126,22 +126,24 @@ static size_t small_batch(const ng_kfac_planner *p, int64_t side, int *estimated
     return ng_linalg_cuda_workspace(NG_LINALG_EIGH, p->master, *count, side, estimated);
 }
 
-size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated) {
+size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated, size_t *solver) {
+    if (solver) *solver = 0;
     if (p->dev != NG_CUDA) return 0;
     int eigen = p->c.inverse == NG_KFAC_EIGEN;
-    size_t ws = 0;
+    size_t ws = 0, sol = 0;
     for (int i = 0; i < 2 * p->n; i++) {
         int64_t n = p->side[i];
         int count = 0;
-        if (eigen && n <= NG_KFAC_SMALL) ws = larger(ws, small_batch(p, n, estimated, &count));
+        if (eigen && n <= NG_KFAC_SMALL) sol = larger(sol, small_batch(p, n, estimated, &count));
         if (count < 2) /* a factor of its own: ng_eigh, or the damped inverse's Cholesky */
-            ws = larger(
-                ws, ng_linalg_cuda_workspace(eigen ? NG_LINALG_EIGH : NG_LINALG_CHOLESKY_INVERSE,
-                                             p->master, 1, n, estimated));
+            sol = larger(
+                sol, ng_linalg_cuda_workspace(eigen ? NG_LINALG_EIGH : NG_LINALG_CHOLESKY_INVERSE,
+                                              p->master, 1, n, estimated));
         /* the finiteness check of the factor before its update */
         ws = larger(ws, ng_reduce_cuda_workspace(n * n));
     }
-    return ws;
+    if (solver) *solver = sol;
+    return larger(ws, sol);
 }
 
 void ng_kfac_planner_free(ng_kfac_planner *p) {

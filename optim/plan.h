@@ -33,8 +33,9 @@ size_t ng_kfac_planner_scratch(const ng_kfac_planner *p);
  * layers it owns, this is an upper bound of a rank's (exact for the rank owning the largest). The
  * damped inverse's eigendecomposition fallback (an indefinite factor plus damping, which a
  * healthy run does not meet) is not counted. *estimated is set when the solvers' part is
- * LAPACK's estimate (no GPU here to ask cuSOLVER; core/linalg.h). */
-size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated);
+ * LAPACK's estimate (no GPU here to ask cuSOLVER; core/linalg.h). *solver (when not NULL): the
+ * solvers' largest request alone (cuSOLVER's share, with the linear algebra's own pieces). */
+size_t ng_kfac_planner_cuda_workspace(const ng_kfac_planner *p, int *estimated, size_t *solver);
 void ng_kfac_planner_free(ng_kfac_planner *p);
 
 #endif

@@ -240,7 +240,7 @@ static void kfac_workspace_planned(void) {
             ng_kfac_planner_capture(p, l1, 2, (int64_t[]){N, f1}, dt);
             ng_kfac_planner_capture(p, l2, 2, (int64_t[]){N, 15}, dt);
             int est = 0;
-            size_t got = ng_kfac_planner_cuda_workspace(p, &est);
+            size_t got = ng_kfac_planner_cuda_workspace(p, &est, NULL);
             size_t want = want_reduce((f1 + 1) * (f1 + 1));
             if (inv) {
                 int64_t sides[4] = {f1 + 1, 16, 16, o2};
@@ -259,7 +259,7 @@ static void kfac_workspace_planned(void) {
             /* one layer whose factors are both 16 wide: one batched call of 2 (eigen) */
             p = ng_kfac_planner_new(&c, dt, NG_CUDA);
             ng_kfac_planner_capture(p, pair, 2, (int64_t[]){N, 15}, dt);
-            got = ng_kfac_planner_cuda_workspace(p, &est);
+            got = ng_kfac_planner_cuda_workspace(p, &est, NULL);
             want = max2(want_reduce(256), inv ? want_chol_inv(es, 16) : want_eigh(es, 2, 16));
             NG_TEST(got == want, "kfac %s %s, factors 16 and 16: workspace %zu, want %zu",
                     inv ? "cholesky" : "eigen", ng_dtype_name(dt), got, want);
@@ -268,7 +268,7 @@ static void kfac_workspace_planned(void) {
             p = ng_kfac_planner_new(&c, dt, NG_CPU);
             ng_kfac_planner_capture(p, l1, 2, (int64_t[]){N, f1}, dt);
             est = 0;
-            got = ng_kfac_planner_cuda_workspace(p, &est);
+            got = ng_kfac_planner_cuda_workspace(p, &est, NULL);
             NG_TEST(got == 0 && est == 0, "kfac on the CPU: CUDA workspace %zu, estimated %d", got,
                     est);
             ng_kfac_planner_free(p);
@@ -319,7 +319,7 @@ static size_t kfac_share(const ng_train_setup *s, int *est) {
     ng_kfac_planner *kp = ng_kfac_planner_new(kc, NG_F32, NG_CUDA);
     ng_plan_train_step_observed(m->root, nd, in, NG_F32, NG_F32, NG_CUDA, 0,
                                 ng_kfac_planner_capture, kp);
-    size_t ws = ng_kfac_planner_cuda_workspace(kp, est);
+    size_t ws = ng_kfac_planner_cuda_workspace(kp, est, NULL);
     ng_kfac_planner_free(kp);
     ng_model_free(m);
     return ws;
