@@ -17,7 +17,6 @@
  * (its progress engine may run in any later MPI call, outside an emulated op). */
 #include <mpi.h>
 #include <nccl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,17 +65,9 @@ static struct {
     int n, max;
 } group;
 
-static ncclResult_t usage(const char *call, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static ncclResult_t usage(const char *call, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "natgrad: NCCL (emulated) %s: ", call);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return ncclInvalidUsage;
-}
+/* Prints why a call is refused (core's ng_emu_say), then returns ncclInvalidUsage. */
+#define usage(call, fmt, ...)                                                                      \
+    (ng_emu_say("NCCL", "%s: " fmt, (call), ##__VA_ARGS__), ncclInvalidUsage)
 
 static int dtype_of(ncclDataType_t t, ng_dtype *dt) {
     switch (t) {

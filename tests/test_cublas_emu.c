@@ -22,20 +22,8 @@ int main(void) {
 #include "core/cuda_context.h"
 #include "core/half.h"
 
-static int rnd(int lo, int hi) {
-    return lo + (int)((ng_test_uniform() + 1) / 2 * (hi - lo + 1) * 0.999999);
-}
-
 static ng_dtype of(cudaDataType t) {
     return t == CUDA_R_64F ? NG_F64 : t == CUDA_R_32F ? NG_F32 : t == CUDA_R_16F ? NG_F16 : NG_BF16;
-}
-
-/* TF32 another way than the emulation: 11 significant bits, ties to even. */
-static double tf32(double v) {
-    if (v == 0) return 0;
-    int e;
-    double m = frexp((double)(float)v, &e);
-    return ldexp(nearbyint(ldexp(m, 11)), e - 11);
 }
 
 static double round_to(ng_dtype t, double v) {
@@ -56,19 +44,20 @@ static int64_t extent(int rows, int cols, int ld, long long s, int batch) {
 }
 
 static dims random_dims(void) {
-    dims d = {.ta = rnd(0, 1),
-              .tb = rnd(0, 1),
-              .m = rnd(0, 9),
-              .n = rnd(0, 9),
-              .k = rnd(0, 9),
-              .batch = rnd(1, 3)};
+    dims d = {.ta = ng_test_int(0, 1),
+              .tb = ng_test_int(0, 1),
+              .m = ng_test_int(0, 9),
+              .n = ng_test_int(0, 9),
+              .k = ng_test_int(0, 9),
+              .batch = ng_test_int(1, 3)};
     int ra = d.ta ? d.k : d.m, rb = d.tb ? d.n : d.k;
-    d.lda = (ra > 1 ? ra : 1) + rnd(0, 2), d.ldb = (rb > 1 ? rb : 1) + rnd(0, 2);
-    d.ldc = (d.m > 1 ? d.m : 1) + rnd(0, 2);
+    d.lda = (ra > 1 ? ra : 1) + ng_test_int(0, 2), d.ldb = (rb > 1 ? rb : 1) + ng_test_int(0, 2);
+    d.ldc = (d.m > 1 ? d.m : 1) + ng_test_int(0, 2);
     int ca = d.ta ? d.m : d.k, cb = d.tb ? d.k : d.n;
-    d.sa = rnd(0, 3) ? (long long)d.lda * (ca > 0 ? ca : 1) + rnd(0, 2) : 0; /* 0: shared */
-    d.sb = rnd(0, 3) ? (long long)d.ldb * (cb > 0 ? cb : 1) + rnd(0, 2) : 0;
-    d.sc = (long long)d.ldc * (d.n > 0 ? d.n : 1) + rnd(0, 2);
+    d.sa = ng_test_int(0, 3) ? (long long)d.lda * (ca > 0 ? ca : 1) + ng_test_int(0, 2)
+                             : 0; /* 0: shared */
+    d.sb = ng_test_int(0, 3) ? (long long)d.ldb * (cb > 0 ? cb : 1) + ng_test_int(0, 2) : 0;
+    d.sc = (long long)d.ldc * (d.n > 0 ? d.n : 1) + ng_test_int(0, 2);
     return d;
 }
 
@@ -112,9 +101,9 @@ static void one(cudaDataType in, cudaDataType out, cublasComputeType_t compute, 
     ng_tensor C = dev(to, extent(d.m, d.n, d.ldc, d.sc, d.batch), "C");
     double *a = ng_test_to_f64(&A), *b = ng_test_to_f64(&B), *c = ng_test_to_f64(&C);
     int tf = compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-    for (int64_t i = 0; tf && i < A.numel; i++) a[i] = tf32(a[i]);
-    for (int64_t i = 0; tf && i < B.numel; i++) b[i] = tf32(b[i]);
-    double alpha = ng_test_uniform() * 2, beta = rnd(0, 1) ? ng_test_uniform() : 0;
+    for (int64_t i = 0; tf && i < A.numel; i++) a[i] = ng_test_tf32(a[i]);
+    for (int64_t i = 0; tf && i < B.numel; i++) b[i] = ng_test_tf32(b[i]);
+    double alpha = ng_test_uniform() * 2, beta = ng_test_int(0, 1) ? ng_test_uniform() : 0;
     int f64 = compute == CUBLAS_COMPUTE_64F;
     float af = (float)alpha, bf = (float)beta;
     alpha = f64 ? alpha : af, beta = f64 ? beta : bf;
@@ -127,7 +116,7 @@ static void one(cudaDataType in, cudaDataType out, cublasComputeType_t compute, 
     cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST);
     const void *ap = f64 ? (const void *)&alpha : &af, *bp = f64 ? (const void *)&beta : &bf;
     cublasStatus_t st =
-        d.batch == 1 && rnd(0, 1)
+        d.batch == 1 && ng_test_int(0, 1)
             ? cublasGemmEx(h, d.ta ? CUBLAS_OP_T : CUBLAS_OP_N, d.tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                            d.m, d.n, d.k, ap, A.data, in, d.lda, B.data, in, d.ldb, bp, C.data, out,
                            d.ldc, compute, CUBLAS_GEMM_DEFAULT)

@@ -23,19 +23,16 @@ int main(void) {
 #include "core/cuda_context.h"
 #include "core/memory.h"
 
-static int rnd(int lo, int hi) { /* uniform in [lo, hi] */
-    return lo + (int)((ng_test_uniform() + 1) / 2 * (hi - lo + 1) * 0.999999);
-}
-
 typedef struct {
     int nd, N, C, K, in[3], k[3], pad[3], str[3], dil[3], out[3];
 } shape;
 
 static shape random_shape(int nd) {
-    shape s = {.nd = nd, .N = rnd(1, 3), .C = rnd(1, 4), .K = rnd(1, 4)};
+    shape s = {.nd = nd, .N = ng_test_int(1, 3), .C = ng_test_int(1, 4), .K = ng_test_int(1, 4)};
     for (int i = 0; i < nd; i++) {
-        s.k[i] = rnd(1, 3), s.str[i] = rnd(1, 2), s.pad[i] = rnd(0, 2), s.dil[i] = rnd(1, 2);
-        s.in[i] = rnd(s.dil[i] * (s.k[i] - 1) + 1, 9);
+        s.k[i] = ng_test_int(1, 3), s.str[i] = ng_test_int(1, 2), s.pad[i] = ng_test_int(0, 2),
+        s.dil[i] = ng_test_int(1, 2);
+        s.in[i] = ng_test_int(s.dil[i] * (s.k[i] - 1) + 1, 9);
         s.out[i] = (s.in[i] + 2 * s.pad[i] - s.dil[i] * (s.k[i] - 1) - 1) / s.str[i] + 1;
     }
     return s;
@@ -45,14 +42,6 @@ static int64_t vol(int nd, const int *d) {
     int64_t v = 1;
     for (int i = 0; i < nd; i++) v *= d[i];
     return v;
-}
-
-/* TF32 by another road than the emulation's bit twiddling: 11 significant bits, ties to even. */
-static double tf32(double v) {
-    if (v == 0) return 0;
-    int e;
-    double m = frexp((double)(float)v, &e);
-    return ldexp(nearbyint(ldexp(m, 11)), e - 11);
 }
 
 /* The direct convolution of host doubles: y [N,K,out], x [N,C,in], w [K,C,k]. */
@@ -166,7 +155,7 @@ static ng_tensor dev_tensor(ng_dtype dt, int64_t n, const char *name) {
 static double *host(const ng_tensor *t, int tf) {
     double *h = ng_test_to_f64(t);
     if (tf)
-        for (int64_t i = 0; i < t->numel; i++) h[i] = tf32(h[i]);
+        for (int64_t i = 0; i < t->numel; i++) h[i] = ng_test_tf32(h[i]);
     return h;
 }
 
@@ -205,7 +194,7 @@ static void one_pass(const char *what, int pass, int algo, cudnnMathType_t math,
                                                                         algo, &ws_size);
     NG_TEST(st == CUDNN_STATUS_SUCCESS, "%s: workspace query, status %d", what, (int)st);
     void *ws = ws_size ? ng_cuda_workspace(ws_size) : NULL;
-    double a = ng_test_uniform() * 2, b = rnd(0, 1) ? ng_test_uniform() : 0.0, ad, bd;
+    double a = ng_test_uniform() * 2, b = ng_test_int(0, 1) ? ng_test_uniform() : 0.0, ad, bd;
     float af, bf;
     /* the written tensor's values before, then the call twice (determinism) */
     ng_tensor *out = pass == FWD ? y : pass == DATA ? x : w;

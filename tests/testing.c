@@ -41,6 +41,18 @@ double ng_test_uniform(void) {
     return (double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 
+int ng_test_int(int lo, int hi) {
+    int v = lo + (int)((ng_test_uniform() + 1) / 2 * (hi - lo + 1));
+    return v > hi ? hi : v;
+}
+
+double ng_test_tf32(double v) {
+    if (v == 0 || !isfinite(v)) return v;
+    int e;
+    double m = frexp((double)(float)v, &e);
+    return ldexp(nearbyint(ldexp(m, 11)), e - 11);
+}
+
 static void store(void *data, ng_dtype t, int64_t i, double v) {
     switch (t) {
         case NG_F32:

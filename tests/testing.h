@@ -14,6 +14,11 @@
 uint64_t ng_test_seed(void);
 /* Uniform doubles in [-1,1) from a test RNG independent of natgrad's own Philox. */
 double ng_test_uniform(void);
+/* Uniform integers in [lo, hi] from the same generator. */
+int ng_test_int(int lo, int hi);
+/* v rounded to TF32 (11 significant bits, ties to even), by frexp/nearbyint: an independent road
+ * to what the emulated libraries' bit twiddling computes. */
+double ng_test_tf32(double v);
 /* Fills a tensor (any device, any float dtype) with uniform values in [lo, hi). */
 void ng_test_fill_uniform(ng_tensor *t, double lo, double hi);
 /* Poisons a tensor with NaN (float types) or 0xAB bytes so unwritten elements show. */
