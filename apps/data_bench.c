@@ -55,9 +55,13 @@ static double cpu_now(void) {
     return (double)clock() / CLOCKS_PER_SEC;
 }
 
+/* cpu <= 0: a device row, whose host CPU time says nothing of the rendering: "-". */
 static void row(const char *what, int64_t n, double wall, double cpu) {
-    printf("%-28s %8lld %10.3f %12.1f %14.1f\n", what, (long long)n, wall, (double)n / wall,
-           cpu > 0 ? (double)n / cpu : 0.0);
+    printf("%-28s %8lld %10.3f %12.1f ", what, (long long)n, wall, (double)n / wall);
+    if (cpu > 0)
+        printf("%14.1f\n", (double)n / cpu);
+    else
+        printf("%14s\n", "-");
 }
 
 /* The k-th file a pass reads, or NULL past the last: a shards source's shards, or PNG files. */

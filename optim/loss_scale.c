@@ -13,7 +13,7 @@ ng_loss_scale_config ng_loss_scale_defaults(ng_dtype compute) {
                                   .growth_factor = 2.0,
                                   .backoff_factor = 0.5,
                                   .growth_interval = 2000,
-                                  .max_skips = 20};
+                                  .max_skips = 10}; /* train.max_skips's default */
 }
 
 void ng_loss_scaler_init(ng_loss_scaler *s, const ng_loss_scale_config *c) {
@@ -25,7 +25,8 @@ void ng_loss_scaler_init(ng_loss_scaler *s, const ng_loss_scale_config *c) {
              "precision.backoff_factor: %g is outside (0, 1)", c->backoff_factor);
     NG_CHECK(c->growth_interval >= 1, "precision.growth_interval: %lld must be >= 1",
              (long long)c->growth_interval);
-    NG_CHECK(c->max_skips >= 1, "precision.max_skips: %lld must be >= 1", (long long)c->max_skips);
+    /* The trainer's one limit on skipped steps, whatever their cause, is train.max_skips. */
+    NG_CHECK(c->max_skips >= 1, "train.max_skips: %lld must be >= 1", (long long)c->max_skips);
     *s = (ng_loss_scaler){.c = *c, .scale = c->dynamic ? c->init_scale : 1.0};
 }
 
@@ -58,11 +59,10 @@ ng_loss_scale_verdict ng_loss_scaler_unscale(ng_loss_scaler *s, ng_tensor *grads
 
 const char *ng_loss_scaler_why(const ng_loss_scaler *s) {
     static _Thread_local char msg[160];
-    snprintf(
-        msg, sizeof msg,
-        "%.0f steps in a row had non-finite gradients (loss scale now %g); precision.max_skips "
-        "is %lld",
-        s->skips, s->scale, (long long)s->c.max_skips);
+    snprintf(msg, sizeof msg,
+             "%.0f steps in a row had non-finite gradients (loss scale now %g); train.max_skips "
+             "is %lld",
+             s->skips, s->scale, (long long)s->c.max_skips);
     return msg;
 }
 

@@ -6,13 +6,25 @@
 # NG_SANITIZE_MPI=1: an MPI build instead (build-asan-mpi) running the mpi-labelled tests (the
 # communicator, buckets, distributed K-FAC, data-parallel training), with LeakSanitizer off:
 # Open MPI keeps allocations of its own until exit.
+# NG_SANITIZE_EMU=1: the CUDA emulation build (build-asan-emu, no MPI) running the unit and gpu
+# tests, so the emulated runtime, cuBLAS, cuSOLVER and cuDNN and the bindings that call them run
+# under the sanitizers too (the toolkit's headers are needed, as for any emulation build).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mpi=${NG_SANITIZE_MPI:-0}
-if [ "$mpi" = 1 ]; then build=${NG_BUILD_DIR:-$root/build-asan-mpi}; else build=${NG_BUILD_DIR:-$root/build-asan}; fi
+emu=${NG_SANITIZE_EMU:-0}
+if [ "$mpi" = 1 ]; then
+  build=${NG_BUILD_DIR:-$root/build-asan-mpi}
+elif [ "$emu" = 1 ]; then
+  build=${NG_BUILD_DIR:-$root/build-asan-emu}
+else
+  build=${NG_BUILD_DIR:-$root/build-asan}
+fi
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-# CPU only, and without MPI, whose libraries keep allocations LeakSanitizer would report.
-NG_BUILD_DIR=$build bash "$root/scripts/build.sh" -DNG_CUDA=OFF "-DNG_MPI=$([ "$mpi" = 1 ] && echo ON || echo OFF)" \
+# CPU only (or the emulated device), and without MPI, whose libraries keep allocations
+# LeakSanitizer would report.
+NG_BUILD_DIR=$build bash "$root/scripts/build.sh" -DNG_CUDA=OFF "-DNG_CUDA_EMU=$([ "$emu" = 1 ] && echo ON || echo OFF)" \
+  "-DNG_MPI=$([ "$mpi" = 1 ] && echo ON || echo OFF)" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_C_FLAGS=$flags" \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"
 # allocator_may_return_null: an allocation too large for the host fails as in a plain build (a
@@ -22,6 +34,12 @@ export ASAN_OPTIONS=detect_leaks=$leaks:halt_on_error=1:allocator_may_return_nul
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=report_objects=1
 if [ $# -eq 0 ]; then
-  if [ "$mpi" = 1 ]; then set -- -L mpi; else set -- -LE slow; fi
+  if [ "$mpi" = 1 ]; then
+    set -- -L mpi
+  elif [ "$emu" = 1 ]; then
+    set -- -L 'unit|gpu' -LE slow
+  else
+    set -- -LE slow
+  fi
 fi
 ctest --test-dir "$build" --output-on-failure -j2 "$@"

@@ -269,8 +269,9 @@ static int kink_free(ng_model *a, ng_model *b, const ng_tensor *xh, int training
         ctx.observer = &obs;
         ng_model_forward(ms[i], &ctx, xs[i]);
     }
+    /* memcmp wants real pointers even for no bytes, and a model without kinks logged none. */
     int same = same_relu_sides(a->root, b->root) && logs[0].n == logs[1].n &&
-               !memcmp(logs[0].zero, logs[1].zero, (size_t)logs[0].n);
+               (!logs[0].n || !memcmp(logs[0].zero, logs[1].zero, (size_t)logs[0].n));
     for (int i = 0; i < 2; i++) {
         if (xs[i] != xh) ng_tensor_free(&moved[i]);
         free(logs[i].zero);

@@ -2,7 +2,7 @@
  * written out by plain loops (Linear expand/reduce on tokens, Conv2d/Conv3d patches, chunked or
  * not), preconditioned gradients against direct inverses, running averages, update intervals,
  * KL clip, non-finite factors, damping schedule, checkpoint state, activation checkpointing,
- * config errors, and categorical label sampling. */
+ * config errors, categorical label sampling, and factors from fp16 passes under a loss scale. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1258,6 +1258,158 @@ static void test_sampling(void) {
     ng_tensor_free(&lab3);
 }
 
+/* ---- half precision ------------------------------------------------------------------------ */
+
+/* A K-FAC factor built from N vectors v_n (F = c sum_n v_n v_n^T) whose entries carry errors
+ * |dv_ni| <= eps m_ni, with |v_ni| <= m_ni: entry ij is off by at most
+ * (2 eps + eps^2 + gamma) c sum_n m_ni m_nj, gamma for the f32 sum. Returns the worst ratio of
+ * |F_ij - R_ij| to c sum_n m_ni m_nj, c read off R's largest diagonal entry against v. */
+static double factor_err(const double *F, const double *R, const double *v, const double *mag,
+                         int64_t N, int64_t d) {
+    int64_t big = 0;
+    for (int64_t i = 1; i < d; i++)
+        if (R[i * d + i] > R[big * d + big]) big = i;
+    double vv = 0;
+    for (int64_t n = 0; n < N; n++) vv += v[n * d + big] * v[n * d + big];
+    double c = R[big * d + big] / vv, worst = 0;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++) {
+            double m = 0;
+            for (int64_t n = 0; n < N; n++) m += mag[n * d + i] * mag[n * d + j];
+            if (m > 0) worst = fmax(worst, fabs(F[i * d + j] - R[i * d + j]) / (c * m));
+        }
+    return worst;
+}
+
+/* K-FAC under fp16 (issue 10): factors summed in f32 from fp16 activations and output gradients,
+ * the loss scale s divided out of G. Model: fc1 -> fc2 (no nonlinearity: a ReLU's mask flips
+ * where fp16's rounding of W x before the bias moves a pre-activation across 0, which no
+ * entry-wise bound covers). An f32-master model computing in fp16 runs against an f64 model
+ * holding the very weights the fp16 one computes with, on the same fp16 input, and the
+ * vectors K-FAC sees are rebuilt here in double with their error scales m:
+ *   fc1's A: [x, 1], exact in fp16 (m = 0 but for the f32 sum);
+ *   fc2's A: [h, 1], h = fp16(fp16(W1 x) + b1): m = sum |W1||x| + |b1|, two fp16 roundings;
+ *   fc2's G: dy, m = |dy|, one rounding; fc1's G: W2^T dy, m = |W2|^T |dy|, two roundings
+ * (eps = 2 u16 covers both, the f32 sums adding gamma_k << u16). The output gradient is tiny
+ * (1e-6, under fp16's smallest normal 6.1e-5): at s = 1 its subnormal fp16 copy loses most of
+ * its digits and G misses the bound; at s = 2^16 it is a normal number and G meets it, so the
+ * scale reached the fp16 gradient and left G. A, which the scale never touches, is the same bits
+ * whatever s. */
+static void test_half_precision(void) {
+    const int64_t N = 32, in = 12, hid = 20, out = 6;
+    const double u16 = ldexp(1, -11), eps = 2 * u16,
+                 bound = 2 * eps + eps * eps + (double)(N + in + 1) * ldexp(1, -24);
+    uint64_t seed = ng_test_seed();
+    ng_layer *roots[2];
+    for (int i = 0; i < 2; i++) {
+        roots[i] = ng_sequence("");
+        ng_layer_add_child(roots[i], ng_linear("fc1", in, hid, 1));
+        ng_layer_add_child(roots[i], ng_linear("fc2", hid, out, 1));
+    }
+    ng_model *m16 = ng_model_new(roots[0]);
+    ng_model_build_mixed(m16, NG_CPU, NG_F16, seed, ARENA, ARENA);
+    ng_model *m64 = build(roots[1], seed);
+    for (int i = 0; i < m64->nparams; i++) /* the weights the fp16 model computes with */
+        ng_cast(&m64->params[i].param->value, &m16->params[i].param->compute);
+
+    ng_tensor x64 = rand_tensor(2, (int64_t[]){N, in}, "x"),
+              dy64 = rand_tensor(2, (int64_t[]){N, out}, "dy");
+    ng_scale(1e-6, &dy64);
+    ng_tensor x16 = ng_tensor_new(NG_F16, NG_CPU, 2, x64.shape, "x16");
+    ng_cast(&x16, &x64);
+    ng_cast(&x64, &x16); /* both models see the same fp16 input */
+    ng_tensor dy16 = ng_tensor_new(NG_F16, NG_CPU, 2, dy64.shape, "dy16");
+    ng_tensor dys = ng_tensor_new(NG_F64, NG_CPU, 2, dy64.shape, "dy scaled");
+
+    /* The vectors (v) and their error scales (m), per layer, in double. */
+    double *W1 = ng_test_to_f64(&ng_model_find(m64, "fc1.weight")->param->value),
+           *b1 = ng_test_to_f64(&ng_model_find(m64, "fc1.bias")->param->value),
+           *W2 = ng_test_to_f64(&ng_model_find(m64, "fc2.weight")->param->value),
+           *X = ng_test_to_f64(&x64), *D = ng_test_to_f64(&dy64);
+    int64_t da[2] = {in + 1, hid + 1}, dg[2] = {hid, out};
+    double *va[2], *ma[2], *vg[2], *mg[2];
+    for (int l = 0; l < 2; l++) {
+        va[l] = calloc((size_t)(N * da[l]), sizeof(double));
+        ma[l] = calloc((size_t)(N * da[l]), sizeof(double));
+        vg[l] = calloc((size_t)(N * dg[l]), sizeof(double));
+        mg[l] = calloc((size_t)(N * dg[l]), sizeof(double));
+    }
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t i = 0; i < in; i++) va[0][n * da[0] + i] = X[n * in + i];
+        va[0][n * da[0] + in] = va[1][n * da[1] + hid] = 1;
+        for (int64_t j = 0; j < hid; j++) {
+            double h = b1[j], mh = fabs(b1[j]), g = 0, mgj = 0;
+            for (int64_t i = 0; i < in; i++)
+                h += W1[j * in + i] * X[n * in + i], mh += fabs(W1[j * in + i] * X[n * in + i]);
+            for (int64_t k = 0; k < out; k++)
+                g += W2[k * hid + j] * D[n * out + k],
+                    mgj += fabs(W2[k * hid + j] * D[n * out + k]);
+            va[1][n * da[1] + j] = h, ma[1][n * da[1] + j] = mh;
+            vg[0][n * dg[0] + j] = g, mg[0][n * dg[0] + j] = mgj;
+        }
+        for (int64_t k = 0; k < out; k++)
+            vg[1][n * out + k] = D[n * out + k], mg[1][n * out + k] = fabs(D[n * out + k]);
+    }
+    for (int l = 0; l < 2; l++) /* x and the ones are exact: only the f32 sums (in bound) */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < da[l]; i++)
+                if (l == 0 || i == hid) ma[l][n * da[l] + i] = fabs(va[l][n * da[l] + i]);
+
+    ng_kfac_config c = factored(0.1, 0);
+    c.factor_decay = 0;
+    ng_kfac *k64 = ng_kfac_new(m64, &c);
+    pass(m64, k64, 0, N, &x64, &dy64);
+    ng_kfac_step(k64, 0, 0.1);
+    double *Ar[2], *Gr[2], *A0[2] = {NULL, NULL};
+    snapshot_factors(k64, Ar, Gr);
+
+    const double scales[2] = {1.0, 65536.0};
+    double gerr[2][2];
+    for (int si = 0; si < 2; si++) {
+        ng_copy(&dys, &dy64);
+        ng_scale(scales[si], &dys);
+        ng_cast(&dy16, &dys);
+        ng_kfac *k16 = ng_kfac_new(m16, &c);
+        ng_kfac_set_loss_scale(k16, scales[si]);
+        pass(m16, k16, 0, N, &x16, &dy16);
+        ng_kfac_step(k16, 0, 0.1);
+        double *A[2], *G[2];
+        snapshot_factors(k16, A, G);
+        for (int l = 0; l < 2; l++) {
+            double ea = factor_err(A[l], Ar[l], va[l], ma[l], N, da[l]);
+            NG_TEST(ea <= bound, "fp16 K-FAC: A of layer %d is %.3g from f64's (bound %.3g)", l, ea,
+                    bound);
+            if (!A0[l]) {
+                A0[l] = A[l];
+            } else {
+                NG_TEST(!memcmp(A0[l], A[l], sizeof(double) * (size_t)(da[l] * da[l])),
+                        "fp16 K-FAC: A of layer %d changed with the loss scale", l);
+                free(A[l]);
+            }
+            gerr[si][l] = factor_err(G[l], Gr[l], vg[l], mg[l], N, dg[l]);
+            free(G[l]);
+        }
+        ng_kfac_free(k16);
+    }
+    for (int l = 0; l < 2; l++) {
+        NG_TEST(gerr[1][l] <= bound,
+                "fp16 K-FAC at loss scale 2^16: G of layer %d is %.3g from f64's (bound %.3g)", l,
+                gerr[1][l], bound);
+        NG_TEST(gerr[0][l] > bound,
+                "fp16 K-FAC at loss scale 1: G of layer %d (%.3g from f64's) should have lost the "
+                "underflowing gradient (bound %.3g)",
+                l, gerr[0][l], bound);
+        free(Ar[l]), free(Gr[l]), free(A0[l]);
+        free(va[l]), free(ma[l]), free(vg[l]), free(mg[l]);
+    }
+    free(W1), free(b1), free(W2), free(X), free(D);
+    ng_tensor_free(&x64), ng_tensor_free(&dy64), ng_tensor_free(&x16), ng_tensor_free(&dy16);
+    ng_tensor_free(&dys);
+    ng_kfac_free(k64);
+    ng_model_free(m16);
+    ng_model_free(m64);
+}
+
 int main(void) {
     test_batched_small();
     test_gauss_newton();
@@ -1275,5 +1427,6 @@ int main(void) {
     test_true_fisher();
     test_config_errors();
     test_sampling();
+    test_half_precision();
     return ng_test_finish("test_kfac");
 }

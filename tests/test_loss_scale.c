@@ -195,7 +195,7 @@ static void bad_configs(void) {
     NG_TEST_ERROR(ng_loss_scaler_init(&ls, &c), "precision.growth_interval");
     c = ng_loss_scale_defaults(NG_F16);
     c.max_skips = 0;
-    NG_TEST_ERROR(ng_loss_scaler_init(&ls, &c), "precision.max_skips");
+    NG_TEST_ERROR(ng_loss_scaler_init(&ls, &c), "train.max_skips");
     c = ng_loss_scale_defaults(NG_F16);
     c.backoff_factor = 1;
     NG_TEST_ERROR(ng_loss_scaler_init(&ls, &c), "precision.backoff_factor");
