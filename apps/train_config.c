@@ -295,10 +295,50 @@ static void init_weights(ng_train_setup *s) {
     ng_model_free(m);
 }
 
-void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
+static int gives_volumes(const char *data) {
+    return !strcmp(data, "synthetic3d") || !strcmp(data, "fractal3d");
+}
+
+/* The file and --set values, every key checked for its type and range, and the seed. */
+static void read_config(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
     memset(s, 0, sizeof *s);
-    ng_config *c = s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
-    s->seed = (uint64_t)ng_cfg_int(c, "seed");
+    s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
+    s->seed = (uint64_t)ng_cfg_int(s->cfg, "seed");
+}
+
+/* Both splits; their shapes must agree (sources read from files, shards, may not). */
+static void read_data(ng_train_setup *s) {
+    s->train = load_data(s, "train");
+    s->test = load_data(s, "test");
+    NG_CHECK(
+        s->test->ndim == s->train->ndim &&
+            !memcmp(s->test->shape, s->train->shape, sizeof(int64_t) * (size_t)s->train->ndim) &&
+            s->test->classes <= s->train->classes,
+        "data: the test examples (%s: %d dims, first %lld, %lld classes) do not match the "
+        "training ones (%s: %d dims, first %lld, %lld classes)",
+        s->test->name, s->test->ndim, (long long)s->test->shape[0], (long long)s->test->classes,
+        s->train->name, s->train->ndim, (long long)s->train->shape[0],
+        (long long)s->train->classes);
+}
+
+void ng_train_setup_load_data(ng_train_setup *s, const char *path, const char *const *sets,
+                              int nsets) {
+    read_config(s, path, sets, nsets);
+    const ng_config *c = s->cfg;
+    /* Data sizes left at 0 are the model's input: model.arch's when the config names one, else
+     * that of the model that reads such data (a data-only config of volumes is for cnn3d). */
+    const char *arch = ng_cfg_str(c, "model.arch");
+    if (!strcmp(ng_cfg_source(c, "model.arch"), "default") &&
+        gives_volumes(ng_cfg_str(c, "data.name")))
+        arch = "cnn3d";
+    NG_CHECK(ng_arch_defaults(arch, &s->arch), "model.arch: '%s' is not one of %s", arch,
+             ng_arch_names());
+    read_data(s);
+}
+
+void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
+    read_config(s, path, sets, nsets);
+    ng_config *c = s->cfg;
 
     const char *dev = ng_cfg_str(c, "device");
     if (!strcmp(dev, "cuda"))
@@ -327,8 +367,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     ng_arch_check_checkpoint(a);
     /* The 3D-CNN takes volumes, every other model images: say so before loading anything. */
     const char *data = ng_cfg_str(c, "data.name");
-    int volumes = !strcmp(data, "synthetic3d") || !strcmp(data, "fractal3d"),
-        cnn3d = !strcmp(arch, "cnn3d");
+    int volumes = gives_volumes(data), cnn3d = !strcmp(arch, "cnn3d");
     NG_CHECK(volumes || !cnn3d || !strcmp(data, "shards"),
              "model.arch: cnn3d takes [C,D,D,D] volumes, and data.name %s gives images; set "
              "data.name=synthetic3d or fractal3d",
@@ -339,24 +378,13 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              data, arch);
 
     /* Data first: its shape fixes the model's input. */
-    s->train = load_data(s, "train");
-    s->test = load_data(s, "test");
+    read_data(s);
     int sides = s->train->ndim - 1, square = 1;
     for (int i = 2; i <= sides; i++) square &= s->train->shape[i] == s->train->shape[1];
     NG_CHECK(s->train->ndim == (cnn3d ? 4 : 3) && square,
              "data: examples must be square images [C,H,W] (cubes [C,D,D,D] for cnn3d) for "
              "model.arch %s",
              arch);
-    /* Sources read from files (shards) may disagree between their splits. */
-    NG_CHECK(
-        s->test->ndim == s->train->ndim &&
-            !memcmp(s->test->shape, s->train->shape, sizeof(int64_t) * (size_t)s->train->ndim) &&
-            s->test->classes <= s->train->classes,
-        "data: the test examples (%s: %d dims, first %lld, %lld classes) do not match the "
-        "training ones (%s: %d dims, first %lld, %lld classes)",
-        s->test->name, s->test->ndim, (long long)s->test->shape[0], (long long)s->test->classes,
-        s->train->name, s->train->ndim, (long long)s->train->shape[0],
-        (long long)s->train->classes);
     /* Augmentation is its own step after the source: checked here against the examples' shape,
      * so a crop larger than the data stops before a run directory exists. */
     s->augment = (ng_augment){.crop_pad = (int)ng_cfg_int(c, "data.augment.crop_pad"),

@@ -130,6 +130,23 @@ expect_bad "--device gpu" "$ng" data-bench --from "$work/fr.yaml" --device gpu
 # --device cuda: refused without a GPU, and for a source that cannot render on one (synthetic).
 expect_bad "--device cuda" "$ng" data-bench --from "$work/small.yaml" --device cuda
 
+# A config that describes only data writes shards: its 12 training examples are fewer than the
+# default batch of 128, and the warmup would outlast any run of it, but writing trains nothing.
+cat >"$work/data_only.yaml" <<'YAML'
+seed: 9
+data:
+  name: synthetic
+  synthetic: {train: 12, test: 5, side: 6, channels: 1, classes: 3}
+YAML
+out=$("$ng" shards --from "$work/data_only.yaml" --out "$work/do" --shard-mib 0.01 \
+  --set schedule.warmup_steps=1000 2>&1) &&
+  grep -q "wrote 12 training examples in [0-9]* shards and 5 test examples in [0-9]* shards (synthetic 6x6, 3 classes, npy)" <<<"$out" &&
+  [ "$(cat "$work/do"/train-*.tar | tar -t --ignore-zeros 2>/dev/null | grep -c '\.npy$')" -eq 12 ] && ok ||
+  bad "natgrad shards from a data-only config: $out"
+"$ng" train --config "$work/data_only.yaml" --out "$work/do_run" --set data.name=shards --set data.dir="$work/do" \
+  --set train.batch_size=4 --set train.steps=2 >/dev/null 2>&1 && [ -f "$work/do_run/result.json" ] && ok ||
+  bad "training from the data-only config's shards failed"
+
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
   >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
