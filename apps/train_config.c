@@ -94,6 +94,11 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal: each point lights a patch x patch pattern of the instance (1 = its pixel)"},
     {"data.fractal.colour", NG_CFG_BOOL, "false", NONE, NULL,
      "fractal: RGB images [3,side,side], each map of an instance its own colour"},
+    {"data.fractal.weight_variation", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal: each instance scales one parameter of one map by 0.8, 0.9, 1.1 or 1.2 "
+     "(FractalDB's weight variation); false = the category's IFS exactly"},
+    {"data.fractal.flip", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal: each instance flips its image horizontally and/or vertically; false = never"},
     {"data.fractal3d.categories", NG_CFG_INT, "10", 2, 1e6, NULL,
      "fractal3d: categories (classes), each a 3D IFS found by the filling-rate search"},
     {"data.fractal3d.instances", NG_CFG_INT, "50", 1, 1e7, NULL,
@@ -106,6 +111,11 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal3d: chaos-game points per volume (the first 20 are skipped)"},
     {"data.fractal3d.threshold", NG_CFG_FLOAT, "0.1", 0.001, 1, NULL,
      "fractal3d: filling rate (occupied fraction of 16^3 voxels) a category's IFS must reach"},
+    {"data.fractal3d.weight_variation", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal3d: each instance scales one of the twelve parameters of one map by 0.8-1.2; false "
+     "= the category's IFS exactly"},
+    {"data.fractal3d.flip", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal3d: each instance mirrors any of the three axes; false = never"},
     {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
      "random crop after zero padding by this many pixels"},
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
@@ -170,6 +180,14 @@ static int64_t or_default(const ng_config *c, const char *key, int64_t dflt) {
     return v ? v : dflt;
 }
 
+/* The FractalDB instance augmentations left out, for the data's description ("" when none). */
+static const char *augment_desc(int no_weight_variation, int no_flip) {
+    return no_weight_variation && no_flip ? ", no weight variation or flips"
+           : no_weight_variation          ? ", no weight variation"
+           : no_flip                      ? ", no flips"
+                                          : "";
+}
+
 static ng_source *load_data(ng_train_setup *s, const char *split) {
     const ng_config *c = s->cfg;
     const char *name = ng_cfg_str(c, "data.name");
@@ -197,44 +215,48 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
     int test = !strcmp(split, "test");
     if (!strcmp(name, "fractal")) {
         int64_t train_inst = ng_cfg_int(c, "data.fractal.instances");
-        ng_fractal_config f = {.categories = ng_cfg_int(c, "data.fractal.categories"),
-                               .instances =
-                                   test ? ng_cfg_int(c, "data.fractal.test_instances") : train_inst,
-                               .first_instance = test ? train_inst : 0,
-                               .side = or_default(c, "data.fractal.side", s->arch.img),
-                               .points = ng_cfg_int(c, "data.fractal.points"),
-                               .threshold = ng_cfg_float(c, "data.fractal.threshold"),
-                               .patch = ng_cfg_int(c, "data.fractal.patch"),
-                               .colour = ng_cfg_bool(c, "data.fractal.colour"),
-                               .seed = s->seed,
-                               .name = test ? "fractal-test" : "fractal-train"};
+        ng_fractal_config f = {
+            .categories = ng_cfg_int(c, "data.fractal.categories"),
+            .instances = test ? ng_cfg_int(c, "data.fractal.test_instances") : train_inst,
+            .first_instance = test ? train_inst : 0,
+            .side = or_default(c, "data.fractal.side", s->arch.img),
+            .points = ng_cfg_int(c, "data.fractal.points"),
+            .threshold = ng_cfg_float(c, "data.fractal.threshold"),
+            .patch = ng_cfg_int(c, "data.fractal.patch"),
+            .colour = ng_cfg_bool(c, "data.fractal.colour"),
+            .no_weight_variation = !ng_cfg_bool(c, "data.fractal.weight_variation"),
+            .no_flip = !ng_cfg_bool(c, "data.fractal.flip"),
+            .seed = s->seed,
+            .name = test ? "fractal-test" : "fractal-train"};
         char extra[64] = "";
         if (f.patch > 1 || f.colour)
             snprintf(extra, sizeof extra, ", %s, patch %lld", f.colour ? "colour" : "grey",
                      (long long)f.patch);
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s",
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
-                 (long long)f.points, extra);
+                 (long long)f.points, extra, augment_desc(f.no_weight_variation, f.no_flip));
         return ng_fractal_new(&f);
     }
     if (!strcmp(name, "fractal3d")) {
         int64_t train_inst = ng_cfg_int(c, "data.fractal3d.instances");
-        ng_fractal3d_config f = {.categories = ng_cfg_int(c, "data.fractal3d.categories"),
-                                 .instances = test ? ng_cfg_int(c, "data.fractal3d.test_instances")
-                                                   : train_inst,
-                                 .first_instance = test ? train_inst : 0,
-                                 .side = or_default(c, "data.fractal3d.side", s->arch.img),
-                                 .points = ng_cfg_int(c, "data.fractal3d.points"),
-                                 .threshold = ng_cfg_float(c, "data.fractal3d.threshold"),
-                                 .seed = s->seed,
-                                 .name = test ? "fractal3d-test" : "fractal3d-train"};
+        ng_fractal3d_config f = {
+            .categories = ng_cfg_int(c, "data.fractal3d.categories"),
+            .instances = test ? ng_cfg_int(c, "data.fractal3d.test_instances") : train_inst,
+            .first_instance = test ? train_inst : 0,
+            .side = or_default(c, "data.fractal3d.side", s->arch.img),
+            .points = ng_cfg_int(c, "data.fractal3d.points"),
+            .threshold = ng_cfg_float(c, "data.fractal3d.threshold"),
+            .no_weight_variation = !ng_cfg_bool(c, "data.fractal3d.weight_variation"),
+            .no_flip = !ng_cfg_bool(c, "data.fractal3d.flip"),
+            .seed = s->seed,
+            .name = test ? "fractal3d-test" : "fractal3d-train"};
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB 3D %lld categories x %lld+%lld instances, %lld^3 voxels, %lld points",
+                 "FractalDB 3D %lld categories x %lld+%lld instances, %lld^3 voxels, %lld points%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal3d.test_instances"), (long long)f.side,
-                 (long long)f.points);
+                 (long long)f.points, augment_desc(f.no_weight_variation, f.no_flip));
         return ng_fractal3d_new(&f);
     }
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
