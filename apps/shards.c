@@ -77,9 +77,10 @@ int ng_cmd_shards(int argc, char **argv) {
     NG_CHECK(sscanf(range_s, "%lf,%lf%n", &lo, &hi, &used) == 2 && !range_s[used] && isfinite(lo) &&
                  isfinite(hi) && lo < hi,
              "--png-range: '%s' is not LO,HI with LO < HI", range_s);
-    /* The config and its data are checked (and the sources opened) before DIR is touched. */
+    /* The config and its data are checked (and the sources opened) before DIR is touched; the
+     * trainer's settings are not, since writing shards trains nothing. */
     ng_train_setup s;
-    ng_train_setup_load(&s, from, sets, nsets);
+    ng_train_setup_load_data(&s, from, sets, nsets);
     /* A source PNG cannot hold is refused before DIR is touched, too. */
     NG_CHECK(!png || (s.train->ndim == 3 && (s.train->shape[0] == 1 || s.train->shape[0] == 3)),
              "--format png: %s gives examples of %d dims, %lld channels; PNG holds grey or RGB "

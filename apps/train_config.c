@@ -94,6 +94,11 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal: each point lights a patch x patch pattern of the instance (1 = its pixel)"},
     {"data.fractal.colour", NG_CFG_BOOL, "false", NONE, NULL,
      "fractal: RGB images [3,side,side], each map of an instance its own colour"},
+    {"data.fractal.weight_variation", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal: each instance scales one parameter of one map by 0.8, 0.9, 1.1 or 1.2 "
+     "(FractalDB's weight variation); false = the category's IFS exactly"},
+    {"data.fractal.flip", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal: each instance flips its image horizontally and/or vertically; false = never"},
     {"data.fractal3d.categories", NG_CFG_INT, "10", 2, 1e6, NULL,
      "fractal3d: categories (classes), each a 3D IFS found by the filling-rate search"},
     {"data.fractal3d.instances", NG_CFG_INT, "50", 1, 1e7, NULL,
@@ -106,6 +111,11 @@ const ng_cfg_spec ng_train_spec[] = {
      "fractal3d: chaos-game points per volume (the first 20 are skipped)"},
     {"data.fractal3d.threshold", NG_CFG_FLOAT, "0.1", 0.001, 1, NULL,
      "fractal3d: filling rate (occupied fraction of 16^3 voxels) a category's IFS must reach"},
+    {"data.fractal3d.weight_variation", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal3d: each instance scales one of the twelve parameters of one map by 0.8-1.2; false "
+     "= the category's IFS exactly"},
+    {"data.fractal3d.flip", NG_CFG_BOOL, "true", NONE, NULL,
+     "fractal3d: each instance mirrors any of the three axes; false = never"},
     {"data.augment.crop_pad", NG_CFG_INT, "0", 0, 64, NULL,
      "random crop after zero padding by this many pixels"},
     {"data.augment.hflip", NG_CFG_BOOL, "false", NONE, NULL, "random horizontal flips"},
@@ -170,6 +180,14 @@ static int64_t or_default(const ng_config *c, const char *key, int64_t dflt) {
     return v ? v : dflt;
 }
 
+/* The FractalDB instance augmentations left out, for the data's description ("" when none). */
+static const char *augment_desc(int no_weight_variation, int no_flip) {
+    return no_weight_variation && no_flip ? ", no weight variation or flips"
+           : no_weight_variation          ? ", no weight variation"
+           : no_flip                      ? ", no flips"
+                                          : "";
+}
+
 static ng_source *load_data(ng_train_setup *s, const char *split) {
     const ng_config *c = s->cfg;
     const char *name = ng_cfg_str(c, "data.name");
@@ -197,44 +215,48 @@ static ng_source *load_data(ng_train_setup *s, const char *split) {
     int test = !strcmp(split, "test");
     if (!strcmp(name, "fractal")) {
         int64_t train_inst = ng_cfg_int(c, "data.fractal.instances");
-        ng_fractal_config f = {.categories = ng_cfg_int(c, "data.fractal.categories"),
-                               .instances =
-                                   test ? ng_cfg_int(c, "data.fractal.test_instances") : train_inst,
-                               .first_instance = test ? train_inst : 0,
-                               .side = or_default(c, "data.fractal.side", s->arch.img),
-                               .points = ng_cfg_int(c, "data.fractal.points"),
-                               .threshold = ng_cfg_float(c, "data.fractal.threshold"),
-                               .patch = ng_cfg_int(c, "data.fractal.patch"),
-                               .colour = ng_cfg_bool(c, "data.fractal.colour"),
-                               .seed = s->seed,
-                               .name = test ? "fractal-test" : "fractal-train"};
+        ng_fractal_config f = {
+            .categories = ng_cfg_int(c, "data.fractal.categories"),
+            .instances = test ? ng_cfg_int(c, "data.fractal.test_instances") : train_inst,
+            .first_instance = test ? train_inst : 0,
+            .side = or_default(c, "data.fractal.side", s->arch.img),
+            .points = ng_cfg_int(c, "data.fractal.points"),
+            .threshold = ng_cfg_float(c, "data.fractal.threshold"),
+            .patch = ng_cfg_int(c, "data.fractal.patch"),
+            .colour = ng_cfg_bool(c, "data.fractal.colour"),
+            .no_weight_variation = !ng_cfg_bool(c, "data.fractal.weight_variation"),
+            .no_flip = !ng_cfg_bool(c, "data.fractal.flip"),
+            .seed = s->seed,
+            .name = test ? "fractal-test" : "fractal-train"};
         char extra[64] = "";
         if (f.patch > 1 || f.colour)
             snprintf(extra, sizeof extra, ", %s, patch %lld", f.colour ? "colour" : "grey",
                      (long long)f.patch);
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s",
+                 "FractalDB %lld categories x %lld+%lld instances, %lld px, %lld points%s%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal.test_instances"), (long long)f.side,
-                 (long long)f.points, extra);
+                 (long long)f.points, extra, augment_desc(f.no_weight_variation, f.no_flip));
         return ng_fractal_new(&f);
     }
     if (!strcmp(name, "fractal3d")) {
         int64_t train_inst = ng_cfg_int(c, "data.fractal3d.instances");
-        ng_fractal3d_config f = {.categories = ng_cfg_int(c, "data.fractal3d.categories"),
-                                 .instances = test ? ng_cfg_int(c, "data.fractal3d.test_instances")
-                                                   : train_inst,
-                                 .first_instance = test ? train_inst : 0,
-                                 .side = or_default(c, "data.fractal3d.side", s->arch.img),
-                                 .points = ng_cfg_int(c, "data.fractal3d.points"),
-                                 .threshold = ng_cfg_float(c, "data.fractal3d.threshold"),
-                                 .seed = s->seed,
-                                 .name = test ? "fractal3d-test" : "fractal3d-train"};
+        ng_fractal3d_config f = {
+            .categories = ng_cfg_int(c, "data.fractal3d.categories"),
+            .instances = test ? ng_cfg_int(c, "data.fractal3d.test_instances") : train_inst,
+            .first_instance = test ? train_inst : 0,
+            .side = or_default(c, "data.fractal3d.side", s->arch.img),
+            .points = ng_cfg_int(c, "data.fractal3d.points"),
+            .threshold = ng_cfg_float(c, "data.fractal3d.threshold"),
+            .no_weight_variation = !ng_cfg_bool(c, "data.fractal3d.weight_variation"),
+            .no_flip = !ng_cfg_bool(c, "data.fractal3d.flip"),
+            .seed = s->seed,
+            .name = test ? "fractal3d-test" : "fractal3d-train"};
         snprintf(s->data_desc, sizeof s->data_desc,
-                 "FractalDB 3D %lld categories x %lld+%lld instances, %lld^3 voxels, %lld points",
+                 "FractalDB 3D %lld categories x %lld+%lld instances, %lld^3 voxels, %lld points%s",
                  (long long)f.categories, (long long)train_inst,
                  (long long)ng_cfg_int(c, "data.fractal3d.test_instances"), (long long)f.side,
-                 (long long)f.points);
+                 (long long)f.points, augment_desc(f.no_weight_variation, f.no_flip));
         return ng_fractal3d_new(&f);
     }
     int64_t n = ng_cfg_int(c, test ? "data.synthetic.test" : "data.synthetic.train");
@@ -295,10 +317,50 @@ static void init_weights(ng_train_setup *s) {
     ng_model_free(m);
 }
 
-void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
+static int gives_volumes(const char *data) {
+    return !strcmp(data, "synthetic3d") || !strcmp(data, "fractal3d");
+}
+
+/* The file and --set values, every key checked for its type and range, and the seed. */
+static void read_config(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
     memset(s, 0, sizeof *s);
-    ng_config *c = s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
-    s->seed = (uint64_t)ng_cfg_int(c, "seed");
+    s->cfg = ng_config_load(ng_train_spec, ng_train_nspec, path, sets, nsets);
+    s->seed = (uint64_t)ng_cfg_int(s->cfg, "seed");
+}
+
+/* Both splits; their shapes must agree (sources read from files, shards, may not). */
+static void read_data(ng_train_setup *s) {
+    s->train = load_data(s, "train");
+    s->test = load_data(s, "test");
+    NG_CHECK(
+        s->test->ndim == s->train->ndim &&
+            !memcmp(s->test->shape, s->train->shape, sizeof(int64_t) * (size_t)s->train->ndim) &&
+            s->test->classes <= s->train->classes,
+        "data: the test examples (%s: %d dims, first %lld, %lld classes) do not match the "
+        "training ones (%s: %d dims, first %lld, %lld classes)",
+        s->test->name, s->test->ndim, (long long)s->test->shape[0], (long long)s->test->classes,
+        s->train->name, s->train->ndim, (long long)s->train->shape[0],
+        (long long)s->train->classes);
+}
+
+void ng_train_setup_load_data(ng_train_setup *s, const char *path, const char *const *sets,
+                              int nsets) {
+    read_config(s, path, sets, nsets);
+    const ng_config *c = s->cfg;
+    /* Data sizes left at 0 are the model's input: model.arch's when the config names one, else
+     * that of the model that reads such data (a data-only config of volumes is for cnn3d). */
+    const char *arch = ng_cfg_str(c, "model.arch");
+    if (!strcmp(ng_cfg_source(c, "model.arch"), "default") &&
+        gives_volumes(ng_cfg_str(c, "data.name")))
+        arch = "cnn3d";
+    NG_CHECK(ng_arch_defaults(arch, &s->arch), "model.arch: '%s' is not one of %s", arch,
+             ng_arch_names());
+    read_data(s);
+}
+
+void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets) {
+    read_config(s, path, sets, nsets);
+    ng_config *c = s->cfg;
 
     const char *dev = ng_cfg_str(c, "device");
     if (!strcmp(dev, "cuda"))
@@ -327,8 +389,7 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
     ng_arch_check_checkpoint(a);
     /* The 3D-CNN takes volumes, every other model images: say so before loading anything. */
     const char *data = ng_cfg_str(c, "data.name");
-    int volumes = !strcmp(data, "synthetic3d") || !strcmp(data, "fractal3d"),
-        cnn3d = !strcmp(arch, "cnn3d");
+    int volumes = gives_volumes(data), cnn3d = !strcmp(arch, "cnn3d");
     NG_CHECK(volumes || !cnn3d || !strcmp(data, "shards"),
              "model.arch: cnn3d takes [C,D,D,D] volumes, and data.name %s gives images; set "
              "data.name=synthetic3d or fractal3d",
@@ -339,24 +400,13 @@ void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const 
              data, arch);
 
     /* Data first: its shape fixes the model's input. */
-    s->train = load_data(s, "train");
-    s->test = load_data(s, "test");
+    read_data(s);
     int sides = s->train->ndim - 1, square = 1;
     for (int i = 2; i <= sides; i++) square &= s->train->shape[i] == s->train->shape[1];
     NG_CHECK(s->train->ndim == (cnn3d ? 4 : 3) && square,
              "data: examples must be square images [C,H,W] (cubes [C,D,D,D] for cnn3d) for "
              "model.arch %s",
              arch);
-    /* Sources read from files (shards) may disagree between their splits. */
-    NG_CHECK(
-        s->test->ndim == s->train->ndim &&
-            !memcmp(s->test->shape, s->train->shape, sizeof(int64_t) * (size_t)s->train->ndim) &&
-            s->test->classes <= s->train->classes,
-        "data: the test examples (%s: %d dims, first %lld, %lld classes) do not match the "
-        "training ones (%s: %d dims, first %lld, %lld classes)",
-        s->test->name, s->test->ndim, (long long)s->test->shape[0], (long long)s->test->classes,
-        s->train->name, s->train->ndim, (long long)s->train->shape[0],
-        (long long)s->train->classes);
     /* Augmentation is its own step after the source: checked here against the examples' shape,
      * so a crop larger than the data stops before a run directory exists. */
     s->augment = (ng_augment){.crop_pad = (int)ng_cfg_int(c, "data.augment.crop_pad"),

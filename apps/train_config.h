@@ -54,6 +54,14 @@ typedef struct {
 /* Loads the config (file + --set), checks every key and the data files, loads the data and fills
  * the setup. Any problem is a usage error (exit 2) naming the key or file. */
 void ng_train_setup_load(ng_train_setup *s, const char *path, const char *const *sets, int nsets);
+/* Only what the data needs, for commands that read or write data without training it (natgrad
+ * shards): the config (every key checked for its type and range), the seed, the model's default
+ * input (which data sizes left at 0 take; cnn3d's for volumes when model.arch is not set) and
+ * the two sources. None of training's checks (model against data, batch against the examples,
+ * steps, schedule, optimizer, comm, device): a small data set described alone is fine. Fills
+ * cfg, seed, arch (its defaults), train, test and data_desc; free with ng_train_setup_free. */
+void ng_train_setup_load_data(ng_train_setup *s, const char *path, const char *const *sets,
+                              int nsets);
 void ng_train_setup_free(ng_train_setup *s);
 
 #endif

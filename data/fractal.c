@@ -224,16 +224,23 @@ int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, n
 }
 
 void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int64_t instance,
-                         ng_ifs *out, int *flips) {
+                         int augment, ng_ifs *out, int *flips) {
     static const double factors[4] = {0.8, 0.9, 1.1, 1.2};
     uint32_t w[4];
     ng_rng_block((ng_rng_key){.seed = seed, .stream = cat_stream(STREAM_INSTANCE, category)},
                  (uint64_t)instance, w);
     *out = *cat;
-    ng_ifs_map *m = &out->m[w[0] % (uint32_t)cat->nmaps];
-    double *p[6] = {&m->a, &m->b, &m->c, &m->d, &m->e, &m->f};
-    *p[w[1] % 6] *= factors[w[2] % 4];
-    *flips = (int)(w[3] & 3);
+    if (augment & NG_FRACTAL_WEIGHT_VARIATION) {
+        ng_ifs_map *m = &out->m[w[0] % (uint32_t)cat->nmaps];
+        double *p[6] = {&m->a, &m->b, &m->c, &m->d, &m->e, &m->f};
+        *p[w[1] % 6] *= factors[w[2] % 4];
+    }
+    *flips = augment & NG_FRACTAL_FLIP ? (int)(w[3] & 3) : 0;
+}
+
+int ng_fractal_augment(int no_weight_variation, int no_flip) {
+    return (no_weight_variation ? 0 : NG_FRACTAL_WEIGHT_VARIATION) |
+           (no_flip ? 0 : NG_FRACTAL_FLIP);
 }
 
 ng_rng_key ng_fractal_points_key(uint64_t seed, int64_t category, int64_t instance) {
@@ -335,7 +342,8 @@ static void render(const void *self, int64_t i, float *out, int32_t *y, uint8_t 
     int64_t cat = i % c->categories, inst = c->first_instance + i / c->categories;
     ng_ifs f;
     int flips;
-    ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst, &f, &flips);
+    ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst,
+                        ng_fractal_augment(c->no_weight_variation, c->no_flip), &f, &flips);
     ng_rng_key k = ng_fractal_points_key(c->seed, cat, inst);
     float *x = out;
     int64_t hw = c->side * c->side;
@@ -387,7 +395,9 @@ static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t 
              "%s: out of host memory for a batch of %lld", s->name, (long long)count);
     for (int64_t j = 0; j < count; j++) {
         int64_t cat = idx[j] % c->categories, inst = c->first_instance + idx[j] / c->categories;
-        ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst, &f[j], &flips[j]);
+        ng_fractal_instance(&fr->cats[cat], c->seed, cat, inst,
+                            ng_fractal_augment(c->no_weight_variation, c->no_flip), &f[j],
+                            &flips[j]);
         f[count + j] = fr->cats[cat]; /* the fallback, as fill's */
         keys[j] = ng_fractal_points_key(c->seed, cat, inst);
         y[j] = (int32_t)cat;

@@ -25,7 +25,10 @@
  * Instances: instance i of category c draws one Philox block of stream "instance" of c at counter
  * i: word 0 picks a map, word 1 one of its six parameters, word 2 a factor in {0.8, 0.9, 1.1,
  * 1.2} that scales it (FractalDB's weight variation; probabilities follow the new determinants),
- * and bits 0 and 1 of word 3 a horizontal and a vertical flip of the image. Its points come from
+ * and bits 0 and 1 of word 3 a horizontal and a vertical flip of the image. Either augmentation
+ * can be left out (data.fractal.weight_variation, data.fractal.flip): the block is drawn all the
+ * same, so the other one does not change, and an instance without weight variation is its
+ * category's IFS exactly, one without flips is never flipped. Its points come from
  * stream "points" of c at counter i * 2^32. When the perturbed IFS diverges (a scale of 1.1 or 1.2
  * can make a map expand), the source renders the category's own IFS with the same points and
  * flips instead.
@@ -85,9 +88,16 @@ double ng_fractal_filling(const ng_ifs *f, uint64_t seed, int64_t category);
 /* Category `category` of `seed`: the first try whose filling rate reaches threshold (in (0, 1]).
  * Returns the number of tries; fails (exit 2) after 100000. */
 int64_t ng_fractal_category(uint64_t seed, int64_t category, double threshold, ng_ifs *out);
-/* Instance `instance` of a category's IFS cat: the perturbed IFS and the flips. */
+/* The instance augmentations, a mask (2D and 3D): FractalDB's weight variation and the flips. */
+#define NG_FRACTAL_WEIGHT_VARIATION 1
+#define NG_FRACTAL_FLIP 2
+#define NG_FRACTAL_AUGMENT_ALL (NG_FRACTAL_WEIGHT_VARIATION | NG_FRACTAL_FLIP)
+/* The mask a source's config asks for (its no_weight_variation and no_flip). */
+int ng_fractal_augment(int no_weight_variation, int no_flip);
+/* Instance `instance` of a category's IFS cat, with the augmentations in `augment`: the IFS
+ * (cat's own without NG_FRACTAL_WEIGHT_VARIATION) and the flips (0 without NG_FRACTAL_FLIP). */
 void ng_fractal_instance(const ng_ifs *cat, uint64_t seed, int64_t category, int64_t instance,
-                         ng_ifs *out, int *flips);
+                         int augment, ng_ifs *out, int *flips);
 /* Painted map numbers (1-4, 0 = unpainted; or occupancy) of hw pixels as an image: +1 grey (rgb
  * NULL), or the map's colour in [0.25, 1] as [-0.5, 1] per channel (3 x hw); the background -1. */
 void ng_fractal_pixels(const uint8_t *lab, int64_t hw, const float (*rgb)[3], float *x);
@@ -148,13 +158,15 @@ void ng_fractal_paint_cuda(const ng_ifs *f, const ng_ifs *alt, const int *flips,
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
  * take disjoint instance ranges (train 0.., test from the train count on). patch (0 or 1: single
- * pixels) and colour as above. The source's fill_batch (data/source.h) renders a batch of
- * examples on the device of the tensor it is given: on the CPU example by example through fill,
- * on the GPU in one call of the CUDA twins above (grey, patch and colour alike, with the
+ * pixels) and colour as above; no_weight_variation and no_flip leave those augmentations out of
+ * every instance (0, 0: FractalDB's instances). The source's fill_batch (data/source.h) renders a
+ * batch of examples on the device of the tensor it is given: on the CPU example by example through
+ * fill, on the GPU in one call of the CUDA twins above (grey, patch and colour alike, with the
  * fallback), the same values either way. */
 typedef struct {
     int64_t categories, instances, first_instance, side, points, patch;
     int colour;
+    int no_weight_variation, no_flip; /* zero is the default, so that {0} is FractalDB's source */
     double threshold;
     uint64_t seed;
     const char *name;

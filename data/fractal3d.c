@@ -200,17 +200,19 @@ int64_t ng_fractal3d_category(uint64_t seed, int64_t category, double threshold,
 }
 
 void ng_fractal3d_instance(const ng_ifs3 *cat, uint64_t seed, int64_t category, int64_t instance,
-                           ng_ifs3 *out, int *flips) {
+                           int augment, ng_ifs3 *out, int *flips) {
     static const double factors[4] = {0.8, 0.9, 1.1, 1.2};
     uint32_t w[4];
     ng_rng_block((ng_rng_key){.seed = seed, .stream = cat_stream(STREAM_INSTANCE, category)},
                  (uint64_t)instance, w);
     *out = *cat;
-    ng_ifs3_map *m = &out->m[w[0] % (uint32_t)cat->nmaps];
-    unsigned q = w[1] % 12;
-    double *p = q < 9 ? &m->a[q] : &m->t[q - 9];
-    *p *= factors[w[2] % 4];
-    *flips = (int)(w[3] & 7);
+    if (augment & NG_FRACTAL_WEIGHT_VARIATION) {
+        ng_ifs3_map *m = &out->m[w[0] % (uint32_t)cat->nmaps];
+        unsigned q = w[1] % 12;
+        double *p = q < 9 ? &m->a[q] : &m->t[q - 9];
+        *p *= factors[w[2] % 4];
+    }
+    *flips = augment & NG_FRACTAL_FLIP ? (int)(w[3] & 7) : 0;
 }
 
 ng_rng_key ng_fractal3d_points_key(uint64_t seed, int64_t category, int64_t instance) {
@@ -266,7 +268,8 @@ static void render(const void *self, int64_t i, float *out, int32_t *y, uint8_t 
     int64_t cat = i % c->categories, inst = c->first_instance + i / c->categories;
     ng_ifs3 f;
     int flips;
-    ng_fractal3d_instance(&fr->cats[cat], c->seed, cat, inst, &f, &flips);
+    ng_fractal3d_instance(&fr->cats[cat], c->seed, cat, inst,
+                          ng_fractal_augment(c->no_weight_variation, c->no_flip), &f, &flips);
     ng_rng_key k = ng_fractal3d_points_key(c->seed, cat, inst);
     /* A scaled parameter can make the IFS expand: then the category's own IFS (a blank volume
      * would be a label without a shape). */
@@ -302,7 +305,9 @@ static void fill_batch(ng_source *s, int64_t epoch, const int64_t *idx, int64_t 
              (long long)count);
     for (int64_t j = 0; j < count; j++) {
         int64_t cat = idx[j] % c->categories, inst = c->first_instance + idx[j] / c->categories;
-        ng_fractal3d_instance(&fr->cats[cat], c->seed, cat, inst, &f[j], &flips[j]);
+        ng_fractal3d_instance(&fr->cats[cat], c->seed, cat, inst,
+                              ng_fractal_augment(c->no_weight_variation, c->no_flip), &f[j],
+                              &flips[j]);
         f[count + j] = fr->cats[cat]; /* the fallback, as fill's */
         keys[j] = ng_fractal3d_points_key(c->seed, cat, inst);
         y[j] = (int32_t)cat;

@@ -28,9 +28,10 @@
  *
  * Instances: instance i of category c draws one Philox block of stream "instance" of c at counter
  * i: word 0 picks a map, word 1 one of its twelve parameters, word 2 a factor in {0.8, 0.9, 1.1,
- * 1.2} that scales it (FractalDB's weight variation), bits 0-2 of word 3 the flips. Its points
- * come from stream "points" of c at counter i * 2^32. When the perturbed IFS diverges, the source
- * voxelizes the category's own IFS with the same points and flips instead.
+ * 1.2} that scales it (FractalDB's weight variation), bits 0-2 of word 3 the flips; either can be
+ * left out (data.fractal3d.weight_variation, data.fractal3d.flip) without changing the other, as
+ * in 2D. Its points come from stream "points" of c at counter i * 2^32. When the perturbed IFS
+ * diverges, the source voxelizes the category's own IFS with the same points and flips instead.
  *
  * Volumes: [1, side, side, side] float, +1 where a point landed and -1 elsewhere; the label is the
  * category. */
@@ -41,6 +42,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "data/fractal.h" /* the instance augmentations' mask, shared with 2D */
 #include "data/source.h"
 
 #define NG_FRACTAL3D_MAX_MAPS 4
@@ -76,9 +78,11 @@ double ng_fractal3d_filling(const ng_ifs3 *f, uint64_t seed, int64_t category);
  * Returns the number of tries; fails (exit 2, naming data.fractal3d.threshold) after 100000 (about
  * a minute). */
 int64_t ng_fractal3d_category(uint64_t seed, int64_t category, double threshold, ng_ifs3 *out);
-/* Instance `instance` of a category's IFS cat: the perturbed IFS and the flips. */
+/* Instance `instance` of a category's IFS cat, with the augmentations in `augment` (NG_FRACTAL_*
+ * of data/fractal.h): the IFS (cat's own without NG_FRACTAL_WEIGHT_VARIATION) and the flips (0
+ * without NG_FRACTAL_FLIP). */
 void ng_fractal3d_instance(const ng_ifs3 *cat, uint64_t seed, int64_t category, int64_t instance,
-                           ng_ifs3 *out, int *flips);
+                           int augment, ng_ifs3 *out, int *flips);
 /* The key of an instance's points. */
 ng_rng_key ng_fractal3d_points_key(uint64_t seed, int64_t category, int64_t instance);
 
@@ -107,10 +111,12 @@ void ng_fractal3d_render_cuda(const ng_ifs3 *f, const ng_ifs3 *alt, const int *f
 
 /* The source: example i is category i % categories, instance first_instance + i / categories,
  * for n = categories * instances examples; a train and a test split share the categories and
- * take disjoint instance ranges. Its fill_batch (data/source.h) renders a batch on the device of
+ * take disjoint instance ranges; no_weight_variation and no_flip leave those augmentations out of
+ * every instance (0, 0: all in). Its fill_batch (data/source.h) renders a batch on the device of
  * the tensor it is given (the GPU: one call of the CUDA twin, with the fallback). */
 typedef struct {
     int64_t categories, instances, first_instance, side, points;
+    int no_weight_variation, no_flip; /* zero is the default, so that {0} has both */
     double threshold;
     uint64_t seed;
     const char *name;

@@ -99,7 +99,7 @@ static void test_reference(uint64_t seed) {
         ng_ifs c, f;
         int flips;
         ng_fractal_category(seed, cat, 0.2, &c);
-        ng_fractal_instance(&c, seed, cat, 3 + cat, &f, &flips);
+        ng_fractal_instance(&c, seed, cat, 3 + cat, NG_FRACTAL_AUGMENT_ALL, &f, &flips);
         ng_rng_key k = ng_fractal_points_key(seed, cat, 3 + cat);
         int ok = ng_fractal_occupancy(&f, points, k, side, flips, a);
         reference(&f, points, k, side, flips, b);
@@ -182,8 +182,8 @@ static void test_source(uint64_t seed) {
     const ng_ifs *cats = ng_fractal_source_categories(tr);
     ng_ifs p1, p2;
     int f1, f2;
-    ng_fractal_instance(&cats[1], seed, 1, 7, &p1, &f1);
-    ng_fractal_instance(&cats[1], seed, 1, 7, &p2, &f2);
+    ng_fractal_instance(&cats[1], seed, 1, 7, NG_FRACTAL_AUGMENT_ALL, &p1, &f1);
+    ng_fractal_instance(&cats[1], seed, 1, 7, NG_FRACTAL_AUGMENT_ALL, &p2, &f2);
     NG_TEST(!memcmp(&p1, &p2, sizeof p1) && f1 == f2, "instance 7 is not deterministic");
     const double *o = (const double *)cats[1].m, *v = (const double *)p1.m;
     int changed = 0, factor_ok = 1;
@@ -255,7 +255,7 @@ static void test_patch_colour(uint64_t seed) {
             }
         ng_ifs f;
         int flips;
-        ng_fractal_instance(&cats[cat], seed, cat, inst, &f, &flips);
+        ng_fractal_instance(&cats[cat], seed, cat, inst, NG_FRACTAL_AUGMENT_ALL, &f, &flips);
         float rgb[NG_FRACTAL_MAX_MAPS][3];
         ng_fractal_colours(seed, cat, inst, rgb);
         int used[NG_FRACTAL_MAX_MAPS] = {0};
@@ -344,7 +344,8 @@ static void test_batches(uint64_t seed, int v) {
             float rgb[B][NG_FRACTAL_MAX_MAPS][3];
             for (int j = 0; j < B; j++) {
                 int64_t cat = idx[j] % c.categories, inst = idx[j] / c.categories;
-                ng_fractal_instance(&cats[cat], seed, cat, inst, &f[j], &flips[j]);
+                ng_fractal_instance(&cats[cat], seed, cat, inst, NG_FRACTAL_AUGMENT_ALL, &f[j],
+                                    &flips[j]);
                 keys[j] = ng_fractal_points_key(seed, cat, inst);
                 masks[j * patch * patch] = 1;
                 if (patch > 1)
@@ -375,6 +376,107 @@ static void test_batches(uint64_t seed, int v) {
     }
 }
 
+/* IFS a and b are the same bits (their maps; the struct may hold padding). */
+static int same_ifs(const ng_ifs *a, const ng_ifs *b) {
+    return a->nmaps == b->nmaps && !memcmp(a->m, b->m, sizeof(ng_ifs_map) * (size_t)a->nmaps);
+}
+
+/* Instance augmentations left out (data.fractal.weight_variation, data.fractal.flip false):
+ * without weight variation an instance is its category's IFS bit for bit and keeps the flips it
+ * has with both on; without flips it is never flipped and keeps the IFS it has with both on. The
+ * sources render exactly those: with both off the category's IFS unflipped, and without flips
+ * the default source's images before their mirroring. */
+static void test_augment_off(uint64_t seed) {
+    enum { CATS = 3, INST = 4, SIDE = 16, HW = SIDE * SIDE, N = CATS * INST };
+    ng_fractal_config on = {.categories = CATS,
+                            .instances = INST,
+                            .side = SIDE,
+                            .points = 900,
+                            .threshold = 0.2,
+                            .seed = seed};
+    ng_fractal_config off = on, noflip = on;
+    off.no_weight_variation = off.no_flip = 1, noflip.no_flip = 1;
+    ng_source *s_on = ng_fractal_new(&on), *s_off = ng_fractal_new(&off),
+              *s_noflip = ng_fractal_new(&noflip);
+    const ng_ifs *cats = ng_fractal_source_categories(s_on);
+    int ifs_bad = 0, flips_bad = 0, flipped = 0, varied = 0;
+    for (int64_t cat = 0; cat < CATS; cat++)
+        for (int64_t inst = 0; inst < 40; inst++) {
+            ng_ifs fa, fw, ff, f0;
+            int la, lw, lf, l0;
+            const ng_ifs *c = &cats[cat];
+            ng_fractal_instance(c, seed, cat, inst, NG_FRACTAL_AUGMENT_ALL, &fa, &la);
+            ng_fractal_instance(c, seed, cat, inst, NG_FRACTAL_FLIP, &fw, &lw);
+            ng_fractal_instance(c, seed, cat, inst, NG_FRACTAL_WEIGHT_VARIATION, &ff, &lf);
+            ng_fractal_instance(c, seed, cat, inst, 0, &f0, &l0);
+            ifs_bad += !same_ifs(&fw, c) || !same_ifs(&f0, c) || !same_ifs(&ff, &fa);
+            flips_bad += lw != la || lf != 0 || l0 != 0;
+            flipped += la != 0;
+            varied += !same_ifs(&fa, c);
+        }
+    NG_TEST(!ifs_bad && !flips_bad,
+            "instances with an augmentation left out: %d IFS and %d flips not as they should be",
+            ifs_bad, flips_bad);
+    NG_TEST(flipped > 60 && varied == CATS * 40,
+            "with both on, %d of %d instances are flipped and %d varied", flipped, CATS * 40,
+            varied);
+    static float x_on[HW], x_off[HW], x_nf[HW];
+    uint8_t occ[HW];
+    int off_bad = 0, noflip_bad = 0;
+    for (int64_t i = 0; i < N; i++) {
+        int32_t y;
+        int64_t cat = i % CATS, inst = i / CATS;
+        ng_source_fill(s_on, 0, i, x_on, &y);
+        ng_source_fill(s_off, 0, i, x_off, &y);
+        ng_source_fill(s_noflip, 0, i, x_nf, &y);
+        ng_fractal_occupancy(&cats[cat], on.points, ng_fractal_points_key(seed, cat, inst), SIDE, 0,
+                             occ);
+        for (int p = 0; p < HW; p++) off_bad += x_off[p] != (occ[p] ? 1.0f : -1.0f);
+        ng_ifs f;
+        int flips;
+        ng_fractal_instance(&cats[cat], seed, cat, inst, NG_FRACTAL_AUGMENT_ALL, &f, &flips);
+        for (int r = 0; r < SIDE; r++)
+            for (int c = 0; c < SIDE; c++) {
+                int rr = flips & 2 ? SIDE - 1 - r : r, cc = flips & 1 ? SIDE - 1 - c : c;
+                noflip_bad += x_on[rr * SIDE + cc] != x_nf[r * SIDE + c];
+            }
+    }
+    NG_TEST(!off_bad, "both off: %d pixels differ from the category's IFS rendered unflipped",
+            off_bad);
+    NG_TEST(!noflip_bad, "flips off: %d pixels differ from the default images unmirrored",
+            noflip_bad);
+    ng_source_free(s_on), ng_source_free(s_off), ng_source_free(s_noflip);
+}
+
+/* The examples of a fixed seed as one FNV-1a hash of their f32 bytes and labels. */
+static uint64_t source_hash(ng_source *s) {
+    int64_t e = ng_source_example_size(s);
+    float *x = malloc(sizeof(float) * (size_t)(e * s->n));
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)s->n);
+    for (int64_t i = 0; i < s->n; i++) ng_source_fill(s, 0, i, x + i * e, y + i);
+    uint64_t h = ng_test_fnv1a(x, sizeof(float) * (size_t)(e * s->n)) ^
+                 ng_test_fnv1a(y, sizeof(int32_t) * (size_t)s->n);
+    free(x), free(y);
+    return h;
+}
+
+/* Pinned images: the default instance augmentations (data.fractal.weight_variation and flip on)
+ * give the bits rendered before they were config keys, so earlier runs, their checkpoints and
+ * their shards stay valid; grey, and colour with patches. */
+static void test_pinned(void) {
+    ng_fractal_config g = {
+        .categories = 3, .instances = 4, .side = 12, .points = 700, .threshold = 0.2, .seed = 7};
+    ng_fractal_config pc = g;
+    pc.patch = 3, pc.colour = 1;
+    ng_source *gs = ng_fractal_new(&g), *ps = ng_fractal_new(&pc);
+    uint64_t hg = source_hash(gs), hp = source_hash(ps);
+    NG_TEST(hg == 0x3ede7ef9102df620ull && hp == 0xcfdd62b19a82cdbaull,
+            "seed 7: images hash to %016llx (grey) and %016llx (patch 3, colour), pinned "
+            "3ede7ef9102df620 and cfdd62b19a82cdba",
+            (unsigned long long)hg, (unsigned long long)hp);
+    ng_source_free(gs), ng_source_free(ps);
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     test_segment();
@@ -383,6 +485,8 @@ int main(void) {
     test_search(seed);
     test_source(seed);
     test_patch_colour(seed);
+    test_augment_off(seed);
+    test_pinned();
     for (int v = 0; v < 4; v++) test_batches(seed, v); /* grey, patch, colour, both */
     return ng_test_finish("test_fractal");
 }

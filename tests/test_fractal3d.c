@@ -131,7 +131,7 @@ static void test_renderer(uint64_t seed) {
         ng_ifs3 cg, f;
         int flips;
         ng_fractal3d_category(seed, cat, 0.08, &cg);
-        ng_fractal3d_instance(&cg, seed, cat, 2 + cat, &f, &flips);
+        ng_fractal3d_instance(&cg, seed, cat, 2 + cat, NG_FRACTAL_AUGMENT_ALL, &f, &flips);
         ng_rng_key k = ng_fractal3d_points_key(seed, cat, 2 + cat);
         int ok = ng_fractal3d_occupancy(&f, points, k, side, flips, a);
         int okp = ng_fractal3d_points(&f, points, k, xyz);
@@ -170,7 +170,7 @@ static void test_renderer(uint64_t seed) {
     for (int j = 0; j < 2; j++) {
         ng_ifs3 cg;
         ng_fractal3d_category(seed, j, 0.08, &cg);
-        ng_fractal3d_instance(&cg, seed, j, 0, &fs[j], &fl[j]);
+        ng_fractal3d_instance(&cg, seed, j, 0, NG_FRACTAL_AUGMENT_ALL, &fs[j], &fl[j]);
         ks[j] = ng_fractal3d_points_key(seed, j, 0);
     }
     ng_tensor t = ng_tensor_new(NG_F32, NG_CPU, 5, (int64_t[]){2, 1, side, side, side}, "vols");
@@ -243,6 +243,11 @@ static void test_known(void) {
     NG_TEST(!ok && lit == 0, "an expanding IFS should be reported and fill nothing");
 }
 
+/* IFS a and b are the same bits (their maps; the struct may hold padding). */
+static int same_ifs3(const ng_ifs3 *a, const ng_ifs3 *b) {
+    return a->nmaps == b->nmaps && !memcmp(a->m, b->m, sizeof(ng_ifs3_map) * (size_t)a->nmaps);
+}
+
 static void test_search(uint64_t seed) {
     ng_ifs3 a[10], b[10], c[10];
     int differ = 0;
@@ -284,8 +289,8 @@ static void test_search(uint64_t seed) {
     for (int64_t i = 0; i < 64; i++) {
         ng_ifs3 p1, p2;
         int f1, f2;
-        ng_fractal3d_instance(&a[3], seed, 3, i, &p1, &f1);
-        ng_fractal3d_instance(&a[3], seed, 3, i, &p2, &f2);
+        ng_fractal3d_instance(&a[3], seed, 3, i, NG_FRACTAL_AUGMENT_ALL, &p1, &f1);
+        ng_fractal3d_instance(&a[3], seed, 3, i, NG_FRACTAL_AUGMENT_ALL, &p2, &f2);
         NG_TEST(!memcmp(&p1, &p2, sizeof p1) && f1 == f2, "instance %lld is not deterministic",
                 (long long)i);
         flips_seen |= 1 << f1;
@@ -301,6 +306,20 @@ static void test_search(uint64_t seed) {
         NG_TEST(changed == 1 && factor_ok && f1 >= 0 && f1 < 8,
                 "instance %lld should scale one parameter (%d changed), flips %d", (long long)i,
                 changed, f1);
+        /* An augmentation left out (data.fractal3d.weight_variation, flip false) leaves the other
+         * as it was: the category's IFS bit for bit with the same flips, or no flips with the
+         * same IFS. */
+        ng_ifs3 pw, pf, p0;
+        int fw, ff, f0;
+        ng_fractal3d_instance(&a[3], seed, 3, i, NG_FRACTAL_FLIP, &pw, &fw);
+        ng_fractal3d_instance(&a[3], seed, 3, i, NG_FRACTAL_WEIGHT_VARIATION, &pf, &ff);
+        ng_fractal3d_instance(&a[3], seed, 3, i, 0, &p0, &f0);
+        NG_TEST(same_ifs3(&pw, &a[3]) && fw == f1 && same_ifs3(&pf, &p1) && ff == 0 &&
+                    same_ifs3(&p0, &a[3]) && f0 == 0,
+                "instance %lld with an augmentation left out: IFS %s / %s / %s, flips %d %d %d",
+                (long long)i, same_ifs3(&pw, &a[3]) ? "ok" : "changed",
+                same_ifs3(&pf, &p1) ? "ok" : "differs", same_ifs3(&p0, &a[3]) ? "ok" : "changed",
+                fw, ff, f0);
     }
     NG_TEST(flips_seen == 0xff, "64 instances should use all 8 flips (mask %x)", flips_seen);
 }
@@ -409,6 +428,69 @@ static void test_source(uint64_t seed) {
     NG_TEST_ERROR(ng_fractal3d_new(&bad), "data.fractal3d.threshold");
 }
 
+/* Sources with instance augmentations left out (data.fractal3d.weight_variation, flip false):
+ * with both off the category's IFS voxelized unflipped, without flips the default volumes before
+ * their mirroring (bit 0 W, 1 H, 2 D). */
+static void test_augment_off(uint64_t seed) {
+    enum { CATS = 3, INST = 3, S = 7, V = S * S * S, N = CATS * INST };
+    ng_fractal3d_config on = {.categories = CATS,
+                              .instances = INST,
+                              .side = S,
+                              .points = 2500,
+                              .threshold = 0.1,
+                              .seed = seed};
+    ng_fractal3d_config off = on, noflip = on;
+    off.no_weight_variation = off.no_flip = 1, noflip.no_flip = 1;
+    ng_source *s_on = ng_fractal3d_new(&on), *s_off = ng_fractal3d_new(&off),
+              *s_noflip = ng_fractal3d_new(&noflip);
+    const ng_ifs3 *cats = ng_fractal3d_source_categories(s_on);
+    static float x_on[V], x_off[V], x_nf[V];
+    uint8_t occ[V];
+    int off_bad = 0, noflip_bad = 0;
+    for (int64_t i = 0; i < N; i++) {
+        int32_t y;
+        int64_t cat = i % CATS, inst = i / CATS;
+        ng_source_fill(s_on, 0, i, x_on, &y);
+        ng_source_fill(s_off, 0, i, x_off, &y);
+        ng_source_fill(s_noflip, 0, i, x_nf, &y);
+        ng_fractal3d_occupancy(&cats[cat], on.points, ng_fractal3d_points_key(seed, cat, inst), S,
+                               0, occ);
+        for (int p = 0; p < V; p++) off_bad += x_off[p] != (occ[p] ? 1.0f : -1.0f);
+        ng_ifs3 f;
+        int fl;
+        ng_fractal3d_instance(&cats[cat], seed, cat, inst, NG_FRACTAL_AUGMENT_ALL, &f, &fl);
+        for (int d = 0; d < S; d++)
+            for (int h = 0; h < S; h++)
+                for (int w = 0; w < S; w++) {
+                    int dd = fl & 4 ? S - 1 - d : d, hh = fl & 2 ? S - 1 - h : h,
+                        ww = fl & 1 ? S - 1 - w : w;
+                    noflip_bad += x_on[(dd * S + hh) * S + ww] != x_nf[(d * S + h) * S + w];
+                }
+    }
+    NG_TEST(!off_bad, "both off: %d voxels differ from the category's IFS voxelized unflipped",
+            off_bad);
+    NG_TEST(!noflip_bad, "flips off: %d voxels differ from the default volumes unmirrored",
+            noflip_bad);
+    ng_source_free(s_on), ng_source_free(s_off), ng_source_free(s_noflip);
+}
+
+/* Pinned volumes: the default instance augmentations (data.fractal3d.weight_variation and flip
+ * on) give the bits rendered before they were config keys (FNV-1a of the f32 bytes and labels). */
+static void test_pinned(void) {
+    ng_fractal3d_config c = {
+        .categories = 3, .instances = 4, .side = 7, .points = 2000, .threshold = 0.1, .seed = 7};
+    ng_source *s = ng_fractal3d_new(&c);
+    int64_t e = ng_source_example_size(s);
+    float *x = malloc(sizeof(float) * (size_t)(e * s->n));
+    int32_t y[12];
+    for (int64_t i = 0; i < s->n; i++) ng_source_fill(s, 0, i, x + i * e, y + i);
+    uint64_t h = ng_test_fnv1a(x, sizeof(float) * (size_t)(e * s->n)) ^ ng_test_fnv1a(y, sizeof y);
+    NG_TEST(h == 0x354a22de5f734f00ull, "seed 7: volumes hash to %016llx, pinned 354a22de5f734f00",
+            (unsigned long long)h);
+    free(x);
+    ng_source_free(s);
+}
+
 int main(void) {
     uint64_t seed = ng_test_seed();
     test_voxelize();
@@ -416,5 +498,7 @@ int main(void) {
     test_renderer(seed);
     test_search(seed);
     test_source(seed);
+    test_augment_off(seed);
+    test_pinned();
     return ng_test_finish("test_fractal3d");
 }

@@ -41,7 +41,7 @@ static void test_instances(uint64_t seed) {
         ng_ifs cat;
         int64_t c = j % 10, inst = j / 10;
         ng_fractal_category(seed, c, 0.2, &cat);
-        ng_fractal_instance(&cat, seed, c, inst, &f[j], &flips[j]);
+        ng_fractal_instance(&cat, seed, c, inst, NG_FRACTAL_AUGMENT_ALL, &f[j], &flips[j]);
         keys[j] = ng_fractal_points_key(seed, c, inst);
     }
     compare("instances", f, flips, keys, N, 2000, 28);
@@ -98,7 +98,7 @@ static void test_painted(uint64_t seed) {
         ng_ifs cat;
         int64_t c = j % 10, inst = j / 10;
         ng_fractal_category(seed, c, 0.2, &cat);
-        ng_fractal_instance(&cat, seed, c, inst, &f[j], &flips[j]);
+        ng_fractal_instance(&cat, seed, c, inst, NG_FRACTAL_AUGMENT_ALL, &f[j], &flips[j]);
         keys[j] = ng_fractal_points_key(seed, c, inst);
         ng_fractal_colours(seed, c, inst, rgb[j]);
         for (int p = 1; p <= NG_FRACTAL_MAX_PATCH; p++)
@@ -250,7 +250,7 @@ static void test_instances3d(uint64_t seed) {
         ng_ifs3 cat;
         int64_t c = j % 8, inst = j / 8;
         ng_fractal3d_category(seed, c, 0.1, &cat);
-        ng_fractal3d_instance(&cat, seed, c, inst, &f[j], &flips[j]);
+        ng_fractal3d_instance(&cat, seed, c, inst, NG_FRACTAL_AUGMENT_ALL, &f[j], &flips[j]);
         keys[j] = ng_fractal3d_points_key(seed, c, inst);
     }
     compare3("instances", f, flips, keys, N, 16384, 16);

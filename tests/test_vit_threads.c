@@ -20,12 +20,6 @@
 
 #define ARENA ((size_t)64 << 20)
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
 /* The logits and all gradients of one step, concatenated as bytes. */
 static unsigned char *step(ng_model *m, const ng_tensor *x, const ng_tensor *labels, int threads,
                            size_t *bytes) {
@@ -76,7 +70,7 @@ int main(void) {
     unsigned char *ref = step(m, &x, &labels, 1, &n1);
     if (getenv("NG_TEST_VERBOSE"))
         printf("vit step hash (1 OpenMP thread): %016llx over %zu bytes\n",
-               (unsigned long long)fnv(1469598103934665603ull, ref, n1), n1);
+               (unsigned long long)ng_test_fnv1a(ref, n1), n1);
     for (int t = 2; t <= 3; t++) {
         unsigned char *got = step(m, &x, &labels, t, &n);
         NG_TEST(n == n1 && !memcmp(ref, got, n1),

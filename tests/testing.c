@@ -53,6 +53,13 @@ double ng_test_tf32(double v) {
     return ldexp(nearbyint(ldexp(m, 11)), e - 11);
 }
 
+uint64_t ng_test_fnv1a(const void *p, size_t n) {
+    const unsigned char *c = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
 static void store(void *data, ng_dtype t, int64_t i, double v) {
     switch (t) {
         case NG_F32:

@@ -19,6 +19,8 @@ int ng_test_int(int lo, int hi);
 /* v rounded to TF32 (11 significant bits, ties to even), by frexp/nearbyint: an independent road
  * to what the emulated libraries' bit twiddling computes. */
 double ng_test_tf32(double v);
+/* The 64-bit FNV-1a hash of n bytes: pins outputs whose bits must not change (compare builds). */
+uint64_t ng_test_fnv1a(const void *p, size_t n);
 /* Fills a tensor (any device, any float dtype) with uniform values in [lo, hi). */
 void ng_test_fill_uniform(ng_tensor *t, double lo, double hi);
 /* Poisons a tensor with NaN (float types) or 0xAB bytes so unwritten elements show. */

@@ -52,6 +52,21 @@ out=$("$ng" train --config "$work/fr.yaml" --out "$work/c" --set data.fractal.co
   grep -q "16 px, 800 points, colour, patch 3" <<<"$out" && [ -f "$work/c/result.json" ] && ok ||
   bad "a colour, patch-3 fractal run failed: $(head -3 <<<"$out")"
 
+# Instance augmentations chosen in the config: both off trains and says so; both set true are
+# the defaults (the same shard bytes), flips off gives other images.
+out=$("$ng" train --config "$work/fr.yaml" --out "$work/w" --set data.fractal.weight_variation=false \
+  --set data.fractal.flip=false --set train.steps=4 --set train.eval_every=4 2>&1) &&
+  grep -q "800 points, no weight variation or flips" <<<"$out" && [ -f "$work/w/result.json" ] && ok ||
+  bad "a fractal run without weight variation and flips failed: $(head -3 <<<"$out")"
+# Fewer instances than a batch: natgrad shards does not apply the trainer's checks.
+few=(--set data.fractal.instances=3 --set data.fractal.test_instances=1)
+shards_of "$work/fr.yaml" default "${few[@]}"
+shards_of "$work/fr.yaml" on "${few[@]}" --set data.fractal.weight_variation=true --set data.fractal.flip=yes
+shards_of "$work/fr.yaml" noflip "${few[@]}" --set data.fractal.flip=false
+cmp -s "$work/s_default/train-000000.tar" "$work/s_on/train-000000.tar" &&
+  ! cmp -s "$work/s_default/train-000000.tar" "$work/s_noflip/train-000000.tar" && ok ||
+  bad "data.fractal.weight_variation and flip true should give the default images, flip false others"
+
 expect_bad() { expect_bad_train "$work/fr.yaml" "$@"; } # NEEDLE ARGS...
 expect_bad "data.fractal.categories" --set data.fractal.categories=1
 expect_bad "data.fractal.instances" --set data.fractal.instances=0
@@ -63,6 +78,8 @@ expect_bad "data.fractal.threshold" --set data.fractal.threshold=1.5
 expect_bad "data.fractal.threshold" --set data.fractal.threshold=0
 expect_bad "data.fractal.patch" --set data.fractal.patch=8
 expect_bad "data.fractal.colour" --set data.fractal.colour=maybe
+expect_bad "data.fractal.flip" --set data.fractal.flip=maybe
+expect_bad "data.fractal.weight_variation" --set data.fractal.weight_variation=2
 expect_bad "model.patch" --set model.arch=vit_tiny_patch4_28 --set data.fractal.side=30
 
 report train_fractal

@@ -50,6 +50,21 @@ exp="$src/experiments/configs/cnn3d_fractal3d.yaml"
   --set schedule.warmup_steps=0 >/dev/null 2>&1 && [ -f "$work/e/result.json" ] && ok ||
   bad "$exp does not train"
 
+# Instance augmentations chosen in the config: both off trains and says so; both set true are
+# the defaults (the same shard bytes), weight variation off gives other volumes.
+out=$("$ng" train --config "$work/f3.yaml" --out "$work/w" --set data.fractal3d.weight_variation=false \
+  --set data.fractal3d.flip=false --set train.steps=2 --set train.eval_every=2 2>&1) &&
+  grep -q "4000 points, no weight variation or flips" <<<"$out" && [ -f "$work/w/result.json" ] && ok ||
+  bad "a fractal3d run without weight variation and flips failed: $(head -3 <<<"$out")"
+# Fewer instances than a batch: natgrad shards does not apply the trainer's checks.
+few=(--set data.fractal3d.instances=3 --set data.fractal3d.test_instances=1)
+shards_of "$work/f3.yaml" default "${few[@]}"
+shards_of "$work/f3.yaml" on "${few[@]}" --set data.fractal3d.weight_variation=true --set data.fractal3d.flip=yes
+shards_of "$work/f3.yaml" fixed "${few[@]}" --set data.fractal3d.weight_variation=false
+cmp -s "$work/s_default/train-000000.tar" "$work/s_on/train-000000.tar" &&
+  ! cmp -s "$work/s_default/train-000000.tar" "$work/s_fixed/train-000000.tar" && ok ||
+  bad "data.fractal3d.weight_variation and flip true should give the default volumes, weight_variation false others"
+
 expect_bad() { expect_bad_train "$work/f3.yaml" "$@"; } # NEEDLE ARGS...
 expect_bad "data.fractal3d.categories" --set data.fractal3d.categories=1
 expect_bad "data.fractal3d.instances" --set data.fractal3d.instances=0
@@ -60,6 +75,8 @@ expect_bad "data.fractal3d.points" --set data.fractal3d.points=5
 expect_bad "data.fractal3d.threshold" --set data.fractal3d.threshold=1.5
 expect_bad "data.fractal3d.threshold" --set data.fractal3d.threshold=0
 expect_bad "data.fractal3d" --set data.fractal3d.colour=1
+expect_bad "data.fractal3d.flip" --set data.fractal3d.flip=maybe
+expect_bad "data.fractal3d.weight_variation" --set data.fractal3d.weight_variation=sometimes
 expect_bad "data.name: fractal3d" --set model.arch=mlp
 expect_bad "model.arch: cnn3d" --set data.name=fractal
 

@@ -62,3 +62,9 @@ expect_bad_train() { # CONFIG NEEDLE ARGS...
     bad "train $* -> status $status, want 2 naming '$needle' and no run dir: $(head -3 <<<"$out")"
   fi
 }
+# `natgrad shards --from CONFIG --out $work/s_NAME ARGS...`, quietly; a failure is counted. Uses $ng.
+shards_of() { # CONFIG NAME ARGS...
+  local cfg=$1 name=$2
+  shift 2
+  "$ng" shards --from "$cfg" --out "$work/s_$name" "$@" >/dev/null 2>&1 || bad "natgrad shards ($name) failed"
+}

@@ -130,6 +130,52 @@ expect_bad "--device gpu" "$ng" data-bench --from "$work/fr.yaml" --device gpu
 # --device cuda: refused without a GPU, and for a source that cannot render on one (synthetic).
 expect_bad "--device cuda" "$ng" data-bench --from "$work/small.yaml" --device cuda
 
+# A config that describes only data writes shards: its 12 training examples are fewer than the
+# default batch of 128, and the warmup would outlast any run of it, but writing trains nothing.
+cat >"$work/data_only.yaml" <<'YAML'
+seed: 9
+data:
+  name: synthetic
+  synthetic: {train: 12, test: 5, side: 6, channels: 1, classes: 3}
+YAML
+out=$("$ng" shards --from "$work/data_only.yaml" --out "$work/do" --shard-mib 0.01 \
+  --set schedule.warmup_steps=1000 2>&1) &&
+  grep -q "wrote 12 training examples in [0-9]* shards and 5 test examples in [0-9]* shards (synthetic 6x6, 3 classes, npy)" <<<"$out" &&
+  [ "$(cat "$work/do"/train-*.tar | tar -t --ignore-zeros 2>/dev/null | grep -c '\.npy$')" -eq 12 ] && ok ||
+  bad "natgrad shards from a data-only config: $out"
+"$ng" train --config "$work/data_only.yaml" --out "$work/do_run" --set data.name=shards --set data.dir="$work/do" \
+  --set train.batch_size=4 --set train.steps=2 >/dev/null 2>&1 && [ -f "$work/do_run/result.json" ] && ok ||
+  bad "training from the data-only config's shards failed"
+
+# Volumes as npy shards: data-only configs of synthetic 3D volumes (model.arch unset: cnn3d's
+# input, 32^3 and 2 classes) and of FractalDB 3D (odd side), read back as [C, D, H, W] members;
+# the 3D-CNN trains from the fractal shards for a few steps and evaluates on their test shards.
+cat >"$work/vol_only.yaml" <<'YAML'
+data:
+  name: synthetic3d
+  synthetic: {train: 6, test: 2}
+YAML
+out=$("$ng" shards --from "$work/vol_only.yaml" --out "$work/vs" 2>&1) &&
+  grep -q "wrote 6 training examples .* (synthetic 1 x 32^3 volumes, 2 classes, npy)" <<<"$out" &&
+  tar -xOf "$work/vs/train-000000.tar" 000000000.npy | head -c 128 | grep -q "'shape': (1, 32, 32, 32)" && ok ||
+  bad "natgrad shards of synthetic volumes from a data-only config: $out"
+cat >"$work/f3_only.yaml" <<'YAML'
+seed: 4
+data:
+  name: fractal3d
+  fractal3d: {categories: 3, instances: 6, test_instances: 2, side: 9, points: 3000}
+YAML
+out=$("$ng" shards --from "$work/f3_only.yaml" --out "$work/f3s" --shard-mib 0.02 2>&1) &&
+  [ "$(ls "$work/f3s"/train-*.tar | wc -l)" -ge 3 ] &&
+  tar -xOf "$work/f3s/train-000000.tar" 000000000.npy | head -c 128 | grep -q "'shape': (1, 9, 9, 9)" && ok ||
+  bad "natgrad shards of fractal3d volumes: $out"
+out=$("$ng" train --config "$work/f3_only.yaml" --out "$work/f3t" --set model.arch=cnn3d --set model.width=4 \
+  --set model.depth=2 --set data.name=shards --set data.dir="$work/f3s" --set train.batch_size=6 \
+  --set train.steps=3 --set train.eval_every=3 --set optimizer.name=adamw 2>&1) &&
+  grep -q "shards from $work/f3s" <<<"$out" && [ "$(losses "$work/f3t" | wc -l)" -gt 0 ] &&
+  grep -q '"examples": 6' "$work/f3t/result.json" && ok ||
+  bad "cnn3d from fractal3d shards failed: $(tail -3 <<<"$out")"
+
 # Test shards of another shape than the training shards.
 "$ng" shards --from "$work/small.yaml" --out "$work/other" --shard-mib 0.25 --set data.synthetic.side=14 \
   >/dev/null 2>&1 || bad "natgrad shards of 14x14 images failed"
