@@ -3,11 +3,13 @@
  * GEMMs against a ones vector, so the layer needs no kernels of its own and runs on any device
  * ng_gemm does; on the CPU in f32/f64 the bias add is a loop with the GEMM's bits.
  *
- * bf16 on a CPU with AVX512_BF16 (ng_dnnl_bf16_native) skips ng_gemm's f32 copies of the operands:
- * the same products run on oneDNN's matmul with native bf16 kernels (linear_onednn.c), which
- * multiply bf16 pairs exactly and sum in f32, so results equal the widened path's up to the order
- * of the f32 sums (and bf16 subnormal operands, which vdpbf16ps reads as zero). f16 keeps the
- * widened path: no CPU here has f16 dot products. */
+ * On the CPU, f32 and bf16 (the latter where the CPU has AVX512_BF16, ng_dnnl_bf16_native) run
+ * the same three products on oneDNN's matmul instead (linear_onednn.c): its AVX-512 brgemm
+ * kernels did the ViT's f32 Linear shapes in about half OpenBLAS's time here, and bf16 skips
+ * ng_gemm's f32 copies of the operands (vdpbf16ps multiplies bf16 pairs exactly and sums in
+ * f32). Results equal ng_gemm's up to the order of the f32 sums (and bf16 subnormal operands,
+ * which vdpbf16ps reads as zero). f64 (gradient checks) and f16 (no f16 dot products on this
+ * CPU) keep ng_gemm, and so does every shape oneDNN would run on a reference loop. */
 #include "nn/linear.h"
 #include "nn/linear_onednn.h"
 #include "nn/onednn.h"
@@ -27,7 +29,7 @@ typedef struct {
 static int use_native = 1;
 static long native_passes;
 
-void ng_linear_use_native_bf16(int enabled) {
+void ng_linear_use_onednn(int enabled) {
     use_native = enabled;
 }
 
@@ -35,11 +37,12 @@ long ng_linear_native_passes(void) {
     return native_passes;
 }
 
-/* Whether a bf16 pass (forward, or backward) on `rows` rows runs on oneDNN's native bf16 matmul;
- * the plan asks the same. */
-static int native_bf16(linear_state *s, ng_device dev, ng_dtype dt, int64_t rows, int backward) {
-    return dev == NG_CPU && dt == NG_BF16 && use_native && rows > 0 && ng_dnnl_bf16_native() &&
-           ng_linear_onednn_native(&s->onednn, rows, s->in, s->out, s->bias, backward);
+/* Whether a pass (forward, or backward) on `rows` rows runs on oneDNN's matmul; the plan asks
+ * the same. */
+static int on_onednn(linear_state *s, ng_device dev, ng_dtype dt, int64_t rows, int backward) {
+    return dev == NG_CPU && (dt == NG_F32 || (dt == NG_BF16 && ng_dnnl_bf16_native())) &&
+           use_native && rows > 0 &&
+           ng_linear_onednn_native(&s->onednn, dt, rows, s->in, s->out, s->bias, backward);
 }
 
 static void linear_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
@@ -85,11 +88,12 @@ static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
-    if (native_bf16(s, x->device, x->dtype, rows, 0)) {
+    if (on_onednn(s, x->device, x->dtype, rows, 0)) {
         const ng_tensor *w = &l->params[0].compute, *b = s->bias ? &l->params[1].compute : NULL;
-        NG_CHECK(w->dtype == NG_BF16 && (!b || b->dtype == NG_BF16),
-                 "linear %s: bf16 input with weights %s", l->name, ng_tensor_desc(w));
-        ng_linear_onednn_forward(&s->onednn, rows, s->in, s->out, s->x.data, w->data,
+        NG_CHECK(w->dtype == x->dtype && (!b || b->dtype == x->dtype),
+                 "linear %s: %s input with weights %s", l->name, ng_dtype_name(x->dtype),
+                 ng_tensor_desc(w));
+        ng_linear_onednn_forward(&s->onednn, x->dtype, rows, s->in, s->out, s->x.data, w->data,
                                  b ? b->data : NULL, y.data, ctx->grads);
         native_passes++;
         return y;
@@ -118,18 +122,19 @@ static void linear_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_te
              l->name, ng_tensor_desc(dy));
     ng_tensor g = ng_tensor_reshape(dy, 2, (int64_t[]){rows, s->out});
     if (ctx->observer) ctx->observer->output_grad(ctx->observer->self, l, &g);
-    if (native_bf16(s, dy->device, dy->dtype, rows, 1)) {
+    if (on_onednn(s, dy->device, dy->dtype, rows, 1)) {
+        ng_dtype dt = dy->dtype;
         const ng_tensor *w = &l->params[0].compute, *dw = &l->params[0].grad;
         const ng_tensor *db = s->bias ? &l->params[1].grad : NULL;
-        NG_CHECK(s->x.dtype == NG_BF16 && w->dtype == NG_BF16,
-                 "linear %s: bf16 output gradient with input %s and weights %s", l->name,
-                 ng_tensor_desc(&s->x), ng_tensor_desc(w));
+        NG_CHECK(s->x.dtype == dt && w->dtype == dt,
+                 "linear %s: %s output gradient with input %s and weights %s", l->name,
+                 ng_dtype_name(dt), ng_tensor_desc(&s->x), ng_tensor_desc(w));
         NG_CHECK(dw->dtype == NG_F32 && (!db || db->dtype == NG_F32),
-                 "linear %s: bf16 passes accumulate into f32 master gradients, not %s", l->name,
+                 "linear %s: oneDNN's passes accumulate into f32 master gradients, not %s", l->name,
                  ng_tensor_desc(dw));
-        NG_CHECK(!dx || dx->dtype == NG_BF16, "linear %s: input gradient %s is not bf16", l->name,
-                 ng_tensor_desc(dx));
-        ng_linear_onednn_backward(&s->onednn, rows, s->in, s->out, s->x.data, w->data, dy->data,
+        NG_CHECK(!dx || dx->dtype == dt, "linear %s: input gradient %s is not %s", l->name,
+                 ng_tensor_desc(dx), ng_dtype_name(dt));
+        ng_linear_onednn_backward(&s->onednn, dt, rows, s->in, s->out, s->x.data, w->data, dy->data,
                                   dw->data, db ? db->data : NULL, dx ? dx->data : NULL, ctx->grads);
         native_passes++;
         return;
@@ -159,8 +164,8 @@ static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx,
         ng_sim_tensor(&sim->acts, dt, on, out);
         ng_sim_capture(sim, l, ndim, in, dt);
     }
-    if (native_bf16(s, sim->device, dt, rows, backward)) { /* its scratch instead of the ones */
-        ng_linear_onednn_plan(&s->onednn, rows, s->in, s->out, s->bias, backward, need_dx,
+    if (on_onednn(s, sim->device, dt, rows, backward)) { /* its scratch instead of the ones */
+        ng_linear_onednn_plan(&s->onednn, dt, rows, s->in, s->out, s->bias, backward, need_dx,
                               &sim->grads);
         return;
     }

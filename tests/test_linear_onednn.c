@@ -1,10 +1,17 @@
-/* The bf16 Linear layer on oneDNN's native bf16 matmul (where the CPU has AVX512_BF16) against
- * the widened path (ng_linear_use_native_bf16(0): ng_gemm's f32 copies and sgemm): output, input
+/* The Linear layer on oneDNN's matmul against ng_gemm (ng_linear_use_onednn(0)): f32 (oneDNN's
+ * f32 kernels against OpenBLAS's sgemm), and bf16 on the native bf16 matmul (where the CPU has
+ * AVX512_BF16) against the widened path (ng_gemm's f32 copies and sgemm): output, input
  * gradient, weight and bias gradients, 2-D inputs and batched 3-D ones as the ViT feeds (rows =
  * batch x tokens), odd sizes, batch 1, with and without bias and input gradient, gradients
  * accumulated over two backward passes; the pass counter shows which path ran; the memory plan
- * of a native layer equals the arenas' measured peaks. On a CPU without the ISA the native checks
- * are skipped with a message (both runs then take the widened path).
+ * of a native layer equals the arenas' measured peaks. On a CPU without the ISA the native bf16
+ * checks are skipped with a message (both runs then take the widened path).
+ *
+ * f32: each path forms every element as an f32 sum of n rounded f32 products, within gamma_n S
+ * of the exact sum (S = the sum of the products' magnitudes), so the two differ by at most
+ * 2 gamma_n S; with a bias both add it to their f32 sum with one rounding, a further 2 u (S + |b|);
+ * the gradients as for bf16 below (2 gamma_{P n} P S). c = (1 + u)^3 covers S taken from the f64
+ * weights of the same seed.
  *
  * Tolerance, derived. Both paths compute each element as an f32 sum of n products of bf16 values
  * (forward: n = in; dx: n = out; dW and db: n = rows per backward pass). A product of two bf16
@@ -67,17 +74,17 @@ static int native_expected(void) {
     return on;
 }
 
-/* A bf16 run with the native path on or forced off; the counter must show two native passes
- * per backward plus the forward, or none. */
-static ng_layer_run run_bf16(int native, uint64_t seed, const ng_tensor *x, const ng_tensor *dy,
-                             int need_dx, const char *what) {
-    ng_linear_use_native_bf16(native);
+/* A run in dt with oneDNN's matmul on (bf16: where native) or forced off (ng_gemm); the counter
+ * must show the forward and one pass per backward on oneDNN, or none. */
+static ng_layer_run run_path(ng_dtype dt, int on, uint64_t seed, const ng_tensor *x,
+                             const ng_tensor *dy, int need_dx, const char *what) {
+    ng_linear_use_onednn(on);
     long before = ng_linear_native_passes();
-    ng_layer_run r = run(NG_BF16, seed, x, dy, 0, need_dx);
+    ng_layer_run r = run(dt, seed, x, dy, 0, need_dx);
     long ran = ng_linear_native_passes() - before;
-    ng_linear_use_native_bf16(1);
-    NG_TEST(ran == (native ? 1 + PASSES : 0), "%s: %s run made %ld native passes; expected %d",
-            what, native ? "a native" : "a widened", ran, native ? 1 + PASSES : 0);
+    ng_linear_use_onednn(1);
+    NG_TEST(ran == (on ? 1 + PASSES : 0), "%s: a %s run with oneDNN %s made %ld oneDNN passes",
+            what, ng_dtype_name(dt), on ? "on" : "off", ran);
     return r;
 }
 
@@ -117,8 +124,8 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
     char w2[200];
     snprintf(w2, sizeof w2, "%s (%s)", what, native ? "native" : "no native ISA");
     ng_layer_run mag = run(NG_F64, seed, &xa, &dya, 1, need_dx);
-    ng_layer_run wide = run_bf16(0, seed, &x, &dy, need_dx, w2);
-    ng_layer_run nat = run_bf16(native, seed, &x, &dy, need_dx, w2);
+    ng_layer_run wide = run_path(NG_BF16, 0, seed, &x, &dy, need_dx, w2);
+    ng_layer_run nat = run_path(NG_BF16, native, seed, &x, &dy, need_dx, w2);
 
     const double u = 0x1p-24, h = 0x1p-8, c = (1 + h) * (1 + h) * (1 + h);
     double gy = 2 * gamma_of((double)cur_in), gd = 2 * gamma_of((double)out);
@@ -129,24 +136,41 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
     /* mag.g holds P S: the f64 run accumulated the same PASSES passes */
     within(w2, "weight gradient", wide.g, nat.g, mag.g, 0, out * cur_in, c * gg);
     if (bias) within(w2, "bias gradient", wide.g, nat.g, mag.g, out * cur_in, nat.ng, c * gg);
+
+    /* f32: oneDNN's kernels against OpenBLAS's */
+    ng_layer_run blas = run_path(NG_F32, 0, seed, &x, &dy, need_dx, what);
+    ng_layer_run dnnl = run_path(NG_F32, 1, seed, &x, &dy, need_dx, what);
+    char w3[200];
+    snprintf(w3, sizeof w3, "%s (f32)", what);
+    const double c32 = (1 + u) * (1 + u) * (1 + u);
+    within(w3, "output", blas.y, dnnl.y, mag.y, 0, dnnl.ny, c32 * (bias ? gy + 2 * u : gy));
+    if (need_dx) within(w3, "input gradient", blas.dx, dnnl.dx, mag.dx, 0, dnnl.nx, c32 * gd);
+    within(w3, "weight gradient", blas.g, dnnl.g, mag.g, 0, out * cur_in, c32 * gg);
+    if (bias) within(w3, "bias gradient", blas.g, dnnl.g, mag.g, out * cur_in, dnnl.ng, c32 * gg);
+    ng_layer_run_free(&blas), ng_layer_run_free(&dnnl);
     ng_layer_run_free(&mag), ng_layer_run_free(&wide), ng_layer_run_free(&nat);
     ng_tensor_free(&x), ng_tensor_free(&dy), ng_tensor_free(&xa), ng_tensor_free(&dya);
 }
 
-/* The plan of a native bf16 Linear (f32 destinations, the f32 bias, the ones column, oneDNN's
- * scratchpads) equals the arenas' measured peaks. */
-static void plan_case(int64_t B, int64_t T, int64_t in, int64_t out, int bias) {
+/* The plan of a Linear on oneDNN (bf16: f32 destinations, the f32 bias, the ones column; f32:
+ * the ones column; both: oneDNN's scratchpads) equals the arenas' measured peaks. */
+static void plan_case(ng_dtype dt, int64_t B, int64_t T, int64_t in, int64_t out, int bias) {
     cur_in = in, cur_out = out, cur_bias = bias;
     int64_t shape[3] = {B, T, in};
     ng_model *m = ng_model_new(make_case());
-    ng_arena_plan pl = ng_plan_train_step(m->root, 3, shape, NG_F32, NG_BF16, NG_CPU, 0);
-    ng_model_build_mixed(m, NG_CPU, NG_BF16, ng_test_seed(), 16 << 20, 16 << 20);
+    ng_arena_plan pl = ng_plan_train_step(m->root, 3, shape, NG_F32, dt, NG_CPU, 0);
+    if (dt == NG_F32)
+        ng_model_build(m, NG_CPU, NG_F32, ng_test_seed(), 16 << 20, 16 << 20);
+    else
+        ng_model_build_mixed(m, NG_CPU, dt, ng_test_seed(), 16 << 20, 16 << 20);
     ng_tensor x = ng_tensor_new(NG_F32, NG_CPU, 3, shape, "x");
     ng_test_fill_uniform(&x, -1, 1);
     ng_model_reset_arenas(m);
-    /* the trainer's cast of the f32 batch into the activation arena, which the plan counts */
-    ng_tensor xc = ng_arena_tensor(&m->acts, NG_BF16, 3, shape, "x bf16");
-    ng_cast(&xc, &x);
+    ng_tensor xc = x;
+    if (dt != NG_F32) { /* the trainer's cast of the f32 batch into the activation arena */
+        xc = ng_arena_tensor(&m->acts, dt, 3, shape, "x half");
+        ng_cast(&xc, &x);
+    }
     ng_ctx ctx = ng_model_ctx(m, 1, 1, 0);
     long before = ng_linear_native_passes();
     ng_tensor y = ng_model_forward(m, &ctx, &xc);
@@ -154,12 +178,14 @@ static void plan_case(int64_t B, int64_t T, int64_t in, int64_t out, int bias) {
     ng_fill(&dy, 1);
     ng_model_backward(m, &ctx, &dy);
     long ran = ng_linear_native_passes() - before;
-    NG_TEST(ran == (ng_dnnl_bf16_native() ? 2 : 0), "plan case: %ld native passes", ran);
+    int expect = dt == NG_F32 || ng_dnnl_bf16_native() ? 2 : 0;
+    NG_TEST(ran == expect, "plan case %s: %ld oneDNN passes, expected %d", ng_dtype_name(dt), ran,
+            expect);
     NG_TEST(pl.acts == m->acts.peak && pl.grads == m->grads.peak,
-            "native bf16 linear plan [%lld,%lld,%lld]->%lld bias %d: acts %zu grads %zu planned, "
-            "%zu %zu measured",
-            (long long)B, (long long)T, (long long)in, (long long)out, bias, pl.acts, pl.grads,
-            m->acts.peak, m->grads.peak);
+            "%s linear plan [%lld,%lld,%lld]->%lld bias %d: acts %zu grads %zu planned, %zu %zu "
+            "measured",
+            ng_dtype_name(dt), (long long)B, (long long)T, (long long)in, (long long)out, bias,
+            pl.acts, pl.grads, m->acts.peak, m->grads.peak);
     ng_tensor_free(&x);
     ng_model_free(m);
 }
@@ -172,7 +198,10 @@ int main(void) {
     one_case("3-D [3,17,32] -> 96 (qkv-like)", 3, (int64_t[]){3, 17, 32}, 96, 1, 1);
     one_case("3-D [5,37,192] -> 77, no bias", 3, (int64_t[]){5, 37, 192}, 77, 0, 1);
     one_case("3-D [64,65,48] -> 31 (many rows)", 3, (int64_t[]){64, 65, 48}, 31, 1, 1);
-    plan_case(3, 17, 32, 96, 1);
-    plan_case(1, 5, 7, 3, 0);
+    for (int d = 0; d < 2; d++) {
+        ng_dtype dt = d ? NG_F32 : NG_BF16;
+        plan_case(dt, 3, 17, 32, 96, 1);
+        plan_case(dt, 1, 5, 7, 3, 0);
+    }
     return ng_test_finish("test_linear_onednn");
 }

@@ -437,7 +437,7 @@ int main(void) {
         ng_dtype dt = dts[d];
         ng_conv_use_native_bf16(d != 3); /* the last: bf16 on the f32 copies */
         ng_pool_use_native_bf16(d != 3);
-        ng_linear_use_native_bf16(d != 3);
+        ng_linear_use_onednn(d != 3);
         ng_arch a = arch("mlp");
         a.width = 64, a.dropout = 0.2;
         check("mlp with dropout", a, "none", dt, 5, 0);
