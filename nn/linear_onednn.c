@@ -9,8 +9,9 @@
  * (to nearest even, the rounding the widened path uses); in f32 they are written in place, the
  * bias added to each f32 sum by the kernel (one rounding, as linear.c's loop after ng_gemm). dW
  * and db land in natgrad's f32 master gradients directly: a sum post-op (dst = 1.0 * dst +
- * product) makes oneDNN accumulate as natgrad does, so they need no scratch. Each pass runs, or is planned (the plan's counter given,
- * nothing runs), by the same function, so plan and run cannot disagree. */
+ * product) makes oneDNN accumulate as natgrad does, so they need no scratch. Each pass runs, or is
+ * planned (the plan's counter given, nothing runs), by the same function, so plan and run cannot
+ * disagree. */
 #include "nn/linear_onednn.h"
 
 #include <stdlib.h>
