@@ -5,9 +5,11 @@
  * intensity. A "layer" is every child of the model's sequences, recursively; other containers
  * (a transformer block's residual branches, attention) are timed whole.
  *
- * On the CPU the half types are storage only: every op widens them to f32 (F16C/AVX2 where the
- * CPU has them, core/half_vec.h), computes in f32 and rounds back, so a layer gains when moving
- * half the bytes saves more than the conversions cost. */
+ * On a CPU without fp16 arithmetic the half types are storage only: every op widens them to f32
+ * (F16C/AVX2 where the CPU has them, core/half_vec.h), computes in f32 and rounds back, so a
+ * layer gains when moving half the bytes saves more than the conversions cost. Where the CPU has
+ * fp16 arithmetic (Arm FP16, AVX512-FP16: core/hgemm.h) the fp16 Linear and conv layers compute
+ * in it, twice the lanes of f32; the header names which ran. */
 #include "apps/bench_layers.h"
 
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include "apps/metrics.h"
 #include "core/backend.h"
 #include "core/half_vec.h"
+#include "core/hgemm.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "nn/model.h"
@@ -158,9 +161,10 @@ int ng_bench_per_layer(const ng_arch *ar, const char *arch, int64_t batch, ng_de
 
     size_t es[2] = {4, 2};
     printf("natgrad bench --per-layer: %s, batch %lld, %s, inference forward, fp32 against %s "
-           "(half conversions: %s), median of %d\n",
+           "(half conversions: %s, fp16 arithmetic: %s), median of %d\n",
            arch, (long long)batch, ng_device_name(dev), ng_dtype_name(half),
-           dev == NG_CPU ? ng_half_vec_isa() : "device", reps);
+           dev == NG_CPU ? ng_half_vec_isa() : "device",
+           dev == NG_CPU && half == NG_F16 ? ng_hgemm_isa() : "-", reps);
     printf("%-26s %-14s %9s %9s %9s %7s %9s %9s %8s %8s\n", "layer", "kind", "MFLOP", "fp32 ms",
            "half ms", "speedup", "fp32 MB", "half MB", "flop/B", "GFLOP/s");
     double sum[2] = {0, 0}, mb_sum[2] = {0, 0};
@@ -191,8 +195,10 @@ int ng_bench_per_layer(const ng_arch *ar, const char *arch, int64_t batch, ng_de
         } else {
             fprintf(f,
                     "{\"model\": \"%s\", \"batch\": %lld, \"device\": \"%s\", \"half\": \"%s\", "
-                    "\"reps\": %d, \"model_flops\": %lld, \"model_ms\": [%s, %s], \"layers\": [",
-                    arch, (long long)batch, ng_device_name(dev), ng_dtype_name(half), reps,
+                    "\"fp16_arithmetic\": \"%s\", \"reps\": %d, \"model_flops\": %lld, "
+                    "\"model_ms\": [%s, %s], \"layers\": [",
+                    arch, (long long)batch, ng_device_name(dev), ng_dtype_name(half),
+                    dev == NG_CPU && half == NG_F16 ? ng_hgemm_isa() : "-", reps,
                     (long long)model_flops, ng_json_num("%.5f", whole[0]).s,
                     ng_json_num("%.5f", whole[1]).s);
             for (int i = 0; i < n; i++) {

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "apps/commands.h"
+#include "core/hgemm.h"
 #include "core/threads.h"
 
 static const struct {
@@ -39,7 +40,8 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    ng_threads(); /* on the main thread, whose OpenMP setting the compute runs under */
+    ng_threads();        /* on the main thread, whose OpenMP setting the compute runs under */
+    ng_hgemm_kind_now(); /* NG_F16_NATIVE checked before any command starts */
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "natgrad: error: unknown command '%s'\n\n", argv[1]);

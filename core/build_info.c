@@ -1,5 +1,7 @@
 /* Reports what was built in; the CUDA part lives in build_info_cuda.cu. */
 #include "build_info.h"
+#include "half_vec.h"
+#include "hgemm.h"
 
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -33,6 +35,9 @@ void ng_print_build_info(FILE *f) {
     fprintf(f, "oneDNN:    %d.%d.%d (%s, CPU convolutions)\n", v->major, v->minor, v->patch,
             v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other runtime");
     fprintf(f, "Threads:   %d (NG_THREADS; OpenBLAS, oneDNN and natgrad's loops)\n", ng_threads());
+    fprintf(f,
+            "fp16:      conversions %s, arithmetic %s (NG_F16_NATIVE; fp16 evaluation forwards)\n",
+            ng_half_vec_isa(), ng_hgemm_isa());
     fprintf(f, "MPI:       %s\n", mpi_version ? mpi_version() : "not linked into this program");
 #ifdef NG_HAVE_CUDA
     ng_cuda_print_info(f, nccl_version ? nccl_version() : "not linked into this program");

@@ -15,6 +15,7 @@
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/half_vec.h"
+#include "core/hgemm.h"
 #include "core/ops.h"
 #include "nn/activation_kernels.h"
 #include "nn/conv_kernels.h"
@@ -424,8 +425,10 @@ static void gemm_backward(ng_layer *l, ng_ctx *ctx, const ng_tensor *dy, ng_tens
  * zero), while the weight gradient comes out f32 and is added into the master. Same semantics
  * without the f32 copies: the bf16 3D-CNN step's scratch 28.1 -> 14.2 MiB, its time 118 -> 84 ms
  * (docs/BENCHMARKS.md). A pass whose kernel oneDNN would take from its reference loops keeps the
- * copies. f16 always keeps them:
- * oneDNN 2.6 has no f16 CPU convolution, and this CPU has no AVX512-FP16 to run one on. */
+ * copies. f16 keeps them too (oneDNN 2.6 has no f16 CPU convolution), except an evaluation forward
+ * on a CPU with fp16 arithmetic (Arm FP16, AVX512-FP16): im2col and ng_hgemm, computing in fp16
+ * (nn/conv_hgemm.c). Training keeps the f32 arithmetic, so a checkpoint's replay and the
+ * backward see the same sums. */
 static int half_onednn(const ng_tensor *x) {
     return use_onednn && x->device == NG_CPU && (x->dtype == NG_F16 || x->dtype == NG_BF16);
 }
@@ -444,8 +447,18 @@ static int half_native(conv_state *s, const ng_conv_geom *g, ng_dtype dt, int nd
            ng_conv_onednn_native(&s->onednn_bf16, g, ndim, in, dt, backward);
 }
 
+/* Whether an f16 CPU forward computes in fp16: an evaluation on a CPU with fp16 arithmetic. */
+static int hgemm_eval(ng_dtype dt, int training) {
+    return dt == NG_F16 && !training && ng_hgemm_kind_now() != NG_HGEMM_NONE;
+}
+
 static void half_forward(conv_state *s, ng_layer *l, ng_ctx *ctx, const ng_tensor *x,
                          ng_tensor *y) {
+    if (hgemm_eval(x->dtype, ctx->training)) {
+        ng_win3 w = win_of(s, x);
+        ng_conv_hgemm_forward(&w, x, &l->params[0].compute, y, ctx->grads);
+        return;
+    }
     ng_conv_geom g = s->g;
     g.bias = 0;
     const ng_tensor *w = &l->params[0].compute;
@@ -661,6 +674,17 @@ static void conv_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx, i
         g.bias = 0;
         const ng_tensor *w = &l->params[0].value;
         int dx = backward && need_dx;
+        if (!backward && hgemm_eval(dt, sim->training)) { /* one chunk of f16 columns */
+            int64_t out_sp[3];
+            ng_conv_out_spatial(&s->g, in + 2, out_sp, "conv");
+            ng_win3 w3 = ng_win3_from_conv(&s->g, in + 2, out_sp);
+            int64_t K = w3.C * ng_win3_k_size(&w3);
+            size_t m = ng_sim_mark(&sim->grads);
+            ng_sim_tensor(&sim->grads, NG_F16, 2,
+                          (int64_t[]){K, ng_conv_hgemm_chunk(K, ng_win3_out_size(&w3))});
+            ng_sim_release(&sim->grads, m);
+            return;
+        }
         if (half_native(s, &g, dt, ndim, in, backward)) { /* no copies: oneDNN's bf16 passes */
             ng_conv_onednn_plan_dt(&s->onednn_bf16, &g, ndim, in, dt, backward, dx, &sim->grads);
         } else {

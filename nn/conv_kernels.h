@@ -50,6 +50,13 @@ static inline ng_win3 ng_win3_from_conv(const ng_conv_geom *g, const int64_t *in
     return w;
 }
 
+/* The f16 evaluation forward in fp16 arithmetic (nn/conv_hgemm.c; the CPU's, core/hgemm.h): y
+ * without bias, its columns taken from `scratch`; ng_conv_hgemm_chunk is the positions per chunk
+ * (the columns are K x that many fp16 values), for the plan. */
+int64_t ng_conv_hgemm_chunk(int64_t K, int64_t P);
+void ng_conv_hgemm_forward(const ng_win3 *w, const ng_tensor *x, const ng_tensor *W, ng_tensor *y,
+                           ng_arena *scratch);
+
 /* 0 disables the cuDNN path of conv layers on CUDA, so the im2col + GEMM path (used anyway
  * where cuDNN cannot take a tensor) runs and can be tested; 1 (the default) enables it. */
 void ng_conv_use_cudnn(int enabled);

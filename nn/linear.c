@@ -8,14 +8,18 @@
  * kernels did the ViT's f32 Linear shapes in about half OpenBLAS's time here, and bf16 skips
  * ng_gemm's f32 copies of the operands (vdpbf16ps multiplies bf16 pairs exactly and sums in
  * f32). Results equal ng_gemm's up to the order of the f32 sums (and bf16 subnormal operands,
- * which vdpbf16ps reads as zero). f64 (gradient checks) and f16 (no f16 dot products on this
- * CPU) keep ng_gemm, and so does every shape oneDNN would run on a reference loop. */
+ * which vdpbf16ps reads as zero). f64 (gradient checks) and f16 keep ng_gemm, and so does every
+ * shape oneDNN would run on a reference loop; except that an f16 evaluation forward on a CPU with
+ * fp16 arithmetic (Arm FP16, AVX512-FP16) computes in fp16 on ng_hgemm (core/hgemm.h), the bias
+ * added to its f32 meeting of block sums before the one rounding. Training keeps ng_gemm's f32
+ * arithmetic: its forward and backward, and a checkpoint's replay, stay the same sums. */
 #include "nn/linear.h"
 #include "nn/linear_onednn.h"
 #include "nn/onednn.h"
 #include "nn/plan.h"
 
 #include "core/error.h"
+#include "core/hgemm.h"
 #include "core/ops.h"
 #include "core/threads.h"
 
@@ -43,6 +47,30 @@ static int on_onednn(linear_state *s, ng_device dev, ng_dtype dt, int64_t rows, 
     return dev == NG_CPU && (dt == NG_F32 || (dt == NG_BF16 && ng_dnnl_bf16_native())) &&
            use_native && rows > 0 &&
            ng_linear_onednn_native(&s->onednn, dt, rows, s->in, s->out, s->bias, backward);
+}
+
+/* Whether an f16 forward runs in fp16 arithmetic: an evaluation on a CPU that has it. */
+static int on_hgemm(ng_device dev, ng_dtype dt, int training) {
+    return dev == NG_CPU && dt == NG_F16 && !training && ng_hgemm_kind_now() != NG_HGEMM_NONE;
+}
+
+/* y = x W^T + b on ng_hgemm, which reads B as [in, out]: W transposed into the scratch arena. */
+static void hgemm_forward(const ng_layer *l, const linear_state *s, ng_ctx *ctx, int64_t rows,
+                          ng_tensor *y) {
+    const ng_tensor *w = &l->params[0].compute, *b = s->bias ? &l->params[1].compute : NULL;
+    NG_CHECK(w->dtype == NG_F16 && (!b || b->dtype == NG_F16),
+             "linear %s: f16 input with weights %s", l->name, ng_tensor_desc(w));
+    ng_arena_mark m = ng_arena_get_mark(ctx->grads);
+    ng_tensor wt = ng_arena_tensor(ctx->grads, NG_F16, 2, (int64_t[]){s->in, s->out},
+                                   "linear weights transposed");
+    const ng_f16 *ws = w->data;
+    ng_f16 *wd = wt.data;
+    int64_t in = s->in, out = s->out;
+#pragma omp parallel for schedule(static) if (in * out >= NG_OMP_MIN)
+    for (int64_t k = 0; k < in; k++)
+        for (int64_t o = 0; o < out; o++) wd[k * out + o] = ws[o * in + k];
+    ng_hgemm(rows, out, in, s->x.data, in, wd, out, b ? b->data : NULL, y->data, out);
+    ng_arena_release(ctx->grads, m);
 }
 
 static void linear_out_shape(const ng_layer *l, int ndim, const int64_t *in, int *out_ndim,
@@ -88,6 +116,10 @@ static ng_tensor linear_forward(ng_layer *l, ng_ctx *ctx, const ng_tensor *x) {
     ng_tensor y = ng_arena_tensor(ctx->acts, x->dtype, ndim, shape, l->name);
     ng_tensor y2 = ng_tensor_reshape(&y, 2, (int64_t[]){rows, s->out});
     if (ctx->observer && !ctx->recomputing) ctx->observer->input(ctx->observer->self, l, &s->x);
+    if (on_hgemm(x->device, x->dtype, ctx->training)) {
+        hgemm_forward(l, s, ctx, rows, &y);
+        return y;
+    }
     if (on_onednn(s, x->device, x->dtype, rows, 0)) {
         const ng_tensor *w = &l->params[0].compute, *b = s->bias ? &l->params[1].compute : NULL;
         NG_CHECK(w->dtype == x->dtype && (!b || b->dtype == x->dtype),
@@ -163,6 +195,12 @@ static void linear_plan(ng_layer *l, ng_mem_sim *sim, int backward, int need_dx,
     if (!backward) {
         ng_sim_tensor(&sim->acts, dt, on, out);
         ng_sim_capture(sim, l, ndim, in, dt);
+    }
+    if (!backward && on_hgemm(sim->device, dt, sim->training)) { /* the transposed weights */
+        size_t m = ng_sim_mark(&sim->grads);
+        ng_sim_tensor(&sim->grads, NG_F16, 2, (int64_t[]){s->in, s->out});
+        ng_sim_release(&sim->grads, m);
+        return;
     }
     if (on_onednn(s, sim->device, dt, rows, backward)) { /* its scratch instead of the ones */
         ng_linear_onednn_plan(&s->onednn, dt, rows, s->in, s->out, s->bias, backward, need_dx,

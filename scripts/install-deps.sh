@@ -8,7 +8,8 @@ pkgs=(cmake ninja-build gcc g++ make pkg-config git
       libarchive-dev libspng-dev
       libdnnl-dev # oneDNN: the CPU convolutions, pooling and batch norm
       libopenmpi-dev openmpi-bin clang-format
-      iproute2 util-linux) # ip, tc and unshare for the namespace cluster (scripts/cluster.sh)
+      iproute2 util-linux # ip, tc and unshare for the namespace cluster (scripts/cluster.sh)
+      gcc-aarch64-linux-gnu qemu-user) # the Arm FP16 kernels, tested under qemu (tests/hgemm_cross.sh)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -61,8 +61,16 @@ L = r["layers"]
 assert len(L) > 5 and sum(l["flops"] for l in L) == r["model_flops"], "flops do not add up"
 assert all(l["bytes"][0] == 2 * l["bytes"][1] for l in L), "half bytes"
 assert all(min(l["ms"]) >= 0 for l in L) and r["model_ms"][0] > 0
+assert r["fp16_arithmetic"] in ("none", "asimdhp", "avx512fp16"), r["fp16_arithmetic"]
 PY
 fi
+# fp16 arithmetic forced to its scalar model (any CPU) is what the report says ran; a bad
+# NG_F16_NATIVE is refused naming it before anything runs.
+NG_F16_NATIVE=model expect 0 "fp16 arithmetic: model" -- bench --model lenet --per-layer \
+  --batch 2 --steps 1 --device cpu --json "$pl"
+grep -q '"fp16_arithmetic": "model"' "$pl" && pass=$((pass + 1)) ||
+  { fail=$((fail + 1)); echo "FAIL: per-layer json under NG_F16_NATIVE=model: $(head -c 300 "$pl")"; }
+NG_F16_NATIVE=fast expect 2 "NG_F16_NATIVE=fast: expected 0 (off), 1" -- info
 rm -f "$pl"
 # A config nested 100k levels deep is refused at once (it used to take hours), with status 2.
 tmp=$(mktemp -d)

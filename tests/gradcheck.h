@@ -57,6 +57,11 @@ int ng_twincheck_mixed(const char *what, ng_layer_maker make, int ndim, const in
  * `tol` (derive it from the format: see tests/test_mixed.c). */
 int ng_mixedcheck(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
                   int training, ng_dtype compute, ng_dtype ref, double tol);
+/* ng_mixedcheck of an evaluation forward's output alone (inference: no backward follows, and a
+ * max pool whose window holds two values that round to a tie in the half type would route its
+ * gradient elsewhere, a jump no rounding bound covers). */
+int ng_mixedcheck_eval(const char *what, ng_layer_maker make, int ndim, const int64_t *in_shape,
+                       ng_dtype compute, ng_dtype ref, double tol);
 
 /* Builds a CPU f32 model of l (taking it), runs a forward on a random input of `shape` and expects
  * a usage error that mentions `needle`. The model and input are made outside the caught call and
