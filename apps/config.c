@@ -1003,6 +1003,9 @@ void ng_config_print_schema(const ng_cfg_spec *spec, int nspec, FILE *f) {
                "dotted, `optimizer.lr: 0.1`)\nor with --set key=value.\n");
     const char *prev = "";
     size_t prevl = 0;
+    int kw = 30; /* the key column: as wide as the longest key */
+    for (int i = 0; i < nspec; i++)
+        if ((int)strlen(spec[i].key) > kw) kw = (int)strlen(spec[i].key);
     for (int i = 0; i < nspec; i++) {
         const ng_cfg_spec *s = &spec[i];
         const char *dot = strchr(s->key, '.');
@@ -1028,9 +1031,10 @@ void ng_config_print_schema(const ng_cfg_spec *spec, int nspec, FILE *f) {
                      s->type == NG_CFG_INT_LIST ? "items " : "", lo, hi);
         }
         if (*allowed)
-            fprintf(f, "  %-30s %-8s default %-14s %s\n", s->key, type_name[s->type], def, allowed);
+            fprintf(f, "  %-*s %-8s default %-14s %s\n", kw, s->key, type_name[s->type], def,
+                    allowed);
         else
-            fprintf(f, "  %-30s %-8s default %s\n", s->key, type_name[s->type], def);
+            fprintf(f, "  %-*s %-8s default %s\n", kw, s->key, type_name[s->type], def);
         if (s->help && *s->help) fprintf(f, "      %s\n", s->help);
     }
 }

@@ -67,7 +67,7 @@ static int cpu_has(ng_hgemm_kind kind) {
             return 0;
 #endif
         case NG_HGEMM_AVX512FP16:
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef NG_HGEMM_X86
             __builtin_cpu_init();
             return ng_hgemm_tile_avx512fp16 && __builtin_cpu_supports("avx512fp16") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");

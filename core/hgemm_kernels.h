@@ -16,7 +16,12 @@ typedef void (*ng_hgemm_tile_fn)(int64_t K, const ng_f16 *A, int64_t lda, int mr
 /* Arm FP16, 16 columns per tile; NULL unless built for aarch64. */
 extern const ng_hgemm_tile_fn ng_hgemm_tile_asimdhp;
 #define NG_HGEMM_NR_ASIMDHP 16
-/* AVX512-FP16, 32 columns per tile; NULL unless built for x86-64. */
+/* AVX512-FP16 needs a compiler that knows it (GCC 12, Clang 14). */
+#if defined(__x86_64__) &&                                                                         \
+    ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && __GNUC__ >= 12))
+#define NG_HGEMM_X86 1
+#endif
+/* AVX512-FP16, 32 columns per tile; NULL unless built for x86-64 by such a compiler. */
 extern const ng_hgemm_tile_fn ng_hgemm_tile_avx512fp16;
 #define NG_HGEMM_NR_AVX512FP16 32
 

@@ -9,7 +9,7 @@
 
 #include "hgemm.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef NG_HGEMM_X86
 #include <immintrin.h>
 
 #define X86_FP16 __attribute__((target("avx512fp16,avx512bw,avx512vl,avx512dq,avx512f")))
