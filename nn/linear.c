@@ -9,10 +9,12 @@
  * ng_gemm's f32 copies of the operands (vdpbf16ps multiplies bf16 pairs exactly and sums in
  * f32). Results equal ng_gemm's up to the order of the f32 sums (and bf16 subnormal operands,
  * which vdpbf16ps reads as zero). f64 (gradient checks) and f16 keep ng_gemm, and so does every
- * shape oneDNN would run on a reference loop; except that an f16 evaluation forward on a CPU with
- * fp16 arithmetic (Arm FP16, AVX512-FP16) computes in fp16 on ng_hgemm (core/hgemm.h), the bias
- * added to its f32 meeting of block sums before the one rounding. Training keeps ng_gemm's f32
- * arithmetic: its forward and backward, and a checkpoint's replay, stay the same sums. */
+ * shape oneDNN would not run on its brgemm kernels (a reference loop, or the gemm-based matmul it
+ * runs on aarch64, which splits sums across threads; linear_onednn.c); except that an f16
+ * evaluation forward on a CPU with fp16 arithmetic (Arm FP16, AVX512-FP16) computes in fp16 on
+ * ng_hgemm (core/hgemm.h), the bias added to its f32 meeting of block sums before the one rounding.
+ * Training keeps ng_gemm's f32 arithmetic: its forward and backward, and a checkpoint's replay,
+ * stay the same sums. */
 #include "nn/linear.h"
 #include "nn/linear_onednn.h"
 #include "nn/onednn.h"

@@ -212,18 +212,39 @@ static void backward_pass(lin_prims *p, ng_dnnl_taker *t, int64_t in, const void
 
 /* ---- the interface ------------------------------------------------------------------------- */
 
+/* A pass runs on oneDNN only on its brgemm kernels ("brg:..."): they split rows and columns over
+ * threads, never a sum, so a Linear layer's bits do not depend on NG_THREADS. oneDNN's other
+ * matmuls are a reference loop or its gemm-based one ("gemm:jit", what Debian's oneDNN 2.6 runs on
+ * aarch64), which splits sums across threads: built for aarch64, a ViT step's bits changed with
+ * the thread count (test_vit_threads under qemu-aarch64). Those shapes keep ng_gemm. */
+static int brgemm(const_dnnl_primitive_desc_t pd) {
+    const char *name = NULL;
+    NG_DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name));
+    return name && !strncmp(name, "brg", 3);
+}
+
 int ng_linear_onednn_native(void **cache, ng_dtype dt, int64_t rows, int64_t in, int64_t out,
                             int bias, int backward) {
     lin_prims *p = lookup(cache, rows, dt);
     if (!backward) {
         make_pd(p, FWD, in, out, bias);
-        return ng_dnnl_impl_native(p->pd[FWD]);
+        return brgemm(p->pd[FWD]);
     }
     make_pd(p, WEI, in, out, 0);
     make_pd(p, DATA, in, out, 0);
     if (bias) make_pd(p, BIAS, in, out, 0);
-    return ng_dnnl_impl_native(p->pd[WEI]) && ng_dnnl_impl_native(p->pd[DATA]) &&
-           (!bias || ng_dnnl_impl_native(p->pd[BIAS]));
+    return brgemm(p->pd[WEI]) && brgemm(p->pd[DATA]) && (!bias || brgemm(p->pd[BIAS]));
+}
+
+int ng_linear_onednn_f32_here(void) {
+    static int here = -1;
+    if (here < 0) { /* a 64 -> 64 layer on 64 rows, forward and backward, asked once */
+        void *probe = NULL;
+        here = ng_linear_onednn_native(&probe, NG_F32, 64, 64, 64, 1, 0) &&
+               ng_linear_onednn_native(&probe, NG_F32, 64, 64, 64, 1, 1);
+        ng_linear_onednn_free(probe);
+    }
+    return here;
 }
 
 void ng_linear_onednn_forward(void **cache, ng_dtype dt, int64_t rows, int64_t in, int64_t out,

@@ -20,11 +20,14 @@
 #include "nn/plan.h"
 
 /* Whether the forward (backward 0) or the backward passes (backward 1: dW, db when bias, dx) of
- * a layer of in -> out features on `rows` rows in dt (f32 or bf16) run on oneDNN's optimised
- * kernels (no reference loop); makes the primitive descriptors on first use. For bf16 the caller
- * checks ng_dnnl_bf16_native. */
+ * a layer of in -> out features on `rows` rows in dt (f32 or bf16) run on oneDNN's brgemm kernels
+ * (not a reference loop, nor its gemm-based matmul, whose sums split across threads); makes the
+ * primitive descriptors on first use. For bf16 the caller checks ng_dnnl_bf16_native. */
 int ng_linear_onednn_native(void **cache, ng_dtype dt, int64_t rows, int64_t in, int64_t out,
                             int bias, int backward);
+/* 1 when this CPU's oneDNN runs an f32 Linear on brgemm (x86 with AVX-512: yes; Debian's oneDNN
+ * 2.6 on aarch64: no, its f32 matmul is gemm-based), probed once; for tests and reports. */
+int ng_linear_onednn_f32_here(void);
 
 /* y [rows,out] = x [rows,in] W^T (W [out,in]) in dt, each element rounded once from its f32 sum
  * (bf16: to bf16); with b ([out], dt) then y = round(y + b) as the other paths add their bias. */
