@@ -66,23 +66,16 @@ static ng_layer_run run(ng_dtype dt, uint64_t seed, const ng_tensor *xh, const n
     return ng_test_layer_run(make_case, dt, seed, xh, dyh, absolute, PASSES, need_dx, 16 << 20);
 }
 
-/* Whether the bf16 runs must take the native path: 1 where oneDNN has AVX512_BF16 here. */
-static int native_expected(void) {
-    static int said;
-    int on = ng_dnnl_bf16_native();
-    if (!on && !said++)
-        printf("test_linear_onednn: skipped the native bf16 checks: oneDNN's effective ISA has no "
-               "AVX512_BF16 here (the widened path ran for bf16 instead)\n");
-    return on;
-}
-
-/* Whether the f32 runs must take oneDNN: 1 where its f32 matmul is brgemm here. */
-static int f32_expected(void) {
-    static int said;
-    int on = ng_linear_onednn_f32_here();
-    if (!on && !said++)
-        printf("test_linear_onednn: skipped the f32 oneDNN checks: oneDNN's f32 matmul here is not "
-               "brgemm (the Linear keeps OpenBLAS, so its sums do not split across threads)\n");
+/* Whether the runs in dt must take oneDNN here: bf16 where oneDNN has AVX512_BF16, f32 where its
+ * f32 matmul is brgemm; says once per dtype when the checks are skipped. */
+static int onednn_expected(ng_dtype dt) {
+    static int said[2];
+    int f32 = dt == NG_F32, on = f32 ? ng_linear_onednn_f32_here() : ng_dnnl_bf16_native();
+    if (!on && !said[f32]++)
+        printf("test_linear_onednn: skipped the %s oneDNN checks: %s\n", ng_dtype_name(dt),
+               f32 ? "oneDNN's f32 matmul here is not brgemm (the Linear keeps OpenBLAS, so its "
+                     "sums do not split across threads)"
+                   : "oneDNN's effective ISA has no AVX512_BF16 here (the widened path ran)");
     return on;
 }
 
@@ -132,7 +125,7 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
     ng_tensor xa = ng_test_abs(&x, "|x|"), dya = ng_test_abs(&dy, "|dy|");
     uint64_t seed = ng_test_seed();
 
-    int native = native_expected();
+    int native = onednn_expected(NG_BF16);
     char w2[200];
     snprintf(w2, sizeof w2, "%s (%s)", what, native ? "native" : "no native ISA");
     ng_layer_run mag = run(NG_F64, seed, &xa, &dya, 1, need_dx);
@@ -151,7 +144,7 @@ static void one_case(const char *what, int ndim, const int64_t *shape, int64_t o
 
     /* f32: oneDNN's kernels against OpenBLAS's */
     ng_layer_run blas = run_path(NG_F32, 0, seed, &x, &dy, need_dx, what);
-    ng_layer_run dnnl = run_path(NG_F32, f32_expected(), seed, &x, &dy, need_dx, what);
+    ng_layer_run dnnl = run_path(NG_F32, onednn_expected(NG_F32), seed, &x, &dy, need_dx, what);
     char w3[200];
     snprintf(w3, sizeof w3, "%s (f32)", what);
     const double c32 = (1 + u) * (1 + u) * (1 + u);
