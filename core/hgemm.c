@@ -20,7 +20,7 @@
  * (c is an fp16 value, never a tie; a product's tie is kept). d goes to float rounded to odd
  * (truncated, the last bit set when anything was cut off), which keeps 24 >= 11 + 2 bits, so the
  * nearest-even rounding to fp16 that follows is the one rounding of d (the classic round-to-odd
- * argument), at a few nanoseconds: the model is the slow path, not a ten-times slower one. */
+ * argument), with a float conversion and a few integer operations. */
 static ng_f16 round_f16(double d) {
     float f = (float)d; /* nearest even */
     if ((double)f != d && d == d) {

@@ -34,8 +34,9 @@ typedef enum {
 
 /* What runs: the CPU's fp16 arithmetic where it has some, else NG_HGEMM_NONE. NG_F16_NATIVE in
  * the environment overrides: 0 keeps it off (to compare against the f32 path), model runs the
- * scalar model (the same bits as any native kind, on any CPU, a hundred times slower: to check
- * natgrad's use of it where no CPU at hand has fp16 arithmetic); any other value is a usage
+ * scalar model (the same bits as any native kind, on any CPU, but slow: about 9 ns a
+ * multiply-add on one core of the development VM; to check natgrad's use of it where no CPU at
+ * hand has fp16 arithmetic); any other value is a usage
  * error naming the variable. Decided on the first call. */
 ng_hgemm_kind ng_hgemm_kind_now(void);
 /* Its name: "asimdhp", "avx512fp16", "model" or "none" (`natgrad info`, bench reports). */
